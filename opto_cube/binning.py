@@ -1,0 +1,387 @@
+"""Spikes to counts ``[cluster, trial, time]``: pure binning, no disk I/O.
+
+Exactness. The published analysis counts a spike at ``t`` in the window
+``[a, b)`` of a trial with onset ``o`` when ``o + a <= t < o + b`` in float64.
+Spike times and onsets sit on the 30 kHz sample grid, so spikes land exactly
+on such edges and ``floor((t - o) / width)`` miscounts them. Here bin edges
+are whole microseconds, ``k / 1e6`` relative to onset (so ``-0.5`` and ``0``
+are exactly the doubles the analysis adds), every spike's bin is found by
+comparing ``t`` with ``o + edge`` in float64, and the edge that ends a
+trial's pulse is ``o + duration`` with the duration as stored. A window and
+bin width that cannot make the pre window ``[-0.5, 0)`` and every stim window
+``[0, duration)`` unions of whole bins are refused.
+
+Speed and memory. Trials are binned in chunks, in onset order, by one pass
+over the time-sorted spikes that fall in the chunk's windows (a spike counts
+in every trial whose window holds it; neighbouring windows overlap). One
+buffer of ``(clusters, trials per chunk, bins)`` is reused, so memory is
+bounded by the chunk, not by the session.
+
+Examples
+--------
+>>> import numpy as np
+>>> bins = plan_time_bins(durations_s=[0.01], bin_ms=5.0, window_s=(-0.5, 0.1))
+>>> bins
+TimeBins(bin_width_s=0.005, window_s=(-0.5, 0.1), n_bins=120)
+>>> counts = spike_counts(np.array([10.0, 10.004, 10.005]), np.array([0, 0, 1]),
+...                       onsets_s=np.array([10.0]), durations_s=np.array([0.01]),
+...                       bins=bins, n_clusters=2)
+>>> counts.shape, counts.dtype
+((2, 1, 120), dtype('uint8'))
+>>> int(counts[0, 0, 100]), int(counts[1, 0, 101])
+(2, 1)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from . import schema
+from .errors import BinningError
+
+_US_PER_S = 1_000_000
+
+
+@dataclass(frozen=True)
+class TimeBins:
+    """Half-open bins of ``bin_us`` microseconds over ``[start_us, stop_us)`` relative to onset."""
+
+    bin_us: int
+    start_us: int
+    stop_us: int
+
+    @property
+    def n_bins(self) -> int:
+        return (self.stop_us - self.start_us) // self.bin_us
+
+    @property
+    def bin_width_s(self) -> float:
+        return self.bin_us / _US_PER_S
+
+    @property
+    def window_s(self) -> tuple[float, float]:
+        return (self.start_us / _US_PER_S, self.stop_us / _US_PER_S)
+
+    @property
+    def edges_s(self) -> np.ndarray:
+        """Bin edges relative to onset, each the double nearest a whole microsecond."""
+        return (self.start_us + self.bin_us * np.arange(self.n_bins + 1, dtype=np.int64)) / _US_PER_S
+
+    @property
+    def centres_s(self) -> np.ndarray:
+        return (2 * self.start_us + self.bin_us * (2 * np.arange(self.n_bins, dtype=np.int64) + 1)) / (2 * _US_PER_S)
+
+    def edge_index(self, seconds: float | np.ndarray) -> np.ndarray:
+        """Index of the bin edge at ``seconds`` (rounded to whole microseconds)."""
+        us = np.rint(np.asarray(seconds, dtype=np.float64) * _US_PER_S).astype(np.int64)
+        return (us - self.start_us) // self.bin_us
+
+    def __repr__(self) -> str:
+        return f"TimeBins(bin_width_s={self.bin_width_s!r}, window_s={self.window_s!r}, n_bins={self.n_bins})"
+
+
+def _whole_us(seconds: float, what: str) -> int:
+    us = round(seconds * _US_PER_S)
+    if not math.isfinite(seconds) or abs(seconds * _US_PER_S - us) > 1e-6 * max(1.0, abs(us)):
+        raise BinningError(f"{what} {seconds!r} s is not a whole number of microseconds")
+    return us
+
+
+def plan_time_bins(
+    durations_s: Sequence[float] | np.ndarray,
+    bin_ms: float = schema.DEFAULT_BIN_MS,
+    window_s: tuple[float, float] | None = None,
+) -> TimeBins:
+    """Bins that tile the pre window and every stim window exactly.
+
+    Parameters
+    ----------
+    durations_s
+        The pulse durations of the session, s, as stored.
+    bin_ms
+        Bin width, ms (whole microseconds).
+    window_s
+        ``(start, stop)`` of the binned window relative to onset, s. Default:
+        ``(-0.5, max(1.0, longest pulse + 0.5))``, rounded up to whole bins.
+
+    Raises
+    ------
+    BinningError
+        When the bins cannot make ``[-0.5, 0)`` and every ``[0, duration)``
+        unions of whole bins, or the window does not cover them.
+
+    Examples
+    --------
+    >>> plan_time_bins([0.01, 0.05])
+    TimeBins(bin_width_s=0.001, window_s=(-0.5, 1.0), n_bins=1500)
+    >>> plan_time_bins([0.0125], bin_ms=5)
+    Traceback (most recent call last):
+    ...
+    opto_cube.errors.BinningError: bin width 5.0 ms cannot tile the stim window [0, 0.0125) s: 0.0125 s is not a whole number of bins; choose a bin width that divides it (e.g. 2.5 ms or 0.5 ms)
+    """
+    bin_ms = float(bin_ms)
+    if not bin_ms > 0:
+        raise BinningError(f"bin width must be positive, got {bin_ms!r} ms")
+    bin_us = _whole_us(bin_ms / 1000, "bin width")
+    if bin_us < 1:
+        raise BinningError(f"bin width {bin_ms!r} ms is below one microsecond")
+    durations = np.unique(np.asarray(durations_s, dtype=np.float64))
+    if durations.size == 0:
+        raise BinningError("no trials: nothing to bin")
+    pre_start_us = round(schema.PRE_WINDOW_S[0] * _US_PER_S)
+    if pre_start_us % bin_us:
+        raise BinningError(
+            f"bin width {bin_ms!r} ms cannot tile the pre window [-0.5, 0) s; choose one that divides 500 ms"
+        )
+    duration_us = np.rint(durations * _US_PER_S).astype(np.int64)
+    for d, d_us in zip(durations, duration_us):
+        if d_us % bin_us or d_us <= 0:
+            raise BinningError(
+                f"bin width {bin_ms!r} ms cannot tile the stim window [0, {d!r}) s: {d!r} s is not a whole number "
+                f"of bins; choose a bin width that divides it (e.g. {_suggest(int(d_us), bin_us)})"
+            )
+    longest = int(duration_us.max())
+    if window_s is None:
+        stop_us = max(round(schema.DEFAULT_WINDOW_END_S * _US_PER_S), longest + round(schema.DEFAULT_POST_S * _US_PER_S))
+        stop_us = -(-stop_us // bin_us) * bin_us
+        start_us = pre_start_us
+    else:
+        if len(window_s) != 2:
+            raise BinningError(f"window must be (start, stop) in s, got {window_s!r}")
+        start_us = _whole_us(float(window_s[0]), "window start")
+        stop_us = _whole_us(float(window_s[1]), "window stop")
+        if start_us > pre_start_us or stop_us < longest:
+            raise BinningError(
+                f"window [{window_s[0]}, {window_s[1]}) s must cover the pre window [-0.5, 0) s and the longest "
+                f"pulse [0, {durations.max()!r}) s"
+            )
+        if (stop_us - start_us) % bin_us or start_us % bin_us:
+            raise BinningError(
+                f"window [{window_s[0]}, {window_s[1]}) s is not a whole number of {bin_ms!r} ms bins aligned to onset"
+            )
+    return TimeBins(bin_us=bin_us, start_us=start_us, stop_us=stop_us)
+
+
+def _suggest(duration_us: int, bin_us: int) -> str:
+    options = [b for b in (10_000, 5_000, 2_500, 2_000, 1_000, 500, 250, 100, 50, 10, 1)
+               if duration_us % b == 0 and 500_000 % b == 0 and b < bin_us]
+    return " or ".join(f"{b / 1000:g} ms" for b in options[:2]) or "1 us"
+
+
+def smallest_uint(max_count: int) -> np.dtype:
+    """The smallest unsigned dtype that holds ``max_count``.
+
+    Examples
+    --------
+    >>> smallest_uint(255), smallest_uint(256)
+    (dtype('uint8'), dtype('uint16'))
+    """
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if max_count <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise OverflowError(f"count {max_count} does not fit in uint64")
+
+
+# --------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------
+@numba.njit(cache=True, nogil=True, inline="always")
+def _edge(onset, j, rel_edges, stim_edge, stim_end):
+    # absolute time of edge j of a trial; the edge that ends the pulse is onset + duration as stored
+    if j == stim_edge:
+        return onset + stim_end
+    return onset + rel_edges[j]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _bin_of(t, onset, rel_edges, inv_width, stim_edge, stim_end):
+    n_bins = rel_edges.size - 1
+    j = int(math.floor((t - onset - rel_edges[0]) * inv_width))
+    if j < 0:
+        j = 0
+    elif j > n_bins - 1:
+        j = n_bins - 1
+    while j > 0 and t < _edge(onset, j, rel_edges, stim_edge, stim_end):
+        j -= 1
+    while j < n_bins - 1 and t >= _edge(onset, j + 1, rel_edges, stim_edge, stim_end):
+        j += 1
+    return j
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_chunk(times, clusters, lo, hi, onsets, rel_edges, inv_width, stim_edge, stim_end, out):
+    for i in range(onsets.size):
+        for s in range(lo[i], hi[i]):
+            j = _bin_of(times[s], onsets[i], rel_edges, inv_width, stim_edge[i], stim_end[i])
+            out[clusters[s], i, j] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _max_count_chunk(times, clusters, lo, hi, onsets, rel_edges, inv_width, stim_edge, stim_end, scratch):
+    best = 0
+    for i in range(onsets.size):
+        for s in range(lo[i], hi[i]):
+            j = _bin_of(times[s], onsets[i], rel_edges, inv_width, stim_edge[i], stim_end[i])
+            c = scratch[clusters[s], j] + 1
+            scratch[clusters[s], j] = c
+            if c > best:
+                best = c
+        for s in range(lo[i], hi[i]):
+            j = _bin_of(times[s], onsets[i], rel_edges, inv_width, stim_edge[i], stim_end[i])
+            scratch[clusters[s], j] = 0
+    return best
+
+
+# --------------------------------------------------------------------------
+# Streaming over trial chunks
+# --------------------------------------------------------------------------
+class _SpikeWindows:
+    """Spikes with ``start <= t < stop`` from a stream of time-sorted blocks; ``start`` never decreases."""
+
+    def __init__(self, blocks: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
+        self._blocks = iter(blocks)
+        self._times = np.empty(0, np.float64)
+        self._clusters = np.empty(0, np.int64)
+        self._exhausted = False
+
+    def take(self, start: float, stop: float) -> tuple[np.ndarray, np.ndarray]:
+        while not self._exhausted and (self._times.size == 0 or self._times[-1] < stop):
+            block = next(self._blocks, None)
+            if block is None:
+                self._exhausted = True
+                break
+            keep = np.searchsorted(self._times, start, side="left")
+            self._times = np.concatenate([self._times[keep:], block[0]])
+            self._clusters = np.concatenate([self._clusters[keep:], block[1]])
+        keep = np.searchsorted(self._times, start, side="left")
+        self._times, self._clusters = self._times[keep:], self._clusters[keep:]
+        n = np.searchsorted(self._times, stop, side="left")
+        return self._times[:n], self._clusters[:n]
+
+
+@dataclass(frozen=True)
+class _Trials:
+    """Trials in onset order with their window edges, ready for the kernels."""
+
+    onsets: np.ndarray
+    stim_edge: np.ndarray
+    stim_end: np.ndarray
+    window_start: np.ndarray
+    window_stop: np.ndarray
+
+    @classmethod
+    def build(cls, onsets_s: np.ndarray, durations_s: np.ndarray, bins: TimeBins) -> _Trials:
+        onsets = np.ascontiguousarray(onsets_s, dtype=np.float64)
+        durations = np.ascontiguousarray(durations_s, dtype=np.float64)
+        if np.any(np.diff(onsets) < 0):
+            raise ValueError("onsets must be sorted; sort the trials first")
+        stim_edge = bins.edge_index(durations)
+        relative_us = bins.start_us + stim_edge * bins.bin_us
+        if np.any(np.abs(durations * _US_PER_S - relative_us) >= 0.5) or np.any(stim_edge > bins.n_bins):
+            raise BinningError(f"{bins!r} does not tile the stim windows of these durations; plan with plan_time_bins")
+        rel = bins.edges_s
+        window_stop = np.where(stim_edge == bins.n_bins, onsets + durations, onsets + rel[-1])
+        return cls(onsets, stim_edge.astype(np.int64), durations, onsets + rel[0], window_stop)
+
+    def chunk(self, sl: slice) -> _Trials:
+        return _Trials(*(getattr(self, f)[sl] for f in self.__dataclass_fields__))
+
+
+def _iter_windows(
+    spike_blocks: Iterable[tuple[np.ndarray, np.ndarray]], trials: _Trials, trial_chunk: int
+) -> Iterator[tuple[slice, _Trials, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    windows = _SpikeWindows(spike_blocks)
+    n_trials = trials.onsets.size
+    for t0 in range(0, n_trials, trial_chunk):
+        sl = slice(t0, min(t0 + trial_chunk, n_trials))
+        part = trials.chunk(sl)
+        times, clusters = windows.take(part.window_start[0], part.window_stop.max())
+        lo = np.searchsorted(times, part.window_start, side="left")
+        hi = np.searchsorted(times, part.window_stop, side="left")
+        yield sl, part, times, clusters, lo, hi
+
+
+def max_bin_count(
+    spike_blocks: Iterable[tuple[np.ndarray, np.ndarray]],
+    onsets_s: np.ndarray,
+    durations_s: np.ndarray,
+    bins: TimeBins,
+    n_clusters: int,
+    trial_chunk: int = schema.CHUNK_TRIALS,
+) -> int:
+    """The largest count any (cluster, trial, bin) will hold, without building the cube.
+
+    ``spike_blocks`` yields time-sorted ``(times_s, cluster)`` blocks; trials are in onset order.
+    """
+    trials = _Trials.build(onsets_s, durations_s, bins)
+    scratch = np.zeros((n_clusters, bins.n_bins), dtype=np.int64)
+    rel, inv = bins.edges_s, 1.0 / bins.bin_width_s
+    best = 0
+    for _, part, times, clusters, lo, hi in _iter_windows(spike_blocks, trials, trial_chunk):
+        best = max(best, int(_max_count_chunk(times, clusters, lo, hi, part.onsets, rel, inv,
+                                              part.stim_edge, part.stim_end, scratch)))
+    return best
+
+
+def iter_count_chunks(
+    spike_blocks: Iterable[tuple[np.ndarray, np.ndarray]],
+    onsets_s: np.ndarray,
+    durations_s: np.ndarray,
+    bins: TimeBins,
+    n_clusters: int,
+    dtype: np.dtype,
+    trial_chunk: int = schema.CHUNK_TRIALS,
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """Counts ``[cluster, trial, time]`` chunk by chunk of trials, in onset order.
+
+    Yields ``(trials, counts)``: the slice of trials and a view of one
+    reused buffer, valid until the next chunk is asked for (copy it to keep it).
+    ``dtype`` must hold the largest count (see :func:`max_bin_count`).
+    """
+    trials = _Trials.build(onsets_s, durations_s, bins)
+    buffer = np.zeros((n_clusters, min(trial_chunk, trials.onsets.size), bins.n_bins), dtype=dtype)
+    rel, inv = bins.edges_s, 1.0 / bins.bin_width_s
+    for sl, part, times, clusters, lo, hi in _iter_windows(spike_blocks, trials, trial_chunk):
+        out = buffer[:, : sl.stop - sl.start]
+        out.fill(0)
+        _count_chunk(times, clusters, lo, hi, part.onsets, rel, inv, part.stim_edge, part.stim_end, out)
+        yield sl, out
+
+
+def spike_counts(
+    times_s: np.ndarray,
+    clusters: np.ndarray,
+    onsets_s: np.ndarray,
+    durations_s: np.ndarray,
+    bins: TimeBins,
+    n_clusters: int,
+) -> np.ndarray:
+    """The whole cube ``[cluster, trial, time]`` in memory, trials in the order given.
+
+    The in-memory counterpart of :func:`iter_count_chunks`, for small data and
+    tests: spikes need not be sorted, trials need not be in onset order.
+
+    Examples
+    --------
+    >>> bins = plan_time_bins([0.01], bin_ms=10, window_s=(-0.5, 0.5))
+    >>> spike_counts(np.array([0.0, 5.0]), np.array([0, 0]), np.array([5.0, 0.0]),
+    ...              np.array([0.01, 0.01]), bins, 1)[0, :, 50]
+    array([1, 1], dtype=uint8)
+    """
+    times_s = np.asarray(times_s, dtype=np.float64)
+    clusters = np.asarray(clusters, dtype=np.int64)
+    order = np.argsort(times_s, kind="stable")
+    blocks = [(times_s[order], clusters[order])]
+    trial_order = np.argsort(onsets_s, kind="stable")
+    onsets = np.asarray(onsets_s, dtype=np.float64)[trial_order]
+    durations = np.asarray(durations_s, dtype=np.float64)[trial_order]
+    dtype = smallest_uint(max_bin_count(blocks, onsets, durations, bins, n_clusters))
+    cube = np.zeros((n_clusters, onsets.size, bins.n_bins), dtype=dtype)
+    for sl, counts in iter_count_chunks(blocks, onsets, durations, bins, n_clusters, dtype):
+        cube[:, trial_order[sl]] = counts
+    return cube

@@ -1,0 +1,304 @@
+"""Convert sessions: read (:mod:`opto_cube.io`), bin (:mod:`opto_cube.binning`), write (:mod:`opto_cube.store`).
+
+One store per session; sessions convert independently, in parallel on
+dask's scheduler (local processes, or a ``dask.distributed`` cluster), and a
+broken session is reported without touching the others.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from . import __version__, binning, io, schema, store
+from .errors import OptoCubeError, OptoCubeWarning
+
+
+@dataclass
+class ConversionResult:
+    """What happened to one session: ``converted``, ``skipped`` (up to date) or ``failed``."""
+
+    session_id: str
+    status: str
+    store: str | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
+
+    def __str__(self) -> str:
+        if self.status == "failed":
+            return f"failed     {self.session_id}: {self.error}"
+        extra = f" {self.shape} {self.dtype}" if self.shape else ""
+        return f"{self.status:<10} {self.session_id} -> {self.store}{extra} ({self.seconds:.1f} s)"
+
+
+def emitter_depth_um(emitter: np.ndarray, surface_position_um: float, tip_offset_um: float) -> np.ndarray:
+    """Depth of each emitter below the brain surface, um (dataset.md, Geometry).
+
+    The emitter sits ``70 + 100 (e - 1)`` um from the tip; the channel axis's
+    zero lies ``tip_offset_um`` above the tip.
+
+    Examples
+    --------
+    >>> emitter_depth_um(np.array([1, 14]), surface_position_um=2000.0, tip_offset_um=0.0)
+    array([1930.,  630.])
+    """
+    position = schema.emitter_position_from_tip_um(emitter) - tip_offset_um
+    return surface_position_um - position
+
+
+def _variable(name: str, data: Any) -> xr.Variable:
+    spec = schema.VARIABLES[name]
+    return xr.Variable(spec.dims, data, attrs=spec.attrs)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    return value
+
+
+def conversion_parameters(bins: binning.TimeBins, tip_offset_um: float) -> dict[str, Any]:
+    """The parameters a store is built with (with its sources' checksums, what makes it up to date)."""
+    return {
+        schema.ATTR_BIN_WIDTH: bins.bin_width_s,
+        schema.ATTR_WINDOW: list(bins.window_s),
+        schema.ATTR_TIP_OFFSET: float(tip_offset_um),
+        schema.ATTR_FORMAT_VERSION: schema.FORMAT_VERSION,
+    }
+
+
+def cube_template(
+    session: io.Session,
+    bins: binning.TimeBins,
+    dtype: np.dtype,
+    tip_offset_um: float = schema.TIP_OFFSET_UM,
+    chunks: tuple[int, int, int] | None = None,
+) -> xr.Dataset:
+    """The cube of a session with every coordinate and attribute, ``spike_counts`` still lazy zeros.
+
+    Trials are put in onset order; ``stim_index`` keeps each trial's row in the stim files.
+    """
+    order = np.argsort(session.stim[schema.ONSET], kind="stable")
+    n_clusters, n_trials, n_bins = session.n_clusters, session.n_trials, bins.n_bins
+    chunks = chunks or store.spike_counts_chunks(n_clusters, n_trials, n_bins)
+    stim = {name: values[order] for name, values in session.stim.items()}
+    coords: dict[str, xr.Variable] = {
+        schema.CLUSTER: _variable(schema.CLUSTER, np.arange(n_clusters, dtype=np.int64)),
+        **{name: _variable(name, session.clusters[name]) for name in schema.CLUSTER_COORDS},
+        schema.TRIAL: _variable(schema.TRIAL, np.arange(n_trials, dtype=np.int64)),
+        schema.STIM_INDEX: _variable(schema.STIM_INDEX, order.astype(np.int64)),
+        **{name: _variable(name, stim[name]) for name in (schema.ONSET, schema.EMITTER, schema.POWER, schema.DURATION)},
+        schema.EMITTER_DEPTH: _variable(
+            schema.EMITTER_DEPTH, emitter_depth_um(stim[schema.EMITTER], session.surface_position_um, tip_offset_um)
+        ),
+        schema.TIME: _variable(schema.TIME, bins.centres_s),
+    }
+    counts = da.zeros((n_clusters, n_trials, n_bins), dtype=dtype, chunks=chunks)
+    ours = {
+        schema.ATTR_SESSION_ID: session.session_id,
+        **conversion_parameters(bins, tip_offset_um),
+        schema.ATTR_PRE_WINDOW: list(schema.PRE_WINDOW_S),
+        schema.ATTR_EMITTER_POSITIONS: list(schema.EMITTER_POSITIONS_FROM_TIP_UM),
+        schema.ATTR_SURFACE: session.surface_position_um,
+        schema.ATTR_VERSION: __version__,
+        schema.ATTR_SHA256: dict(sorted(session.sha256.items())),
+    }
+    if session.laser_calibration is not None:
+        ours[schema.ATTR_LASER_CALIBRATION] = session.laser_calibration
+    attrs = {}
+    for key, value in session.attrs.items():  # session.json fields; ours win a clash, theirs kept aside
+        if key in ours and key != schema.ATTR_SESSION_ID:
+            key = schema.SESSION_JSON_PREFIX + key
+        attrs[key] = value
+    attrs.update(ours)
+    ds = xr.Dataset({schema.SPIKE_COUNTS: _variable(schema.SPIKE_COUNTS, counts)}, coords=coords)
+    ds.attrs = _json_safe(attrs)
+    return ds
+
+
+def _progress(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="chunk", leave=False, disable=None)
+
+
+def convert_session(
+    folder: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    bin_ms: float = schema.DEFAULT_BIN_MS,
+    window_s: tuple[float, float] | None = None,
+    tip_offset_um: float = schema.TIP_OFFSET_UM,
+    overwrite: bool = False,
+    chunks: tuple[int, int] | None = None,
+    progress: bool = False,
+) -> ConversionResult:
+    """Convert one session folder into ``out_dir/<session_id>.zarr``.
+
+    Parameters
+    ----------
+    folder
+        The session folder (ALF files and session.json).
+    out_dir
+        The folder of stores; created if needed.
+    bin_ms
+        Bin width, ms; must tile the pre window and every pulse.
+    window_s
+        ``(start, stop)`` relative to onset, s; default ``(-0.5, max(1.0, longest pulse + 0.5))``.
+    tip_offset_um
+        Where the channel axis's zero lies above the probe tip, um.
+    overwrite
+        Rebuild even when an up-to-date store exists.
+    chunks
+        ``(clusters, trials)`` per chunk of ``spike_counts``; default from
+        :func:`opto_cube.store.spike_counts_chunks`.
+    progress
+        Show a progress bar over trial chunks.
+
+    Returns
+    -------
+    ConversionResult
+        ``converted`` or ``skipped`` (the store is up to date).
+
+    Raises
+    ------
+    OptoCubeError
+        Bad input or parameters; nothing is left half-written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from opto_cube import synth
+    >>> root = tempfile.mkdtemp()
+    >>> folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     result = convert_session(folder, root + "/stores", bin_ms=10)
+    >>> result.status
+    'converted'
+    """
+    started = time.perf_counter()
+    session = io.read_session(folder)
+    target = store.store_path(out_dir, session.session_id)
+    bins = binning.plan_time_bins(session.stim[schema.DURATION], bin_ms=bin_ms, window_s=window_s)
+    expected = {**conversion_parameters(bins, tip_offset_um), schema.ATTR_SHA256: dict(sorted(session.sha256.items()))}
+    if not overwrite and store.is_up_to_date(target, expected):
+        return ConversionResult(session.session_id, "skipped", str(target), time.perf_counter() - started)
+
+    order = np.argsort(session.stim[schema.ONSET], kind="stable")
+    onsets, durations = session.stim[schema.ONSET][order], session.stim[schema.DURATION][order]
+    max_count = binning.max_bin_count(session.spikes.blocks(), onsets, durations, bins, session.n_clusters)
+    dtype = binning.smallest_uint(max_count)
+    n_clusters, n_trials = session.n_clusters, session.n_trials
+    cluster_chunk, trial_chunk = chunks or store.spike_counts_chunks(n_clusters, n_trials, bins.n_bins)[:2]
+    template = cube_template(session, bins, dtype, tip_offset_um, (cluster_chunk, trial_chunk, bins.n_bins))
+    blocks: Iterator[tuple[slice, np.ndarray]] = binning.iter_count_chunks(
+        session.spikes.blocks(), onsets, durations, bins, n_clusters, dtype, trial_chunk=trial_chunk
+    )
+    blocks = _progress(blocks, -(-n_trials // trial_chunk), session.session_id, progress)
+    store.write_cube(template, blocks, target, overwrite=True)
+    return ConversionResult(
+        session.session_id,
+        "converted",
+        str(target),
+        time.perf_counter() - started,
+        shape=(n_clusters, n_trials, bins.n_bins),
+        dtype=str(dtype),
+    )
+
+
+def _convert_reporting(folder: Path, out_dir: Path, params: dict[str, Any]) -> ConversionResult:
+    """convert_session that never raises: errors and warnings become part of the result."""
+    started = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", OptoCubeWarning)
+        try:
+            result = convert_session(folder, out_dir, **params)
+        except OptoCubeError as e:
+            result = ConversionResult(folder.name, "failed", error=str(e))
+        except Exception as e:  # a bug or an unforeseen input: still one line, and the others go on
+            result = ConversionResult(folder.name, "failed", error=f"{folder}: {type(e).__name__}: {e}")
+    result.seconds = time.perf_counter() - started
+    result.warnings = [str(w.message) for w in caught if issubclass(w.category, OptoCubeWarning)]
+    return result
+
+
+def convert(
+    data_root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    sessions: Sequence[str] | None = None,
+    jobs: int = 1,
+    scheduler: str | None = None,
+    progress: bool = False,
+    **params: Any,
+) -> list[ConversionResult]:
+    """Convert every session under ``data_root`` into one store each under ``out_dir``.
+
+    Parameters
+    ----------
+    data_root
+        A data folder (``sessions/*/``), a folder of sessions, or one session.
+    out_dir
+        The folder of stores (created if needed).
+    sessions
+        Only these session ids (folder names).
+    jobs
+        Sessions converted at once, in local processes (dask's ``processes`` scheduler).
+    scheduler
+        Address of a ``dask.distributed`` scheduler to run the conversions on instead.
+    progress
+        Progress bars on standard error.
+    **params
+        Passed to :func:`convert_session` (``bin_ms``, ``window_s``, ``tip_offset_um``, ``overwrite``, ``chunks``).
+
+    Returns
+    -------
+    list of ConversionResult
+        One per session, failures included (this function raises only when
+        ``data_root`` holds no sessions or names an unknown one).
+    """
+    folders = io.find_sessions(data_root)
+    if sessions:
+        by_name = {f.name: f for f in folders}
+        unknown = [s for s in sessions if s not in by_name]
+        if unknown:
+            raise OptoCubeError(f"{data_root}: no session named {', '.join(map(repr, unknown))}")
+        folders = [by_name[s] for s in sessions]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if jobs <= 1 and scheduler is None:
+        results = []
+        bar = _progress(folders, len(folders), "sessions", progress and len(folders) > 1)
+        for folder in bar:
+            results.append(_convert_reporting(folder, out, {**params, "progress": progress}))
+        return results
+    tasks = [dask.delayed(_convert_reporting, pure=False)(f, out, params) for f in folders]
+    if scheduler is not None:
+        from distributed import Client
+
+        with Client(scheduler):
+            return list(dask.compute(*tasks))
+    return list(dask.compute(*tasks, scheduler="processes", num_workers=jobs))

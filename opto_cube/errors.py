@@ -1,0 +1,49 @@
+"""Errors and warnings of opto_cube.
+
+Every problem with an input is an :class:`OptoCubeError` whose message is one
+line naming the file and the problem; the command line prints it as is.
+Recoverable quirks are :class:`OptoCubeWarning` s, also naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+
+class OptoCubeError(Exception):
+    """Base class of the errors opto_cube raises on bad input or parameters."""
+
+
+class SessionFormatError(OptoCubeError, ValueError):
+    """A session folder does not follow the ALF format of dataset.md.
+
+    Parameters
+    ----------
+    path
+        The file (or folder) at fault.
+    problem
+        What is wrong with it, in one line.
+    """
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = os.fspath(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class BinningError(OptoCubeError, ValueError):
+    """A bin width or window cannot tile the analysis windows exactly."""
+
+
+class StoreError(OptoCubeError):
+    """A store cannot be written or read as asked."""
+
+
+class OptoCubeWarning(UserWarning):
+    """A recoverable quirk of an input: converted correctly, but worth knowing."""
+
+
+def warn(path: str | os.PathLike, message: str) -> None:
+    """Warn about a recoverable quirk of ``path`` (one line, naming the file)."""
+    warnings.warn(f"{os.fspath(path)}: {message}", OptoCubeWarning, stacklevel=3)

@@ -1,0 +1,629 @@
+"""Find and read Neuropixels Opto sessions in the ALF layout of dataset.md.
+
+Everything read is checked (shapes, dtypes, ranges) and hashed (SHA-256) in
+the same pass. A broken file raises :class:`~opto_cube.errors.SessionFormatError`
+naming the file and the problem; a recoverable quirk warns and is repaired.
+Pickles are never loaded: ``.npy`` headers are parsed first and object
+dtypes are refused before any data is read.
+
+The spike arrays are not loaded whole: :class:`SpikeSource` streams them in
+blocks, so memory does not grow with the length of a session (unless the
+spikes are unsorted, which needs one sort in memory).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import schema
+from .errors import OptoCubeError, SessionFormatError, warn
+
+BLOCK_LEN = 1 << 21  # spikes per streamed block (24 MB of times + ids)
+_HASH_BLOCK = 1 << 23
+
+
+# --------------------------------------------------------------------------
+# .npy files
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NpyFile:
+    """The header of a ``.npy`` file: where its data lies and what it is.
+
+    Opening parses only the header, so an object (pickled) array is refused
+    before a byte of it is read, and a truncated file is found by its size.
+    """
+
+    path: Path
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    fortran_order: bool
+    offset: int
+
+    @classmethod
+    def open(cls, path: Path) -> NpyFile:
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+                offset = f.tell()
+        except FileNotFoundError:
+            raise
+        except (ValueError, OSError, EOFError, SyntaxError) as e:
+            raise SessionFormatError(path, f"not a readable .npy file ({_one_line(e)})") from e
+        if dtype.hasobject:
+            raise SessionFormatError(path, "holds Python objects (a pickle); opto_cube never loads pickles")
+        header = cls(Path(path), dtype, tuple(int(n) for n in shape), bool(fortran), offset)
+        size = path.stat().st_size
+        if size < offset + header.nbytes:
+            raise SessionFormatError(
+                path, f"truncated: header says {header.shape} {dtype} ({header.nbytes} bytes) but {size - offset} bytes follow"
+            )
+        return header
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def load(self) -> tuple[np.ndarray, str]:
+        """The whole array and the SHA-256 of the file (read once)."""
+        data = self.path.read_bytes()
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+        return arr, hashlib.sha256(data).hexdigest()
+
+    def sha256(self) -> str:
+        return sha256_file(self.path)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Elements ``[start, stop)`` of a 1-D array, read from disk."""
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + start * self.dtype.itemsize)
+            return np.fromfile(f, dtype=self.dtype, count=stop - start)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_BLOCK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
+# --------------------------------------------------------------------------
+# The spikes, streamed
+# --------------------------------------------------------------------------
+class SpikeSource:
+    """Time-sorted spikes, read in blocks of ``(times_s float64, cluster int64)``.
+
+    Built by :func:`read_session`, either over the two ``.npy`` files (sorted
+    exports: nothing is held in memory) or over arrays sorted in memory.
+    """
+
+    def __init__(
+        self,
+        n_spikes: int,
+        files: tuple[NpyFile, NpyFile] | None = None,
+        arrays: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        self.n_spikes = n_spikes
+        self._files = files
+        self._arrays = arrays
+
+    @classmethod
+    def from_arrays(cls, times_s: np.ndarray, clusters: np.ndarray) -> SpikeSource:
+        """Spikes from in-memory arrays (sorted here, stably, if they are not)."""
+        times_s = np.asarray(times_s, dtype=np.float64)
+        clusters = np.asarray(clusters, dtype=np.int64)
+        if times_s.size and np.any(times_s[1:] < times_s[:-1]):
+            order = np.argsort(times_s, kind="stable")
+            times_s, clusters = times_s[order], clusters[order]
+        return cls(times_s.size, arrays=(times_s, clusters))
+
+    @property
+    def in_memory(self) -> bool:
+        return self._arrays is not None
+
+    def blocks(self, block_len: int = BLOCK_LEN) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, self.n_spikes, block_len):
+            stop = min(start + block_len, self.n_spikes)
+            if self._arrays is not None:
+                yield self._arrays[0][start:stop], self._arrays[1][start:stop]
+            else:
+                assert self._files is not None
+                t_file, c_file = self._files
+                yield (
+                    t_file.read(start, stop).astype(np.float64, copy=False),
+                    c_file.read(start, stop).astype(np.int64, copy=False),
+                )
+
+    def __repr__(self) -> str:
+        where = "in memory" if self.in_memory else f"streamed from {self._files[0].path.parent}"  # type: ignore[index]
+        return f"<SpikeSource {self.n_spikes} spikes, {where}>"
+
+
+# --------------------------------------------------------------------------
+# A session
+# --------------------------------------------------------------------------
+@dataclass
+class Session:
+    """One session folder, read and checked.
+
+    ``clusters`` and ``stim`` map the cube's coordinate names
+    (:mod:`opto_cube.schema`) to arrays in file order; ``attrs`` holds the
+    session.json fields reconciled with the arrays (the arrays win).
+    """
+
+    session_id: str
+    folder: Path
+    attrs: dict[str, Any]
+    clusters: dict[str, np.ndarray]
+    stim: dict[str, np.ndarray]
+    spikes: SpikeSource
+    sha256: dict[str, str]
+    laser_calibration: Any = None
+    n_channels: int = 0
+    surface_position_um: float = float("nan")
+    spikes_per_cluster: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.clusters[schema.QC_PASS].size)
+
+    @property
+    def n_trials(self) -> int:
+        return int(self.stim[schema.ONSET].size)
+
+    @property
+    def n_spikes(self) -> int:
+        return self.spikes.n_spikes
+
+    def __repr__(self) -> str:
+        return (
+            f"<Session {self.session_id}: {self.n_clusters} clusters, {self.n_trials} trials, "
+            f"{self.n_spikes} spikes>"
+        )
+
+
+def find_sessions(data_root: str | os.PathLike) -> list[Path]:
+    """Session folders under ``data_root``.
+
+    ``data_root`` may be a data folder holding ``sessions/*/`` (the published
+    layout), a folder of session folders, or one session folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "sessions" / "AL0034_2024-12-05_en1_p0").mkdir(parents=True)
+    >>> [p.name for p in find_sessions(root)]
+    ['AL0034_2024-12-05_en1_p0']
+    """
+    root = Path(data_root)
+    if not root.is_dir():
+        raise SessionFormatError(root, "no such data folder")
+    if (root / schema.SESSION_JSON).exists() or (root / schema.SPIKES_TIMES).exists():
+        return [root]
+    base = root / schema.SESSIONS_DIR if (root / schema.SESSIONS_DIR).is_dir() else root
+    found = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
+        raise SessionFormatError(base, "holds no session folders (expected sessions/<session_id>/)")
+    return found
+
+
+def _require(folder: Path, name: str) -> Path:
+    path = folder / name
+    if not path.is_file():
+        raise SessionFormatError(path, "required file is missing")
+    return path
+
+
+def _npy(folder: Path, name: str, ndim: int) -> NpyFile:
+    header = NpyFile.open(_require(folder, name))
+    if header.ndim != ndim:
+        raise SessionFormatError(header.path, f"expected {ndim} dimension(s), found shape {header.shape}")
+    return header
+
+
+def _as_float(arr: np.ndarray, path: Path) -> np.ndarray:
+    if arr.dtype.kind not in "fiu":
+        raise SessionFormatError(path, f"expected numbers, found dtype {arr.dtype}")
+    return arr.astype(np.float64, copy=False)
+
+
+def _as_int(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.floor(arr)):
+            bad = arr[~np.isfinite(arr) | (arr != np.floor(arr))][0]
+            raise SessionFormatError(path, f"{what} must be whole numbers, found {bad!r}")
+        return arr.astype(np.int64)
+    raise SessionFormatError(path, f"{what} must be integers, found dtype {arr.dtype}")
+
+
+def _as_bool(arr: np.ndarray, path: Path) -> np.ndarray:
+    if arr.dtype.kind == "b":
+        return arr
+    if arr.dtype.kind in "iuf" and np.all((arr == 0) | (arr == 1)):
+        return arr.astype(bool)
+    raise SessionFormatError(path, f"expected booleans, found dtype {arr.dtype}")
+
+
+def _read_json(path: Path) -> tuple[Any, str]:
+    data = path.read_bytes()
+    try:
+        return json.loads(data.decode("utf-8-sig")), hashlib.sha256(data).hexdigest()
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SessionFormatError(path, f"invalid JSON ({_one_line(e)})") from e
+
+
+def _read_text_lines(path: Path, n_rows: int) -> tuple[list[str], str]:
+    data = path.read_bytes()
+    try:
+        lines = data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise SessionFormatError(path, "not UTF-8 text") from e
+    while len(lines) > n_rows and not lines[-1].strip():
+        lines.pop()
+    if len(lines) != n_rows:
+        raise SessionFormatError(path, f"has {len(lines)} lines but there are {n_rows} clusters (one line per cluster)")
+    return [line.strip() for line in lines], hashlib.sha256(data).hexdigest()
+
+
+def _waveform_types(folder: Path, n_clusters: int, sha: dict[str, str]) -> np.ndarray:
+    path = folder / schema.CLUSTERS_WAVEFORM_TYPE
+    if not path.is_file():
+        warn(path, "missing (optional): waveform_type left empty")
+        return np.full(n_clusters, schema.UNKNOWN_LABEL, dtype=object)
+    lines, sha[path.name] = _read_text_lines(path, n_clusters)
+    known = {w.upper(): w for w in schema.WAVEFORM_TYPES}
+    out = np.array([known.get(v.upper(), schema.UNKNOWN_LABEL) for v in lines], dtype=object)
+    odd = sorted({v for v in lines if v and v.upper() not in known})
+    if odd:
+        warn(path, f"unknown waveform types {odd} left empty (expected RS or FS)")
+    return out
+
+
+def _ks_labels(folder: Path, n_clusters: int, sha: dict[str, str]) -> np.ndarray:
+    path = folder / schema.CLUSTERS_KS_LABEL
+    out = np.full(n_clusters, schema.UNKNOWN_LABEL, dtype=object)
+    if not path.is_file():
+        warn(path, "missing (optional): ks_label left empty")
+        return out
+    data = path.read_bytes()
+    sha[path.name] = hashlib.sha256(data).hexdigest()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SessionFormatError(path, "not UTF-8 text") from e
+    delimiter = "\t" if "\t" in text.split("\n", 1)[0] else ","
+    rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in r)]
+    if rows and not rows[0][0].strip().lstrip("-").isdigit():
+        rows = rows[1:]  # header
+    seen = 0
+    for i, row in enumerate(rows):
+        if len(row) < 2 or not row[0].strip().lstrip("-").isdigit():
+            raise SessionFormatError(path, f"row {i + 2} is not 'cluster_id,KSLabel': {','.join(row)!r}")
+        cid = int(row[0])
+        if not 0 <= cid < n_clusters:
+            raise SessionFormatError(path, f"cluster_id {cid} outside 0..{n_clusters - 1}")
+        out[cid] = row[1].strip()
+        seen += 1
+    if seen != n_clusters:
+        warn(path, f"labels {seen} of {n_clusters} clusters; the others left empty")
+    return out
+
+
+def _laser_calibration(folder: Path, sha: dict[str, str]) -> Any:
+    """The data root's laser_calibration.json (optional), looked for above the session folder."""
+    candidates = [folder.parent / schema.LASER_CALIBRATION_JSON, folder.parent.parent / schema.LASER_CALIBRATION_JSON]
+    for path in candidates:
+        if path.is_file():
+            value, sha[schema.LASER_CALIBRATION_JSON] = _read_json(path)
+            mat = path.with_name(schema.LASER_CALIBRATION_MAT)
+            if mat.is_file():  # optional; only its checksum is kept (the json says the same)
+                sha[schema.LASER_CALIBRATION_MAT] = sha256_file(mat)
+            return value
+    return None
+
+
+def _stream_spikes(
+    t_file: NpyFile, c_file: NpyFile, n_clusters: int, sha: dict[str, str]
+) -> tuple[bool, np.ndarray, tuple[float, float]]:
+    """Check and hash both spike files in one streamed pass.
+
+    Returns whether the times are sorted, the spike count of each cluster and
+    the time range.
+    """
+    if t_file.dtype.kind != "f":
+        raise SessionFormatError(t_file.path, f"spike times must be floating-point seconds, found dtype {t_file.dtype}")
+    if c_file.dtype.kind not in "iuf":
+        raise SessionFormatError(c_file.path, f"cluster ids must be integers, found dtype {c_file.dtype}")
+    hashes = []
+    handles = []
+    for f in (t_file, c_file):
+        h = hashlib.sha256()
+        fh = open(f.path, "rb")
+        h.update(fh.read(f.offset))
+        hashes.append(h)
+        handles.append(fh)
+    n = t_file.shape[0]
+    per_cluster = np.zeros(n_clusters, dtype=np.int64)
+    is_sorted = True
+    last = -np.inf
+    t_min, t_max = np.inf, -np.inf
+    try:
+        for start in range(0, n, BLOCK_LEN):
+            count = min(BLOCK_LEN, n - start)
+            raw = [fh.read(count * f.dtype.itemsize) for fh, f in zip(handles, (t_file, c_file))]
+            for h, r in zip(hashes, raw):
+                h.update(r)
+            times = np.frombuffer(raw[0], dtype=t_file.dtype)
+            ids = np.frombuffer(raw[1], dtype=c_file.dtype)
+            if not np.all(np.isfinite(times)):
+                bad = int(np.flatnonzero(~np.isfinite(times))[0]) + start
+                raise SessionFormatError(t_file.path, f"spike {bad} has a non-finite time {times[bad - start]!r}")
+            if is_sorted and (times[0] < last or np.any(times[1:] < times[:-1])):
+                is_sorted = False
+            last = times[-1]
+            t_min, t_max = min(t_min, float(times.min())), max(t_max, float(times.max()))
+            ids = _as_int(ids, c_file.path, "cluster ids")
+            lo, hi = int(ids.min()), int(ids.max())
+            if lo < 0 or hi >= n_clusters:
+                bad = lo if lo < 0 else hi
+                raise SessionFormatError(
+                    c_file.path, f"cluster id {bad} outside 0..{n_clusters - 1} (K = rows of the clusters.* arrays)"
+                )
+            per_cluster += np.bincount(ids, minlength=n_clusters)
+        for fh, h, f in zip(handles, hashes, (t_file, c_file)):
+            while rest := fh.read(_HASH_BLOCK):  # trailing bytes, if any, are part of the file
+                h.update(rest)
+            sha[f.path.name] = h.hexdigest()
+    finally:
+        for fh in handles:
+            fh.close()
+    return is_sorted, per_cluster, (t_min, t_max) if n else (math.nan, math.nan)
+
+
+def _surface_position(template_depth: np.ndarray, depth_from_surface: np.ndarray) -> float:
+    both = template_depth + depth_from_surface
+    both = both[np.isfinite(both)]
+    return float(np.median(both)) if both.size else math.nan
+
+
+def _reconcile_counts(path: Path, info: dict[str, Any], actual: dict[str, int], attrs: dict[str, Any]) -> None:
+    for key, value in actual.items():
+        stated = info.get(key)
+        if stated is not None and stated != value:
+            warn(path, f"{key} = {stated!r} but the arrays hold {value}; using {value}")
+            attrs[schema.SESSION_JSON_PREFIX + key] = stated
+        attrs[key] = value
+
+
+def read_session(folder: str | os.PathLike) -> Session:
+    """Read and check one session folder.
+
+    Parameters
+    ----------
+    folder
+        A session folder holding session.json and the ALF files of dataset.md.
+
+    Returns
+    -------
+    Session
+        Cluster and trial arrays in file order, the session attributes, the
+        spikes as a stream, and the SHA-256 of every file read.
+
+    Raises
+    ------
+    SessionFormatError
+        Naming the file and the problem, when the folder cannot be converted.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from opto_cube import synth
+    >>> folder = synth.make_dataset(tempfile.mkdtemp(), n_sessions=1, size="tiny")[0]
+    >>> session = read_session(folder)  # doctest: +SKIP
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SessionFormatError(folder, "no such session folder")
+    sha: dict[str, str] = {}
+    try:
+        return _read_session(folder, sha)
+    except FileNotFoundError as e:
+        raise SessionFormatError(e.filename or folder, "required file is missing") from e
+    except PermissionError as e:
+        raise SessionFormatError(e.filename or folder, "permission denied") from e
+    except OptoCubeError:
+        raise
+    except (OSError, ValueError, EOFError) as e:
+        raise SessionFormatError(folder, _one_line(e)) from e
+
+
+def _read_session(folder: Path, sha: dict[str, str]) -> Session:
+    session_id = folder.name
+    json_path = _require(folder, schema.SESSION_JSON)
+    info, sha[schema.SESSION_JSON] = _read_json(json_path)
+    if not isinstance(info, dict):
+        raise SessionFormatError(json_path, f"must hold a JSON object, found {type(info).__name__}")
+
+    # clusters: every clusters.* array has one row per cluster
+    cluster_headers = {name: _npy(folder, name, 1) for name in schema.CLUSTER_FILES}
+    templates = _npy(folder, schema.CLUSTERS_TEMPLATES, 3)
+    channels = _npy(folder, schema.CLUSTERS_CHANNEL_POSITIONS, 2)
+    reference = cluster_headers[schema.CLUSTERS_TEMPLATE_DEPTHS]
+    n_clusters = reference.shape[0]
+    for header in [*cluster_headers.values(), templates]:
+        if header.shape[0] != n_clusters:
+            raise SessionFormatError(
+                header.path,
+                f"has {header.shape[0]} rows but {reference.path.name} has {n_clusters}; "
+                "every clusters.* array has one row per cluster",
+            )
+    if channels.shape[1] != 2:
+        raise SessionFormatError(channels.path, f"expected (channels, 2) positions, found shape {channels.shape}")
+    n_channels = channels.shape[0]
+    if templates.shape[2] != n_channels:
+        warn(templates.path, f"has {templates.shape[2]} channels but channelPositions has {n_channels}")
+    sha[templates.path.name] = templates.sha256()
+    channel_positions, sha[channels.path.name] = channels.load()
+    _as_float(channel_positions, channels.path)
+
+    clusters: dict[str, np.ndarray] = {}
+    for name, header in cluster_headers.items():
+        arr, sha[name] = header.load()
+        coord = schema.CLUSTER_FILES[name]
+        if coord == schema.QC_PASS:
+            clusters[coord] = _as_bool(arr, header.path)
+        elif coord == schema.PEAK_CHANNEL:
+            clusters[coord] = _as_int(arr, header.path, "peak channels").astype(np.int32)
+            if np.any(clusters[coord] < -1) or np.any(clusters[coord] >= n_channels):
+                warn(header.path, f"peak channels outside -1..{n_channels - 1}")
+        else:
+            clusters[coord] = _as_float(arr, header.path)
+    clusters[schema.WAVEFORM_TYPE] = _waveform_types(folder, n_clusters, sha)
+    clusters[schema.KS_LABEL] = _ks_labels(folder, n_clusters, sha)
+    _check_qc(folder / schema.CLUSTERS_QC_PASS, clusters)
+
+    # stimulation
+    stim_headers = {name: _npy(folder, name, 1) for name in schema.STIM_FILES}
+    n_trials = stim_headers[schema.STIM_TIMES].shape[0]
+    for header in stim_headers.values():
+        if header.shape[0] != n_trials:
+            raise SessionFormatError(
+                header.path, f"has {header.shape[0]} rows but stim.times.npy has {n_trials}; stim.* arrays must agree"
+            )
+    if n_trials == 0:
+        raise SessionFormatError(stim_headers[schema.STIM_TIMES].path, "no trials")
+    stim: dict[str, np.ndarray] = {}
+    for name, header in stim_headers.items():
+        arr, sha[name] = header.load()
+        stim[schema.STIM_FILES[name]] = arr
+    stim[schema.ONSET] = _check_finite(stim[schema.ONSET], stim_headers[schema.STIM_TIMES].path, "onset", floating=True)
+    emitter = _as_int(stim[schema.EMITTER], stim_headers[schema.STIM_EMISSION_SITES].path, "emitter ids")
+    if np.any((emitter < 1) | (emitter > schema.N_EMITTERS)):
+        bad = emitter[(emitter < 1) | (emitter > schema.N_EMITTERS)][0]
+        raise SessionFormatError(
+            stim_headers[schema.STIM_EMISSION_SITES].path, f"emitter id {bad} outside 1..{schema.N_EMITTERS}"
+        )
+    stim[schema.EMITTER] = emitter.astype(np.int8)
+    power = _check_finite(stim[schema.POWER], stim_headers[schema.STIM_POWER].path, "power")
+    if np.any(power < 0):
+        raise SessionFormatError(stim_headers[schema.STIM_POWER].path, f"negative power {power[power < 0][0]!r} mW")
+    stim[schema.POWER] = power
+    duration = _check_finite(stim[schema.DURATION], stim_headers[schema.STIM_DURATIONS].path, "duration")
+    if np.any(duration <= 0):
+        raise SessionFormatError(
+            stim_headers[schema.STIM_DURATIONS].path, f"non-positive pulse duration {duration[duration <= 0][0]!r} s"
+        )
+    stim[schema.DURATION] = duration
+    if np.any(np.diff(stim[schema.ONSET]) < 0):
+        warn(stim_headers[schema.STIM_TIMES].path, "trials are not in onset order; sorted by onset")
+
+    # spikes
+    t_file = _npy(folder, schema.SPIKES_TIMES, 1)
+    c_file = _npy(folder, schema.SPIKES_CLUSTERS, 1)
+    if t_file.shape[0] != c_file.shape[0]:
+        raise SessionFormatError(
+            c_file.path, f"has {c_file.shape[0]} spikes but spikes.times.npy has {t_file.shape[0]}; they must agree"
+        )
+    is_sorted, per_cluster, time_range = _stream_spikes(t_file, c_file, n_clusters, sha)
+    if is_sorted:
+        spikes = SpikeSource(t_file.shape[0], files=(t_file, c_file))
+    else:
+        warn(t_file.path, "spikes are not sorted in time; sorted in memory")
+        spikes = SpikeSource.from_arrays(np.load(t_file.path, allow_pickle=False), np.load(c_file.path, allow_pickle=False))
+
+    # session attributes: the session.json fields, reconciled with the arrays
+    attrs: dict[str, Any] = dict(info)
+    stated_id = info.get("session_id")
+    if stated_id is not None and stated_id != session_id:
+        warn(json_path, f"session_id {stated_id!r} differs from the folder name {session_id!r}; the folder name is used")
+        attrs[schema.SESSION_JSON_PREFIX + "session_id"] = stated_id
+    attrs[schema.ATTR_SESSION_ID] = session_id
+    qc = clusters[schema.QC_PASS]
+    _reconcile_counts(
+        json_path,
+        info,
+        {
+            "n_spikes": t_file.shape[0],
+            "n_clusters": n_clusters,
+            "n_trials": n_trials,
+            "n_channels": n_channels,
+            "n_qc_pass": int(qc.sum()),
+            "n_qc_fail": int((~qc).sum()),
+        },
+        attrs,
+    )
+    if schema.ATTR_POWER_RANGE not in attrs:
+        attrs[schema.ATTR_POWER_RANGE] = [float(power.min()), float(power.max())]
+    surface = _surface_position(clusters[schema.TEMPLATE_DEPTH], clusters[schema.DEPTH_FROM_SURFACE])
+    if math.isnan(surface):
+        warn(folder / schema.CLUSTERS_DEPTHS_FROM_SURFACE, "no finite depths: the surface, hence emitter depths, unknown")
+    top = info.get("top_of_shank_um")
+    if isinstance(top, (int, float)) and not math.isnan(surface) and abs(top - surface) > schema.TOP_OF_SHANK_TOLERANCE_UM:
+        warn(json_path, f"top_of_shank_um = {top} but the cluster depths put the surface at {surface:.1f} um")
+
+    return Session(
+        session_id=session_id,
+        folder=folder,
+        attrs=attrs,
+        clusters=clusters,
+        stim=stim,
+        spikes=spikes,
+        sha256=sha,
+        laser_calibration=_laser_calibration(folder, sha),
+        n_channels=n_channels,
+        surface_position_um=surface,
+        spikes_per_cluster=per_cluster,
+    )
+
+
+def _check_finite(arr: np.ndarray, path: Path, what: str, floating: bool = False) -> np.ndarray:
+    if floating and arr.dtype.kind != "f":
+        raise SessionFormatError(path, f"{what} times must be floating-point seconds, found dtype {arr.dtype}")
+    arr = _as_float(arr, path)
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise SessionFormatError(path, f"trial {bad} has a non-finite {what} {arr[bad]!r}")
+    return arr
+
+
+def _check_qc(path: Path, clusters: dict[str, np.ndarray]) -> None:
+    """Warn when qcPass disagrees with the QC rule applied to the metrics (qcPass is kept)."""
+    with np.errstate(invalid="ignore"):
+        rule = (
+            (clusters[schema.PRESENCE_RATIO] > schema.QC_PRESENCE_RATIO_MIN)
+            & (clusters[schema.ISI_VIOLATIONS] < schema.QC_ISI_VIOLATIONS_MAX)
+            & (clusters[schema.AMPLITUDE_CUTOFF] < schema.QC_AMPLITUDE_CUTOFF_MAX)
+        )
+    disagree = int(np.sum(rule != clusters[schema.QC_PASS]))
+    if disagree:
+        warn(path, f"{disagree} clusters' qcPass disagrees with the QC rule on their metrics; qcPass kept as stored")

@@ -1,0 +1,271 @@
+"""Every name and constant of opto_cube, in one place.
+
+The cube's dimensions, variables, coordinates and attributes; the ALF file
+names of the input; the published analysis's windows and thresholds; the
+Neuropixels Opto emitter geometry. Every other module imports its names from
+here, so a name changes in one place only.
+
+Examples
+--------
+>>> from opto_cube import schema
+>>> schema.emitter_position_from_tip_um(14)
+1370.0
+>>> schema.PRE_WINDOW_S
+(-0.5, 0.0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# --------------------------------------------------------------------------
+# Dimensions
+# --------------------------------------------------------------------------
+CLUSTER = "cluster"
+TRIAL = "trial"
+TIME = "time"
+CONDITION = "condition"
+
+# --------------------------------------------------------------------------
+# The cube's variables (interface.md is the contract for these names)
+# --------------------------------------------------------------------------
+SPIKE_COUNTS = "spike_counts"
+
+# per cluster
+DEPTH_FROM_SURFACE = "depth_from_surface_um"
+TEMPLATE_DEPTH = "template_depth_um"
+QC_PASS = "qc_pass"
+WAVEFORM_TYPE = "waveform_type"
+KS_LABEL = "ks_label"
+PEAK_CHANNEL = "peak_channel"
+TROUGH_TO_PEAK = "trough_to_peak_ms"
+PRESENCE_RATIO = "presence_ratio"
+ISI_VIOLATIONS = "isi_violations_ratio"
+AMPLITUDE_CUTOFF = "amplitude_cutoff"
+
+# per trial
+ONSET = "onset_s"
+EMITTER = "emitter"
+POWER = "power_mw"
+DURATION = "duration_s"
+EMITTER_DEPTH = "emitter_depth_um"
+STIM_INDEX = "stim_index"
+
+# derived (responses and maps)
+SESSION_ID = "session_id"
+DISTANCE = "distance_um"
+
+WAVEFORM_TYPES = ("RS", "FS")
+UNKNOWN_LABEL = ""
+
+
+@dataclass(frozen=True)
+class VariableSpec:
+    """How one variable of the cube is named, shaped and described."""
+
+    name: str
+    dims: tuple[str, ...]
+    long_name: str
+    units: str
+    dtype: str  # numpy kind the cube stores ("uint", "float64", "int32", "bool", "str", ...)
+
+    @property
+    def attrs(self) -> dict[str, str]:
+        return {"long_name": self.long_name, "units": self.units}
+
+
+_VARIABLES = [
+    VariableSpec(SPIKE_COUNTS, (CLUSTER, TRIAL, TIME), "spikes of the cluster in the time bin", "count", "uint"),
+    VariableSpec(CLUSTER, (CLUSTER,), "cluster id (ALF row index)", "1", "int64"),
+    VariableSpec(DEPTH_FROM_SURFACE, (CLUSTER,), "depth below the brain surface", "um", "float64"),
+    VariableSpec(TEMPLATE_DEPTH, (CLUSTER,), "template depth, raw probe coordinates", "um", "float64"),
+    VariableSpec(QC_PASS, (CLUSTER,), "passes quality control", "1", "bool"),
+    VariableSpec(WAVEFORM_TYPE, (CLUSTER,), "waveform type (RS, FS, or empty when unknown)", "1", "str"),
+    VariableSpec(KS_LABEL, (CLUSTER,), "Kilosort label (empty when unknown)", "1", "str"),
+    VariableSpec(PEAK_CHANNEL, (CLUSTER,), "peak channel index (-1 when unknown)", "1", "int32"),
+    VariableSpec(TROUGH_TO_PEAK, (CLUSTER,), "spike width, trough to peak", "ms", "float64"),
+    VariableSpec(PRESENCE_RATIO, (CLUSTER,), "presence ratio", "1", "float64"),
+    VariableSpec(ISI_VIOLATIONS, (CLUSTER,), "ISI violations ratio", "1", "float64"),
+    VariableSpec(AMPLITUDE_CUTOFF, (CLUSTER,), "amplitude cutoff", "1", "float64"),
+    VariableSpec(TRIAL, (TRIAL,), "trial index, in onset order", "1", "int64"),
+    VariableSpec(STIM_INDEX, (TRIAL,), "row of the trial in the stim.* files", "1", "int64"),
+    VariableSpec(ONSET, (TRIAL,), "stimulus onset, session clock", "s", "float64"),
+    VariableSpec(EMITTER, (TRIAL,), "emitter id", "1", "int8"),
+    VariableSpec(POWER, (TRIAL,), "calibrated power at the probe tip", "mW", "float64"),
+    VariableSpec(DURATION, (TRIAL,), "pulse duration", "s", "float64"),
+    VariableSpec(EMITTER_DEPTH, (TRIAL,), "depth of the emitter below the brain surface", "um", "float64"),
+    VariableSpec(TIME, (TIME,), "bin centre relative to stimulus onset", "s", "float64"),
+]
+VARIABLES: dict[str, VariableSpec] = {v.name: v for v in _VARIABLES}
+CLUSTER_COORDS = tuple(v.name for v in _VARIABLES if v.dims == (CLUSTER,) and v.name != CLUSTER)
+TRIAL_COORDS = tuple(v.name for v in _VARIABLES if v.dims == (TRIAL,) and v.name != TRIAL)
+
+# --------------------------------------------------------------------------
+# Attributes of a store
+# --------------------------------------------------------------------------
+ATTR_SESSION_ID = "session_id"
+ATTR_BIN_WIDTH = "bin_width_s"
+ATTR_WINDOW = "window_s"
+ATTR_PRE_WINDOW = "pre_window_s"
+ATTR_TIP_OFFSET = "tip_offset_um"
+ATTR_EMITTER_POSITIONS = "emitter_positions_from_tip_um"
+ATTR_SURFACE = "surface_position_um"
+ATTR_VERSION = "opto_cube_version"
+ATTR_FORMAT_VERSION = "opto_cube_format_version"
+ATTR_SHA256 = "source_sha256"
+ATTR_POWER_RANGE = "power_range_mW"
+ATTR_LASER_CALIBRATION = "laser_calibration"
+ATTR_COMPLETE = "opto_cube_complete"
+SESSION_JSON_PREFIX = "session_json_"  # a session.json value the arrays overrule is kept as session_json_<key>
+
+FORMAT_VERSION = 1
+
+# --------------------------------------------------------------------------
+# The published analysis (dataset.md, "The analysis the data was published for")
+# --------------------------------------------------------------------------
+PRE_WINDOW_S: tuple[float, float] = (-0.5, 0.0)
+ACTIVATED_MIN_PCT = 200.0
+INACTIVATED_MAX_PCT = -50.0
+INACTIVATED_MIN_PRE_HZ = 2.0
+SIGNIFICANCE_P = 0.005
+POWER_RTOL = 1e-6
+PARITY_EPSILON = 1e-8  # the published notebook's (stim - pre) / (pre + 1e-8)
+
+QC_PRESENCE_RATIO_MIN = 0.8
+QC_ISI_VIOLATIONS_MAX = 0.5
+QC_AMPLITUDE_CUTOFF_MAX = 0.1
+
+# --------------------------------------------------------------------------
+# Geometry of the Neuropixels Opto shank
+# --------------------------------------------------------------------------
+N_EMITTERS = 14
+EMITTER_FIRST_FROM_TIP_UM = 70.0
+EMITTER_SPACING_UM = 100.0
+TIP_OFFSET_UM = 0.0  # where the channel axis's zero lies above the tip (not in the files)
+TOP_OF_SHANK_TOLERANCE_UM = 10.0
+SAMPLING_RATE_HZ = 30_000
+
+
+def emitter_position_from_tip_um(emitter: Any) -> Any:
+    """Distance of emitter ``e`` (1..14) from the probe tip, in um: ``70 + 100 (e - 1)``.
+
+    Examples
+    --------
+    >>> emitter_position_from_tip_um(1)
+    70.0
+    >>> emitter_position_from_tip_um(np.array([1, 2, 14]))
+    array([  70.,  170., 1370.])
+    """
+    e = np.asarray(emitter, dtype=np.float64)
+    out = EMITTER_FIRST_FROM_TIP_UM + EMITTER_SPACING_UM * (e - 1)
+    return float(out) if out.ndim == 0 else out
+
+
+EMITTER_POSITIONS_FROM_TIP_UM: tuple[float, ...] = tuple(
+    emitter_position_from_tip_um(e) for e in range(1, N_EMITTERS + 1)
+)
+
+# --------------------------------------------------------------------------
+# Binning and storage defaults
+# --------------------------------------------------------------------------
+DEFAULT_BIN_MS = 1.0
+DEFAULT_WINDOW_END_S = 1.0  # the default window is [-0.5, max(1.0, longest pulse + 0.5))
+DEFAULT_POST_S = 0.5
+CHUNK_CLUSTERS = 64
+CHUNK_TRIALS = 256
+TIME_RESOLUTION_US = 1  # bin widths and window bounds are whole microseconds
+
+# --------------------------------------------------------------------------
+# The ALF input (dataset.md)
+# --------------------------------------------------------------------------
+SESSION_JSON = "session.json"
+SPIKES_TIMES = "spikes.times.npy"
+SPIKES_CLUSTERS = "spikes.clusters.npy"
+CLUSTERS_TEMPLATES = "clusters.templates.npy"
+CLUSTERS_CHANNEL_POSITIONS = "clusters.channelPositions.npy"
+CLUSTERS_TEMPLATE_DEPTHS = "clusters.templateDepths.npy"
+CLUSTERS_DEPTHS_FROM_SURFACE = "clusters.depthsFromSurface.npy"
+CLUSTERS_QC_PASS = "clusters.qcPass.npy"
+CLUSTERS_PRESENCE_RATIO = "clusters.presenceRatio.npy"
+CLUSTERS_ISI_VIOLATIONS = "clusters.isiViolationsRatio.npy"
+CLUSTERS_AMPLITUDE_CUTOFF = "clusters.amplitudeCutoff.npy"
+CLUSTERS_TROUGH_TO_PEAK = "clusters.troughToPeak.npy"
+CLUSTERS_PEAK_CHANNEL = "clusters.peakChannel.npy"
+CLUSTERS_WAVEFORM_TYPE = "clusters.waveformType.txt"
+CLUSTERS_KS_LABEL = "clusters.KSLabel.csv"
+STIM_TIMES = "stim.times.npy"
+STIM_EMISSION_SITES = "stim.emissionSites.npy"
+STIM_POWER = "stim.powerMW.npy"
+STIM_DURATIONS = "stim.durations.npy"
+LASER_CALIBRATION_JSON = "laser_calibration.json"
+LASER_CALIBRATION_MAT = "laser_calibration.mat"
+SESSIONS_DIR = "sessions"
+
+# per-cluster arrays of shape (K,) and the cube coordinate each one becomes
+CLUSTER_FILES: dict[str, str] = {
+    CLUSTERS_TEMPLATE_DEPTHS: TEMPLATE_DEPTH,
+    CLUSTERS_DEPTHS_FROM_SURFACE: DEPTH_FROM_SURFACE,
+    CLUSTERS_QC_PASS: QC_PASS,
+    CLUSTERS_PRESENCE_RATIO: PRESENCE_RATIO,
+    CLUSTERS_ISI_VIOLATIONS: ISI_VIOLATIONS,
+    CLUSTERS_AMPLITUDE_CUTOFF: AMPLITUDE_CUTOFF,
+    CLUSTERS_TROUGH_TO_PEAK: TROUGH_TO_PEAK,
+    CLUSTERS_PEAK_CHANNEL: PEAK_CHANNEL,
+}
+STIM_FILES: dict[str, str] = {
+    STIM_TIMES: ONSET,
+    STIM_EMISSION_SITES: EMITTER,
+    STIM_POWER: POWER,
+    STIM_DURATIONS: DURATION,
+}
+REQUIRED_FILES = (
+    SESSION_JSON,
+    SPIKES_TIMES,
+    SPIKES_CLUSTERS,
+    CLUSTERS_TEMPLATES,
+    CLUSTERS_CHANNEL_POSITIONS,
+    *CLUSTER_FILES,
+    *STIM_FILES,
+)
+OPTIONAL_FILES = (CLUSTERS_WAVEFORM_TYPE, CLUSTERS_KS_LABEL)
+
+# session.json summary counts and how to count them from the arrays
+SESSION_JSON_COUNTS = ("n_spikes", "n_clusters", "n_trials", "n_channels", "n_qc_pass", "n_qc_fail")
+
+
+def power_levels(power_mw: Any, rtol: float = POWER_RTOL) -> tuple[np.ndarray, np.ndarray]:
+    """Group calibrated powers into levels: powers equal within a relative ``rtol`` are one level.
+
+    Sorted powers are split wherever a step exceeds ``rtol`` times the
+    larger of the two; a level's power is the mean of its members.
+
+    Returns
+    -------
+    level_index : ndarray of int64
+        The level of each power, 0 for the lowest.
+    level_power_mw : ndarray of float64
+        Each level's mean power.
+
+    Examples
+    --------
+    >>> index, levels = power_levels([1.0, 2.0000001, 1.0000000001, 2.0])
+    >>> index.tolist(), levels.tolist()
+    ([0, 1, 0, 1], [1.00000000005, 2.00000005])
+    """
+    p = np.asarray(power_mw, dtype=np.float64).ravel()
+    if p.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    order = np.argsort(p, kind="stable")
+    s = p[order]
+    new_level = np.empty(s.size, dtype=bool)
+    new_level[0] = True
+    new_level[1:] = (s[1:] - s[:-1]) > rtol * np.maximum(np.abs(s[1:]), np.abs(s[:-1]))
+    sorted_index = np.cumsum(new_level) - 1
+    index = np.empty(p.size, dtype=np.int64)
+    index[order] = sorted_index
+    counts = np.bincount(sorted_index)
+    levels = np.bincount(sorted_index, weights=s) / counts
+    return index, levels

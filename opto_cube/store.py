@@ -1,0 +1,196 @@
+"""Zarr stores of cubes: write one atomically, open one lazily, list a folder of them.
+
+A store is written in a hidden temporary folder beside its target and
+renamed into place at the end, so a killed conversion leaves no store or a
+complete one; the next run removes what a killed run left. Stores are Zarr
+format 3 with consolidated metadata, standard codecs (zstd) and
+variable-length UTF-8 strings, so plain ``xarray.open_zarr`` and other Zarr
+implementations read them without opto_cube.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+import zarr.codecs
+
+from . import schema
+from .errors import StoreError
+
+STORE_SUFFIX = ".zarr"
+_TMP_TAG = ".tmp-"
+_OLD_TAG = ".old-"
+SPIKE_COUNTS_COMPRESSOR = zarr.codecs.ZstdCodec(level=1)
+
+
+def store_path(out_dir: str | os.PathLike, session_id: str) -> Path:
+    """Where the store of ``session_id`` lives under ``out_dir``.
+
+    Examples
+    --------
+    >>> store_path("stores", "AL0034_2024-12-05_en1_p0").as_posix()
+    'stores/AL0034_2024-12-05_en1_p0.zarr'
+    """
+    if not session_id or session_id in {".", ".."} or "/" in session_id or os.sep in session_id:
+        raise StoreError(f"session id {session_id!r} cannot name a store")
+    return Path(out_dir) / f"{session_id}{STORE_SUFFIX}"
+
+
+def spike_counts_chunks(n_clusters: int, n_trials: int, n_bins: int) -> tuple[int, int, int]:
+    """Chunk shape of ``spike_counts``: a block of clusters x a block of trials x every bin.
+
+    Every bin of a trial in one chunk serves both PSTHs and per-trial window
+    sums; blocks of clusters and trials keep a slice of a few units and
+    trials to one or a few chunks. See benchmarks/README.md for the measurements.
+    """
+    return (max(1, min(schema.CHUNK_CLUSTERS, n_clusters)), max(1, min(schema.CHUNK_TRIALS, n_trials)), max(1, n_bins))
+
+
+def read_store_attrs(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The group attributes of a local store, or None when there is no readable store."""
+    try:
+        meta = json.loads((Path(path) / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta.get("attributes", {}) if isinstance(meta, dict) else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftovers(target: Path) -> list[Path]:
+    """Remove what killed conversions of ``target`` left beside it (their process is gone)."""
+    removed = []
+    for tag in (_TMP_TAG, _OLD_TAG):
+        for path in target.parent.glob(f".{target.name}{tag}*"):
+            pid = path.name.rsplit("-", 2)[-2] if path.name.count("-") >= 2 else ""
+            if pid.isdigit() and _pid_alive(int(pid)) and int(pid) != os.getpid():
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_store(target: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder to write a store in; move it to ``target`` when the block ends cleanly.
+
+    On any error (or interruption) the temporary folder is removed and
+    ``target`` is untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(target)
+    if target.exists() and not overwrite:
+        raise StoreError(f"{target}: store exists; pass overwrite=True (--overwrite) to rebuild it")
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = target.with_name(f".{target.name}{_TMP_TAG}{tag}")
+    try:
+        yield tmp
+        if target.exists():
+            old = target.with_name(f".{target.name}{_OLD_TAG}{tag}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_cube(
+    template: xr.Dataset,
+    count_chunks: Iterable[tuple[slice, np.ndarray]],
+    target: str | os.PathLike,
+    overwrite: bool = False,
+) -> Path:
+    """Write a cube atomically: the template's coordinates and attributes, then ``spike_counts`` chunk by chunk.
+
+    Parameters
+    ----------
+    template
+        The cube with a lazy (dask) ``spike_counts`` whose chunks are the
+        store's chunks; nothing of it is computed.
+    count_chunks
+        ``(trial slice, counts[cluster, trials, time])`` blocks that cover
+        every trial once, each a whole number of trial chunks.
+    target
+        The store's path (``<session_id>.zarr``).
+    overwrite
+        Replace an existing store (atomically) instead of refusing.
+    """
+    target = Path(target)
+    counts = template[schema.SPIKE_COUNTS]
+    encoding = {
+        schema.SPIKE_COUNTS: {
+            "chunks": tuple(c[0] for c in counts.chunks),
+            "compressors": (SPIKE_COUNTS_COMPRESSOR,),
+        }
+    }
+    with atomic_store(target, overwrite=overwrite) as tmp:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+            template.to_zarr(tmp, mode="w-", compute=False, zarr_format=3, consolidated=True, encoding=encoding)
+        array = zarr.open_array(tmp, path=schema.SPIKE_COUNTS, mode="r+")
+        for trials, block in count_chunks:
+            array[:, trials, :] = block
+    return target
+
+
+def is_up_to_date(target: str | os.PathLike, expected: dict[str, Any]) -> bool:
+    """Whether the store at ``target`` was built from the same sources with the same parameters."""
+    attrs = read_store_attrs(target)
+    if attrs is None:
+        return False
+    return all(_json_equal(attrs.get(k), v) for k, v in expected.items())
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def open_cube(path: str | os.PathLike, **kwargs: Any) -> xr.Dataset:
+    """Open a cube lazily: ``spike_counts`` dask-backed in the store's chunks, coordinates in memory.
+
+    Parameters
+    ----------
+    path
+        A store written by ``opto-cube convert`` (local path or URL).
+    **kwargs
+        Passed to :func:`xarray.open_zarr` (``storage_options`` for object storage).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from opto_cube import synth, convert
+    >>> root = tempfile.mkdtemp()
+    >>> folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
+    >>> result = convert.convert_session(folder, root + "/stores", bin_ms=10)  # doctest: +SKIP
+    """
+    try:
+        ds = xr.open_zarr(path, chunks={}, consolidated=True, **kwargs)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise StoreError(f"{path}: not an opto_cube store ({' '.join(str(e).split())})") from e
+    if schema.SPIKE_COUNTS not in ds:
+        raise StoreError(f"{path}: not an opto_cube store (no {schema.SPIKE_COUNTS!r} variable)")
+    small = [name for name, c in ds.coords.items() if name not in ds.indexes and c.ndim == 1]
+    return ds.assign_coords({name: ds[name].load() for name in small})
