@@ -1,11 +1,20 @@
 """opto_cube: Neuropixels Opto recordings as labeled, chunked Zarr spike-count cubes.
 
-Convert ALF session folders once (:func:`convert`), open the cubes lazily
-(:func:`open_cube`, :func:`open_catalog`), and ask the science questions of
-them (:func:`responses`, :func:`maps`).
+Convert ALF session folders once (:func:`convert_session`, or the
+``opto-cube convert`` command), open the cubes lazily (:func:`open_cube`,
+:func:`open_catalog`), and ask the science questions of them
+(:func:`responses_table`, :func:`effect_map`, :func:`psth`, ...).
+
+Examples
+--------
+>>> import opto_cube
+>>> sorted(opto_cube.__all__)[:4]
+['BinningError', 'Catalog', 'OptoCubeError', 'OptoCubeWarning']
 """
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("opto_cube")
@@ -14,6 +23,21 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 from .errors import BinningError, OptoCubeError, OptoCubeWarning, SessionFormatError, StoreError
 
+# public name -> module; imported on first use so that `import opto_cube` stays light
+_LAZY = {
+    "convert_session": "convert",
+    "read_session": "io",
+    "find_sessions": "io",
+    "open_cube": "store",
+    "open_catalog": "catalog",
+    "Catalog": "catalog",
+    "responses_table": "responses",
+    "effect_map": "maps",
+    "depth_vs_emitter": "maps",
+    "modulation_index": "maps",
+    "psth": "maps",
+}
+
 __all__ = [
     "BinningError",
     "OptoCubeError",
@@ -21,4 +45,17 @@ __all__ = [
     "SessionFormatError",
     "StoreError",
     "__version__",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'opto_cube' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

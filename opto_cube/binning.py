@@ -86,8 +86,8 @@ class TimeBins:
 
 
 def _whole_us(seconds: float, what: str) -> int:
-    us = round(seconds * _US_PER_S)
-    if not math.isfinite(seconds) or abs(seconds * _US_PER_S - us) > 1e-6 * max(1.0, abs(us)):
+    us = round(seconds * _US_PER_S) if math.isfinite(seconds * _US_PER_S) else 0
+    if not math.isfinite(seconds * _US_PER_S) or abs(seconds * _US_PER_S - us) > 1e-9 * max(1.0, abs(us)):
         raise BinningError(f"{what} {seconds!r} s is not a whole number of microseconds")
     return us
 
@@ -139,7 +139,7 @@ def plan_time_bins(
             f"bin width {bin_ms!r} ms cannot tile the pre window [-0.5, 0) s; choose one that divides 500 ms"
         )
     duration_us = np.rint(durations * _US_PER_S).astype(np.int64)
-    for d, d_us in zip(durations, duration_us):
+    for d, d_us in zip(durations.tolist(), duration_us.tolist()):
         if d_us % bin_us or d_us <= 0:
             raise BinningError(
                 f"bin width {bin_ms!r} ms cannot tile the stim window [0, {d!r}) s: {d!r} s is not a whole number "
@@ -158,7 +158,7 @@ def plan_time_bins(
         if start_us > pre_start_us or stop_us < longest:
             raise BinningError(
                 f"window [{window_s[0]}, {window_s[1]}) s must cover the pre window [-0.5, 0) s and the longest "
-                f"pulse [0, {durations.max()!r}) s"
+                f"pulse [0, {float(durations.max())!r}) s"
             )
         if (stop_us - start_us) % bin_us or start_us % bin_us:
             raise BinningError(

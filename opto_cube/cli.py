@@ -7,10 +7,11 @@ with a non-zero exit status; set ``OPTO_CUBE_DEBUG=1`` to see tracebacks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from . import __version__, schema
@@ -104,15 +105,19 @@ def describe(ds: object) -> str:
         f" {int((wt == '').sum())} unknown)",
         f"trials    {counts.sizes[schema.TRIAL]}: emitters {emitters.min()}..{emitters.max()} ({emitters.size}),"
         f" {powers.size} powers {powers.min():.3g}..{powers.max():.3g} mW, durations {[float(d) for d in durations]} s",
-        f"geometry  surface at {a.get(schema.ATTR_SURFACE)} um on the probe axis, tip offset {a.get(schema.ATTR_TIP_OFFSET)} um",
-        f"built by  opto_cube {a.get(schema.ATTR_VERSION)} from {len(a.get(schema.ATTR_SHA256, {}))} checksummed files",
+        f"geometry  surface at {a.get(schema.ATTR_SURFACE)} um on the probe axis,"
+        f" tip offset {a.get(schema.ATTR_TIP_OFFSET)} um",
+        f"built by  opto_cube {a.get(schema.ATTR_VERSION)}"
+        f" from {len(a.get(schema.ATTR_SHA256, {}))} checksummed files",
     ]
     return "\n".join(lines)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .store import STORE_SUFFIX, open_cube
+    from .store import STORE_SUFFIX, is_url, open_cube
 
+    if is_url(args.path):
+        return _info_url(args.path.rstrip("/"))
     path = Path(args.path)
     if not path.exists():
         raise OptoCubeError(f"{path}: no such store or folder")
@@ -125,6 +130,171 @@ def cmd_info(args: argparse.Namespace) -> int:
     for p in stores:
         _say(describe(open_cube(p)))
         _say("")
+    return 0
+
+
+def _info_url(url: str) -> int:
+    """``info`` of a store or a folder of stores on object storage (``s3://...``; AWS_* variables for access)."""
+    import fsspec
+
+    from .store import STORE_SUFFIX, is_complete, open_cube
+
+    fs, root = fsspec.core.url_to_fs(url)
+    if url.endswith(STORE_SUFFIX) or fs.exists(f"{root}/zarr.json"):
+        if not is_complete(url):
+            raise OptoCubeError(f"{url}: no complete store there (no completion mark: unfinished or interrupted)")
+        _say(describe(open_cube(url)))
+        return 0
+    fs.invalidate_cache(root)  # list what is there now, not what this process saw before
+    names = [n.rstrip("/") for n in fs.ls(root, detail=False)] if fs.isdir(root) else []
+    base = [(n, n.rsplit("/", 1)[-1]) for n in names]
+    stores = sorted(n for n, b in base if b.endswith(STORE_SUFFIX) and not b.startswith("."))
+    if not stores:
+        raise OptoCubeError(f"{url}: no such store, or a folder holding no {STORE_SUFFIX} stores")
+    for name in stores:
+        store_url = fs.unstrip_protocol(name)
+        if is_complete(store_url):
+            _say(describe(open_cube(store_url)))
+        else:
+            _say(f"{store_url}: incomplete (no completion mark); the next convert rebuilds it")
+        _say("")
+    return 0
+
+
+# --------------------------------------------------------------------------
+# responses
+# --------------------------------------------------------------------------
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+def _keys(text: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in text.split(",") if k.strip())
+
+
+def _write_table(table: object, out: Path) -> None:
+    """Write a DataFrame to ``out`` (.csv or .parquet) atomically: a temp file beside it, then os.replace."""
+    import uuid
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        if out.suffix == ".csv":
+            table.to_csv(tmp, index=False)  # type: ignore[attr-defined]
+        else:
+            table.to_parquet(tmp, index=False)  # type: ignore[attr-defined]
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _dask_cluster(args: argparse.Namespace) -> Iterator[None]:
+    """Run the block on ``--scheduler ADDRESS`` or on a ``--workers N`` LocalCluster (else dask's threads)."""
+    if not (args.scheduler or args.workers):
+        yield
+        return
+    from distributed import Client, LocalCluster
+
+    with contextlib.ExitStack() as stack:
+        if args.scheduler:
+            client = stack.enter_context(Client(args.scheduler))
+        else:
+            cluster = stack.enter_context(
+                LocalCluster(n_workers=args.workers, processes=True, threads_per_worker=1, dashboard_address=":0")
+            )
+            client = stack.enter_context(Client(cluster))
+        _say(f"computing on {client.scheduler.address}")
+        yield
+
+
+def cmd_responses(args: argparse.Namespace) -> int:
+    from .catalog import open_catalog
+    from .responses import check_by, responses_table
+    from .store import STORE_SUFFIX, is_url, open_cube
+
+    out = Path(args.out)
+    if out.suffix not in TABLE_SUFFIXES:
+        raise OptoCubeError(f"{out}: unknown table format {out.suffix!r}; use .csv or .parquet")
+    by = _keys(args.by) if args.by is not None else None
+    try:
+        check_by(by, args.mode)
+    except ValueError as e:
+        raise OptoCubeError(f"--by {args.by!r}: {e}") from e
+    cubes: dict[str, object] = {}
+    for source in args.stores:
+        local = not is_url(source)
+        if local and not Path(source).exists():
+            raise OptoCubeError(f"{source}: no such store or folder")
+        if str(source).rstrip("/").endswith(STORE_SUFFIX) or (local and (Path(source) / "zarr.json").exists()):
+            cube = open_cube(source)
+            found = {str(cube.attrs.get(schema.ATTR_SESSION_ID, source)): cube}
+        else:
+            found = dict(open_catalog(source))
+            if not found:
+                raise OptoCubeError(f"{source}: holds no {STORE_SUFFIX} stores")
+        twice = sorted(set(found) & set(cubes))
+        if twice:
+            raise OptoCubeError(f"{source}: session {twice[0]!r} given twice; name each session's store once")
+        cubes.update(found)
+    with _dask_cluster(args):
+        try:
+            table = responses_table(cubes, by=by, mode=args.mode)
+        except ValueError as e:
+            raise OptoCubeError(str(e)) from e
+    _write_table(table, out)
+    _say(f"wrote {len(table)} rows ({len(cubes)} session{'s' * (len(cubes) != 1)}, mode {args.mode}) to {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------
+# maps
+# --------------------------------------------------------------------------
+def _duration(text: str) -> float | str:
+    if text in ("max", "min"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a pulse duration in s (e.g. 0.05), 'max' or 'min', got {text!r}")
+    return value
+
+
+def _positive_um(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive width in um (e.g. 100), got {text!r}")
+    return value
+
+
+def cmd_maps(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .catalog import open_catalog
+    from .maps import run_maps
+
+    if not Path(args.stores).exists() and "://" not in args.stores:
+        raise OptoCubeError(f"{args.stores}: no such folder of stores")
+    catalog = open_catalog(args.stores)
+    if not len(catalog):
+        raise OptoCubeError(f"{args.stores}: holds no .zarr stores")
+    table = None
+    if args.responses:
+        try:
+            path = Path(args.responses)
+            table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        except (OSError, ValueError) as e:
+            raise OptoCubeError(f"{args.responses}: cannot read the responses table ({e})") from e
+    with _dask_cluster(args):
+        written = run_maps(catalog, args.out, distance_bin_um=args.distance_bin_um, duration_s=args.duration_s,
+                           table=table)
+    for path in written.values():
+        _say(f"wrote {path}")
     return 0
 
 
@@ -145,8 +315,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     synth.make_dataset(data, n_sessions=args.sessions, size=args.size, seed=args.seed)
     _say(f"2. converting them to Zarr cubes in {stores}")
     code = _report(convert(data, stores, bin_ms=args.bin_ms, overwrite=True, jobs=1, progress=True))
+    from .catalog import open_catalog
+    from .maps import run_maps
+    from .responses import responses_table
+
+    catalog = open_catalog(stores)
+    if not len(catalog):
+        raise OptoCubeError(f"{stores}: no session converted")
+    table_path, maps_dir = out / "responses.csv", out / "maps"
+    _say(f"3. responses of every cluster in every condition -> {table_path}")
+    table = responses_table(catalog)
+    _write_table(table, table_path)
+    _say(f"4. maps and figures -> {maps_dir}")
+    written = run_maps(catalog, maps_dir, table=table)
     _say(f"\nopen one in Python:  xarray.open_zarr({str(next(stores.glob('*.zarr')))!r})")
     _say(f"or:                  opto-cube info {stores}")
+    _say(f"the responses table: {table_path} ({len(table)} rows, one per session x cluster x condition)")
+    _say(f"the maps:            {written['maps.nc']}   (xarray.open_dataset)")
+    _say(f"the figures:         {', '.join(str(p) for name, p in written.items() if name.endswith('.png'))}")
     return code
 
 
@@ -177,6 +363,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="a .zarr store or a folder of them")
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser("responses", help="per-condition responses of every cluster: the long table (csv/parquet)")
+    p.add_argument("stores", nargs="+", metavar="STORES", help="a folder of .zarr stores (or URL), or stores")
+    p.add_argument("--out", required=True, metavar="FILE", help="the table to write: FILE.csv or FILE.parquet")
+    p.add_argument("--mode", default=schema.MODE_PER_CONDITION, choices=schema.RESPONSE_MODES,
+                   help="per_condition (default) or published (parity with the dataset's published analysis)")
+    p.add_argument("--by", default=None, metavar="KEYS",
+                   help=f"what splits conditions, comma-separated among {','.join(schema.CONDITION_KEYS)} "
+                        "(default: all three; published: emitter)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="compute on this dask.distributed scheduler")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="compute on a local cluster of N worker processes")
+    p.set_defaults(func=cmd_responses)
+
+    p = sub.add_parser("maps", help="effect against distance, power and cell type: DIR/maps.nc and PNG figures")
+    p.add_argument("stores", metavar="STORES", help="a folder of .zarr stores")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder: maps.nc (netCDF) and effect_map, depth_vs_emitter, modulation_index, "
+                        "psth .png")
+    p.add_argument("--distance-bin-um", type=_positive_um, default=schema.MAP_DEFAULT_DISTANCE_BIN_UM,
+                   help="width of the distance bins, um (default %(default)s)")
+    p.add_argument("--duration-s", type=_duration, default=None, metavar="S",
+                   help="only pulses of this duration, s, or 'max' (default: every duration)")
+    p.add_argument("--responses", metavar="FILE", help="use this responses table (.csv/.parquet) of the stores")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="compute on this dask.distributed scheduler")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="compute on a local cluster of N worker processes")
+    p.set_defaults(func=cmd_maps)
+
     p = sub.add_parser("demo", help="the whole job on synthetic sessions, under stores/demo/")
     p.add_argument("--out", default="stores/demo", help="output folder (default %(default)s)")
     p.add_argument("--sessions", type=_positive_int, default=3, help="how many sessions (default %(default)s)")
@@ -195,6 +409,11 @@ def _one_line_warnings(message, category, filename, lineno, file=None, line=None
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``opto-cube`` command; returns the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(argv[:-1]):  # "--window -0.5,1.0": argparse would take -0.5,1.0 for an option
+        if arg == "--window" and argv[i + 1].startswith("-"):
+            argv[i : i + 2] = [f"--window={argv[i + 1]}"]
+            break
     args = parser.parse_args(argv)
     debug = bool(os.environ.get("OPTO_CUBE_DEBUG"))
     warnings.showwarning = _one_line_warnings

@@ -154,6 +154,7 @@ def convert_session(
     overwrite: bool = False,
     chunks: tuple[int, int] | None = None,
     progress: bool = False,
+    storage_options: dict[str, Any] | None = None,
 ) -> ConversionResult:
     """Convert one session folder into ``out_dir/<session_id>.zarr``.
 
@@ -162,7 +163,7 @@ def convert_session(
     folder
         The session folder (ALF files and session.json).
     out_dir
-        The folder of stores; created if needed.
+        The folder of stores (created if needed), or a URL such as ``s3://bucket/prefix``.
     bin_ms
         Bin width, ms; must tile the pre window and every pulse.
     window_s
@@ -176,6 +177,9 @@ def convert_session(
         :func:`opto_cube.store.spike_counts_chunks`.
     progress
         Show a progress bar over trial chunks.
+    storage_options
+        fsspec options when ``out_dir`` is a URL (endpoint, credentials; by
+        default taken from the usual environment variables).
 
     Returns
     -------
@@ -199,12 +203,17 @@ def convert_session(
     >>> result.status
     'converted'
     """
+    if chunks is not None and (
+        len(chunks) != 2 or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 1
+                                    for c in chunks)
+    ):
+        raise ValueError(f"chunks must be (clusters, trials), two positive whole numbers; got {chunks!r}")
     started = time.perf_counter()
     session = io.read_session(folder)
     target = store.store_path(out_dir, session.session_id)
     bins = binning.plan_time_bins(session.stim[schema.DURATION], bin_ms=bin_ms, window_s=window_s)
     expected = {**conversion_parameters(bins, tip_offset_um), schema.ATTR_SHA256: dict(sorted(session.sha256.items()))}
-    if not overwrite and store.is_up_to_date(target, expected):
+    if not overwrite and store.is_up_to_date(target, expected, storage_options):
         return ConversionResult(session.session_id, "skipped", str(target), time.perf_counter() - started)
 
     order = np.argsort(session.stim[schema.ONSET], kind="stable")
@@ -218,7 +227,7 @@ def convert_session(
         session.spikes.blocks(), onsets, durations, bins, n_clusters, dtype, trial_chunk=trial_chunk
     )
     blocks = _progress(blocks, -(-n_trials // trial_chunk), session.session_id, progress)
-    store.write_cube(template, blocks, target, overwrite=True)
+    store.write_cube(template, blocks, target, overwrite=True, storage_options=storage_options)
     return ConversionResult(
         session.session_id,
         "converted",
@@ -229,7 +238,7 @@ def convert_session(
     )
 
 
-def _convert_reporting(folder: Path, out_dir: Path, params: dict[str, Any]) -> ConversionResult:
+def _convert_reporting(folder: Path, out_dir: store.StorePath, params: dict[str, Any]) -> ConversionResult:
     """convert_session that never raises: errors and warnings become part of the result."""
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -272,7 +281,8 @@ def convert(
     progress
         Progress bars on standard error.
     **params
-        Passed to :func:`convert_session` (``bin_ms``, ``window_s``, ``tip_offset_um``, ``overwrite``, ``chunks``).
+        Passed to :func:`convert_session` (``bin_ms``, ``window_s``, ``tip_offset_um``, ``overwrite``,
+        ``chunks``, ``storage_options``).
 
     Returns
     -------
@@ -287,8 +297,9 @@ def convert(
         if unknown:
             raise OptoCubeError(f"{data_root}: no session named {', '.join(map(repr, unknown))}")
         folders = [by_name[s] for s in sessions]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_dir if store.is_url(out_dir) else Path(out_dir)
+    if isinstance(out, Path):
+        out.mkdir(parents=True, exist_ok=True)
     if jobs <= 1 and scheduler is None:
         results = []
         bar = _progress(folders, len(folders), "sessions", progress and len(folders) > 1)

@@ -261,7 +261,7 @@ def _as_int(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or np.any(arr != np.floor(arr)):
             bad = arr[~np.isfinite(arr) | (arr != np.floor(arr))][0]
-            raise SessionFormatError(path, f"{what} must be whole numbers, found {bad!r}")
+            raise SessionFormatError(path, f"{what} must be whole numbers, found {bad.item()!r}")
         return arr.astype(np.int64)
     raise SessionFormatError(path, f"{what} must be integers, found dtype {arr.dtype}")
 
@@ -387,7 +387,8 @@ def _stream_spikes(
             ids = np.frombuffer(raw[1], dtype=c_file.dtype)
             if not np.all(np.isfinite(times)):
                 bad = int(np.flatnonzero(~np.isfinite(times))[0]) + start
-                raise SessionFormatError(t_file.path, f"spike {bad} has a non-finite time {times[bad - start]!r}")
+                value = times[bad - start].item()
+                raise SessionFormatError(t_file.path, f"spike {bad} has a non-finite time {value!r}")
             if is_sorted and (times[0] < last or np.any(times[1:] < times[:-1])):
                 is_sorted = False
             last = times[-1]
@@ -536,12 +537,14 @@ def _read_session(folder: Path, sha: dict[str, str]) -> Session:
     stim[schema.EMITTER] = emitter.astype(np.int8)
     power = _check_finite(stim[schema.POWER], stim_headers[schema.STIM_POWER].path, "power")
     if np.any(power < 0):
-        raise SessionFormatError(stim_headers[schema.STIM_POWER].path, f"negative power {power[power < 0][0]!r} mW")
+        bad_power = power[power < 0][0].item()
+        raise SessionFormatError(stim_headers[schema.STIM_POWER].path, f"negative power {bad_power!r} mW")
     stim[schema.POWER] = power
     duration = _check_finite(stim[schema.DURATION], stim_headers[schema.STIM_DURATIONS].path, "duration")
     if np.any(duration <= 0):
+        bad_duration = duration[duration <= 0][0].item()
         raise SessionFormatError(
-            stim_headers[schema.STIM_DURATIONS].path, f"non-positive pulse duration {duration[duration <= 0][0]!r} s"
+            stim_headers[schema.STIM_DURATIONS].path, f"non-positive pulse duration {bad_duration!r} s"
         )
     stim[schema.DURATION] = duration
     if np.any(np.diff(stim[schema.ONSET]) < 0):
@@ -612,7 +615,7 @@ def _check_finite(arr: np.ndarray, path: Path, what: str, floating: bool = False
     arr = _as_float(arr, path)
     if not np.all(np.isfinite(arr)):
         bad = int(np.flatnonzero(~np.isfinite(arr))[0])
-        raise SessionFormatError(path, f"trial {bad} has a non-finite {what} {arr[bad]!r}")
+        raise SessionFormatError(path, f"trial {bad} has a non-finite {what} {arr[bad].item()!r}")
     return arr
 
 

@@ -58,6 +58,29 @@ STIM_INDEX = "stim_index"
 SESSION_ID = "session_id"
 DISTANCE = "distance_um"
 
+# --- responses (opto_cube/responses.py, opto_cube/catalog.py) -------------
+N_TRIALS = "n_trials"
+PRE_RATE = "pre_rate_hz"
+STIM_RATE = "stim_rate_hz"
+PCT_CHANGE = "pct_change"
+P_VALUE = "p_value"
+ACTIVATED = "activated"
+INACTIVATED = "inactivated"
+SIGNIFICANT = "significant"
+BY_EMITTER, BY_POWER, BY_DURATION = "emitter", "power", "duration"  # what a condition may be split by
+CONDITION_KEYS = (BY_EMITTER, BY_POWER, BY_DURATION)
+MODE_PER_CONDITION, MODE_PUBLISHED = "per_condition", "published"
+RESPONSE_MODES = (MODE_PER_CONDITION, MODE_PUBLISHED)
+ALL_EMITTERS = 0  # the emitter id of a condition that pools every emitter (ids are 1..14)
+ATTR_MODE = "responses_mode"
+ATTR_BY = "responses_by"
+# the long table's leading columns, in order (interface.md, Responses)
+RESPONSE_COLUMNS = (
+    SESSION_ID, CLUSTER, EMITTER, POWER, DURATION, N_TRIALS, PRE_RATE, STIM_RATE, PCT_CHANGE, P_VALUE,
+    ACTIVATED, INACTIVATED, SIGNIFICANT, DISTANCE, DEPTH_FROM_SURFACE, WAVEFORM_TYPE, QC_PASS,
+)
+# --- end responses ----------------------------------------------------------
+
 WAVEFORM_TYPES = ("RS", "FS")
 UNKNOWN_LABEL = ""
 
@@ -252,8 +275,8 @@ def power_levels(power_mw: Any, rtol: float = POWER_RTOL) -> tuple[np.ndarray, n
     Examples
     --------
     >>> index, levels = power_levels([1.0, 2.0000001, 1.0000000001, 2.0])
-    >>> index.tolist(), levels.tolist()
-    ([0, 1, 0, 1], [1.00000000005, 2.00000005])
+    >>> index.tolist(), levels.round(6).tolist()
+    ([0, 1, 0, 1], [1.0, 2.0])
     """
     p = np.asarray(power_mw, dtype=np.float64).ravel()
     if p.size == 0:
@@ -269,3 +292,24 @@ def power_levels(power_mw: Any, rtol: float = POWER_RTOL) -> tuple[np.ndarray, n
     counts = np.bincount(sorted_index)
     levels = np.bincount(sorted_index, weights=s) / counts
     return index, levels
+
+
+# --------------------------------------------------------------------------
+# Maps (maps.py, plot.py): the names of what they return
+# --------------------------------------------------------------------------
+EFFECTS = (ACTIVATED, INACTIVATED)  # the table's columns are named in the responses block above
+
+MAP_EFFECT = "effect"  # dimension: activated / inactivated
+MAP_FRACTION_ACTIVATED = "fraction_activated"
+MAP_FRACTION_INACTIVATED = "fraction_inactivated"
+MAP_N_UNITS = "n_units"
+MAP_N_ACTIVATED = "n_activated"
+MAP_N_INACTIVATED = "n_inactivated"
+MAP_DISTANCE_EDGES = "distance_edges_um"  # attribute: bin edges of the distance_um coordinate
+MAP_POWER_EDGES = "power_edges_mw"  # attribute: bin edges of power_mw when powers are binned
+MAP_UNIT_DEPTH = "unit_depth_um"
+MAP_PEARSON_R = "pearson_r"
+MAP_N_RESPONSES = "n_responses"
+MAP_MODULATION_INDEX = "modulation_index"
+MAP_FIRING_RATE = "firing_rate"
+MAP_DEFAULT_DISTANCE_BIN_UM = 100.0

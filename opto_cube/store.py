@@ -1,11 +1,14 @@
-"""Zarr stores of cubes: write one atomically, open one lazily, list a folder of them.
+"""Zarr stores of cubes: write one atomically, open one lazily.
 
-A store is written in a hidden temporary folder beside its target and
+A local store is written in a hidden temporary folder beside its target and
 renamed into place at the end, so a killed conversion leaves no store or a
-complete one; the next run removes what a killed run left. Stores are Zarr
-format 3 with consolidated metadata, standard codecs (zstd) and
-variable-length UTF-8 strings, so plain ``xarray.open_zarr`` and other Zarr
-implementations read them without opto_cube.
+complete one; the next run removes what a killed run left. Object storage
+(``s3://...`` and other fsspec URLs) has no rename: there the store is written
+in place and marked complete (attribute ``opto_cube_complete``) last, and a
+store without the mark is invisible to :func:`open_catalog` and rebuilt by the
+next conversion. Stores are Zarr format 3 with consolidated metadata,
+standard codecs and variable-length UTF-8 strings, so plain
+``xarray.open_zarr`` and other Zarr implementations read them without opto_cube.
 """
 
 from __future__ import annotations
@@ -34,8 +37,28 @@ _OLD_TAG = ".old-"
 SPIKE_COUNTS_COMPRESSOR = zarr.codecs.ZstdCodec(level=1)
 
 
-def store_path(out_dir: str | os.PathLike, session_id: str) -> Path:
-    """Where the store of ``session_id`` lives under ``out_dir``.
+StorePath = Path | str  # a local path, or a URL such as s3://bucket/prefix/<id>.zarr
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names object storage (``s3://...``) rather than a local folder."""
+    return "://" in os.fspath(path) and not os.fspath(path).startswith("file://")
+
+
+def join(base: str | os.PathLike, name: str) -> StorePath:
+    """``base/name`` for a local folder (a Path) or a URL (a string)."""
+    return f"{os.fspath(base).rstrip('/')}/{name}" if is_url(base) else Path(base) / name
+
+
+def zarr_store(path: StorePath, storage_options: dict[str, Any] | None = None, read_only: bool = False) -> Any:
+    """The zarr Store object of a local path or an fsspec URL."""
+    if is_url(path):
+        return zarr.storage.FsspecStore.from_url(str(path), storage_options=storage_options or {}, read_only=read_only)
+    return zarr.storage.LocalStore(Path(path), read_only=read_only)
+
+
+def store_path(out_dir: str | os.PathLike, session_id: str) -> StorePath:
+    """Where the store of ``session_id`` lives under ``out_dir`` (a folder or a URL).
 
     Examples
     --------
@@ -44,7 +67,7 @@ def store_path(out_dir: str | os.PathLike, session_id: str) -> Path:
     """
     if not session_id or session_id in {".", ".."} or "/" in session_id or os.sep in session_id:
         raise StoreError(f"session id {session_id!r} cannot name a store")
-    return Path(out_dir) / f"{session_id}{STORE_SUFFIX}"
+    return join(out_dir, f"{session_id}{STORE_SUFFIX}")
 
 
 def spike_counts_chunks(n_clusters: int, n_trials: int, n_bins: int) -> tuple[int, int, int]:
@@ -57,13 +80,25 @@ def spike_counts_chunks(n_clusters: int, n_trials: int, n_bins: int) -> tuple[in
     return (max(1, min(schema.CHUNK_CLUSTERS, n_clusters)), max(1, min(schema.CHUNK_TRIALS, n_trials)), max(1, n_bins))
 
 
-def read_store_attrs(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The group attributes of a local store, or None when there is no readable store."""
+def read_store_attrs(path: StorePath, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The group attributes of a store, or None when there is no readable store there."""
     try:
-        meta = json.loads((Path(path) / "zarr.json").read_text())
+        if is_url(path):
+            import fsspec
+
+            with fsspec.open(f"{str(path).rstrip('/')}/zarr.json", "rb", **(storage_options or {})) as f:
+                meta = json.loads(f.read())
+        else:
+            meta = json.loads((Path(path) / "zarr.json").read_text())
     except (OSError, ValueError):
         return None
     return meta.get("attributes", {}) if isinstance(meta, dict) else None
+
+
+def is_complete(path: StorePath, storage_options: dict[str, Any] | None = None) -> bool:
+    """Whether a finished conversion wrote the store at ``path`` (its completion mark is set)."""
+    attrs = read_store_attrs(path, storage_options)
+    return bool(attrs and attrs.get(schema.ATTR_COMPLETE))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -90,12 +125,21 @@ def remove_leftovers(target: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def atomic_store(target: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder to write a store in; move it to ``target`` when the block ends cleanly.
+def atomic_store(
+    target: StorePath, overwrite: bool = False, storage_options: dict[str, Any] | None = None
+) -> Iterator[StorePath]:
+    """Yield where to write a store; it becomes ``target`` only when the block ends cleanly.
 
-    On any error (or interruption) the temporary folder is removed and
-    ``target`` is untouched.
+    Locally: a temporary folder beside ``target``, renamed into place at the
+    end; on any error (or interruption) it is removed and ``target`` is
+    untouched. On object storage: ``target`` itself, emptied first if it holds
+    an incomplete store, and removed again on error; the writer marks it
+    complete last.
     """
+    if is_url(target):
+        with _remote_store(str(target), overwrite, storage_options or {}) as path:
+            yield path
+        return
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(target)
@@ -117,12 +161,30 @@ def atomic_store(target: Path, overwrite: bool = False) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def _remote_store(target: str, overwrite: bool, storage_options: dict[str, Any]) -> Iterator[str]:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(target, **storage_options)
+    if fs.exists(root):
+        if is_complete(target, storage_options) and not overwrite:
+            raise StoreError(f"{target}: store exists; pass overwrite=True (--overwrite) to rebuild it")
+        fs.rm(root, recursive=True)
+    try:
+        yield target
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm(root, recursive=True)
+        raise
+
+
 def write_cube(
     template: xr.Dataset,
     count_chunks: Iterable[tuple[slice, np.ndarray]],
-    target: str | os.PathLike,
+    target: StorePath,
     overwrite: bool = False,
-) -> Path:
+    storage_options: dict[str, Any] | None = None,
+) -> StorePath:
     """Write a cube atomically: the template's coordinates and attributes, then ``spike_counts`` chunk by chunk.
 
     Parameters
@@ -137,8 +199,10 @@ def write_cube(
         The store's path (``<session_id>.zarr``).
     overwrite
         Replace an existing store (atomically) instead of refusing.
+    storage_options
+        fsspec options for a URL target (endpoint, credentials).
     """
-    target = Path(target)
+    target = target if is_url(target) else Path(target)
     counts = template[schema.SPIKE_COUNTS]
     encoding = {
         schema.SPIKE_COUNTS: {
@@ -146,20 +210,24 @@ def write_cube(
             "compressors": (SPIKE_COUNTS_COMPRESSOR,),
         }
     }
-    with atomic_store(target, overwrite=overwrite) as tmp:
+    with atomic_store(target, overwrite=overwrite, storage_options=storage_options) as tmp:
+        zstore = zarr_store(tmp, storage_options)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-            template.to_zarr(tmp, mode="w-", compute=False, zarr_format=3, consolidated=True, encoding=encoding)
-        array = zarr.open_array(tmp, path=schema.SPIKE_COUNTS, mode="r+")
-        for trials, block in count_chunks:
-            array[:, trials, :] = block
+            template.to_zarr(zstore, mode="w-", compute=False, zarr_format=3, consolidated=True, encoding=encoding)
+            array = zarr.open_array(zstore, path=schema.SPIKE_COUNTS, mode="r+")
+            for trials, block in count_chunks:
+                array[:, trials, :] = block
+            group = zarr.open_group(zstore, mode="r+")
+            group.attrs[schema.ATTR_COMPLETE] = True  # last: the store is whole
+            zarr.consolidate_metadata(zstore)
     return target
 
 
-def is_up_to_date(target: str | os.PathLike, expected: dict[str, Any]) -> bool:
-    """Whether the store at ``target`` was built from the same sources with the same parameters."""
-    attrs = read_store_attrs(target)
-    if attrs is None:
+def is_up_to_date(target: StorePath, expected: dict[str, Any], storage_options: dict[str, Any] | None = None) -> bool:
+    """Whether the complete store at ``target`` was built from the same sources with the same parameters."""
+    attrs = read_store_attrs(target, storage_options)
+    if not attrs or not attrs.get(schema.ATTR_COMPLETE):
         return False
     return all(_json_equal(attrs.get(k), v) for k, v in expected.items())
 
@@ -168,7 +236,7 @@ def _json_equal(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-def open_cube(path: str | os.PathLike, **kwargs: Any) -> xr.Dataset:
+def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
     """Open a cube lazily: ``spike_counts`` dask-backed in the store's chunks, coordinates in memory.
 
     Parameters

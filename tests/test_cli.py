@@ -1,0 +1,331 @@
+"""Tests of the opto-cube command: convert (summary, exit codes, broken sessions, atomicity), info, usage errors.
+
+Most runs call :func:`opto_cube.cli.main` in-process (fast); a few run the
+installed console script in a subprocess, as users do (a traceback, a killed
+conversion).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from conftest import OTHER_SESSION_ID, SESSION_ID, assert_exact, store_listing, tiny_spec, write_synth
+from test_io import BROKEN_IDS, BROKEN_INPUTS, MARKER, break_session
+
+from opto_cube import cli, schema, store, synth
+
+SCRIPT = Path(sys.executable).with_name("opto-cube")
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    """``opto-cube ARGS`` in-process: exit status, stdout, stderr."""
+    try:
+        code = cli.main([str(a) for a in args])
+    except SystemExit as e:  # argparse usage errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    command = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "opto_cube.cli"]
+    env = {k: v for k, v in os.environ.items() if k != "OPTO_CUBE_DEBUG"}
+    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def summary(out: str) -> str:
+    return out.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def clean_session(tmp_path_factory) -> Path:
+    """A clean tiny session (no warnings), copied into data roots; read-only."""
+    return write_synth(tmp_path_factory.mktemp("clean") / SESSION_ID, tiny_spec(seed=3))
+
+
+def add_session(root: Path, source: Path, name: str) -> Path:
+    """A copy of ``source`` named ``name`` (its session.json saying so) in the data root."""
+    folder = Path(shutil.copytree(source, root / schema.SESSIONS_DIR / name))
+    info = json.loads((folder / schema.SESSION_JSON).read_text())
+    (folder / schema.SESSION_JSON).write_text(json.dumps({**info, "session_id": name}))
+    return folder
+
+
+# --------------------------------------------------------------------------
+# convert: broken sessions, through the command line
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("broken", BROKEN_INPUTS, ids=BROKEN_IDS)
+def test_broken_session_one_line_exit_1_others_convert(capsys, tmp_path, clean_session, broken):
+    root, out = tmp_path / "data", tmp_path / "stores"
+    good = add_session(root, clean_session, SESSION_ID)
+    bad = add_session(root, clean_session, OTHER_SESSION_ID)
+    match = break_session(bad, broken)
+    code, stdout, stderr = run(capsys, "convert", root, "--out", out, "--bin-ms", "10", "--quiet")
+    assert code == 1
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"opto-cube: error: {bad / broken.file}: ")
+    assert re.search(match, lines[0]) and "Traceback" not in stderr
+    assert summary(stdout) == "1 converted, 0 skipped, 1 failed (2 sessions)"
+    assert store_listing(out) == [f"{SESSION_ID}.zarr"]  # no store, no temp dir of the broken session
+    assert not (bad.parent / MARKER).exists()
+    attrs = store.read_store_attrs(out / f"{SESSION_ID}.zarr")
+    assert (
+        attrs[schema.ATTR_COMPLETE] is True
+        and attrs[schema.ATTR_SHA256][schema.SESSION_JSON]
+        == hashlib.sha256((good / schema.SESSION_JSON).read_bytes()).hexdigest()
+    )
+
+
+def test_broken_session_through_the_console_script(tmp_path, clean_session):
+    """As users run it: one line, no traceback, exit 1, the good session converted."""
+    root, out = tmp_path / "data", tmp_path / "stores"
+    add_session(root, clean_session, SESSION_ID)
+    bad = add_session(root, clean_session, OTHER_SESSION_ID)
+    np.save(bad / schema.STIM_DURATIONS, np.zeros(3), allow_pickle=False)
+    proc = run_script("convert", root, "--out", out, "--bin-ms", "10")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"opto-cube: error: {bad / schema.STIM_DURATIONS}: has 3 rows but stim.times.npy has "
+        f"{np.load(bad / schema.STIM_TIMES).size}; stim.* arrays must agree"
+    ]
+    assert re.search(rf"^converted +{SESSION_ID} -> .*{SESSION_ID}\.zarr \(", proc.stdout, re.M)
+    assert summary(proc.stdout) == "1 converted, 0 skipped, 1 failed (2 sessions)"
+    assert store_listing(out) == [f"{SESSION_ID}.zarr"]
+
+
+def test_binning_refusal_is_one_line(capsys, tmp_path, clean_session):
+    root = tmp_path / "data"
+    add_session(root, clean_session, SESSION_ID)
+    code, stdout, stderr = run(capsys, "convert", root, "--out", tmp_path / "stores", "--bin-ms", "3", "--quiet")
+    assert code == 1
+    assert stderr.splitlines() == [
+        "opto-cube: error: bin width 3.0 ms cannot tile the pre window [-0.5, 0) s; choose one that divides 500 ms"
+    ]
+    assert store_listing(tmp_path / "stores") == []
+
+
+# --------------------------------------------------------------------------
+# convert: summary, skipping, overwriting, selecting
+# --------------------------------------------------------------------------
+def test_convert_summary_skip_and_overwrite(capsys, tmp_path, clean_session):
+    root, out = tmp_path / "data", tmp_path / "new" / "stores"  # --out need not exist
+    add_session(root, clean_session, SESSION_ID)
+    add_session(root, clean_session, OTHER_SESSION_ID)
+    code, stdout, stderr = run(capsys, "convert", root, "--out", out, "--bin-ms", "10")
+    assert code == 0 and stderr == ""
+    k, m = np.load(clean_session / schema.CLUSTERS_QC_PASS).size, np.load(clean_session / schema.STIM_TIMES).size
+    for name in (SESSION_ID, OTHER_SESSION_ID):
+        assert re.search(
+            rf"^converted +{name} -> {re.escape(str(out / name))}\.zarr \({k}, {m}, 150\) uint8 \(", stdout, re.M
+        ), stdout
+    assert summary(stdout) == "2 converted, 0 skipped, 0 failed (2 sessions)"
+    store = out / f"{SESSION_ID}.zarr"
+    stamp = (store / "zarr.json").stat().st_mtime_ns
+
+    code, stdout, _ = run(capsys, "convert", root, "--out", out, "--bin-ms", "10")
+    assert code == 0 and re.search(rf"^skipped +{SESSION_ID}", stdout, re.M)
+    assert summary(stdout) == "0 converted, 2 skipped, 0 failed (2 sessions)"
+    assert (store / "zarr.json").stat().st_mtime_ns == stamp
+
+    code, stdout, _ = run(
+        capsys, "convert", root, "--out", out, "--bin-ms", "10", "--overwrite", "--session", SESSION_ID
+    )
+    assert code == 0 and summary(stdout) == "1 converted, 0 skipped, 0 failed (1 session)"
+    assert (store / "zarr.json").stat().st_mtime_ns != stamp
+    assert store_listing(out) == [f"{SESSION_ID}.zarr", f"{OTHER_SESSION_ID}.zarr"]
+
+    code, stdout, _ = run(capsys, "convert", root, "--out", out, "--bin-ms", "5", "--quiet")  # new parameters
+    assert code == 0 and summary(stdout) == "2 converted, 0 skipped, 0 failed (2 sessions)"
+    assert xr.open_zarr(store).attrs[schema.ATTR_BIN_WIDTH] == 0.005
+
+
+def test_convert_options_reach_the_store(capsys, tmp_path, clean_session):
+    root, out = tmp_path / "data", tmp_path / "stores"
+    folder = add_session(root, clean_session, SESSION_ID)
+    code, _, stderr = run(
+        capsys,
+        "convert",
+        root,
+        "--out",
+        out,
+        "--bin-ms",
+        "5",
+        "--window",
+        "-0.6,0.3",
+        "--tip-offset-um",
+        "25",
+        "--jobs",
+        "1",
+        "--quiet",
+    )
+    assert code == 0, stderr
+    ds = assert_exact(folder, out / f"{SESSION_ID}.zarr")
+    assert ds.attrs[schema.ATTR_WINDOW] == [-0.6, 0.3] and ds.attrs[schema.ATTR_TIP_OFFSET] == 25.0
+    assert ds.attrs[schema.ATTR_BIN_WIDTH] == 0.005 and ds.sizes[schema.TIME] == 180
+
+
+def test_warnings_are_one_line_each_on_stderr(capsys, tmp_path):
+    root = tmp_path / "data"
+    folder = write_synth(root / schema.SESSIONS_DIR / SESSION_ID, tiny_spec(omit_ks_label=True, shuffle_trials=True))
+    code, stdout, stderr = run(capsys, "convert", root, "--out", tmp_path / "stores", "--bin-ms", "10", "--quiet")
+    assert code == 0 and summary(stdout) == "1 converted, 0 skipped, 0 failed (1 session)"
+    lines = stderr.splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"opto-cube: warning: {folder}/") for line in lines)
+    assert any("ks_label left empty" in line for line in lines) and any("onset order" in line for line in lines)
+
+
+def test_select_sessions(capsys, tmp_path, clean_session):
+    root, out = tmp_path / "data", tmp_path / "stores"
+    add_session(root, clean_session, SESSION_ID)
+    add_session(root, clean_session, OTHER_SESSION_ID)
+    code, stdout, _ = run(capsys, "convert", root, "--out", out, "--bin-ms", "10", "--session", OTHER_SESSION_ID)
+    assert code == 0 and summary(stdout) == "1 converted, 0 skipped, 0 failed (1 session)"
+    assert store_listing(out) == [f"{OTHER_SESSION_ID}.zarr"]
+    code, stdout, stderr = run(capsys, "convert", root, "--out", out, "--session", "AL0099_nope", "--quiet")
+    assert code == 1 and stdout == ""
+    assert stderr.splitlines() == [f"opto-cube: error: {root}: no session named 'AL0099_nope'"]
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["convert", "{root}/missing", "--out", "{out}"], r"^opto-cube: error: .*missing: no such data folder$"),
+        (["convert", "{root}", "--out", "{out}"], r"^opto-cube: error: .*sessions: holds no session folders"),
+        (["info", "{root}/missing.zarr"], r"^opto-cube: error: .*missing\.zarr: no such store or folder$"),
+        (["info", "{root}"], r"^opto-cube: error: .*data: holds no \.zarr stores$"),
+    ],
+)
+def test_one_line_errors(capsys, tmp_path, args, match):
+    root = tmp_path / "data"
+    (root / schema.SESSIONS_DIR).mkdir(parents=True)
+    code, _, stderr = run(capsys, *(a.format(root=root, out=tmp_path / "stores") for a in args))
+    assert code == 1 and len(stderr.splitlines()) == 1 and re.search(match, stderr.strip()), stderr
+
+
+# --------------------------------------------------------------------------
+# usage errors (argparse, exit 2)
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--window", "abc"], r"argument --window: expected START,STOP in seconds \(e\.g\. -0\.5,1\.0\), got 'abc'"),
+        (["--window", "1.0"], r"argument --window: expected START,STOP"),
+        (["--window", "-0.5,1,2"], r"argument --window: expected START,STOP.*got '-0\.5,1,2'"),
+        (["--window", "a,b"], r"argument --window: expected START,STOP"),
+        (["--window=-0.5;1"], r"argument --window: expected START,STOP"),
+        (["--window"], r"argument --window: expected one argument"),
+        (["--jobs", "0"], r"argument --jobs: expected a positive whole number, got '0'"),
+        (["--jobs", "two"], r"argument --jobs: expected a positive whole number"),
+        (["--bin-ms", "fast"], r"argument --bin-ms: invalid float value"),
+        ([], r"the following arguments are required: --out"),
+    ],
+)
+def test_usage_errors_exit_2(capsys, tmp_path, args, match):
+    full = ["convert", tmp_path, *(["--out", tmp_path / "stores"] if args else []), *args]
+    code, stdout, stderr = run(capsys, *full)
+    assert code == 2
+    assert "usage: opto-cube convert" in stderr and re.search(match, stderr), stderr
+    assert "Traceback" not in stderr and not (tmp_path / "stores").exists()
+
+
+@pytest.mark.parametrize("form", [["--window", "-0.6,0.2"], ["--window=-0.6,0.2"]], ids=["space", "equals"])
+def test_window_with_a_negative_start(capsys, tmp_path, clean_session, form):
+    """``--window -0.6,0.2`` works as well as ``--window=-0.6,0.2`` (argparse alone takes -0.6,0.2 for an option)."""
+    root = tmp_path / "data"
+    folder = add_session(root, clean_session, SESSION_ID)
+    code, _, stderr = run(capsys, "convert", root, "--out", tmp_path / "stores", *form, "--bin-ms", "10", "--quiet")
+    assert code == 0, stderr
+    ds = assert_exact(folder, tmp_path / "stores" / f"{SESSION_ID}.zarr")
+    assert ds.attrs[schema.ATTR_WINDOW] == [-0.6, 0.2]
+
+
+def test_no_command_and_version(capsys):
+    code, _, stderr = run(capsys)
+    assert code == 2 and "usage: opto-cube" in stderr
+    code, stdout, _ = run(capsys, "--version")
+    assert code == 0 and stdout.startswith("opto_cube ")
+
+
+# --------------------------------------------------------------------------
+# info
+# --------------------------------------------------------------------------
+def test_info_on_a_store_and_on_a_folder(capsys, tiny_converted):
+    store = tiny_converted.stores[10.0]
+    code, stdout, stderr = run(capsys, "info", store)
+    assert code == 0 and stderr == ""
+    ds = xr.open_zarr(store)
+    k, m = ds.sizes[schema.CLUSTER], ds.sizes[schema.TRIAL]
+    assert stdout.splitlines()[0].startswith(f"session   {SESSION_ID}  (subject AL_0034")
+    assert f"spike_counts {{'cluster': {k}, 'trial': {m}, 'time': 150}} uint8" in stdout
+    assert "bins      10 ms over [-0.5, 1.0] s from onset" in stdout
+    assert f"clusters  {k} (" in stdout and f"trials    {m}:" in stdout
+    code, folder_out, _ = run(capsys, "info", store.parent)
+    assert code == 0 and folder_out.strip() == stdout.strip()
+
+
+# --------------------------------------------------------------------------
+# atomicity: a conversion killed mid-write
+# --------------------------------------------------------------------------
+def test_killed_conversion_leaves_no_store_and_the_rerun_finishes(capsys, tmp_path):
+    """SIGKILL while the hidden temp store is being written: no store (or a complete one) is left; the
+    next run removes the leftover and finishes; an unchanged session is then skipped; --overwrite rebuilds."""
+    root, out = tmp_path / "data", tmp_path / "stores"
+    folder = root / schema.SESSIONS_DIR / SESSION_ID
+    synth.write_session(folder, synth.SIZES["small"])
+    command = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "opto_cube.cli"]
+    proc = subprocess.Popen(
+        [*command, "convert", str(root), "--out", str(out), "--bin-ms", "1", "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    tmp_pattern = f".{SESSION_ID}.zarr.tmp-{proc.pid}-*"
+    deadline = time.monotonic() + 120
+    killed_mid_write = False
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            temps = list(out.glob(tmp_pattern)) if out.exists() else []
+            if temps and any((temps[0] / schema.SPIKE_COUNTS / "c").glob("*")):  # chunks being written
+                os.kill(proc.pid, signal.SIGKILL)
+                killed_mid_write = True
+                break
+            time.sleep(0.002)
+    finally:
+        if proc.poll() is None and not killed_mid_write:
+            proc.kill()
+        proc.wait()
+    target = out / f"{SESSION_ID}.zarr"
+    if killed_mid_write and proc.returncode == -signal.SIGKILL:
+        leftovers = list(out.glob(tmp_pattern))
+        if leftovers:  # killed before the rename: no store at all, only the hidden leftover
+            assert store_listing(out) == [leftovers[0].name] and not target.exists()
+        else:  # the rename won the race: the store is complete
+            assert xr.open_zarr(target).attrs[schema.ATTR_COMPLETE] is True
+    else:
+        pytest.fail("the conversion ended before it could be killed mid-write; use a larger session")
+    # the rerun removes the leftover and finishes
+    code, stdout, stderr = run(capsys, "convert", root, "--out", out, "--bin-ms", "1", "--quiet")
+    assert code == 0, stderr
+    assert store_listing(out) == [target.name]
+    assert xr.open_zarr(target).attrs[schema.ATTR_COMPLETE] is True
+    # unchanged: skipped; --overwrite: rebuilt
+    code, stdout, _ = run(capsys, "convert", root, "--out", out, "--bin-ms", "1")
+    assert code == 0 and re.search(rf"^skipped +{SESSION_ID}", stdout, re.M)
+    assert summary(stdout) == "0 converted, 1 skipped, 0 failed (1 session)"
+    code, stdout, _ = run(capsys, "convert", root, "--out", out, "--bin-ms", "1", "--overwrite")
+    assert code == 0 and summary(stdout) == "1 converted, 0 skipped, 0 failed (1 session)"
+    assert store_listing(out) == [target.name]
+    assert_exact(folder, target)

@@ -1,0 +1,494 @@
+"""Tests of opto_cube.maps: effect maps against an independent pandas computation, depth vs emitter,
+modulation index, lazy PSTHs, and the ground truth of synthetic sessions end to end."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from conftest import raise_if_dask_computes
+
+from opto_cube import convert, maps, schema, synth
+from opto_cube.catalog import open_catalog
+from opto_cube.errors import OptoCubeError, OptoCubeWarning
+from opto_cube.responses import responses_table
+from opto_cube.store import open_cube
+
+NOMINAL_POWERS = (0.5, 1.0, 4.0)
+
+
+# --------------------------------------------------------------------------
+# A handmade responses table, and the reference computed independently with pandas
+# --------------------------------------------------------------------------
+def random_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
+    """A responses table with the quirks maps must handle: jittered powers, unknown (NaN, as from a CSV)
+    and empty waveform types, QC failures, NaN distances, distances exactly on bin edges."""
+    rng = np.random.default_rng(seed)
+    distance = rng.uniform(-900.0, 900.0, n)
+    on_edge = rng.random(n) < 0.2
+    distance[on_edge] = 25.0 * rng.integers(-36, 37, on_edge.sum())  # edges of 50, 100, 25-um bins
+    distance[rng.random(n) < 0.02] = np.nan
+    pct = rng.choice([-100.0, -60.0, -10.0, 50.0, 250.0, 900.0], n)
+    pre = rng.uniform(0.5, 20.0, n)
+    waveform = rng.choice(np.array(["RS", "FS", "", None], dtype=object), n, p=[0.55, 0.3, 0.1, 0.05])
+    table = pd.DataFrame(
+        {
+            schema.SESSION_ID: rng.choice(["s0", "s1", "s2"], n),
+            schema.CLUSTER: rng.integers(0, 40, n),
+            schema.EMITTER: rng.integers(1, 15, n),
+            schema.POWER: rng.choice(NOMINAL_POWERS, n) * (1.0 + rng.uniform(-5e-8, 5e-8, n)),
+            schema.DURATION: rng.choice([0.01, 0.05], n),
+            schema.PRE_RATE: pre,
+            schema.STIM_RATE: pre * (1 + pct / 100.0),
+            schema.PCT_CHANGE: pct,
+            schema.P_VALUE: rng.uniform(0, 0.02, n),
+            schema.DISTANCE: distance,
+            schema.DEPTH_FROM_SURFACE: rng.uniform(50.0, 1500.0, n),
+            schema.WAVEFORM_TYPE: waveform,
+            schema.QC_PASS: rng.random(n) < 0.8,
+        }
+    )
+    table[schema.ACTIVATED] = table[schema.PCT_CHANGE] > schema.ACTIVATED_MIN_PCT
+    table[schema.INACTIVATED] = (table[schema.PCT_CHANGE] < schema.INACTIVATED_MAX_PCT) & (
+        table[schema.PRE_RATE] > schema.INACTIVATED_MIN_PRE_HZ
+    )
+    table[schema.SIGNIFICANT] = table[schema.P_VALUE] < schema.SIGNIFICANCE_P
+    return table
+
+
+def reference_counts(table, edges, *, significant_only, qc_only, unknown_waveform) -> pd.DataFrame:
+    """n, activated, inactivated per (distance bin, nominal power, waveform type), plain pandas."""
+    df = table.copy()
+    df["type"] = df[schema.WAVEFORM_TYPE].fillna("")
+    if qc_only:
+        df = df[df[schema.QC_PASS]]
+    if unknown_waveform == "drop":
+        df = df[df["type"] != ""]
+    df = df.assign(
+        bin=pd.cut(df[schema.DISTANCE], edges, right=False, labels=False),
+        level=df[schema.POWER].round(4),
+        act=df[schema.ACTIVATED] & (df[schema.SIGNIFICANT] | (not significant_only)),
+        inact=df[schema.INACTIVATED] & (df[schema.SIGNIFICANT] | (not significant_only)),
+    ).dropna(subset=["bin"])
+    df["bin"] = df["bin"].astype(int)
+    return df.groupby(["bin", "level", "type"]).agg(n=("act", "size"), a=("act", "sum"), i=("inact", "sum"))
+
+
+def map_counts(m: xr.Dataset) -> pd.DataFrame:
+    flat = m[[schema.MAP_N_UNITS, schema.MAP_N_ACTIVATED, schema.MAP_N_INACTIVATED]].to_dataframe().reset_index()
+    flat["bin"] = np.searchsorted(m[schema.DISTANCE].values, flat[schema.DISTANCE].values)
+    flat["level"] = flat[schema.POWER].round(4)
+    flat["type"] = flat[schema.WAVEFORM_TYPE]
+    out = flat.set_index(["bin", "level", "type"])[
+        [schema.MAP_N_UNITS, schema.MAP_N_ACTIVATED, schema.MAP_N_INACTIVATED]
+    ]
+    return out.set_axis(["n", "a", "i"], axis=1)
+
+
+# --------------------------------------------------------------------------
+# effect_map
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("bin_um", [25.0, 100.0, 137.5])
+@pytest.mark.parametrize(
+    "significant_only, qc_only, unknown_waveform, range_um",
+    [
+        (True, True, "drop", None),
+        (False, True, "drop", None),
+        (True, False, "keep", None),
+        (False, False, "keep", (-500.0, 700.0)),
+    ],
+)
+def test_effect_map_equals_pandas(bin_um, significant_only, qc_only, unknown_waveform, range_um):
+    table = random_table()
+    m = maps.effect_map(
+        table,
+        distance_bin_um=bin_um,
+        distance_range_um=range_um,
+        significant_only=significant_only,
+        qc_only=qc_only,
+        unknown_waveform=unknown_waveform,
+    )
+    edges = m.attrs[schema.MAP_DISTANCE_EDGES]
+    np.testing.assert_allclose(np.diff(edges), bin_um)
+    np.testing.assert_allclose(m[schema.DISTANCE].values, (edges[:-1] + edges[1:]) / 2)
+    if range_um is None:
+        assert np.isclose(edges[0], -edges[-1]) and np.any(np.isclose(m[schema.DISTANCE].values, 0.0))
+        assert np.nanmax(np.abs(table[schema.DISTANCE])) < edges[-1]
+    else:
+        assert edges[0] == range_um[0] and edges[-1] >= range_um[1]
+
+    ref = reference_counts(
+        table, edges, significant_only=significant_only, qc_only=qc_only, unknown_waveform=unknown_waveform
+    )
+    got = map_counts(m)
+    assert got["n"].sum() == ref["n"].sum() == m.attrs["n_rows"]
+    aligned = ref.reindex(got.index, fill_value=0)
+    pd.testing.assert_frame_equal(got, aligned.astype(got.dtypes.to_dict()), check_names=False)
+    # fractions: counts over n, NaN in empty bins
+    n = m[schema.MAP_N_UNITS]
+    xr.testing.assert_allclose(m[schema.MAP_FRACTION_ACTIVATED], (m[schema.MAP_N_ACTIVATED] / n).where(n > 0))
+    xr.testing.assert_allclose(m[schema.MAP_FRACTION_INACTIVATED], (m[schema.MAP_N_INACTIVATED] / n).where(n > 0))
+    assert m[schema.MAP_FRACTION_ACTIVATED].where(n == 0).isnull().all()
+    # powers: three levels whose coordinate is the mean of their (jittered) powers
+    np.testing.assert_allclose(m[schema.POWER].values, NOMINAL_POWERS, rtol=1e-7)
+    labels = ["RS", "FS", ""] if unknown_waveform == "keep" else ["RS", "FS"]
+    assert m[schema.WAVEFORM_TYPE].values.tolist() == labels
+    assert m[schema.MAP_FRACTION_ACTIVATED].dims == (schema.DISTANCE, schema.POWER, schema.WAVEFORM_TYPE)
+
+
+def test_effect_map_labels_units_and_edges():
+    m = maps.effect_map(random_table(200))
+    for name in m.variables:
+        assert {"units", "long_name"} <= set(m[name].attrs), name
+    assert m[schema.DISTANCE].attrs["units"] == "um" and m[schema.POWER].attrs["units"] == "mW"
+    assert m.attrs["significant_only"] == 1 and m.attrs["qc_only"] == 1 and m.attrs["n_sessions"] == 3
+    assert m[schema.MAP_N_UNITS].dtype.kind == "i"
+
+
+def test_rows_on_an_edge_go_to_the_upper_bin():
+    table = pd.DataFrame(
+        {
+            schema.DISTANCE: [-50.0, 50.0, 49.999],
+            schema.POWER: 1.0,
+            schema.WAVEFORM_TYPE: "FS",
+            schema.QC_PASS: True,
+            schema.ACTIVATED: True,
+            schema.INACTIVATED: False,
+            schema.SIGNIFICANT: True,
+        }
+    )
+    m = maps.effect_map(table, distance_bin_um=100.0, by=())
+    assert m[schema.MAP_N_UNITS].to_series().to_dict() == {-100.0: 0, 0.0: 2, 100.0: 1}
+
+
+def test_empty_bins_have_zero_units_and_nan_fractions():
+    table = random_table(50)
+    m = maps.effect_map(table, distance_range_um=(-3000.0, 3000.0), distance_bin_um=500.0)
+    outer = m.sel({schema.DISTANCE: [-2750.0, 2750.0]})
+    assert (outer[schema.MAP_N_UNITS] == 0).all()
+    assert outer[schema.MAP_FRACTION_ACTIVATED].isnull().all() and outer[schema.MAP_FRACTION_INACTIVATED].isnull().all()
+    # a table with no rows at all still maps, over the given range
+    empty = maps.effect_map(table.iloc[:0], distance_range_um=(-100.0, 100.0))
+    assert int(empty[schema.MAP_N_UNITS].sum()) == 0 and empty[schema.MAP_FRACTION_ACTIVATED].isnull().all()
+
+
+def test_pooling_and_other_dimensions():
+    table = random_table()
+    full = maps.effect_map(table)
+    pooled = maps.effect_map(table, by=())
+    assert pooled[schema.MAP_N_UNITS].dims == (schema.DISTANCE,)
+    xr.testing.assert_equal(
+        pooled[schema.MAP_N_UNITS], full[schema.MAP_N_UNITS].sum([schema.POWER, schema.WAVEFORM_TYPE])
+    )
+    by_emitter = maps.effect_map(table, by=(schema.EMITTER, schema.WAVEFORM_TYPE))
+    assert by_emitter[schema.EMITTER].values.tolist() == sorted(table[schema.EMITTER].unique())
+    assert int(by_emitter[schema.MAP_N_UNITS].sum()) == int(full[schema.MAP_N_UNITS].sum())
+    by_session = maps.effect_map(table, by=schema.SESSION_ID)
+    assert by_session[schema.SESSION_ID].values.tolist() == ["s0", "s1", "s2"]
+
+
+def test_powers_across_sessions_levels_or_bins():
+    # two sessions calibrated a little differently: 0.98 / 1.02 mW and 3.9 / 4.1 mW
+    power = np.array([0.98, 1.02, 3.9, 4.1, 0.98 * (1 + 1e-8), 4.1])
+    table = pd.DataFrame(
+        {
+            schema.DISTANCE: 0.0,
+            schema.POWER: power,
+            schema.WAVEFORM_TYPE: "FS",
+            schema.QC_PASS: True,
+            schema.ACTIVATED: [True, False, True, True, True, False],
+            schema.INACTIVATED: False,
+            schema.SIGNIFICANT: True,
+        }
+    )
+    levels = maps.effect_map(table)
+    np.testing.assert_allclose(levels[schema.POWER].values, [0.98, 1.02, 3.9, 4.1], rtol=1e-7)
+    assert levels[schema.MAP_N_UNITS].sel({schema.DISTANCE: 0.0, schema.WAVEFORM_TYPE: "FS"}).values.tolist() == [
+        2,
+        1,
+        1,
+        2,
+    ]
+    binned = maps.effect_map(table, power_bins_mw=[0.5, 2.0, 8.0])
+    assert binned[schema.POWER].values.tolist() == [1.25, 5.0]
+    assert binned.attrs[schema.MAP_POWER_EDGES].tolist() == [0.5, 2.0, 8.0]
+    counts = binned.sel({schema.DISTANCE: 0.0, schema.WAVEFORM_TYPE: "FS"})
+    assert counts[schema.MAP_N_UNITS].values.tolist() == [3, 3]
+    np.testing.assert_allclose(counts[schema.MAP_FRACTION_ACTIVATED].values, [2 / 3, 2 / 3])
+
+
+def test_a_table_read_back_from_csv_maps_the_same(tmp_path):
+    table = random_table()
+    table[schema.WAVEFORM_TYPE] = table[schema.WAVEFORM_TYPE].fillna("")
+    table.to_csv(tmp_path / "responses.csv", index=False)
+    back = pd.read_csv(tmp_path / "responses.csv")  # "" comes back as NaN
+    assert back[schema.WAVEFORM_TYPE].isna().any()
+    for kw in ({}, {"unknown_waveform": "keep"}):
+        xr.testing.assert_identical(maps.effect_map(back, **kw), maps.effect_map(table, **kw))
+
+
+@pytest.mark.parametrize(
+    "table, kwargs, error, match",
+    [
+        ([1, 2], {}, TypeError, "pandas DataFrame"),
+        (random_table(20).drop(columns=schema.QC_PASS), {}, ValueError, "lacks the column.*qc_pass"),
+        (random_table(20), {"distance_bin_um": 0.0}, ValueError, "distance_bin_um must be a positive"),
+        (random_table(20), {"distance_bin_um": float("nan")}, ValueError, "distance_bin_um must be a positive"),
+        (random_table(20), {"distance_range_um": (5.0, -5.0)}, ValueError, "low < high"),
+        (random_table(20), {"distance_range_um": 5.0}, ValueError, "pair"),
+        (random_table(20), {"unknown_waveform": "maybe"}, ValueError, "unknown_waveform must be one of"),
+        (random_table(20), {"power_bins_mw": [1.0]}, ValueError, "power_bins_mw"),
+        (random_table(20), {"power_bins_mw": [4.0, 1.0]}, ValueError, "power_bins_mw"),
+        (random_table(20), {"by": (schema.DISTANCE,)}, ValueError, "by must name distinct"),
+        (random_table(20), {"by": ("no_such_column",)}, ValueError, "lacks the column.*no_such_column"),
+        (random_table(20).iloc[:0], {}, ValueError, "no finite distance_um"),
+    ],
+)
+def test_effect_map_refuses(table, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        maps.effect_map(table, **kwargs)
+
+
+def test_maps_passes_tables_through():
+    table = random_table()
+    xr.testing.assert_identical(maps.maps(table, distance_bin_um=50.0), maps.effect_map(table, distance_bin_um=50.0))
+
+
+def test_select_conditions():
+    table = random_table()
+    sub = maps.select_conditions(table, power_mw=4.0, duration_s="max")
+    assert len(sub) == ((table[schema.POWER].round(3) == 4.0) & (table[schema.DURATION] == 0.05)).sum()
+    assert len(maps.select_conditions(table, emitter=[1, 2])) == table[schema.EMITTER].isin([1, 2]).sum()
+    with pytest.raises(ValueError, match=r"no power_mw \[2.0\]; there are \[0.5, 1.0, 4.0\]"):
+        maps.select_conditions(table, power_mw=2.0)
+
+
+# --------------------------------------------------------------------------
+# depth_vs_emitter, modulation_index
+# --------------------------------------------------------------------------
+def test_depth_vs_emitter_against_numpy():
+    table = random_table(2000, seed=3)
+    result = maps.depth_vs_emitter(table)
+    points = result.points
+    ok = table[schema.QC_PASS] & table[schema.WAVEFORM_TYPE].isin(["RS", "FS"]) & table[schema.DISTANCE].notna()
+    for effect in schema.EFFECTS:
+        for w in ("RS", "FS"):
+            rows = table[ok & (table[schema.WAVEFORM_TYPE] == w) & table[effect] & table[schema.SIGNIFICANT]]
+            unit = rows[schema.DEPTH_FROM_SURFACE].to_numpy()
+            emitter = unit - rows[schema.DISTANCE].to_numpy()
+            got = points[(points[schema.WAVEFORM_TYPE] == w) & (points[schema.MAP_EFFECT] == effect)]
+            np.testing.assert_allclose(got[schema.MAP_UNIT_DEPTH], unit)
+            np.testing.assert_allclose(got[schema.EMITTER_DEPTH], emitter)
+            s = result.stats.sel({schema.WAVEFORM_TYPE: w, schema.MAP_EFFECT: effect})
+            assert int(s[schema.MAP_N_RESPONSES]) == len(rows) > 2
+            np.testing.assert_allclose(float(s[schema.MAP_PEARSON_R]), np.corrcoef(emitter, unit)[0, 1])
+    assert "r = " in repr(result)
+
+
+def test_depth_vs_emitter_too_few_points_gives_nan():
+    table = random_table(30).assign(**{schema.SIGNIFICANT: False})
+    result = maps.depth_vs_emitter(table)
+    assert len(result.points) == 0 and result.stats[schema.MAP_PEARSON_R].isnull().all()
+    assert (result.stats[schema.MAP_N_RESPONSES] == 0).all()
+
+
+def test_modulation_index_formula_and_join():
+    table = pd.DataFrame(
+        {
+            schema.SESSION_ID: ["a", "a", "b", "b"],
+            schema.CLUSTER: [0, 1, 0, 5],
+            schema.PRE_RATE: [10.0, 0.0, 4.0, 2.0],
+            schema.STIM_RATE: [30.0, 0.0, 0.0, 2.0],
+            schema.WAVEFORM_TYPE: ["FS", "RS", "RS", ""],
+            schema.QC_PASS: True,
+        }
+    )
+    cubes = {
+        "a": xr.Dataset(coords={schema.CLUSTER: [0, 1], schema.TROUGH_TO_PEAK: (schema.CLUSTER, [0.3, 0.7])}),
+        "b": xr.Dataset(coords={schema.CLUSTER: [0, 1], schema.TROUGH_TO_PEAK: (schema.CLUSTER, [0.8, 0.9])}),
+    }
+    mi = maps.modulation_index(table, cubes)
+    np.testing.assert_allclose(mi[schema.MAP_MODULATION_INDEX], [0.5, np.nan, -1.0, 0.0])
+    np.testing.assert_allclose(mi[schema.TROUGH_TO_PEAK], [0.3, 0.7, 0.8, np.nan])  # cluster 5 is in no cube
+    assert len(maps.modulation_index(table, cubes, unknown_waveform="drop")) == 3
+    with pytest.raises(ValueError, match="no 'trough_to_peak_ms' column; pass catalog="):
+        maps.modulation_index(table)
+
+
+def test_modulation_index_per_unit_takes_the_strongest_stimulation():
+    table = pd.DataFrame(
+        {
+            schema.SESSION_ID: "a",
+            schema.CLUSTER: [0, 0, 0, 0, 1],
+            schema.POWER: [4.0, 4.0, 1.0, 4.0, 1.0],
+            schema.DISTANCE: [300.0, -20.0, 0.0, -20.0, 50.0],
+            schema.DURATION: [0.05, 0.01, 0.05, 0.05, 0.01],
+            schema.PRE_RATE: 1.0,
+            schema.STIM_RATE: [1.0, 2.0, 3.0, 4.0, 5.0],
+            schema.TROUGH_TO_PEAK: [0.3] * 4 + [0.7],
+            schema.WAVEFORM_TYPE: "FS",
+            schema.QC_PASS: True,
+        }
+    )
+    mi = maps.modulation_index(table, per_unit=True)
+    assert mi[schema.CLUSTER].tolist() == [0, 1] and mi[schema.STIM_RATE].tolist() == [4.0, 5.0]
+
+
+# --------------------------------------------------------------------------
+# psth: lazy, and equal to a numpy computation
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_cube(tiny_converted):
+    return open_cube(tiny_converted.stores[10.0])
+
+
+def test_psth_is_lazy_and_equals_numpy(tiny_cube):
+    cube = tiny_cube
+    emitter, power = int(cube[schema.EMITTER].values[0]), float(cube[schema.POWER].values[0])
+    with raise_if_dask_computes():
+        rate = maps.psth(cube, clusters=[1, 2, 5], emitter=emitter, power_mw=power)
+        coarse = maps.psth(cube, emitter=emitter, bin_ms=50)
+        nearest = maps.psth(cube, emitter="nearest", power_mw="max", duration_s="min")
+    for r in (rate, coarse, nearest):
+        assert r.chunks is not None and r.dims == (schema.CLUSTER, schema.TIME)
+        assert r.attrs["units"] == "Hz" and r[schema.TIME].attrs["units"] == "s"
+    counts = cube[schema.SPIKE_COUNTS].values.astype(np.float64)
+    width = cube.attrs[schema.ATTR_BIN_WIDTH]
+    trials = (cube[schema.EMITTER].values == emitter) & np.isclose(cube[schema.POWER].values, power, rtol=1e-6)
+    np.testing.assert_allclose(rate.values, counts[[1, 2, 5]][:, trials].mean(axis=1) / width)
+    assert rate.attrs[schema.N_TRIALS] == trials.sum()
+    # 50 ms bins: five 10-ms bins summed, over 50 ms; onset stays a bin edge
+    trials = cube[schema.EMITTER].values == emitter
+    fine = counts[:, trials].mean(axis=1)
+    n = fine.shape[1] // 5
+    np.testing.assert_allclose(coarse.values, fine[:, : 5 * n].reshape(-1, n, 5).sum(axis=2) / 0.05)
+    assert coarse.attrs[schema.ATTR_BIN_WIDTH] == 0.05
+    assert np.isclose(coarse[schema.TIME].values, 0.025).any()
+
+
+def test_psth_of_the_nearest_emitter(tiny_cube):
+    cube = tiny_cube
+    rate = maps.psth(cube, emitter="nearest").compute()
+    counts = cube[schema.SPIKE_COUNTS].values.astype(np.float64)
+    emitter_depth = cube[schema.EMITTER_DEPTH].values
+    for k, depth in enumerate(cube[schema.DEPTH_FROM_SURFACE].values):  # a handful of clusters
+        if not np.isfinite(depth):
+            assert np.isnan(rate.values[k]).all()
+            continue
+        d = depth - emitter_depth
+        use = np.abs(d) == np.abs(d).min()
+        np.testing.assert_allclose(rate.values[k], counts[k, use].mean(axis=0) / cube.attrs[schema.ATTR_BIN_WIDTH])
+        assert rate[schema.DISTANCE].values[k] == d[use][0] and rate[schema.N_TRIALS].values[k] == use.sum()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"bin_ms": 15}, "whole multiple"),
+        ({"bin_ms": 5}, "whole multiple"),
+        ({"bin_ms": 30}, "tiles"),
+        ({"emitter": 99}, r"no emitter \[99.0\]"),
+        ({"power_mw": 2.5}, r"no power_mw \[2.5\]; there are \[1.0, 4.0\]"),
+        ({"duration_s": "longest"}, "'max' or 'min'"),
+        ({"clusters": [0, 1000]}, r"no cluster\(s\) \[1000\]"),
+    ],
+)
+def test_psth_refuses(tiny_cube, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        maps.psth(tiny_cube, **kwargs)
+
+
+# --------------------------------------------------------------------------
+# Ground truth, end to end: synthetic sessions -> cubes -> responses -> maps
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    root = tmp_path_factory.mktemp("ground_truth")
+    synth.make_dataset(root / "data", n_sessions=3, size="small", seed=11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OptoCubeWarning)  # the generator's quirks (trials out of onset order)
+        results = convert.convert(root / "data", root / "stores", bin_ms=10)
+    assert [r.status for r in results] == ["converted"] * 3
+    return root / "stores", responses_table(open_catalog(root / "stores"))
+
+
+def _fraction(m: xr.Dataset, var: str, waveform: str, power: float, distances) -> float:
+    """Pooled fraction of a set of distance bins (counts summed, then divided)."""
+    sub = m.sel({schema.WAVEFORM_TYPE: waveform}).sel({schema.POWER: power}, method="nearest")
+    sub = sub.sel({schema.DISTANCE: distances})
+    hits = schema.MAP_N_ACTIVATED if var == schema.ACTIVATED else schema.MAP_N_INACTIVATED
+    return float(sub[hits].sum() / sub[schema.MAP_N_UNITS].sum())
+
+
+def test_ground_truth_fs_activation_and_rs_inactivation(synthetic):
+    """FS activation and RS inactivation fall with |distance| from the emitter and grow with power.
+
+    The map is of significant responses (the published post-filter), 100-um bins. RS inactivation is
+    read from the longest pulses: a 10-ms window holds too few spikes of a 3 Hz cell for a silence to
+    mean anything (zero spikes in every trial is "significant" there, near an emitter or not).
+    """
+    _, table = synthetic
+    fs = maps.effect_map(table, distance_bin_um=100.0)
+    rs = maps.effect_map(maps.select_conditions(table, duration_s="max"), distance_bin_um=100.0)
+    centres = fs[schema.DISTANCE].values
+    near = centres[np.abs(centres) <= 100]  # -100, 0, 100: units within 150 um
+    far = centres[np.abs(centres) >= 600]
+    flank = centres[(np.abs(centres) >= 200) & (np.abs(centres) <= 400)]
+    lo, hi = float(fs[schema.POWER].min()), float(fs[schema.POWER].max())
+    numbers = {
+        "FS act near hi": _fraction(fs, schema.ACTIVATED, "FS", hi, near),
+        "FS act far hi": _fraction(fs, schema.ACTIVATED, "FS", hi, far),
+        "FS act flank lo": _fraction(fs, schema.ACTIVATED, "FS", lo, flank),
+        "FS act flank hi": _fraction(fs, schema.ACTIVATED, "FS", hi, flank),
+        "RS inact near hi": _fraction(rs, schema.INACTIVATED, "RS", hi, near),
+        "RS inact near lo": _fraction(rs, schema.INACTIVATED, "RS", lo, near),
+        "RS inact far hi": _fraction(rs, schema.INACTIVATED, "RS", hi, far),
+    }
+    print({k: round(v, 3) for k, v in numbers.items()})
+    assert numbers["FS act near hi"] >= 0.8 and numbers["FS act far hi"] <= 0.1
+    assert numbers["FS act flank hi"] >= numbers["FS act flank lo"] + 0.15  # spreads farther at high power
+    assert numbers["RS inact near hi"] >= numbers["RS inact far hi"] + 0.2
+    assert numbers["RS inact near hi"] >= numbers["RS inact near lo"] + 0.1
+    # activation is an FS effect, inactivation an RS one
+    assert _fraction(fs, schema.ACTIVATED, "RS", hi, near) <= 0.05
+    # monotone in |distance| on the whole (FS, top power): each side's fraction does not rise going away
+    side = fs[schema.MAP_FRACTION_ACTIVATED].sel({schema.WAVEFORM_TYPE: "FS", schema.POWER: hi})
+    for sign in (1, -1):
+        steps = side.sel({schema.DISTANCE: sign * np.arange(0, 700, 100.0)}).values
+        assert np.all(np.diff(steps[np.isfinite(steps)]) <= 0.2), steps
+
+
+def test_ground_truth_depth_vs_emitter_and_modulation(synthetic):
+    stores, table = synthetic
+    result = maps.depth_vs_emitter(table)
+    r = result.stats[schema.MAP_PEARSON_R]
+    print(result)
+    assert float(r.sel({schema.WAVEFORM_TYPE: "FS", schema.MAP_EFFECT: schema.ACTIVATED})) > 0.8
+    mi = maps.modulation_index(table, open_catalog(stores), per_unit=True, unknown_waveform="drop")
+    median = mi.groupby(schema.WAVEFORM_TYPE)[schema.MAP_MODULATION_INDEX].median()
+    width = mi.groupby(schema.WAVEFORM_TYPE)[schema.TROUGH_TO_PEAK].median()
+    assert median["FS"] > 0.5 and median["RS"] < 0 and width["FS"] < width["RS"]
+
+
+def test_maps_of_a_folder_and_run_maps(synthetic, tmp_path):
+    stores, table = synthetic
+    xr.testing.assert_identical(maps.maps(stores), maps.effect_map(table))
+    catalog = open_catalog(stores)  # opening reads the coordinates
+    with raise_if_dask_computes():
+        rate = maps.population_psth(catalog, bin_ms=50)
+    assert rate.dims == (schema.POWER, "unit", schema.TIME) and rate.sizes["unit"] > 0
+    assert (np.abs(rate[schema.DISTANCE].values) <= 100).all()
+    written = maps.run_maps(stores, tmp_path / "out", table=table, figures=False)
+    back = xr.open_dataset(written["maps.nc"]).load()
+    expected = maps.effect_map(table)
+    for name in expected.data_vars:
+        np.testing.assert_array_equal(back[name].values, expected[name].values)
+    np.testing.assert_array_equal(back.attrs[schema.MAP_DISTANCE_EDGES], expected.attrs[schema.MAP_DISTANCE_EDGES])
+    assert back["depth_pearson_r"].dims == (schema.WAVEFORM_TYPE, schema.MAP_EFFECT)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["maps.nc"]  # no temporary file left
+    with pytest.raises(OptoCubeError, match="no sessions to map"):
+        maps.run_maps(tmp_path / "out", tmp_path / "out2")
