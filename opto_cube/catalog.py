@@ -132,6 +132,7 @@ def _list_stores(folder_or_url: str | os.PathLike, storage_options: dict[str, An
         import fsspec
 
         fs, root = fsspec.core.url_to_fs(text, **storage_options)
+        fs.invalidate_cache(root)  # a listing cached earlier in this process would miss stores written since
         if not fs.isdir(root):
             raise StoreError(f"{text}: no such folder of stores")
         names = [entry.rstrip("/") for entry in fs.ls(root, detail=False)]

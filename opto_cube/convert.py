@@ -209,6 +209,8 @@ def convert_session(
     ):
         raise ValueError(f"chunks must be (clusters, trials), two positive whole numbers; got {chunks!r}")
     started = time.perf_counter()
+    if not math.isfinite(tip_offset_um):
+        raise OptoCubeError(f"tip_offset_um must be a finite distance in um, got {tip_offset_um!r}")
     session = io.read_session(folder)
     target = store.store_path(out_dir, session.session_id)
     bins = binning.plan_time_bins(session.stim[schema.DURATION], bin_ms=bin_ms, window_s=window_s)

@@ -14,6 +14,7 @@ standard codecs and variable-length UTF-8 strings, so plain
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -115,7 +116,7 @@ def remove_leftovers(target: Path) -> list[Path]:
     """Remove what killed conversions of ``target`` left beside it (their process is gone)."""
     removed = []
     for tag in (_TMP_TAG, _OLD_TAG):
-        for path in target.parent.glob(f".{target.name}{tag}*"):
+        for path in target.parent.glob(f".{glob.escape(target.name)}{tag}*"):
             pid = path.name.rsplit("-", 2)[-2] if path.name.count("-") >= 2 else ""
             if pid.isdigit() and _pid_alive(int(pid)) and int(pid) != os.getpid():
                 continue

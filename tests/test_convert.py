@@ -375,6 +375,13 @@ def test_checksums_of_every_source_file(tmp_path):
     )
 
 
+@pytest.mark.parametrize("tip_offset_um", [float("nan"), float("inf")])
+def test_tip_offset_must_be_finite(tmp_path, tip_offset_um):
+    with pytest.raises(OptoCubeError, match="tip_offset_um must be a finite distance"):
+        convert.convert_session(tmp_path, tmp_path / "stores", tip_offset_um=tip_offset_um)
+    assert not (tmp_path / "stores").exists()
+
+
 @pytest.mark.parametrize("tip_offset_um", [0.0, 25.0, -40.0])
 def test_emitter_depth_geometry(tmp_path, tip_offset_um):
     """surface = median(templateDepths + depthsFromSurface); emitter e at 70 + 100 (e - 1) um from the tip."""

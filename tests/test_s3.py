@@ -17,11 +17,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import xarray as xr
 from conftest import OTHER_SESSION_ID, SESSION_ID, tiny_spec, write_synth
 
-from opto_cube import cli, convert, schema, store
+from opto_cube import catalog, cli, convert, maps, responses, schema, store
 from opto_cube.errors import OptoCubeWarning
 
 moto_server = pytest.importorskip(
@@ -131,15 +132,6 @@ def remote(s3: S3, data: Path) -> str:
     return url
 
 
-def _catalog_or_none():  # noqa: ANN202
-    """opto_cube.catalog, or None while it does not exist yet."""
-    try:
-        from opto_cube import catalog
-    except ImportError:
-        return None
-    return catalog
-
-
 def _drop_completion_mark(s3: S3, store_url: str) -> None:
     """What a conversion killed before its last step leaves: every object, but no completion mark."""
     meta = s3.get_json(f"{store_url}/zarr.json")
@@ -239,16 +231,13 @@ def test_a_store_without_its_mark_is_invisible_and_rebuilt(
 
     assert cli.main(["info", url]) == 0
     assert f"{broken}: incomplete" in capsys.readouterr().out
-    catalog_module = _catalog_or_none()
-    if catalog_module is not None:
-        with pytest.warns(OptoCubeWarning, match="incomplete store"):
-            assert list(catalog_module.open_catalog(url)) == []
+    with pytest.warns(OptoCubeWarning, match="incomplete store"):
+        assert list(catalog.open_catalog(url)) == []
 
     assert [r.status for r in convert.convert(data, url, bin_ms=BIN_MS, sessions=[SESSION_ID])] == ["converted"]
     assert store.is_complete(broken)
     xr.testing.assert_identical(store.open_cube(broken).load(), store.open_cube(local / f"{SESSION_ID}.zarr").load())
-    if catalog_module is not None:
-        assert list(catalog_module.open_catalog(url)) == [SESSION_ID]
+    assert list(catalog.open_catalog(url)) == [SESSION_ID]
 
 
 def test_a_failed_conversion_leaves_nothing_on_s3(s3: S3, data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -269,25 +258,15 @@ def test_a_failed_conversion_leaves_nothing_on_s3(s3: S3, data: Path, monkeypatc
 # Analysis straight from S3
 # --------------------------------------------------------------------------
 def test_catalog_on_s3_equals_local(remote: str, local: Path) -> None:
-    catalog_module = pytest.importorskip("opto_cube.catalog")
-    on_s3, here = catalog_module.open_catalog(remote), catalog_module.open_catalog(local)
+    on_s3, here = catalog.open_catalog(remote), catalog.open_catalog(local)
     assert list(on_s3) == list(here) == sorted([SESSION_ID, OTHER_SESSION_ID])
-    summary_s3 = on_s3.summary()
-    summary_local = here.summary()
-    import pandas as pd
-
-    pd.testing.assert_frame_equal(summary_s3, summary_local)
+    pd.testing.assert_frame_equal(on_s3.summary(), here.summary())
     for session_id in here:
         xr.testing.assert_identical(on_s3[session_id].load(), here[session_id].load())
 
 
 def test_responses_and_maps_on_s3_equal_local(remote: str, local: Path) -> None:
-    catalog_module = pytest.importorskip("opto_cube.catalog")
-    responses = pytest.importorskip("opto_cube.responses")
-    maps = pytest.importorskip("opto_cube.maps")
-    import pandas as pd
-
-    on_s3, here = catalog_module.open_catalog(remote), catalog_module.open_catalog(local)
+    on_s3, here = catalog.open_catalog(remote), catalog.open_catalog(local)
     table_s3, table_local = responses.responses_table(on_s3), responses.responses_table(here)
     assert len(table_local) > 0
     pd.testing.assert_frame_equal(table_s3, table_local)
@@ -309,13 +288,11 @@ def listings(s3: S3, data: Path) -> dict[str, list]:
             assert cli.main(["info", url]) == 0
         return [line.split()[1] for line in out.getvalue().splitlines() if line.startswith("session   ")]
 
-    catalog_module = _catalog_or_none()
     url = s3.prefix()
     seen: dict[str, list] = {"info": [], "catalog": []}
     for session_id in (SESSION_ID, OTHER_SESSION_ID):
         convert.convert(data, url, bin_ms=BIN_MS, sessions=[session_id])
-        if catalog_module is not None:  # first: info refreshes the listing cache it shares with the catalog
-            seen["catalog"].append(list(catalog_module.open_catalog(url)))
+        seen["catalog"].append(list(catalog.open_catalog(url)))  # first: info refreshes the cache they share
         seen["info"].append(info(url))
     return seen
 
@@ -324,12 +301,5 @@ def test_info_lists_stores_written_since(listings: dict[str, list]) -> None:
     assert listings["info"] == [[SESSION_ID], sorted([SESSION_ID, OTHER_SESSION_ID])]
 
 
-@pytest.mark.xfail(
-    reason="catalog._list_stores lists with fs.ls, which serves s3fs's cached listing of the prefix: stores "
-    "written since the first listing in this process are missed (fix: fs.invalidate_cache(root) before ls)",
-    strict=False,
-)
 def test_open_catalog_lists_stores_written_since(listings: dict[str, list]) -> None:
-    if _catalog_or_none() is None:
-        pytest.skip("opto_cube.catalog does not exist yet")
     assert listings["catalog"] == [[SESSION_ID], sorted([SESSION_ID, OTHER_SESSION_ID])]

@@ -178,6 +178,13 @@ def test_remove_leftovers(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for n, gone in leftovers.items() if not gone)
 
 
+def test_remove_leftovers_of_a_name_with_glob_characters(tmp_path):
+    target = tmp_path / "s[1]*?.zarr"
+    leftover = tmp_path / f".s[1]*?.zarr.tmp-{dead_pid()}-0123abcd"
+    leftover.mkdir()
+    assert store.remove_leftovers(target) == [leftover] and not leftover.exists()
+
+
 # --------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------
