@@ -81,7 +81,9 @@ from . import schema
 __all__ = ["check_by", "compute_all", "responses", "responses_table", "to_table"]
 
 _US_PER_S = 1_000_000
-_CELL = "_cell"  # condition x duration: the groups the exact integer sums run over
+_MERGED_BLOCK_BYTES = 32 * 2**20
+_CELL = "_cell"
+_WINDOW = "_window"  # pre, stim  # condition x duration: the groups the exact integer sums run over
 _BOOLEANS = (schema.ACTIVATED, schema.INACTIVATED, schema.SIGNIFICANT)
 
 _ATTRS = {
@@ -136,13 +138,24 @@ def _bin_index(cube: xr.Dataset, seconds: float, what: str) -> int:
     return index
 
 
-def _stim_counts(counts: np.ndarray, stop: np.ndarray) -> np.ndarray:
-    """Spikes in bins ``[0, stop)`` of each trial: one slice sum per distinct stop (block function)."""
+def _window_counts(counts: np.ndarray, stop: np.ndarray, *, pre: tuple[int, int], stim_start: int) -> np.ndarray:
+    """Each trial's spikes in the pre window and in its stim window ``[stim_start, stop)``, stacked last.
+
+    A block function: one pass over a block of the cube reads only the bins of the windows (one slice
+    sum for the pre window, one per distinct stop for the stim window).
+    """
     stop = np.broadcast_to(stop, counts.shape[:-1])
-    out = np.zeros(counts.shape[:-1], dtype=np.int64)
+    out = np.zeros((*counts.shape[:-1], 2), dtype=np.int64)
+    out[..., 0] = counts[..., pre[0]:pre[1]].sum(axis=-1, dtype=np.int64)
     for s in np.unique(stop):
-        out += np.where(stop == s, counts[..., :s].sum(axis=-1, dtype=np.int64), 0)
+        out[..., 1] += np.where(stop == s, counts[..., stim_start:s].sum(axis=-1, dtype=np.int64), 0)
     return out
+
+
+def _merged_trial_chunk(stored: tuple[int, ...], n_clusters: int) -> int:
+    """Trials per block of the (cluster, trial) intermediates: whole stored chunks, ~32 MB of int64 at most."""
+    per_block = max(1, _MERGED_BLOCK_BYTES // (8 * max(n_clusters, 1)))
+    return max(stored[0], per_block // stored[0] * stored[0])
 
 
 def _take_conditions(per_condition: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -348,20 +361,27 @@ def responses(cube: xr.Dataset, *, by: str | Sequence[str] | None = None,
 
     # --- per-trial counts and rates (lazy) ------------------------------------------------
     counts = cube[schema.SPIKE_COUNTS].reset_coords(drop=True)
-    pre_count = counts.isel({schema.TIME: slice(pre_start, pre_stop)}).sum(schema.TIME, dtype=np.int64)
-    stim_bins = counts.isel({schema.TIME: slice(stim_start, int(stops.max()))})
-    if stim_bins.chunks is not None:
-        stim_bins = stim_bins.chunk({schema.TIME: -1})
+    if counts.chunks is not None and len(counts.chunksizes[schema.TIME]) > 1:
+        counts = counts.chunk({schema.TIME: -1})  # a window sum needs every bin of a trial in one block
     trial_chunks = {schema.TRIAL: counts.chunksizes[schema.TRIAL]} if counts.chunks is not None else None
 
     def trial_array(values: np.ndarray) -> xr.DataArray:
         arr = xr.DataArray(values, dims=schema.TRIAL)
         return arr.chunk(trial_chunks) if trial_chunks else arr
 
-    stim_count = xr.apply_ufunc(
-        _stim_counts, stim_bins, trial_array(stops[duration_code] - stim_start),
-        input_core_dims=[[schema.TIME], []], dask="parallelized", output_dtypes=[np.int64],
+    windows = xr.apply_ufunc(
+        functools.partial(_window_counts, pre=(pre_start, pre_stop), stim_start=stim_start),
+        counts, trial_array(stops[duration_code]), input_core_dims=[[schema.TIME], []],
+        output_core_dims=[[_WINDOW]], dask="parallelized", output_dtypes=[np.int64],
+        dask_gufunc_kwargs={"output_sizes": {_WINDOW: 2}},
     )
+    if counts.chunks is not None:
+        # The per-trial counts are small (8 bytes per cluster and trial): merge them into few large blocks,
+        # so the grouped reductions and the t-test below run as a handful of tasks rather than a few per
+        # chunk of the cube (scheduler overhead, not arithmetic, dominated them).
+        trial_chunks = {schema.TRIAL: _merged_trial_chunk(counts.chunksizes[schema.TRIAL], cube.sizes[schema.CLUSTER])}
+        windows = windows.chunk({schema.CLUSTER: -1, **trial_chunks})
+    pre_count, stim_count = windows.isel({_WINDOW: 0}), windows.isel({_WINDOW: 1})
     duration = xr.DataArray(np.asarray(cube[schema.DURATION].values, np.float64), dims=schema.TRIAL)
     diff = stim_count / duration - pre_count / pre_s  # per-trial stim rate - pre rate
 

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
 import xarray as xr
 import zarr
@@ -192,7 +193,8 @@ def write_cube(
     ----------
     template
         The cube with a lazy (dask) ``spike_counts`` whose chunks are the
-        store's chunks; nothing of it is computed.
+        store's chunks (or any ``spike_counts`` with ``encoding["chunks"]``);
+        only its shape, dtype, dims and attributes are read.
     count_chunks
         ``(trial slice, counts[cluster, trials, time])`` blocks that cover
         every trial once, each a whole number of trial chunks.
@@ -205,20 +207,35 @@ def write_cube(
     """
     target = target if is_url(target) else Path(target)
     counts = template[schema.SPIKE_COUNTS]
-    encoding = {
-        schema.SPIKE_COUNTS: {
-            "chunks": tuple(c[0] for c in counts.chunks),
-            "compressors": (SPIKE_COUNTS_COMPRESSOR,),
-        }
-    }
+    chunks = tuple(c[0] for c in counts.chunks) if counts.chunks else tuple(counts.encoding["chunks"])
     with atomic_store(target, overwrite=overwrite, storage_options=storage_options) as tmp:
         zstore = zarr_store(tmp, storage_options)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-            template.to_zarr(zstore, mode="w-", compute=False, zarr_format=3, consolidated=True, encoding=encoding)
-            array = zarr.open_array(zstore, path=schema.SPIKE_COUNTS, mode="r+")
-            for trials, block in count_chunks:
-                array[:, trials, :] = block
+            # The coordinates and attributes by xarray, spike_counts created empty by zarr with the metadata
+            # xarray would give it (the same zarr.json): xarray's lazy path (a dask array, compute=False) builds
+            # a dask graph and imports distributed for an array written below anyway.
+            variables, _ = xr.conventions.encode_dataset_coordinates(template)
+            template.drop_vars(schema.SPIKE_COUNTS).to_zarr(zstore, mode="w-", zarr_format=3, consolidated=False)
+            group = zarr.open_group(zstore, mode="r+")
+            if "coordinates" in group.attrs:  # xarray lists coordinates no variable claims: spike_counts does
+                del group.attrs["coordinates"]
+            # One call per chunk, from a view of the block: zarr then compresses the block's memory as it is
+            # (a call that spans chunks first copies each into a fresh buffer), and write_empty_chunks skips
+            # zarr's scan of every chunk for all-fill values. Those two were 2/3 of the write time
+            # (benchmarks/README.md, "Writing the cube"). The chunks of a block are written concurrently.
+            array = group.create_array(
+                schema.SPIKE_COUNTS, shape=counts.shape, chunks=chunks, dtype=counts.dtype,
+                compressors=(SPIKE_COUNTS_COMPRESSOR,), fill_value=0, dimension_names=counts.dims,
+                attributes=dict(variables[schema.SPIKE_COUNTS].attrs), config={"write_empty_chunks": True},
+            )
+            step = array.chunks[0]
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+                for trials, block in count_chunks:
+                    parts = [(slice(c, c + step), trials, slice(None)) for c in range(0, block.shape[0], step)]
+                    list(pool.map(array.__setitem__, parts, [block[part[0]] for part in parts]))
             group = zarr.open_group(zstore, mode="r+")
             group.attrs[schema.ATTR_COMPLETE] = True  # last: the store is whole
             zarr.consolidate_metadata(zstore)
@@ -262,4 +279,6 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
     if schema.SPIKE_COUNTS not in ds:
         raise StoreError(f"{path}: not an opto_cube store (no {schema.SPIKE_COUNTS!r} variable)")
     small = [name for name, c in ds.coords.items() if name not in ds.indexes and c.ndim == 1]
-    return ds.assign_coords({name: ds[name].load() for name in small})
+    # the small per-cluster and per-trial coordinates, read here in one go: never a round trip to a cluster
+    values = dask.compute(*(ds[name].variable for name in small), scheduler="synchronous")
+    return ds.assign_coords(dict(zip(small, values)))
