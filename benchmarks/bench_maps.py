@@ -31,7 +31,7 @@ def child(stores: str, n_workers: int, noop_tasks: int = NOOP_TASKS) -> dict[str
 
     from opto_cube import maps
     from opto_cube.catalog import open_catalog
-    from opto_cube.responses import responses
+    from opto_cube.stats import responses
 
     warnings.simplefilter("ignore")
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,

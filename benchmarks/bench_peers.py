@@ -38,6 +38,19 @@ def edge_spikes(times: np.ndarray, onsets: np.ndarray, durations: np.ndarray, bi
     return near
 
 
+def stop_spikes(times: np.ndarray, clusters: np.ndarray, onsets: np.ndarray, bins: Any, n_clusters: int) -> np.ndarray:
+    """Spikes exactly at each trial's window stop ``onset + stop`` (outside ``[start, stop)``), per cluster x trial."""
+    order = np.argsort(times, kind="stable")
+    t, c = times[order], clusters[order]
+    stop = onsets + bins.edges_s[-1]
+    lo, hi = np.searchsorted(t, stop, "left"), np.searchsorted(t, stop, "right")
+    out = np.zeros((n_clusters, onsets.size), np.int64)
+    trial = np.repeat(np.arange(onsets.size), hi - lo)
+    spike = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]) if trial.size else np.zeros(0, np.int64)
+    np.add.at(out, (c[spike], trial), 1)
+    return out
+
+
 def child(method: str, folder: str, store: str, bin_ms: float, check: bool, hist_clusters: int) -> dict[str, Any]:
     """One method in this (fresh) process: time it, then (``check``) compare its counts with the store's cube."""
     import resource
@@ -93,6 +106,12 @@ def child(method: str, folder: str, store: str, bin_ms: float, check: bool, hist
             out.update(common.compare_counts(reference, result, subset if method == "np.histogram loop" else None))
         if not out["identical"] and method != "opto_cube streamed":
             out["edge_incidences"] = edge_spikes(raw["times"], trials["onsets"], trials["durations"], bins)
+            net = result.sum(axis=2, dtype=np.int64) - reference.sum(axis=2, dtype=np.int64)  # per cluster x trial
+            at_stop = stop_spikes(raw["times"], raw["clusters"], trials["onsets"], bins, raw["n_clusters"])
+            out["spikes_added"] = int(net[net > 0].sum())
+            out["spikes_added_at_window_stop"] = int(net[(net > 0) & (at_stop > 0)].sum())
+            out["spikes_lost"] = int(-net[net < 0].sum())
+            out["spikes_exactly_at_window_stop"] = int(at_stop.sum())
     return out
 
 
@@ -118,7 +137,8 @@ def run(size: str = "realistic", bin_ms: tuple[float, ...] = (10.0, 1.0), repeat
             row["met"] = (row["x_faster_than_pynapple"] >= 20) if (base and m.startswith("opto_cube")) else None
             rows.append(row)
     common.table(rows, ["bin_ms", "method", "seconds", "peak_rss_mb", "identical", "elements_differing",
-                        "x_faster_than_pynapple", "goal", "met"], title=f"Peers, {size} session")
+                        "spikes_moved", "spikes_added_at_window_stop", "x_faster_than_pynapple", "goal", "met"],
+                 title=f"Peers, {size} session")
     if record:
         common.record("peers", rows, {"size": size, "repeats": repeats})
     return rows

@@ -3,7 +3,7 @@
 Convert ALF session folders once (:func:`convert_session`, or the
 ``opto-cube convert`` command), open the cubes lazily (:func:`open_cube`,
 :func:`open_catalog`), and ask the science questions of them
-(:func:`responses_table`, :func:`effect_map`, :func:`psth`, ...).
+(:func:`responses`, :func:`responses_table`, :func:`effect_map`, :func:`psth`, ...).
 
 Examples
 --------
@@ -31,7 +31,8 @@ _LAZY = {
     "open_cube": "store",
     "open_catalog": "catalog",
     "Catalog": "catalog",
-    "responses_table": "responses",
+    "responses": "stats",
+    "responses_table": "stats",
     "effect_map": "maps",
     "depth_vs_emitter": "maps",
     "modulation_index": "maps",

@@ -210,7 +210,7 @@ def _dask_cluster(args: argparse.Namespace) -> Iterator[None]:
 
 def cmd_responses(args: argparse.Namespace) -> int:
     from .catalog import open_catalog
-    from .responses import check_by, responses_table
+    from .stats import check_by, responses_table
     from .store import STORE_SUFFIX, is_url, open_cube
 
     out = Path(args.out)
@@ -317,7 +317,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     code = _report(convert(data, stores, bin_ms=args.bin_ms, overwrite=True, jobs=1, progress=True))
     from .catalog import open_catalog
     from .maps import run_maps
-    from .responses import responses_table
+    from .stats import responses_table
 
     catalog = open_catalog(stores)
     if not len(catalog):

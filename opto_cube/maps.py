@@ -1,7 +1,7 @@
 """How the optogenetic effect spreads in depth, grows with power and differs between RS and FS cells.
 
 Every function here reads the long responses table of ``interface.md`` (one
-row per session x cluster x condition, as :func:`opto_cube.responses.responses_table`
+row per session x cluster x condition, as :func:`opto_cube.responses_table`
 writes it), so maps pool any number of sessions:
 
 - :func:`effect_map`: fraction of units activated / inactivated against signed
@@ -91,7 +91,7 @@ def _table(table: Any, required: Iterable[str], what: str) -> pd.DataFrame:
     if missing:
         raise ValueError(
             f"{what}: the table lacks the column(s) {', '.join(map(repr, missing))}; expected the responses "
-            f"table of opto_cube.responses.responses_table (columns {', '.join(table.columns.map(str))})"
+            f"table of opto_cube.responses_table (columns {', '.join(table.columns.map(str))})"
         )
     df = table.copy()
     if schema.WAVEFORM_TYPE in df:
@@ -902,7 +902,7 @@ def responses_of(source: Any, **kwargs: Any) -> pd.DataFrame:
     """The responses table of a table (returned as is), a folder of stores, a catalog, or cubes."""
     if isinstance(source, pd.DataFrame):
         return source
-    from .responses import responses_table
+    from .stats import responses_table
 
     return responses_table(_open(source), **kwargs)
 
@@ -911,7 +911,7 @@ def maps(catalog_or_table: Any, **kwargs: Any) -> xr.Dataset:
     """The effect map of a responses table, a catalog, cubes, or a folder of stores.
 
     Tables are mapped as they are; anything else goes through
-    :func:`opto_cube.responses.responses_table` first. Keyword arguments are
+    :func:`opto_cube.responses_table` first. Keyword arguments are
     those of :func:`effect_map`.
 
     Examples

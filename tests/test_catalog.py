@@ -14,7 +14,7 @@ import xarray as xr
 from opto_cube import convert, schema, synth
 from opto_cube.catalog import SUMMARY_COLUMNS, Catalog, open_catalog
 from opto_cube.errors import OptoCubeWarning, StoreError
-from opto_cube.responses import responses_table
+from opto_cube.stats import responses_table
 
 
 @pytest.fixture(scope="module")

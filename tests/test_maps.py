@@ -15,7 +15,7 @@ from conftest import raise_if_dask_computes
 from opto_cube import convert, maps, schema, synth
 from opto_cube.catalog import open_catalog
 from opto_cube.errors import OptoCubeError, OptoCubeWarning
-from opto_cube.responses import responses_table
+from opto_cube.stats import responses_table
 from opto_cube.store import open_cube
 
 NOMINAL_POWERS = (0.5, 1.0, 4.0)

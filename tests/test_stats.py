@@ -1,4 +1,4 @@
-"""Tests of opto_cube.responses: every row equals an independent computation from the raw spike files.
+"""Tests of opto_cube.stats (responses): every row equals an independent computation from the raw spike files.
 
 The reference here reads the session's ``spikes.*`` and ``stim.*`` files with
 numpy, counts each window with ``np.searchsorted`` (``onset + a <= t < onset + b``),
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from opto_cube import cli, convert, schema, store, synth
 from opto_cube.catalog import open_catalog
-from opto_cube.responses import compute_all, responses, responses_table
+from opto_cube.stats import compute_all, responses, responses_table
 
 FLOAT_COLUMNS = (schema.PRE_RATE, schema.STIM_RATE, schema.PCT_CHANGE)
 BOOL_COLUMNS = (schema.ACTIVATED, schema.INACTIVATED, schema.SIGNIFICANT)

@@ -1,4 +1,6 @@
-"""Per-condition responses of every cluster, computed lazily from a cube.
+"""The statistics: per-condition responses of every cluster, computed lazily from a cube.
+
+Also available as ``opto_cube.responses(cube)`` and ``opto_cube.responses_table(...)``.
 
 The analysis the data was published for (dataset.md) compares, per cluster,
 the spike rate in the stimulation window ``[0, duration)`` with the rate in
