@@ -119,10 +119,10 @@ def plan_time_bins(
     --------
     >>> plan_time_bins([0.01, 0.05])
     TimeBins(bin_width_s=0.001, window_s=(-0.5, 1.0), n_bins=1500)
-    >>> plan_time_bins([0.0125], bin_ms=5)
+    >>> plan_time_bins([0.0125], bin_ms=5)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    opto_cube.errors.BinningError: bin width 5.0 ms cannot tile the stim window [0, 0.0125) s: 0.0125 s is not a whole number of bins; choose a bin width that divides it (e.g. 2.5 ms or 0.5 ms)
+    opto_cube.errors.BinningError: bin width 5.0 ms cannot tile the stim window [0, 0.0125) s: ... or 0.5 ms)
     """
     bin_ms = float(bin_ms)
     if not bin_ms > 0:
@@ -139,7 +139,7 @@ def plan_time_bins(
             f"bin width {bin_ms!r} ms cannot tile the pre window [-0.5, 0) s; choose one that divides 500 ms"
         )
     duration_us = np.rint(durations * _US_PER_S).astype(np.int64)
-    for d, d_us in zip(durations.tolist(), duration_us.tolist()):
+    for d, d_us in zip(durations.tolist(), duration_us.tolist(), strict=False):
         if d_us % bin_us or d_us <= 0:
             raise BinningError(
                 f"bin width {bin_ms!r} ms cannot tile the stim window [0, {d!r}) s: {d!r} s is not a whole number "
@@ -147,7 +147,8 @@ def plan_time_bins(
             )
     longest = int(duration_us.max())
     if window_s is None:
-        stop_us = max(round(schema.DEFAULT_WINDOW_END_S * _US_PER_S), longest + round(schema.DEFAULT_POST_S * _US_PER_S))
+        post_us = round(schema.DEFAULT_POST_S * _US_PER_S)
+        stop_us = max(round(schema.DEFAULT_WINDOW_END_S * _US_PER_S), longest + post_us)
         stop_us = -(-stop_us // bin_us) * bin_us
         start_us = pre_start_us
     else:
@@ -168,8 +169,11 @@ def plan_time_bins(
 
 
 def _suggest(duration_us: int, bin_us: int) -> str:
-    options = [b for b in (10_000, 5_000, 2_500, 2_000, 1_000, 500, 250, 100, 50, 10, 1)
-               if duration_us % b == 0 and 500_000 % b == 0 and b < bin_us]
+    options = [
+        b
+        for b in (10_000, 5_000, 2_500, 2_000, 1_000, 500, 250, 100, 50, 10, 1)
+        if duration_us % b == 0 and 500_000 % b == 0 and b < bin_us
+    ]
     return " or ".join(f"{b / 1000:g} ms" for b in options[:2]) or "1 us"
 
 
@@ -323,8 +327,12 @@ def max_bin_count(
     rel, inv = bins.edges_s, 1.0 / bins.bin_width_s
     best = 0
     for _, part, times, clusters, lo, hi in _iter_windows(spike_blocks, trials, trial_chunk):
-        best = max(best, int(_max_count_chunk(times, clusters, lo, hi, part.onsets, rel, inv,
-                                              part.stim_edge, part.stim_end, scratch)))
+        best = max(
+            best,
+            int(
+                _max_count_chunk(times, clusters, lo, hi, part.onsets, rel, inv, part.stim_edge, part.stim_end, scratch)
+            ),
+        )
     return best
 
 

@@ -99,7 +99,8 @@ def describe(ds: object) -> str:
     durations = np.unique(ds[schema.DURATION].values)  # type: ignore[index]
     lines = [
         f"session   {a.get(schema.ATTR_SESSION_ID)}  (subject {a.get('subject', '?')}, {a.get('date', '?')})",
-        f"cube      {schema.SPIKE_COUNTS} {dict(counts.sizes)} {counts.dtype}, chunks {tuple(c[0] for c in counts.chunks)}",
+        f"cube      {schema.SPIKE_COUNTS} {dict(counts.sizes)} {counts.dtype},"
+        f" chunks {tuple(c[0] for c in counts.chunks)}",
         f"bins      {a.get(schema.ATTR_BIN_WIDTH) * 1000:g} ms over {a.get(schema.ATTR_WINDOW)} s from onset",
         f"clusters  {qc.size} ({int(qc.sum())} pass QC; {int((wt == 'RS').sum())} RS, {int((wt == 'FS').sum())} FS,"
         f" {int((wt == '').sum())} unknown)",

@@ -204,8 +204,8 @@ def convert_session(
     'converted'
     """
     if chunks is not None and (
-        len(chunks) != 2 or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 1
-                                    for c in chunks)
+        len(chunks) != 2
+        or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 1 for c in chunks)
     ):
         raise ValueError(f"chunks must be (clusters, trials), two positive whole numbers; got {chunks!r}")
     started = time.perf_counter()

@@ -72,7 +72,9 @@ class NpyFile:
         size = path.stat().st_size
         if size < offset + header.nbytes:
             raise SessionFormatError(
-                path, f"truncated: header says {header.shape} {dtype} ({header.nbytes} bytes) but {size - offset} bytes follow"
+                path,
+                f"truncated: header says {header.shape} {dtype} ({header.nbytes} bytes)"
+                f" but {size - offset} bytes follow",
             )
         return header
 
@@ -204,8 +206,7 @@ class Session:
 
     def __repr__(self) -> str:
         return (
-            f"<Session {self.session_id}: {self.n_clusters} clusters, {self.n_trials} trials, "
-            f"{self.n_spikes} spikes>"
+            f"<Session {self.session_id}: {self.n_clusters} clusters, {self.n_trials} trials, {self.n_spikes} spikes>"
         )
 
 
@@ -380,8 +381,8 @@ def _stream_spikes(
     try:
         for start in range(0, n, BLOCK_LEN):
             count = min(BLOCK_LEN, n - start)
-            raw = [fh.read(count * f.dtype.itemsize) for fh, f in zip(handles, (t_file, c_file))]
-            for h, r in zip(hashes, raw):
+            raw = [fh.read(count * f.dtype.itemsize) for fh, f in zip(handles, (t_file, c_file), strict=False)]
+            for h, r in zip(hashes, raw, strict=False):
                 h.update(r)
             times = np.frombuffer(raw[0], dtype=t_file.dtype)
             ids = np.frombuffer(raw[1], dtype=c_file.dtype)
@@ -401,7 +402,7 @@ def _stream_spikes(
                     c_file.path, f"cluster id {bad} outside 0..{n_clusters - 1} (K = rows of the clusters.* arrays)"
                 )
             per_cluster += np.bincount(ids, minlength=n_clusters)
-        for fh, h, f in zip(handles, hashes, (t_file, c_file)):
+        for fh, h, f in zip(handles, hashes, (t_file, c_file), strict=False):
             while rest := fh.read(_HASH_BLOCK):  # trailing bytes, if any, are part of the file
                 h.update(rest)
             sha[f.path.name] = h.hexdigest()
@@ -562,13 +563,16 @@ def _read_session(folder: Path, sha: dict[str, str]) -> Session:
         spikes = SpikeSource(t_file.shape[0], files=(t_file, c_file))
     else:
         warn(t_file.path, "spikes are not sorted in time; sorted in memory")
-        spikes = SpikeSource.from_arrays(np.load(t_file.path, allow_pickle=False), np.load(c_file.path, allow_pickle=False))
+        times, ids = (np.load(f.path, allow_pickle=False) for f in (t_file, c_file))
+        spikes = SpikeSource.from_arrays(times, ids)
 
     # session attributes: the session.json fields, reconciled with the arrays
     attrs: dict[str, Any] = dict(info)
     stated_id = info.get("session_id")
     if stated_id is not None and stated_id != session_id:
-        warn(json_path, f"session_id {stated_id!r} differs from the folder name {session_id!r}; the folder name is used")
+        warn(
+            json_path, f"session_id {stated_id!r} differs from the folder name {session_id!r}; the folder name is used"
+        )
         attrs[schema.SESSION_JSON_PREFIX + "session_id"] = stated_id
     attrs[schema.ATTR_SESSION_ID] = session_id
     qc = clusters[schema.QC_PASS]
@@ -589,9 +593,12 @@ def _read_session(folder: Path, sha: dict[str, str]) -> Session:
         attrs[schema.ATTR_POWER_RANGE] = [float(power.min()), float(power.max())]
     surface = _surface_position(clusters[schema.TEMPLATE_DEPTH], clusters[schema.DEPTH_FROM_SURFACE])
     if math.isnan(surface):
-        warn(folder / schema.CLUSTERS_DEPTHS_FROM_SURFACE, "no finite depths: the surface, hence emitter depths, unknown")
+        warn(
+            folder / schema.CLUSTERS_DEPTHS_FROM_SURFACE, "no finite depths: the surface, hence emitter depths, unknown"
+        )
     top = info.get("top_of_shank_um")
-    if isinstance(top, (int, float)) and not math.isnan(surface) and abs(top - surface) > schema.TOP_OF_SHANK_TOLERANCE_UM:
+    far = isinstance(top, (int, float)) and abs(top - surface) > schema.TOP_OF_SHANK_TOLERANCE_UM
+    if far and not math.isnan(surface):
         warn(json_path, f"top_of_shank_um = {top} but the cluster depths put the surface at {surface:.1f} um")
 
     return Session(
