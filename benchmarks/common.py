@@ -147,9 +147,10 @@ def read_cube(store_path: Path) -> np.ndarray:
 def fresh(target: str, timeout: float = 3600, env: dict[str, str] | None = None, **kwargs: Any) -> dict[str, Any]:
     """Run ``module:function(**kwargs)`` in a fresh Python process.
 
-    Returns the function's dict (its own timings) plus ``process_s`` (wall
-    time of the whole process, start-up and imports included) and
-    ``peak_rss_mb`` (the child's maximum resident set, from ``os.wait4``).
+    Returns the function's dict (its own timings, and ``peak_rss_mb``: the
+    child's maximum resident set from ``getrusage``, unless the function
+    reports its own) plus ``process_s``, the wall time of the whole process,
+    start-up and imports included.
     """
     cmd = [sys.executable, str(HERE / "common.py"), "--child", target, json.dumps(kwargs, default=str)]
     return run_command(cmd, timeout=timeout, env=env, parse_json=True)
@@ -157,7 +158,7 @@ def fresh(target: str, timeout: float = 3600, env: dict[str, str] | None = None,
 
 def run_command(cmd: Sequence[str], timeout: float = 3600, env: dict[str, str] | None = None,
                 parse_json: bool = False, cwd: Path | None = None) -> dict[str, Any]:
-    """Run a command; its wall time, peak RSS and (``parse_json``) the JSON dict on its last stdout line."""
+    """Run a command; its wall time and (``parse_json``) the JSON dict on its last stdout line."""
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
                 **(env or {})}
     started = time.perf_counter()
@@ -181,13 +182,17 @@ def run_command(cmd: Sequence[str], timeout: float = 3600, env: dict[str, str] |
 def run_measured(cmd: Sequence[str], timeout: float = 3600, env: dict[str, str] | None = None,
                  cwd: Path | None = None) -> dict[str, Any]:
     """Run a command (not Python-aware): wall time and peak RSS of that very child, from ``os.wait4``."""
+    import tempfile
+
     full_env = {**os.environ, **(env or {})}
-    started = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=full_env, cwd=cwd)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode() if proc.stderr else ""
+    with tempfile.TemporaryFile() as stderr_file:  # a file, not a pipe: a chatty child cannot block on it
+        started = time.perf_counter()
+        proc = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=stderr_file, env=full_env, cwd=cwd)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        stderr_file.seek(0)
+        err = stderr_file.read().decode(errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{err[-3000:]}")
     return {"process_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
