@@ -189,6 +189,13 @@ def _write_table(table: object, out: Path) -> None:
         raise
 
 
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """``--scheduler`` and ``--workers``, read by :func:`_dask_cluster`."""
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="compute on this dask.distributed scheduler")
+    parser.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                        help="compute on a local cluster of N worker processes")
+
+
 @contextlib.contextmanager
 def _dask_cluster(args: argparse.Namespace) -> Iterator[None]:
     """Run the block on ``--scheduler ADDRESS`` or on a ``--workers N`` LocalCluster (else dask's threads)."""
@@ -372,9 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default=None, metavar="KEYS",
                    help=f"what splits conditions, comma-separated among {','.join(schema.CONDITION_KEYS)} "
                         "(default: all three; published: emitter)")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="compute on this dask.distributed scheduler")
-    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
-                   help="compute on a local cluster of N worker processes")
+    _add_cluster_options(p)
     p.set_defaults(func=cmd_responses)
 
     p = sub.add_parser("maps", help="effect against distance, power and cell type: DIR/maps.nc and PNG figures")
@@ -387,9 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration-s", type=_duration, default=None, metavar="S",
                    help="only pulses of this duration, s, or 'max' (default: every duration)")
     p.add_argument("--responses", metavar="FILE", help="use this responses table (.csv/.parquet) of the stores")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="compute on this dask.distributed scheduler")
-    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
-                   help="compute on a local cluster of N worker processes")
+    _add_cluster_options(p)
     p.set_defaults(func=cmd_maps)
 
     p = sub.add_parser("demo", help="the whole job on synthetic sessions, under stores/demo/")
