@@ -33,8 +33,15 @@ def _codec(which: str) -> Any:
     return (store.SPIKE_COUNTS_COMPRESSOR,) if which == "store codec" else "auto"
 
 
-def write_copy(ds: Any, blocks: list[tuple[slice, Any]], out: Path, writer: str, codec: Any, threads: int = 2,
-               chunks: tuple[int, ...] | None = None) -> None:
+def write_copy(
+    ds: Any,
+    blocks: list[tuple[slice, Any]],
+    out: Path,
+    writer: str,
+    codec: Any,
+    threads: int = 2,
+    chunks: tuple[int, ...] | None = None,
+) -> None:
     """Write ``ds`` (in memory; ``blocks`` its spike_counts as contiguous trial blocks) as a cube store at ``out``.
 
     ``codec``: "store codec", "zarr default codec", or zarr compressors as such.
@@ -57,9 +64,17 @@ def write_copy(ds: Any, blocks: list[tuple[slice, Any]], out: Path, writer: str,
         coords_only = ds.drop_vars("spike_counts")
         coords_only.to_zarr(out, mode="w-", zarr_format=3, consolidated=False)
         group = zarr.open_group(out, mode="r+")
-        array = group.create_array("spike_counts", shape=counts.shape, chunks=chunks, dtype=counts.dtype,
-                                   compressors=codec, fill_value=0, dimension_names=counts.dims,
-                                   attributes=dict(counts.attrs), config={"write_empty_chunks": True})
+        array = group.create_array(
+            "spike_counts",
+            shape=counts.shape,
+            chunks=chunks,
+            dtype=counts.dtype,
+            compressors=codec,
+            fill_value=0,
+            dimension_names=counts.dims,
+            attributes=dict(counts.attrs),
+            config={"write_empty_chunks": True},
+        )
         step = chunks[0]
         with concurrent.futures.ThreadPoolExecutor(threads) as pool:
             for trials, block in blocks:  # one call per chunk: zarr compresses the caller's memory, no copy
@@ -70,9 +85,9 @@ def write_copy(ds: Any, blocks: list[tuple[slice, Any]], out: Path, writer: str,
 
 def floor_child(folder: str, store: str, out: str, writer: str, codec: str) -> dict[str, Any]:
     """The floor, in this fresh process: imports, raw arrays, then the write of a copy held in memory."""
-    import numpy as np
-    import xarray as xr
-    import zarr
+    import numpy  # noqa: F401  the floor imports the stack it writes with: timed
+    import xarray  # noqa: F401
+    import zarr  # noqa: F401
 
     imported = common.process_started_s()
     started = time.perf_counter()
@@ -98,8 +113,10 @@ def cube_in_memory(store: Path, trial_chunk: int | None = None) -> tuple[Any, li
     ds["spike_counts"].attrs = dict(zarr.open_array(store, path="spike_counts", mode="r").attrs)  # "coordinates" too
     step = trial_chunk or ds["spike_counts"].encoding["chunks"][1]
     values = ds["spike_counts"].values
-    blocks = [(slice(t0, min(t0 + step, values.shape[1])), np.ascontiguousarray(values[:, t0:t0 + step]))
-              for t0 in range(0, values.shape[1], step)]
+    blocks = [
+        (slice(t0, min(t0 + step, values.shape[1])), np.ascontiguousarray(values[:, t0 : t0 + step]))
+        for t0 in range(0, values.shape[1], step)
+    ]
     for key in list(ds["spike_counts"].encoding):
         if key != "chunks":
             del ds["spike_counts"].encoding[key]
@@ -113,8 +130,14 @@ def store_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def run(size: str = "realistic", bin_ms: tuple[float, ...] = (10.0, 1.0), repeats: int = 3, record: bool = True,
-        profile: bool = False, work: Path | None = None) -> list[dict[str, Any]]:
+def run(
+    size: str = "realistic",
+    bin_ms: tuple[float, ...] = (10.0, 1.0),
+    repeats: int = 3,
+    record: bool = True,
+    profile: bool = False,
+    work: Path | None = None,
+) -> list[dict[str, Any]]:
     work = Path(work or common.WORK)
     root = common.dataset(size, work=work)
     folder = common.sessions(root)[0]
@@ -124,20 +147,27 @@ def run(size: str = "realistic", bin_ms: tuple[float, ...] = (10.0, 1.0), repeat
         source = common.store_paths(common.stores(root, width, work=work))[0]
         scratch = work / f"convert_{size}_{width:g}ms"
 
-        def convert() -> dict[str, Any]:
+        def convert(scratch: Path = scratch, width: float = width) -> dict[str, Any]:
             shutil.rmtree(scratch, ignore_errors=True)
-            result = common.run_measured([exe, "convert", str(root), "--out", str(scratch), "--bin-ms", str(width),
-                                          "--overwrite", "--quiet"])
+            result = common.run_measured(
+                [exe, "convert", str(root), "--out", str(scratch), "--bin-ms", str(width), "--overwrite", "--quiet"]
+            )
             result["store_mb"] = store_bytes(next(scratch.glob("*.zarr"))) / 1e6
             shutil.rmtree(scratch, ignore_errors=True)
             return result
 
-        def floor(writer: str, codec: str) -> dict[str, Any]:
+        def floor(writer: str, codec: str, scratch: Path = scratch, source: Path = source) -> dict[str, Any]:
             out = scratch / "floor.zarr"
             shutil.rmtree(scratch, ignore_errors=True)
             scratch.mkdir(parents=True)
-            result = common.fresh("bench_convert:floor_child", folder=str(folder), store=str(source), out=str(out),
-                                  writer=writer, codec=codec)
+            result = common.fresh(
+                "bench_convert:floor_child",
+                folder=str(folder),
+                store=str(source),
+                out=str(out),
+                writer=writer,
+                codec=codec,
+            )
             result["process_s"] -= result["untimed_s"]  # the copy's loading is not part of the floor
             result["store_mb"] = store_bytes(out) / 1e6
             shutil.rmtree(scratch, ignore_errors=True)
@@ -148,21 +178,37 @@ def run(size: str = "realistic", bin_ms: tuple[float, ...] = (10.0, 1.0), repeat
             for codec in FLOOR_CODECS:
                 methods[f"floor: {writer}, {codec}"] = lambda w=writer, c=codec: floor(w, c)
         runs = common.interleave(methods, repeats)
-        summary = {m: common.summarise(r, ("process_s", "peak_rss_mb", "imports_s", "load_s", "write_s"))
-                   for m, r in runs.items()}
+        summary = {
+            m: common.summarise(r, ("process_s", "peak_rss_mb", "imports_s", "load_s", "write_s"))
+            for m, r in runs.items()
+        }
         best = min((m for m in summary if m.startswith("floor")), key=lambda m: summary[m]["process_s"])
         floor_s = summary[best]["process_s"]
         for m, s in summary.items():
-            row = {"bin_ms": width, "method": m, **s, "x_floor": s["process_s"] / floor_s,
-                   "is_floor": m == best}
+            row = {"bin_ms": width, "method": m, **s, "x_floor": s["process_s"] / floor_s, "is_floor": m == best}
             if m == "opto-cube convert":
                 row["goal"] = "<= 1.5x floor" if width == 1 else "(goal at 1 ms)"
                 row["met"] = row["x_floor"] <= 1.5 if width == 1 else None
             rows.append(row)
         if profile:
             profile_convert(root, width, scratch, exe)
-    common.table(rows, ["bin_ms", "method", "process_s", "imports_s", "load_s", "write_s", "peak_rss_mb", "store_mb",
-                        "x_floor", "goal", "met"], title=f"Conversion vs the floor, {size} session")
+    common.table(
+        rows,
+        [
+            "bin_ms",
+            "method",
+            "process_s",
+            "imports_s",
+            "load_s",
+            "write_s",
+            "peak_rss_mb",
+            "store_mb",
+            "x_floor",
+            "goal",
+            "met",
+        ],
+        title=f"Conversion vs the floor, {size} session",
+    )
     if record:
         common.record("convert", rows, {"size": size, "repeats": repeats})
     return rows
@@ -174,8 +220,24 @@ def profile_convert(root: Path, bin_ms: float, scratch: Path, exe: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(scratch, ignore_errors=True)
     pyinstrument = str(Path(sys.executable).with_name("pyinstrument"))
-    common.run_measured([pyinstrument, "-r", "text", "-o", str(out), exe, "convert", str(root), "--out", str(scratch),
-                         "--bin-ms", str(bin_ms), "--overwrite", "--quiet"])
+    common.run_measured(
+        [
+            pyinstrument,
+            "-r",
+            "text",
+            "-o",
+            str(out),
+            exe,
+            "convert",
+            str(root),
+            "--out",
+            str(scratch),
+            "--bin-ms",
+            str(bin_ms),
+            "--overwrite",
+            "--quiet",
+        ]
+    )
     shutil.rmtree(scratch, ignore_errors=True)
     print(f"profile: {out}")
     return out

@@ -34,8 +34,12 @@ def child(stores: str, n_workers: int, noop_tasks: int = NOOP_TASKS) -> dict[str
     from opto_cube.stats import responses
 
     warnings.simplefilter("ignore")
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      memory_limit=0) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit=0
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.run(lambda: __import__("opto_cube.maps") and None)  # imports on the workers: not timed
         client.submit(_noop, 0).result()
         started = time.perf_counter()
@@ -54,22 +58,57 @@ def child(stores: str, n_workers: int, noop_tasks: int = NOOP_TASKS) -> dict[str
         started = time.perf_counter()
         dask.compute(*[dask.delayed(_noop, pure=False)(i) for i in range(noop_tasks)])
         noop_s = time.perf_counter() - started
-    return {"workers": n_workers, "maps_s": maps_s, "open_s": open_s, "graph_build_s": build_s,
-            "tasks": len(tasks), "task_compute_s": compute_s,
-            "overhead_ms_per_task_stream": 1000 * max(0.0, maps_s * n_workers - compute_s) / max(1, len(tasks)),
-            "noop_ms_per_task": 1000 * noop_s / noop_tasks, "units_mapped": int(result["n_units"].sum())}
+    return {
+        "workers": n_workers,
+        "maps_s": maps_s,
+        "open_s": open_s,
+        "graph_build_s": build_s,
+        "tasks": len(tasks),
+        "task_compute_s": compute_s,
+        "overhead_ms_per_task_stream": 1000 * max(0.0, maps_s * n_workers - compute_s) / max(1, len(tasks)),
+        "noop_ms_per_task": 1000 * noop_s / noop_tasks,
+        "units_mapped": int(result["n_units"].sum()),
+    }
 
 
-def run(size: str = "realistic", n_sessions: int = 9, bin_ms: tuple[float, ...] = (1.0,), repeats: int = 3,
-        record: bool = True, workers: tuple[int, ...] = (1, 2), noop_tasks: int = NOOP_TASKS) -> list[dict[str, Any]]:
+def run(
+    size: str = "realistic",
+    n_sessions: int = 9,
+    bin_ms: tuple[float, ...] = (1.0,),
+    repeats: int = 3,
+    record: bool = True,
+    workers: tuple[int, ...] = (1, 2),
+    noop_tasks: int = NOOP_TASKS,
+) -> list[dict[str, Any]]:
     root = common.dataset(size, n_sessions=n_sessions)
     rows = []
     for width in bin_ms:
         out = common.stores(root, width)
-        runs = common.interleave({w: (lambda w=w: common.fresh("bench_maps:child", stores=str(out), n_workers=w,
-                                                              noop_tasks=noop_tasks)) for w in workers}, repeats)
-        summary = {w: common.summarise(r, ("maps_s", "open_s", "graph_build_s", "task_compute_s",
-                                           "overhead_ms_per_task_stream", "noop_ms_per_task")) for w, r in runs.items()}
+        runs = common.interleave(
+            {
+                w: (
+                    lambda w=w, out=out: common.fresh(
+                        "bench_maps:child", stores=str(out), n_workers=w, noop_tasks=noop_tasks
+                    )
+                )
+                for w in workers
+            },
+            repeats,
+        )
+        summary = {
+            w: common.summarise(
+                r,
+                (
+                    "maps_s",
+                    "open_s",
+                    "graph_build_s",
+                    "task_compute_s",
+                    "overhead_ms_per_task_stream",
+                    "noop_ms_per_task",
+                ),
+            )
+            for w, r in runs.items()
+        }
         one = summary[workers[0]]["maps_s"]
         for w, s in summary.items():
             row = {"sessions": n_sessions, "bin_ms": width, **s, "speedup_vs_1": one / s["maps_s"]}
@@ -77,9 +116,24 @@ def run(size: str = "realistic", n_sessions: int = 9, bin_ms: tuple[float, ...] 
                 row["goal"] = ">= 1.7x one worker"
                 row["met"] = row["speedup_vs_1"] >= 1.7
             rows.append(row)
-    common.table(rows, ["sessions", "bin_ms", "workers", "maps_s", "speedup_vs_1", "graph_build_s", "tasks",
-                        "task_compute_s", "overhead_ms_per_task_stream", "noop_ms_per_task", "goal", "met"],
-                 title=f"Maps over a {n_sessions}-session catalog on a LocalCluster")
+    common.table(
+        rows,
+        [
+            "sessions",
+            "bin_ms",
+            "workers",
+            "maps_s",
+            "speedup_vs_1",
+            "graph_build_s",
+            "tasks",
+            "task_compute_s",
+            "overhead_ms_per_task_stream",
+            "noop_ms_per_task",
+            "goal",
+            "met",
+        ],
+        title=f"Maps over a {n_sessions}-session catalog on a LocalCluster",
+    )
     if record:
         common.record("maps", rows, {"size": size, "n_sessions": n_sessions, "repeats": repeats})
     return rows

@@ -16,21 +16,30 @@ from typing import Any
 
 import common
 
-LONG = {"realistic": "x10", "tiny": "tiny10", "small": "x10"}
+LONG = {"realistic": "x10", "tiny": "tiny10"}  # a session and the one 10x as long
 
 
-def run(size: str = "realistic", bin_ms: tuple[float, ...] = (1.0, 10.0), repeats: int = 3, record: bool = True,
-        long: str | None = None) -> list[dict[str, Any]]:
-    long = long or LONG[size]
+def run(
+    size: str = "realistic",
+    bin_ms: tuple[float, ...] = (1.0, 10.0),
+    repeats: int = 3,
+    record: bool = True,
+    long: str | None = None,
+) -> list[dict[str, Any]]:
+    long = long or LONG.get(size)
+    if long is None:
+        raise SystemExit(f"no 10x session defined for size {size!r}; use one of {sorted(LONG)}")
     exe = str(Path(sys.executable).with_name("opto-cube"))
     roots = {"1x": common.dataset(size), "10x": common.dataset(long)}
     rows = []
     for width in bin_ms:
-        def convert(which: str) -> dict[str, Any]:
+
+        def convert(which: str, width: float = width) -> dict[str, Any]:
             out = common.WORK / f"memory_{which}_{width:g}ms"
             shutil.rmtree(out, ignore_errors=True)
-            result = common.run_measured([exe, "convert", str(roots[which]), "--out", str(out), "--bin-ms", str(width),
-                                          "--overwrite", "--quiet"])
+            result = common.run_measured(
+                [exe, "convert", str(roots[which]), "--out", str(out), "--bin-ms", str(width), "--overwrite", "--quiet"]
+            )
             shutil.rmtree(out, ignore_errors=True)
             return result
 
@@ -45,8 +54,11 @@ def run(size: str = "realistic", bin_ms: tuple[float, ...] = (1.0, 10.0), repeat
                 row["goal"] = "peak RSS +< 20 %"
                 row["met"] = row["rss_vs_1x"] < 1.2
             rows.append(row)
-    common.table(rows, ["bin_ms", "session", "process_s", "peak_rss_mb", "rss_vs_1x", "time_vs_1x", "goal", "met"],
-                 title=f"Memory: convert a {size} session and one 10x as long")
+    common.table(
+        rows,
+        ["bin_ms", "session", "process_s", "peak_rss_mb", "rss_vs_1x", "time_vs_1x", "goal", "met"],
+        title=f"Memory: convert a {size} session and one 10x as long",
+    )
     if record:
         common.record("memory", rows, {"size": size, "long": long, "repeats": repeats})
     return rows

@@ -19,9 +19,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import common
+import numpy as np
 
 METHODS = ("opto_cube streamed", "opto_cube in memory", "numpy vectorised", "np.histogram loop", "pynapple")
 HIST_CLUSTERS = {"tiny": 4, "small": 10, "realistic": 20, "x10": 20}
@@ -46,7 +45,9 @@ def stop_spikes(times: np.ndarray, clusters: np.ndarray, onsets: np.ndarray, bin
     lo, hi = np.searchsorted(t, stop, "left"), np.searchsorted(t, stop, "right")
     out = np.zeros((n_clusters, onsets.size), np.int64)
     trial = np.repeat(np.arange(onsets.size), hi - lo)
-    spike = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]) if trial.size else np.zeros(0, np.int64)
+    spike = (
+        np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)]) if trial.size else np.zeros(0, np.int64)
+    )
     np.add.at(out, (c[spike], trial), 1)
     return out
 
@@ -64,8 +65,14 @@ def child(method: str, folder: str, store: str, bin_ms: float, check: bool, hist
     args = (raw["times"], raw["clusters"], trials["onsets"], trials["durations"], bins, raw["n_clusters"])
     tiny = common.load_raw(common.sessions(common.dataset("tiny"))[0])  # compile / warm up on a tiny session
     tiny_trials = common.trials_in_onset_order(tiny)
-    tiny_args = (tiny["times"], tiny["clusters"], tiny_trials["onsets"], tiny_trials["durations"],
-                 common.time_bins(tiny, bin_ms), tiny["n_clusters"])
+    tiny_args = (
+        tiny["times"],
+        tiny["clusters"],
+        tiny_trials["onsets"],
+        tiny_trials["durations"],
+        common.time_bins(tiny, bin_ms),
+        tiny["n_clusters"],
+    )
     info: dict[str, Any] = {}
     subset = list(range(min(hist_clusters, raw["n_clusters"])))
 
@@ -82,7 +89,9 @@ def child(method: str, folder: str, store: str, bin_ms: float, check: bool, hist
         "opto_cube streamed": streamed,
         "opto_cube in memory": binning.spike_counts,
         "numpy vectorised": common.counts_numpy,
-        "np.histogram loop": lambda *a: common.counts_histogram_loop(*a, cluster_subset=[k for k in subset if k < a[-1]]),
+        "np.histogram loop": lambda *a: common.counts_histogram_loop(
+            *a, cluster_subset=[k for k in subset if k < a[-1]]
+        ),
         "pynapple": lambda *a: common.counts_pynapple(*a),
     }[method]
     run(*tiny_args)
@@ -115,8 +124,13 @@ def child(method: str, folder: str, store: str, bin_ms: float, check: bool, hist
     return out
 
 
-def run(size: str = "realistic", bin_ms: tuple[float, ...] = (10.0, 1.0), repeats: int = 3,
-        methods: tuple[str, ...] = METHODS, record: bool = True) -> list[dict[str, Any]]:
+def run(
+    size: str = "realistic",
+    bin_ms: tuple[float, ...] = (10.0, 1.0),
+    repeats: int = 3,
+    methods: tuple[str, ...] = METHODS,
+    record: bool = True,
+) -> list[dict[str, Any]]:
     skip = common.pynapple_available()
     if skip:
         warnings.warn(skip, stacklevel=1)
@@ -126,8 +140,13 @@ def run(size: str = "realistic", bin_ms: tuple[float, ...] = (10.0, 1.0), repeat
     rows = []
     for width in bin_ms:
         store = common.store_paths(common.stores(root, width))[0]
-        runs = common.interleave({m: (lambda m=m, r=[0]: _once(m, folder, store, width, r, size))
-                                  for m in methods}, repeats)
+        runs = common.interleave(
+            {
+                m: (lambda m=m, r=[0], store=store, width=width: _once(m, folder, store, width, r, size))
+                for m in methods
+            },
+            repeats,
+        )
         summary = {m: common.summarise(runs[m], ("seconds", "peak_rss_mb", "seconds_measured")) for m in methods}
         base = summary.get("pynapple", {}).get("seconds")
         for m in methods:
@@ -136,9 +155,23 @@ def run(size: str = "realistic", bin_ms: tuple[float, ...] = (10.0, 1.0), repeat
             row["goal"] = ">= 20x faster than pynapple" if m.startswith("opto_cube") else ""
             row["met"] = (row["x_faster_than_pynapple"] >= 20) if (base and m.startswith("opto_cube")) else None
             rows.append(row)
-    common.table(rows, ["bin_ms", "method", "seconds", "peak_rss_mb", "identical", "elements_differing",
-                        "spikes_moved", "spikes_added_at_window_stop", "x_faster_than_pynapple", "goal", "met"],
-                 title=f"Peers, {size} session")
+    common.table(
+        rows,
+        [
+            "bin_ms",
+            "method",
+            "seconds",
+            "peak_rss_mb",
+            "identical",
+            "elements_differing",
+            "spikes_moved",
+            "spikes_added_at_window_stop",
+            "x_faster_than_pynapple",
+            "goal",
+            "met",
+        ],
+        title=f"Peers, {size} session",
+    )
     if record:
         common.record("peers", rows, {"size": size, "repeats": repeats})
     return rows
@@ -147,8 +180,15 @@ def run(size: str = "realistic", bin_ms: tuple[float, ...] = (10.0, 1.0), repeat
 def _once(method: str, folder: Path, store: Path, bin_ms: float, counter: list[int], size: str) -> dict[str, Any]:
     check = counter[0] == 0  # compare with the cube on the first run of each method only
     counter[0] += 1
-    return common.fresh("bench_peers:child", method=method, folder=str(folder), store=str(store), bin_ms=bin_ms,
-                        check=check, hist_clusters=HIST_CLUSTERS.get(size, 20))
+    return common.fresh(
+        "bench_peers:child",
+        method=method,
+        folder=str(folder),
+        store=str(store),
+        bin_ms=bin_ms,
+        check=check,
+        hist_clusters=HIST_CLUSTERS.get(size, 20),
+    )
 
 
 def main() -> None:

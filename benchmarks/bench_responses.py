@@ -28,9 +28,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import common
+import numpy as np
 
 VALUES = ("pre_rate_hz", "stim_rate_hz", "pct_change", "p_value")
 FLAGS = ("activated", "inactivated", "significant")
@@ -50,8 +49,15 @@ def _conditions(trials: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, 
     return code.reshape(-1), columns, np.bincount(code.reshape(-1))
 
 
-def _table(session_id: str, columns: np.ndarray, n: np.ndarray, pre: np.ndarray, stim: np.ndarray,
-           p: np.ndarray, clusters: np.ndarray) -> Any:
+def _table(
+    session_id: str,
+    columns: np.ndarray,
+    n: np.ndarray,
+    pre: np.ndarray,
+    stim: np.ndarray,
+    p: np.ndarray,
+    clusters: np.ndarray,
+) -> Any:
     import pandas as pd
 
     from opto_cube import schema
@@ -59,14 +65,23 @@ def _table(session_id: str, columns: np.ndarray, n: np.ndarray, pre: np.ndarray,
     with np.errstate(divide="ignore", invalid="ignore"):
         pct = 100 * (stim - pre) / pre
     k, c = np.meshgrid(clusters, np.arange(columns.shape[0]), indexing="ij")
-    return pd.DataFrame({
-        "session_id": session_id, "cluster": k.ravel(), "emitter": columns[c.ravel(), 0].astype(np.int64),
-        "power_mw": columns[c.ravel(), 1], "duration_s": columns[c.ravel(), 2], "n_trials": n[c.ravel()],
-        "pre_rate_hz": pre.ravel(), "stim_rate_hz": stim.ravel(), "pct_change": pct.ravel(), "p_value": p.ravel(),
-        "activated": (pct > schema.ACTIVATED_MIN_PCT).ravel(),
-        "inactivated": ((pct < schema.INACTIVATED_MAX_PCT) & (pre > schema.INACTIVATED_MIN_PRE_HZ)).ravel(),
-        "significant": (p < schema.SIGNIFICANCE_P).ravel(),
-    })
+    return pd.DataFrame(
+        {
+            "session_id": session_id,
+            "cluster": k.ravel(),
+            "emitter": columns[c.ravel(), 0].astype(np.int64),
+            "power_mw": columns[c.ravel(), 1],
+            "duration_s": columns[c.ravel(), 2],
+            "n_trials": n[c.ravel()],
+            "pre_rate_hz": pre.ravel(),
+            "stim_rate_hz": stim.ravel(),
+            "pct_change": pct.ravel(),
+            "p_value": p.ravel(),
+            "activated": (pct > schema.ACTIVATED_MIN_PCT).ravel(),
+            "inactivated": ((pct < schema.INACTIVATED_MAX_PCT) & (pre > schema.INACTIVATED_MIN_PRE_HZ)).ravel(),
+            "significant": (p < schema.SIGNIFICANCE_P).ravel(),
+        }
+    )
 
 
 def responses_raw(folder: Path) -> Any:
@@ -84,7 +99,7 @@ def responses_raw(folder: Path) -> Any:
     pre = np.empty((k_all, onset.size), np.int64)
     stim = np.empty((k_all, onset.size), np.int64)
     for k in range(k_all):
-        i = np.searchsorted(t[starts[k]:starts[k + 1]], edges, "left").reshape(3, -1)
+        i = np.searchsorted(t[starts[k] : starts[k + 1]], edges, "left").reshape(3, -1)
         pre[k], stim[k] = i[1] - i[0], i[2] - i[1]
     code, columns, n = _conditions(trials)
     by_code = np.argsort(code, kind="stable")
@@ -145,8 +160,10 @@ def window_counts_cube(stores: list[Path]) -> int:
         counts, width = cube[schema.SPIKE_COUNTS], cube.attrs[schema.ATTR_BIN_WIDTH]
         zero = int(round(-cube.attrs[schema.ATTR_WINDOW][0] / width))
         stop = zero + int(round(float(cube[schema.DURATION].max()) / width))
-        arrays += [counts.isel(time=slice(0, zero)).sum("time", dtype=np.int64).data,
-                   counts.isel(time=slice(zero, stop)).sum("time", dtype=np.int64).data]
+        arrays += [
+            counts.isel(time=slice(0, zero)).sum("time", dtype=np.int64).data,
+            counts.isel(time=slice(zero, stop)).sum("time", dtype=np.int64).data,
+        ]
     return sum(int(a.sum()) for a in dask.compute(*arrays))
 
 
@@ -161,8 +178,13 @@ def compare(cube_table: Any, other: Any) -> dict[str, Any]:
         worst = max(worst, float((~same).sum()))
     for f in FLAGS:
         flags_differ += int((merged[f].to_numpy(bool) != merged[f + "_cube"].to_numpy(bool)).sum())
-    return {"rows_checked": len(other), "rows_missing": missing, "values_differing": int(worst),
-            "flags_differing": flags_differ, "identical": missing == 0 and worst == 0 and flags_differ == 0}
+    return {
+        "rows_checked": len(other),
+        "rows_missing": missing,
+        "values_differing": int(worst),
+        "flags_differing": flags_differ,
+        "identical": missing == 0 and worst == 0 and flags_differ == 0,
+    }
 
 
 def child(method: str, folders: list[str], stores: list[str], loop_clusters: int, check: bool) -> dict[str, Any]:
@@ -185,18 +207,28 @@ def child(method: str, folders: list[str], stores: list[str], loop_clusters: int
     seconds = time.perf_counter() - started
     import resource
 
-    out: dict[str, Any] = {"method": method, "seconds": seconds, "rows": len(table),
-                           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    out: dict[str, Any] = {
+        "method": method,
+        "seconds": seconds,
+        "rows": len(table),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
     if method == "published loops":
         out["clusters_run"] = loop_clusters
         out["clusters_per_s"] = loop_clusters / seconds
     if check and not method.startswith("cube"):
-        out.update(compare(responses_cube([Path(s) for s in stores[:len(folders)]]), table))
+        out.update(compare(responses_cube([Path(s) for s in stores[: len(folders)]]), table))
     return out
 
 
-def run(size: str = "realistic", bin_ms: tuple[float, ...] = (10.0, 1.0), repeats: int = 3, record: bool = True,
-        n_sessions: tuple[int, ...] = (1, 9), fresh: bool = True) -> list[dict[str, Any]]:
+def run(
+    size: str = "realistic",
+    bin_ms: tuple[float, ...] = (10.0, 1.0),
+    repeats: int = 3,
+    record: bool = True,
+    n_sessions: tuple[int, ...] = (1, 9),
+    fresh: bool = True,
+) -> list[dict[str, Any]]:
     rows = []
     loop_k = LOOP_CLUSTERS.get(size, 8)
     call = common.fresh if fresh else (lambda target, **kw: child(**kw))
@@ -212,10 +244,16 @@ def run(size: str = "realistic", bin_ms: tuple[float, ...] = (10.0, 1.0), repeat
                 methods["published loops"] = None
             counter = {m: 0 for m in methods}
 
-            def once(m: str) -> dict[str, Any]:
+            def once(m: str, counter: dict = counter, folders: list = folders, stores: list = stores) -> dict[str, Any]:
                 counter[m] += 1
-                return call("bench_responses:child", method=m, folders=folders, stores=stores, loop_clusters=loop_k,
-                            check=counter[m] == 1)
+                return call(
+                    "bench_responses:child",
+                    method=m,
+                    folders=folders,
+                    stores=stores,
+                    loop_clusters=loop_k,
+                    check=counter[m] == 1,
+                )
 
             runs = common.interleave({m: (lambda m=m: once(m)) for m in methods}, repeats)
             summary = {m: common.summarise(r, ("seconds", "peak_rss_mb", "clusters_per_s")) for m, r in runs.items()}
@@ -223,8 +261,11 @@ def run(size: str = "realistic", bin_ms: tuple[float, ...] = (10.0, 1.0), repeat
                 rate = summary["published loops"]["clusters_per_s"]
                 summary["published loops"]["seconds"] = n_clusters / rate  # extrapolated to every cluster
             elif rate:
-                summary["published loops (extrapolated)"] = {"method": "published loops (extrapolated)",
-                                                             "seconds": n_clusters / rate, "clusters_per_s": rate}
+                summary["published loops (extrapolated)"] = {
+                    "method": "published loops (extrapolated)",
+                    "seconds": n_clusters / rate,
+                    "clusters_per_s": rate,
+                }
             loops_s = summary.get("published loops", summary.get("published loops (extrapolated)", {})).get("seconds")
             for m, s in summary.items():
                 row = {"sessions": n, "bin_ms": width, "clusters": n_clusters, **s}
@@ -234,8 +275,23 @@ def run(size: str = "realistic", bin_ms: tuple[float, ...] = (10.0, 1.0), repeat
                     row["goal"] = ">= 100x loops, >= 1x raw vectorised"
                     row["met"] = bool(row["x_vs_raw"] >= 1 and (row["x_vs_loops"] or 0) >= 100)
                 rows.append(row)
-    common.table(rows, ["sessions", "bin_ms", "method", "seconds", "peak_rss_mb", "clusters_per_s", "identical",
-                        "x_vs_loops", "x_vs_raw", "goal", "met"], title=f"Responses, {size} sessions")
+    common.table(
+        rows,
+        [
+            "sessions",
+            "bin_ms",
+            "method",
+            "seconds",
+            "peak_rss_mb",
+            "clusters_per_s",
+            "identical",
+            "x_vs_loops",
+            "x_vs_raw",
+            "goal",
+            "met",
+        ],
+        title=f"Responses, {size} sessions",
+    )
     if record:
         common.record("responses", rows, {"size": size, "repeats": repeats})
     return rows

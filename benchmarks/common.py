@@ -43,8 +43,9 @@ def spec(size: str) -> Any:
 
     if size == "x10":
         base = synth.SIZES["realistic"]
-        return dataclasses.replace(base, n_trials=10 * base.n_trials, lead_in_s=10 * base.lead_in_s,
-                                   tail_s=10 * base.tail_s)
+        return dataclasses.replace(
+            base, n_trials=10 * base.n_trials, lead_in_s=10 * base.lead_in_s, tail_s=10 * base.tail_s
+        )
     if size == "tiny10":  # the tiny session 10x as long (smoke test of the memory benchmark)
         base = synth.SIZES["tiny"]
         return dataclasses.replace(base, n_trials=10 * base.n_trials)
@@ -156,14 +157,21 @@ def fresh(target: str, timeout: float = 3600, env: dict[str, str] | None = None,
     return run_command(cmd, timeout=timeout, env=env, parse_json=True)
 
 
-def run_command(cmd: Sequence[str], timeout: float = 3600, env: dict[str, str] | None = None,
-                parse_json: bool = False, cwd: Path | None = None) -> dict[str, Any]:
+def run_command(
+    cmd: Sequence[str],
+    timeout: float = 3600,
+    env: dict[str, str] | None = None,
+    parse_json: bool = False,
+    cwd: Path | None = None,
+) -> dict[str, Any]:
     """Run a command; its wall time and (``parse_json``) the JSON dict on its last stdout line."""
-    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
-                **(env or {})}
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
+        **(env or {}),
+    }
     started = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=cwd,
-                            text=True)
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=cwd, text=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -179,8 +187,9 @@ def run_command(cmd: Sequence[str], timeout: float = 3600, env: dict[str, str] |
     return result
 
 
-def run_measured(cmd: Sequence[str], timeout: float = 3600, env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> dict[str, Any]:
+def run_measured(
+    cmd: Sequence[str], timeout: float = 3600, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> dict[str, Any]:
     """Run a command (not Python-aware): wall time and peak RSS of that very child, from ``os.wait4``."""
     import tempfile
 
@@ -281,8 +290,13 @@ def machine() -> dict[str, Any]:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             versions[pkg] = None
-    return {"nproc": os.cpu_count(), "ram_gib": round(ram, 1), "cpu": cpu, "python": platform.python_version(),
-            "versions": versions}
+    return {
+        "nproc": os.cpu_count(),
+        "ram_gib": round(ram, 1),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "versions": versions,
+    }
 
 
 def record(bench: str, rows: list[dict[str, Any]], params: dict[str, Any], results_dir: Path | None = None) -> Path:
@@ -290,8 +304,13 @@ def record(bench: str, rows: list[dict[str, Any]], params: dict[str, Any], resul
     folder = Path(results_dir or RESULTS)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{bench}.jsonl"
-    stamp = {"bench": bench, "date": DATE, "recorded": datetime.datetime.now().isoformat(timespec="seconds"),
-             "params": params, "machine": machine()}
+    stamp = {
+        "bench": bench,
+        "date": DATE,
+        "recorded": datetime.datetime.now().isoformat(timespec="seconds"),
+        "params": params,
+        "machine": machine(),
+    }
     with path.open("a") as f:
         for row in rows:
             f.write(json.dumps({**stamp, **row}, default=_jsonable) + "\n")
@@ -348,8 +367,15 @@ def trial_edges(onsets: np.ndarray, durations: np.ndarray, bins: Any) -> np.ndar
     return edges
 
 
-def counts_histogram_loop(times: np.ndarray, clusters: np.ndarray, onsets: np.ndarray, durations: np.ndarray,
-                          bins: Any, n_clusters: int, cluster_subset: Sequence[int] | None = None) -> np.ndarray:
+def counts_histogram_loop(
+    times: np.ndarray,
+    clusters: np.ndarray,
+    onsets: np.ndarray,
+    durations: np.ndarray,
+    bins: Any,
+    n_clusters: int,
+    cluster_subset: Sequence[int] | None = None,
+) -> np.ndarray:
     """``np.histogram`` per cluster x trial (the textbook way); rows of ``cluster_subset`` only (others zero)."""
     edges = trial_edges(onsets, durations, bins)
     out = np.zeros((n_clusters, onsets.size, bins.n_bins), dtype=np.uint8)
@@ -357,7 +383,7 @@ def counts_histogram_loop(times: np.ndarray, clusters: np.ndarray, onsets: np.nd
     starts = np.searchsorted(clusters[order], np.arange(n_clusters + 1))
     todo = range(n_clusters) if cluster_subset is None else cluster_subset
     for k in todo:
-        t = np.sort(times[order[starts[k]:starts[k + 1]]])
+        t = np.sort(times[order[starts[k] : starts[k + 1]]])
         for i in range(onsets.size):
             e = edges[i]
             # np.histogram's last bin is closed; the cube's windows are [start, stop): cut at stop first
@@ -373,8 +399,15 @@ def _fits(counts: np.ndarray) -> np.ndarray:
     return counts
 
 
-def counts_numpy(times: np.ndarray, clusters: np.ndarray, onsets: np.ndarray, durations: np.ndarray,
-                 bins: Any, n_clusters: int, trial_chunk: int = 64) -> np.ndarray:
+def counts_numpy(
+    times: np.ndarray,
+    clusters: np.ndarray,
+    onsets: np.ndarray,
+    durations: np.ndarray,
+    bins: Any,
+    n_clusters: int,
+    trial_chunk: int = 64,
+) -> np.ndarray:
     """Plain numpy, vectorised: spike-in-window incidences by ``searchsorted``, bin by arithmetic then exact
     edge fix-up, counts by ``bincount``, trial chunk by trial chunk (bounded scratch)."""
     order = np.argsort(times, kind="stable")
@@ -399,7 +432,8 @@ def counts_numpy(times: np.ndarray, clusters: np.ndarray, onsets: np.ndarray, du
             j += (j < n_bins - 1) & (ts >= e[trial, j + 1])
         flat = (c[spike] * (t1 - t0) + trial) * n_bins + j
         out[:, t0:t1] = _fits(np.bincount(flat, minlength=n_clusters * (t1 - t0) * n_bins)).reshape(
-            n_clusters, t1 - t0, n_bins)
+            n_clusters, t1 - t0, n_bins
+        )
     return out
 
 
@@ -412,9 +446,16 @@ def pynapple_available() -> str | None:
     return None
 
 
-def counts_pynapple(times: np.ndarray, clusters: np.ndarray, onsets: np.ndarray, durations: np.ndarray,
-                    bins: Any, n_clusters: int, n_subsets: int | None = None,
-                    max_tensor_bytes: float = 1.5e9) -> tuple[np.ndarray, dict[str, Any]]:
+def counts_pynapple(
+    times: np.ndarray,
+    clusters: np.ndarray,
+    onsets: np.ndarray,
+    durations: np.ndarray,
+    bins: Any,
+    n_clusters: int,
+    n_subsets: int | None = None,
+    max_tensor_bytes: float = 1.5e9,
+) -> tuple[np.ndarray, dict[str, Any]]:
     """pynapple ``build_tensor`` over trial windows ``[onset + start, onset + stop)``.
 
     pynapple's interval sets cannot overlap, so trials are split into
@@ -436,22 +477,27 @@ def counts_pynapple(times: np.ndarray, clusters: np.ndarray, onsets: np.ndarray,
         n_subsets = 1
         while n_subsets < onsets.size and np.min(sorted_onsets[n_subsets:] - sorted_onsets[:-n_subsets]) <= width:
             n_subsets += 1
-        n_subsets *= max(1, int(np.ceil(n_clusters * onsets.size * (bins.n_bins + 1) * 8 / n_subsets
-                                        / max_tensor_bytes)))
-    group = nap.TsGroup({k: nap.Ts(t=times[clusters == k]) for k in range(n_clusters)}, time_support=nap.IntervalSet(
-        start=min(times.min(initial=0.0), onsets.min() + start) - 1.0,
-        end=max(times.max(initial=0.0), onsets.max() + stop) + 1.0))
+        n_subsets *= max(
+            1, int(np.ceil(n_clusters * onsets.size * (bins.n_bins + 1) * 8 / n_subsets / max_tensor_bytes))
+        )
+    group = nap.TsGroup(
+        {k: nap.Ts(t=times[clusters == k]) for k in range(n_clusters)},
+        time_support=nap.IntervalSet(
+            start=min(times.min(initial=0.0), onsets.min() + start) - 1.0,
+            end=max(times.max(initial=0.0), onsets.max() + stop) + 1.0,
+        ),
+    )
     out = np.zeros((n_clusters, onsets.size, bins.n_bins), dtype=np.uint8)
     info = {"subsets": n_subsets, "nan_in_window": 0, "extra_bins_nonzero": 0}
     for s in range(n_subsets):
         idx = np.arange(s, onsets.size, n_subsets)
         ep = nap.IntervalSet(start=onsets[idx] + start, end=onsets[idx] + stop)
         tensor = nap.build_tensor(group, ep, bin_size=bins.bin_width_s)
-        core = tensor[:, :, :bins.n_bins]
+        core = tensor[:, :, : bins.n_bins]
         info["nan_in_window"] += int(np.isnan(core).sum())
-        extra = tensor[:, :, bins.n_bins:]
+        extra = tensor[:, :, bins.n_bins :]
         info["extra_bins_nonzero"] += int(np.nansum(extra > 0))
-        out[:, idx, :core.shape[2]] = _fits(np.nan_to_num(core, nan=0)).astype(np.uint8)
+        out[:, idx, : core.shape[2]] = _fits(np.nan_to_num(core, nan=0)).astype(np.uint8)
         del tensor, core, extra
     return out, info
 
@@ -476,10 +522,19 @@ def compare_counts(ours: np.ndarray, theirs: np.ndarray, clusters: Sequence[int]
             i, j = np.unravel_index(bad, a.shape)
             bins_seen.update(np.unique(j)[:10].tolist())
             if first is None:
-                first = {"cluster_row": int(k), "trial": int(i[0]), "bin": int(j[0]), "ours": int(a[i[0], j[0]]),
-                         "theirs": int(b[i[0], j[0]])}
-    out = {"identical": differing == 0, "elements_differing": differing, "spike_total_ours": total_ours,
-           "spike_total_theirs": total_theirs}
+                first = {
+                    "cluster_row": int(k),
+                    "trial": int(i[0]),
+                    "bin": int(j[0]),
+                    "ours": int(a[i[0], j[0]]),
+                    "theirs": int(b[i[0], j[0]]),
+                }
+    out = {
+        "identical": differing == 0,
+        "elements_differing": differing,
+        "spike_total_ours": total_ours,
+        "spike_total_theirs": total_theirs,
+    }
     if differing:
         out["spikes_moved"] = (moved + abs(total_theirs - total_ours)) // 2
         out["first_difference"] = first
@@ -513,7 +568,7 @@ def counting_store(path: Path) -> Any:
         async def get_partial_values(self, prototype: Any, key_ranges: Any) -> list[Any]:
             key_ranges = list(key_ranges)
             bufs = await self._store.get_partial_values(prototype, key_ranges)
-            for (key, _), buf in zip(key_ranges, bufs):
+            for (key, _), buf in zip(key_ranges, bufs, strict=True):
                 self._count(key, buf)
             return bufs
 
@@ -550,7 +605,10 @@ def selections(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     c0, t0 = min(100, max(0, n_clusters - 20)), min(1000, max(0, n_trials - 60))
     return {
         "20 clusters x 60 trials": (np.arange(c0, min(c0 + 20, n_clusters)), np.arange(t0, min(t0 + 60, n_trials))),
-        "one emitter at one power, all clusters": (np.arange(n_clusters), np.flatnonzero((emitter == e) & (level == p))),
+        "one emitter at one power, all clusters": (
+            np.arange(n_clusters),
+            np.flatnonzero((emitter == e) & (level == p)),
+        ),
     }
 
 
@@ -568,11 +626,20 @@ def measure_selection(path: Path, clusters: np.ndarray, trials: np.ndarray) -> d
     select_s = time.perf_counter() - started
     chunk_keys = [k for k in counting.keys_read if k.startswith("spike_counts/c/")]
     n_chunks, chunk_bytes = intersected_chunks(path, clusters, trials)
-    return {"open_s": open_s, "select_s": select_s, "total_s": open_s + select_s, "open_bytes": opened_bytes,
-            "select_bytes": counting.bytes_read - opened_bytes, "bytes_read": counting.bytes_read,
-            "chunks_intersected": n_chunks, "chunks_read": len(chunk_keys), "intersected_bytes": chunk_bytes,
-            "x_intersected": counting.bytes_read / chunk_bytes if chunk_bytes else float("nan"),
-            "spikes": int(values.sum(dtype=np.int64)), "shape": list(values.shape)}
+    return {
+        "open_s": open_s,
+        "select_s": select_s,
+        "total_s": open_s + select_s,
+        "open_bytes": opened_bytes,
+        "select_bytes": counting.bytes_read - opened_bytes,
+        "bytes_read": counting.bytes_read,
+        "chunks_intersected": n_chunks,
+        "chunks_read": len(chunk_keys),
+        "intersected_bytes": chunk_bytes,
+        "x_intersected": counting.bytes_read / chunk_bytes if chunk_bytes else float("nan"),
+        "spikes": int(values.sum(dtype=np.int64)),
+        "shape": list(values.shape),
+    }
 
 
 if __name__ == "__main__":

@@ -281,4 +281,4 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
     small = [name for name, c in ds.coords.items() if name not in ds.indexes and c.ndim == 1]
     # the small per-cluster and per-trial coordinates, read here in one go: never a round trip to a cluster
     values = dask.compute(*(ds[name].variable for name in small), scheduler="synchronous")
-    return ds.assign_coords(dict(zip(small, values)))
+    return ds.assign_coords(dict(zip(small, values, strict=False)))

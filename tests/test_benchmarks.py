@@ -36,18 +36,23 @@ def work(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def tiny(work: Path) -> dict:
     root = common.dataset("tiny")
-    return {"root": root, "folder": common.sessions(root)[0],
-            "stores": {w: common.store_paths(common.stores(root, w))[0] for w in (1.0, 10.0)}}
+    return {
+        "root": root,
+        "folder": common.sessions(root)[0],
+        "stores": {w: common.store_paths(common.stores(root, w))[0] for w in (1.0, 10.0)},
+    }
 
 
-@pytest.mark.parametrize("method", ["opto_cube streamed", "opto_cube in memory", "numpy vectorised",
-                                    "np.histogram loop"])
+@pytest.mark.parametrize(
+    "method", ["opto_cube streamed", "opto_cube in memory", "numpy vectorised", "np.histogram loop"]
+)
 @pytest.mark.parametrize("bin_ms", [1.0, 10.0])
 def test_peer_methods_give_the_cube(tiny: dict, method: str, bin_ms: float) -> None:
     import bench_peers
 
-    out = bench_peers.child(method, str(tiny["folder"]), str(tiny["stores"][bin_ms]), bin_ms, check=True,
-                            hist_clusters=3)
+    out = bench_peers.child(
+        method, str(tiny["folder"]), str(tiny["stores"][bin_ms]), bin_ms, check=True, hist_clusters=3
+    )
     assert out["identical"], out
     assert out["elements_differing"] == 0
 
@@ -56,8 +61,7 @@ def test_peer_methods_give_the_cube(tiny: dict, method: str, bin_ms: float) -> N
 def test_pynapple_counts_are_compared_and_differences_explained(tiny: dict) -> None:
     import bench_peers
 
-    out = bench_peers.child("pynapple", str(tiny["folder"]), str(tiny["stores"][1.0]), 1.0, check=True,
-                            hist_clusters=3)
+    out = bench_peers.child("pynapple", str(tiny["folder"]), str(tiny["stores"][1.0]), 1.0, check=True, hist_clusters=3)
     assert out["subsets"] >= 2  # windows of neighbouring trials overlap: interleaved subsets
     if not out["identical"]:  # what it gets wrong: spikes on bin edges moved, spikes at the window stop added
         assert out["spikes_lost"] == 0
@@ -73,8 +77,14 @@ def test_peer_helpers_agree_with_binning_on_unsorted_input(tiny: dict) -> None:
     bins = common.time_bins(raw, 5.0)
     rng = np.random.default_rng(0)
     shuffle = rng.permutation(raw["times"].size)
-    args = (raw["times"][shuffle], raw["clusters"][shuffle], trials["onsets"], trials["durations"], bins,
-            raw["n_clusters"])
+    args = (
+        raw["times"][shuffle],
+        raw["clusters"][shuffle],
+        trials["onsets"],
+        trials["durations"],
+        bins,
+        raw["n_clusters"],
+    )
     reference = binning.spike_counts(*args)
     assert common.compare_counts(reference, common.counts_numpy(*args))["identical"]
     assert common.compare_counts(reference, common.counts_histogram_loop(*args))["identical"]
@@ -108,8 +118,9 @@ def test_layout_candidates_round_trip(tiny: dict, tmp_path: Path) -> None:
     import bench_layout
 
     for codec, chunks in [("blosc lz4 shuffle", (4, 16)), ("zstd 1", (64, 256))]:
-        out = bench_layout.child(str(tiny["stores"][10.0]), str(tmp_path / f"{codec}.zarr"), codec, list(chunks),
-                                 full_read=True)
+        out = bench_layout.child(
+            str(tiny["stores"][10.0]), str(tmp_path / f"{codec}.zarr"), codec, list(chunks), full_read=True
+        )
         assert out["spikes"] == int(common.read_cube(tiny["stores"][10.0]).sum(dtype=np.int64))
         assert out["store_mb"] > 0 and out["slice_mb"] > 0
 
