@@ -154,10 +154,7 @@ def run(
 
 
 def main() -> None:
-    p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--bin-ms", type=float, nargs="+", default=[1.0])
-    a = p.parse_args()
-    run(a.size, tuple(a.bin_ms), a.repeats, record=not a.no_record)
+    common.main(__doc__, run, bin_ms=[1.0])
 
 
 if __name__ == "__main__":

@@ -192,10 +192,7 @@ def _once(method: str, folder: Path, store: Path, bin_ms: float, counter: list[i
 
 
 def main() -> None:
-    p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--bin-ms", type=float, nargs="+", default=[10.0, 1.0])
-    a = p.parse_args()
-    run(a.size, tuple(a.bin_ms), a.repeats, record=not a.no_record)
+    common.main(__doc__, run, bin_ms=[10.0, 1.0])
 
 
 if __name__ == "__main__":

@@ -343,6 +343,14 @@ def table(rows: list[dict[str, Any]], columns: Sequence[str], title: str | None 
     return text
 
 
+def main(doc: str, run: Callable[..., Any], bin_ms: Sequence[float]) -> None:
+    """The one-line command of a benchmark whose ``run(size, bin_ms, repeats, record=...)`` needs nothing else."""
+    p = parser(doc.splitlines()[0])
+    p.add_argument("--bin-ms", type=float, nargs="+", default=list(bin_ms))
+    a = p.parse_args()
+    run(a.size, tuple(a.bin_ms), a.repeats, record=not a.no_record)
+
+
 def parser(description: str, sizes: Sequence[str] = ("realistic",), repeats: int = 3) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--size", default=sizes[0], choices=SIZES, help="synthetic session size (default %(default)s)")
