@@ -23,7 +23,7 @@ Examples
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -137,14 +137,16 @@ def _list_stores(folder_or_url: str | os.PathLike, storage_options: dict[str, An
             raise StoreError(f"{text}: no such folder of stores")
         names = [entry.rstrip("/") for entry in fs.ls(root, detail=False)]
         return sorted(
-            fs.unstrip_protocol(name) for name in names
+            fs.unstrip_protocol(name)
+            for name in names
             if name.rsplit("/", 1)[-1].endswith(STORE_SUFFIX) and not name.rsplit("/", 1)[-1].startswith(".")
         )
     folder = Path(text.removeprefix("file://"))
     if not folder.is_dir():
         raise StoreError(f"{folder}: no such folder of stores")
     return [
-        str(p) for p in sorted(folder.iterdir())
+        str(p)
+        for p in sorted(folder.iterdir())
         if p.name.endswith(STORE_SUFFIX) and not p.name.startswith(".") and p.is_dir()
     ]
 
@@ -195,3 +197,38 @@ def open_catalog(folder_or_url: str | os.PathLike, **storage_options: Any) -> Ca
             raise StoreError(f"{path}: session {session_id!r} is already in the catalog, from {where[session_id]}")
         cubes[session_id], where[session_id] = ds, path
     return Catalog(cubes, source=os.fspath(folder_or_url))
+
+
+def cubes_of(source: Any) -> list[tuple[str, xr.Dataset]]:
+    """``(session_id, cube)`` pairs of a Catalog or mapping, one cube, cubes or store paths, or a folder of stores.
+
+    Mappings give their keys as session ids; cubes give their ``session_id`` attribute.
+
+    Examples
+    --------
+    >>> cubes_of(xr.Dataset(attrs={"session_id": "s1"}))
+    [('s1', <xarray.Dataset> Size: 0B
+    Dimensions:  ()
+    Data variables:
+        *empty*
+    Attributes:
+        session_id:  s1)]
+    """
+    if isinstance(source, xr.Dataset):
+        return [(str(source.attrs.get(schema.ATTR_SESSION_ID, "")), source)]
+    if isinstance(source, (str, os.PathLike)):
+        return list(open_catalog(source).items())
+    if isinstance(source, Mapping):
+        items: Iterable[tuple[str | None, Any]] = ((str(k), v) for k, v in source.items())
+    elif isinstance(source, Iterable):
+        items = ((None, v) for v in source)
+    else:
+        raise TypeError(f"expected a Catalog, a cube or cubes, got {type(source)!r}")
+    pairs = []
+    for key, item in items:
+        if isinstance(item, (str, os.PathLike)):
+            item = open_cube(item)
+        elif not isinstance(item, xr.Dataset):
+            raise TypeError(f"expected a cube (xarray.Dataset) or a store path, got {type(item)!r}")
+        pairs.append((key if key is not None else str(item.attrs.get(schema.ATTR_SESSION_ID, "")), item))
+    return pairs

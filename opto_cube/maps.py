@@ -45,6 +45,7 @@ import pandas as pd
 import xarray as xr
 
 from . import schema
+from .catalog import cubes_of
 
 __all__ = [
     "DepthVsEmitter",
@@ -561,19 +562,6 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 # --------------------------------------------------------------------------
 # Modulation index against spike width
 # --------------------------------------------------------------------------
-def _cubes(catalog: Any) -> list[tuple[str, xr.Dataset]]:
-    """(session_id, cube) pairs of a mapping session_id -> cube, or of an iterable of cubes."""
-    if isinstance(catalog, xr.Dataset):
-        return [(str(catalog.attrs.get(schema.ATTR_SESSION_ID, "")), catalog)]
-    if isinstance(catalog, Mapping):
-        return [(str(k), catalog[k]) for k in catalog]
-    try:
-        cubes = list(catalog)
-    except TypeError:
-        raise TypeError(
-            f"expected a catalog (mapping session_id -> cube) or cubes, got {type(catalog).__name__!r}"
-        ) from None
-    return [(str(c.attrs.get(schema.ATTR_SESSION_ID, "")), c) for c in cubes]
 
 
 def cluster_table(catalog: Any, columns: Sequence[str] = (schema.TROUGH_TO_PEAK,)) -> pd.DataFrame:
@@ -596,7 +584,7 @@ def cluster_table(catalog: Any, columns: Sequence[str] = (schema.TROUGH_TO_PEAK,
                 **{c: cube[c].values for c in columns},
             }
         )
-        for session_id, cube in _cubes(catalog)
+        for session_id, cube in cubes_of(catalog)
     ]
     if not frames:
         return pd.DataFrame(columns=[schema.SESSION_ID, schema.CLUSTER, *columns])
@@ -844,7 +832,7 @@ def population_psth(
         ``session_id``, ``cluster``, ``waveform_type`` and ``distance_um``.
     """
     _check_unknown_policy(unknown_waveform)
-    cubes = _cubes(_open(catalog))
+    cubes = cubes_of(catalog)
     if not cubes:
         raise ValueError("population_psth: no cubes")
     levels = [schema.power_levels(cube[schema.POWER].values)[1] for _, cube in cubes]

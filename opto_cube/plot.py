@@ -486,9 +486,9 @@ def plot_population_psth(
 
 def _psth_bin_ms(catalog: Any, target_ms: float = 5.0) -> float | None:
     """The smallest multiple of every cube's bin width of at least ``target_ms`` that keeps onset a bin edge."""
-    from . import maps
+    from .catalog import cubes_of
 
-    widths = {round(float(cube.attrs.get(schema.ATTR_BIN_WIDTH, 0.0)) * 1e6) for _, cube in maps._cubes(catalog)}
+    widths = {round(float(cube.attrs.get(schema.ATTR_BIN_WIDTH, 0.0)) * 1e6) for _, cube in cubes_of(catalog)}
     if len(widths) != 1 or 0 in widths:
         return None
     width_us = widths.pop()

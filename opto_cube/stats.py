@@ -67,8 +67,7 @@ asked: only the per-trial and per-cluster coordinates are read.
 from __future__ import annotations
 
 import functools
-import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import dask
@@ -467,30 +466,10 @@ def _dataset(cube: xr.Dataset, data: dict[str, xr.DataArray], coords: dict[str, 
 
 
 def _cubes(cubes_or_catalog: Any) -> list[xr.Dataset]:
-    """Datasets from a Catalog / mapping, one Dataset, or an iterable of Datasets or store paths."""
-    from .store import open_cube
+    """Datasets from a Catalog / mapping, one Dataset, an iterable of Datasets or store paths, or a folder."""
+    from .catalog import cubes_of
 
-    if isinstance(cubes_or_catalog, xr.Dataset):
-        return [cubes_or_catalog]
-    if isinstance(cubes_or_catalog, (str, os.PathLike)):
-        from .catalog import open_catalog
-
-        return list(open_catalog(cubes_or_catalog).values())
-    if isinstance(cubes_or_catalog, Mapping):
-        items: Iterable[Any] = cubes_or_catalog.values()
-    elif isinstance(cubes_or_catalog, Iterable):
-        items = cubes_or_catalog
-    else:
-        raise TypeError(f"expected a Catalog, a cube or cubes, got {type(cubes_or_catalog)!r}")
-    out = []
-    for item in items:
-        if isinstance(item, xr.Dataset):
-            out.append(item)
-        elif isinstance(item, (str, os.PathLike)):
-            out.append(open_cube(item))
-        else:
-            raise TypeError(f"expected a cube (xarray.Dataset) or a store path, got {type(item)!r}")
-    return out
+    return [cube for _, cube in cubes_of(cubes_or_catalog)]
 
 
 def to_table(result: xr.Dataset) -> pd.DataFrame:
