@@ -28,11 +28,15 @@ CLUSTER = "cluster"
 TRIAL = "trial"
 TIME = "time"
 CONDITION = "condition"
+WINDOW = "window"  # window_counts: the analysis windows, "pre" and "stim"
 
 # --------------------------------------------------------------------------
 # The cube's variables (interface.md is the contract for these names)
 # --------------------------------------------------------------------------
 SPIKE_COUNTS = "spike_counts"
+WINDOW_COUNTS = "window_counts"  # (cluster, trial, window): spikes in each trial's pre and stim window
+WINDOW_PRE, WINDOW_STIM = "pre", "stim"
+WINDOWS = (WINDOW_PRE, WINDOW_STIM)  # the window coordinate, in this order
 
 # per cluster
 DEPTH_FROM_SURFACE = "depth_from_surface_um"
@@ -102,6 +106,11 @@ class VariableSpec:
 
 _VARIABLES = [
     VariableSpec(SPIKE_COUNTS, (CLUSTER, TRIAL, TIME), "spikes of the cluster in the time bin", "count", "uint"),
+    VariableSpec(
+        WINDOW_COUNTS, (CLUSTER, TRIAL, WINDOW), "spikes of the cluster in the trial's pre / stim window", "count",
+        "uint",
+    ),
+    VariableSpec(WINDOW, (WINDOW,), "analysis window: pre [-0.5, 0) s or stim [0, duration) s", "1", "str"),
     VariableSpec(CLUSTER, (CLUSTER,), "cluster id (ALF row index)", "1", "int64"),
     VariableSpec(DEPTH_FROM_SURFACE, (CLUSTER,), "depth below the brain surface", "um", "float64"),
     VariableSpec(TEMPLATE_DEPTH, (CLUSTER,), "template depth, raw probe coordinates", "um", "float64"),
@@ -142,9 +151,11 @@ ATTR_SHA256 = "source_sha256"
 ATTR_POWER_RANGE = "power_range_mW"
 ATTR_LASER_CALIBRATION = "laser_calibration"
 ATTR_COMPLETE = "opto_cube_complete"
+ATTR_SESSION_JSON = "session_json"  # every session.json field, as read, nested (cannot clobber the store's own)
 SESSION_JSON_PREFIX = "session_json_"  # a session.json value the arrays overrule is kept as session_json_<key>
 
-FORMAT_VERSION = 1
+# 2: window_counts in every store, a CRC32C checksum on every chunk, every chunk written, session.json nested
+FORMAT_VERSION = 2
 
 # --------------------------------------------------------------------------
 # The published analysis (dataset.md, "The analysis the data was published for")

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import SAMPLES_PER_S, reference_bins, reference_counts
+from helpers import SAMPLES_PER_S, reference_bins, reference_counts
 from hypothesis import given
 from hypothesis import strategies as st
 

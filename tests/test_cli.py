@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import OTHER_SESSION_ID, SESSION_ID, assert_exact, store_listing, tiny_spec, write_synth
+from helpers import OTHER_SESSION_ID, SESSION_ID, assert_exact, store_listing, tiny_spec, write_synth
 from test_io import BROKEN_IDS, BROKEN_INPUTS, MARKER, break_session
 
 from opto_cube import cli, schema, store, synth

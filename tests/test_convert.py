@@ -2,7 +2,7 @@
 
 Every exactness test reads the converted store back with plain ``xr.open_zarr``
 and compares per-trial pre, stim and whole-window counts, for every cluster
-and trial, with the independent reference of conftest.py (per cluster,
+and trial, with the independent reference of helpers.py (per cluster,
 ``np.searchsorted`` on the raw spike times: ``onset + a <= t < onset + b``).
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import (
+from helpers import (
     ALL_QUIRKS,
     ALL_QUIRKS_WARNINGS,
     OTHER_SESSION_ID,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import OTHER_SESSION_ID, SESSION_ID, load, tiny_spec, write_synth
+from helpers import OTHER_SESSION_ID, SESSION_ID, load, tiny_spec, write_synth
 
 from opto_cube import io, schema
 from opto_cube.errors import OptoCubeWarning, SessionFormatError

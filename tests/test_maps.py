@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from conftest import raise_if_dask_computes
+from helpers import raise_if_dask_computes
 
 from opto_cube import convert, maps, schema, synth
 from opto_cube.catalog import open_catalog

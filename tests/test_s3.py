@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import xarray as xr
-from conftest import OTHER_SESSION_ID, SESSION_ID, tiny_spec, write_synth
+from helpers import OTHER_SESSION_ID, SESSION_ID, tiny_spec, write_synth
 
 from opto_cube import catalog, cli, convert, maps, schema, stats, store
 from opto_cube.errors import OptoCubeWarning

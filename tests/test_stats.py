@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 import xarray as xr
-from conftest import SAMPLES_PER_S, raise_if_dask_computes, write_alf_session
+from helpers import SAMPLES_PER_S, raise_if_dask_computes, write_alf_session
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

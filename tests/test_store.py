@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import SESSION_ID, raise_if_dask_computes, write_synth
+from helpers import SESSION_ID, raise_if_dask_computes, write_synth
 
 from opto_cube import binning, convert, io, schema, store
 from opto_cube.errors import StoreError

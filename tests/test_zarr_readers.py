@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import SESSION_ID, convert_recording, quirky_spec, write_synth
+from helpers import SESSION_ID, convert_recording, quirky_spec, write_synth
 
 from opto_cube import schema
 
