@@ -30,7 +30,7 @@ FLOOR_CODECS = ("store codec", "zarr default codec")
 def _codec(which: str) -> Any:
     from opto_cube import store
 
-    return (store.SPIKE_COUNTS_COMPRESSOR,) if which == "store codec" else "auto"
+    return store.COMPRESSORS if which == "store codec" else "auto"
 
 
 def write_copy(

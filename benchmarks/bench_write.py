@@ -55,7 +55,7 @@ def child(store: str, out: str, variant: str) -> dict[str, Any]:
             shape=counts.shape,
             chunks=chunks,
             dtype=counts.dtype,
-            compressors=(ocstore.SPIKE_COUNTS_COMPRESSOR,),
+            compressors=ocstore.COMPRESSORS,
             fill_value=0,
             zarr_format=3,
             config={"write_empty_chunks": empty},

@@ -81,7 +81,7 @@ def store_tag() -> str:
 
     from opto_cube import schema, store
 
-    text = f"{store.SPIKE_COUNTS_COMPRESSOR!r}{schema.CHUNK_CLUSTERS}x{schema.CHUNK_TRIALS}"
+    text = f"{store.COMPRESSORS!r}{schema.CHUNK_CLUSTERS}x{schema.CHUNK_TRIALS}"
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 

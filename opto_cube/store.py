@@ -36,7 +36,9 @@ from .errors import StoreError
 STORE_SUFFIX = ".zarr"
 _TMP_TAG = ".tmp-"
 _OLD_TAG = ".old-"
-SPIKE_COUNTS_COMPRESSOR = zarr.codecs.ZstdCodec(level=1)
+# Every stored array's bytes-to-bytes codecs: zstd level 1, then a CRC32C of the compressed chunk (Zarr v3 core
+# codec; zarr-python, tensorstore, zarrs and zarrita.js check it on read), so a damaged chunk is an error, never zeros.
+COMPRESSORS = (zarr.codecs.ZstdCodec(level=1), zarr.codecs.Crc32cCodec())
 
 
 StorePath = Path | str  # a local path, or a URL such as s3://bucket/prefix/<id>.zarr
@@ -226,7 +228,7 @@ def write_cube(
             # (benchmarks/README.md, "Writing the cube"). The chunks of a block are written concurrently.
             array = group.create_array(
                 schema.SPIKE_COUNTS, shape=counts.shape, chunks=chunks, dtype=counts.dtype,
-                compressors=(SPIKE_COUNTS_COMPRESSOR,), fill_value=0, dimension_names=counts.dims,
+                compressors=COMPRESSORS, fill_value=0, dimension_names=counts.dims,
                 attributes=dict(variables[schema.SPIKE_COUNTS].attrs), config={"write_empty_chunks": True},
             )
             step = array.chunks[0]
