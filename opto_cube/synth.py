@@ -551,7 +551,8 @@ def make_dataset(root: str | os.PathLike, n_sessions: int = 3, size: str | Sessi
         savemat(root / schema.LASER_CALIBRATION_MAT,
                 {laser: {k: np.asarray(v, dtype=np.float64) for k, v in entry.items()}
                  for laser, entry in calibration.items()})
-    subjects = rng.choice(np.arange(30, 60), size=max(1, (n_sessions + 1) // 2), replace=False)
+    n_subjects = max(1, (n_sessions + 1) // 2)  # two sessions a mouse; ids AL0030.. (a wider pool past 30 mice)
+    subjects = rng.choice(np.arange(30, 30 + max(30, n_subjects)), size=n_subjects, replace=False)
     first_day = datetime.date(2024, 10, 1) + datetime.timedelta(days=int(rng.integers(0, 60)))
     folders = []
     for index in range(n_sessions):
