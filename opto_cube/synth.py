@@ -5,7 +5,12 @@ units (regular-spiking RS and fast-spiking FS) with a refractory period, spread
 in depth under the brain surface, and 14 emitters along the shank whose pulses
 multiply FS rates (activation) and divide RS rates (inactivation) with a
 strength that saturates with power and decays exponentially with the distance
-between unit and emitter. All times sit on the 30 kHz sample grid. The
+between unit and emitter. Each unit's rate change starts its own latency after
+light onset (2-4 ms by default, 2-10 ms in the "latency" and "realistic" sizes,
+on the sample grid) and lasts to the end of the pulse. A few light-artifact
+units (the probe's switching artifacts) fire within 0.5 ms after light onset and
+after light offset on most trials, at every emitter and power, with no opto
+effect of their own. All times sit on the 30 kHz sample grid. The
 generator also plants the quirks real exports have (spikeless rows, NaN QC
 metrics, unknown peak channels, jittered calibrated powers, stim rows out of
 onset order, spikes exactly on window edges, missing optional files, a
@@ -106,6 +111,15 @@ class SessionSpec:
     session_json_disagrees: bool = False  # n_spikes etc. in session.json off from the arrays
     session_id_disagrees: bool = False  # session.json's session_id differs from the folder name
     omit_power_range: bool = True  # session.json without power_range_mW (the common case)
+    # latency and artifacts: the rate change of a unit starts its latency after onset (uniform on the sample
+    # grid in the range, ms); artifact units (not spikeless) fire within artifact_window_ms after onset and
+    # after offset, each with probability artifact_probability per trial, whatever the emitter and power
+    # short by default (keeps the stim-window effect of 10-ms pulses); "latency" and "realistic" use 2-10 ms
+    activation_latency_ms: tuple[float, float] = (2.0, 4.0)  # FS units
+    suppression_latency_ms: tuple[float, float] = (2.0, 4.0)  # RS units
+    artifact_clusters: int = 1
+    artifact_probability: float = 0.9
+    artifact_window_ms: float = 0.5
 
     def __post_init__(self) -> None:
         ms = np.asarray(self.durations_s, dtype=np.float64) * 1000.0
@@ -117,15 +131,53 @@ class SessionSpec:
             raise ValueError(f"iti_s {self.iti_s} must be ordered and exceed the longest pulse")
         if self.lead_in_s < 1.0 or self.n_clusters < 1 or self.n_trials < 1:
             raise ValueError("need lead_in_s >= 1 s, n_clusters >= 1 and n_trials >= 1")
+        for name in ("activation_latency_ms", "suppression_latency_ms"):
+            lo, hi = getattr(self, name)
+            if not 0.0 <= lo <= hi:
+                raise ValueError(f"{name} must be an ordered pair of latencies >= 0 ms, got {(lo, hi)}")
+        if self.artifact_clusters < 0 or not 0.0 <= self.artifact_probability <= 1.0:
+            raise ValueError(
+                f"need artifact_clusters >= 0 and artifact_probability in [0, 1], got "
+                f"{self.artifact_clusters} and {self.artifact_probability}"
+            )
+        if not 0.0 < self.artifact_window_ms <= 1.0:
+            raise ValueError(f"artifact_window_ms must lie in (0, 1] ms, got {self.artifact_window_ms}")
 
 
 SIZES: dict[str, SessionSpec] = {
-    "tiny": SessionSpec(n_clusters=8, n_trials=40, powers_mw=(1.0, 4.0), emitters=(3, 8, 13), lead_in_s=15.0,
-                        tail_s=15.0),
+    "tiny": SessionSpec(
+        n_clusters=8,
+        n_trials=40,
+        powers_mw=(1.0, 4.0),
+        emitters=(3, 8, 13),
+        lead_in_s=15.0,
+        tail_s=15.0,
+        artifact_clusters=0,
+    ),
     # 3 emitters x 3 powers x 2 durations = 18 conditions, ~33 trials each: enough for the science to show
     "small": SessionSpec(n_clusters=60, n_trials=600, powers_mw=(0.5, 2.0, 4.0), emitters=(3, 7, 11)),
-    "realistic": SessionSpec(n_clusters=300, n_trials=4200, powers_mw=(1.0, 2.0, 4.0), lead_in_s=100.0,
-                             tail_s=100.0),
+    "realistic": SessionSpec(
+        n_clusters=300,
+        n_trials=4200,
+        powers_mw=(1.0, 2.0, 4.0),
+        lead_in_s=100.0,
+        tail_s=100.0,
+        artifact_clusters=3,
+        activation_latency_ms=(2.0, 10.0),
+        suppression_latency_ms=(2.0, 10.0),
+    ),
+    # the latency target's case: 200 ms pulses, top power (4 mW) and a lower one, ~150 trials a condition
+    "latency": SessionSpec(
+        n_clusters=120,
+        n_trials=900,
+        powers_mw=(1.0, 4.0),
+        durations_s=(0.2,),
+        emitters=(3, 7, 11),
+        iti_s=(0.7, 1.0),
+        artifact_clusters=3,
+        activation_latency_ms=(2.0, 10.0),
+        suppression_latency_ms=(2.0, 10.0),
+    ),
 }
 
 
@@ -136,7 +188,12 @@ class GroundTruth:
     ``baseline_rate_hz`` is the rate of the Poisson process before the refractory
     period removes violating spikes (0 for spikeless rows); ``depth_from_surface_um``
     is the true depth, finite even where the file has NaN. ``gain`` is A
-    (activation) for FS units and B (inactivation) for RS units.
+    (activation) for FS units and B (inactivation) for RS units; it is 0 for
+    artifact units, whose only light-locked spikes are the artifact's.
+    ``latency_s`` is when the unit's rate change starts after light onset (its
+    activation latency if FS, suppression latency if RS; on the 30 kHz grid;
+    NaN for spikeless and artifact units). ``artifact`` marks the light-artifact
+    units. Both default to "none" for truths written before they existed.
 
     Examples
     --------
@@ -159,6 +216,15 @@ class GroundTruth:
     tip_offset_um: float
     refractory_s: float
     spikeless: np.ndarray
+    latency_s: np.ndarray | None = None
+    artifact: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        k = self.waveform_type.size
+        if self.latency_s is None:
+            object.__setattr__(self, "latency_s", np.zeros(k))
+        if self.artifact is None:
+            object.__setattr__(self, "artifact", np.zeros(k, dtype=bool))
 
     def emitter_depth_um(self, emitter) -> np.ndarray | float:
         """Depth of emitter ``e`` below the brain surface: surface - (70 + 100 (e - 1) - tip_offset)."""
@@ -167,7 +233,9 @@ class GroundTruth:
     def rate_multiplier(self, cluster, emitter, power_mw, *, with_refractory: bool = False) -> np.ndarray:
         """Stim-window rate / baseline rate of ``cluster`` for a pulse of ``emitter`` at ``power_mw``.
 
-        Arguments broadcast against each other. ``with_refractory=True`` gives the
+        Arguments broadcast against each other. This is the rate during the response,
+        from ``latency_s`` after onset to the pulse's end; :meth:`window_multiplier`
+        averages it over the whole stim window. ``with_refractory=True`` gives the
         ratio of observed rates, lowered by the refractory period's dead time
         (rate r becomes about r exp(-r tau)), which matters for strongly driven FS units.
         """
@@ -176,22 +244,48 @@ class GroundTruth:
         distance = self.depth_from_surface_um[cluster] - self.emitter_depth_um(emitter)
         strength = power / (power + self.half_power_mw) * np.exp(-np.abs(distance) / self.length_constant_um)
         fs = self.waveform_type[cluster] == "FS"
-        multiplier = np.where(fs, 1.0 + self.gain[cluster] * strength, np.clip(1.0 - self.gain[cluster] * strength,
-                                                                                0.0, None))
+        multiplier = np.where(
+            fs, 1.0 + self.gain[cluster] * strength, np.clip(1.0 - self.gain[cluster] * strength, 0.0, None)
+        )
         if with_refractory:
             multiplier = multiplier * np.exp(-(multiplier - 1.0) * self.baseline_rate_hz[cluster] * self.refractory_s)
         return multiplier
 
+    def window_multiplier(self, cluster, emitter, power_mw, duration_s, *, with_refractory: bool = False):
+        """Stim-window [0, duration) mean rate / baseline rate: the response covers (duration - latency).
+
+        Examples
+        --------
+        >>> truth = GroundTruth("s", np.array(["FS"]), np.array([10.0]), np.array([500.0]), 1600.0,
+        ...                     np.array([12.0]), 200.0, 0.5, 0.0, 0.0015, np.array([False]), np.array([0.005]))
+        >>> float(truth.window_multiplier(0, 12, 4.0, 0.01).round(2))  # half of the 10-ms pulse responds
+        4.76
+        """
+        multiplier = self.rate_multiplier(cluster, emitter, power_mw, with_refractory=with_refractory)
+        duration = np.asarray(duration_s, dtype=np.float64)
+        latency = np.nan_to_num(self.latency_s[np.asarray(cluster)], nan=0.0)
+        covered = np.clip((duration - latency) / duration, 0.0, 1.0)
+        return 1.0 + (multiplier - 1.0) * covered
+
     def to_json(self) -> dict:
         """A JSON-ready dict (arrays as lists); :func:`GroundTruth.from_json` inverts it."""
-        return {f.name: (v.tolist() if isinstance(v := getattr(self, f.name), np.ndarray) else v)
-                for f in dataclasses.fields(self)}
+        return {
+            f.name: (v.tolist() if isinstance(v := getattr(self, f.name), np.ndarray) else v)
+            for f in dataclasses.fields(self)
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> GroundTruth:
         """Rebuild from :meth:`to_json` output."""
-        arrays = {"waveform_type": str, "baseline_rate_hz": np.float64, "depth_from_surface_um": np.float64,
-                  "gain": np.float64, "spikeless": bool}
+        arrays = {
+            "waveform_type": str,
+            "baseline_rate_hz": np.float64,
+            "depth_from_surface_um": np.float64,
+            "gain": np.float64,
+            "spikeless": bool,
+            "latency_s": np.float64,
+            "artifact": bool,
+        }
         return cls(**{k: (np.asarray(v, dtype=arrays[k]) if k in arrays else v) for k, v in data.items()})
 
 
@@ -213,8 +307,12 @@ class _Trials:
 
 def _draw_trials(spec: SessionSpec, rng: np.random.Generator) -> _Trials:
     """Onsets on the sample grid and every (emitter, power, duration) condition, shuffled per block."""
-    grid = np.stack(np.meshgrid(np.asarray(spec.emitters), np.arange(len(spec.powers_mw)),
-                                np.arange(len(spec.durations_s)), indexing="ij"), axis=-1).reshape(-1, 3)
+    grid = np.stack(
+        np.meshgrid(
+            np.asarray(spec.emitters), np.arange(len(spec.powers_mw)), np.arange(len(spec.durations_s)), indexing="ij"
+        ),
+        axis=-1,
+    ).reshape(-1, 3)
     n_blocks = -(-spec.n_trials // len(grid))
     order = np.argsort(rng.random((n_blocks, len(grid))), axis=1).ravel()[: spec.n_trials]
     emitter, power_index, duration_index = grid[order].T
@@ -254,10 +352,16 @@ def _draw_clusters(spec: SessionSpec, rng: np.random.Generator, session_id: str)
     template_depth = surface - rng.uniform(10.0, min(spec.max_depth_from_surface_um, surface - 30.0), k)
     depth = surface - template_depth  # one surface per session: template depth + depth is constant
     median = np.where(is_fs, spec.fs_rate_median_hz, spec.rs_rate_median_hz)
-    rate = np.where(is_fs, np.clip(median * rng.lognormal(0.0, spec.rate_log_sd, k), 4.0, 45.0),
-                    np.clip(median * rng.lognormal(0.0, spec.rate_log_sd, k), 1.0, 12.0))
-    activation = np.clip(spec.activation_gain_median * rng.lognormal(0.0, 0.3, k),
-                         spec.activation_gain_median / 2, spec.activation_gain_median * 1.5)
+    rate = np.where(
+        is_fs,
+        np.clip(median * rng.lognormal(0.0, spec.rate_log_sd, k), 4.0, 45.0),
+        np.clip(median * rng.lognormal(0.0, spec.rate_log_sd, k), 1.0, 12.0),
+    )
+    activation = np.clip(
+        spec.activation_gain_median * rng.lognormal(0.0, 0.3, k),
+        spec.activation_gain_median / 2,
+        spec.activation_gain_median * 1.5,
+    )
     gain = np.where(is_fs, activation, rng.uniform(*spec.inactivation_gain_range, k))
 
     # quirk rows, disjoint: spikeless rows preferably RS (keeps FS units in tiny sessions)
@@ -267,7 +371,7 @@ def _draw_clusters(spec: SessionSpec, rng: np.random.Generator, session_id: str)
     spikeless_rows, rest = shuffled[:n_spikeless], rng.permutation(shuffled[n_spikeless:])
     n_nan_qc = _n_rows(spec.nan_qc_fraction, rest.size)
     nan_qc_rows = rest[:n_nan_qc]
-    unknown_rows = rest[n_nan_qc: n_nan_qc + _n_rows(spec.unknown_peak_channel_fraction, rest.size)]
+    unknown_rows = rest[n_nan_qc : n_nan_qc + _n_rows(spec.unknown_peak_channel_fraction, rest.size)]
     nan_depth_rows = np.concatenate([spikeless_rows, rest[::-1]])[: spec.nan_depth_clusters]
     spikeless = np.zeros(k, dtype=bool)
     spikeless[spikeless_rows] = True
@@ -279,24 +383,36 @@ def _draw_clusters(spec: SessionSpec, rng: np.random.Generator, session_id: str)
     amplitude_cutoff = rng.uniform(0.0, 0.09, k)
     failing_metric = np.where(rng.random(k) < spec.qc_fail_fraction, rng.integers(0, 3, k), -1)
     at_threshold = rng.random(k) < 0.25
-    presence = np.where(failing_metric == 0, np.where(at_threshold, schema.QC_PRESENCE_RATIO_MIN,
-                                                      rng.uniform(0.4, schema.QC_PRESENCE_RATIO_MIN, k)), presence)
-    isi = np.where(failing_metric == 1, np.where(at_threshold, schema.QC_ISI_VIOLATIONS_MAX,
-                                                 rng.uniform(schema.QC_ISI_VIOLATIONS_MAX, 3.0, k)), isi)
-    amplitude_cutoff = np.where(failing_metric == 2, np.where(at_threshold, schema.QC_AMPLITUDE_CUTOFF_MAX,
-                                                              rng.uniform(schema.QC_AMPLITUDE_CUTOFF_MAX, 0.5, k)),
-                                amplitude_cutoff)
+    presence = np.where(
+        failing_metric == 0,
+        np.where(at_threshold, schema.QC_PRESENCE_RATIO_MIN, rng.uniform(0.4, schema.QC_PRESENCE_RATIO_MIN, k)),
+        presence,
+    )
+    isi = np.where(
+        failing_metric == 1,
+        np.where(at_threshold, schema.QC_ISI_VIOLATIONS_MAX, rng.uniform(schema.QC_ISI_VIOLATIONS_MAX, 3.0, k)),
+        isi,
+    )
+    amplitude_cutoff = np.where(
+        failing_metric == 2,
+        np.where(at_threshold, schema.QC_AMPLITUDE_CUTOFF_MAX, rng.uniform(schema.QC_AMPLITUDE_CUTOFF_MAX, 0.5, k)),
+        amplitude_cutoff,
+    )
     presence[spikeless] = 0.0
     presence[nan_qc_rows] = isi[nan_qc_rows] = amplitude_cutoff[nan_qc_rows] = np.nan
-    qc_pass = ((presence > schema.QC_PRESENCE_RATIO_MIN) & (isi < schema.QC_ISI_VIOLATIONS_MAX)
-               & (amplitude_cutoff < schema.QC_AMPLITUDE_CUTOFF_MAX))
+    qc_pass = (
+        (presence > schema.QC_PRESENCE_RATIO_MIN)
+        & (isi < schema.QC_ISI_VIOLATIONS_MAX)
+        & (amplitude_cutoff < schema.QC_AMPLITUDE_CUTOFF_MAX)
+    )
 
     # templates: trough then a later peak (FS narrower), Gaussian spatial footprint around (x, template depth)
     trough_to_peak_ms = np.where(is_fs, rng.uniform(0.2, 0.45, k), rng.uniform(0.5, 1.0, k))
     ttp_samples = trough_to_peak_ms * SAMPLES_PER_S / 1000.0
     t = np.arange(TEMPLATE_SAMPLES)[None, :] - TEMPLATE_TROUGH_SAMPLE
-    waveform = (-np.exp(-0.5 * (t / (0.3 * ttp_samples[:, None] + 1.0)) ** 2)
-                + 0.4 * np.exp(-0.5 * ((t - ttp_samples[:, None]) / (0.6 * ttp_samples[:, None] + 1.5)) ** 2))
+    waveform = -np.exp(-0.5 * (t / (0.3 * ttp_samples[:, None] + 1.0)) ** 2) + 0.4 * np.exp(
+        -0.5 * ((t - ttp_samples[:, None]) / (0.6 * ttp_samples[:, None] + 1.5)) ** 2
+    )
     unit_x = rng.uniform(0.0, 70.0, k)
     dx, dy = channels[None, :, 0] - unit_x[:, None], channels[None, :, 1] - template_depth[:, None]
     squared_distance = dx**2 + dy**2
@@ -309,9 +425,23 @@ def _draw_clusters(spec: SessionSpec, rng: np.random.Generator, session_id: str)
 
     written_depth = depth.copy()
     written_depth[nan_depth_rows] = np.nan
-    truth = GroundTruth(session_id, np.where(is_fs, "FS", "RS"), rate, depth, surface, gain,
-                        float(rng.uniform(*spec.length_constant_um_range)), spec.half_power_mw, spec.tip_offset_um,
-                        spec.refractory_s, spikeless)
+    latency, artifact = _draw_latencies_and_artifacts(spec, is_fs, spikeless)
+    gain = np.where(artifact, 0.0, gain)
+    truth = GroundTruth(
+        session_id,
+        np.where(is_fs, "FS", "RS"),
+        rate,
+        depth,
+        surface,
+        gain,
+        float(rng.uniform(*spec.length_constant_um_range)),
+        spec.half_power_mw,
+        spec.tip_offset_um,
+        spec.refractory_s,
+        spikeless,
+        latency,
+        artifact,
+    )
     ks_label = np.where(rng.random(k) < np.where(qc_pass, 0.8, 0.4), "good", "mua")
     arrays = {
         schema.CLUSTERS_TEMPLATES: templates.astype(np.float64),
@@ -328,6 +458,37 @@ def _draw_clusters(spec: SessionSpec, rng: np.random.Generator, session_id: str)
     return truth, {"arrays": arrays, "ks_label": ks_label, "top_chan": top_chan}
 
 
+def _side_rng(spec: SessionSpec, stream: int) -> np.random.Generator:
+    """A generator of its own for the latency / artifact draws, so the older draws stay as they were."""
+    return np.random.default_rng([spec.seed, stream])
+
+
+def _draw_latencies_and_artifacts(spec: SessionSpec, is_fs: np.ndarray, spikeless: np.ndarray):
+    """Per-cluster latency (s, on the sample grid; NaN without a response) and the artifact units."""
+    rng = _side_rng(spec, 1)
+    k = is_fs.size
+    ranges = np.array([spec.suppression_latency_ms, spec.activation_latency_ms])[is_fs.astype(int)]  # (k, 2)
+    lo = np.ceil(ranges[:, 0] * SAMPLES_PER_S / 1000.0 - 1e-9).astype(np.int64)
+    hi = np.floor(ranges[:, 1] * SAMPLES_PER_S / 1000.0 + 1e-9).astype(np.int64)
+    latency = rng.integers(lo, np.maximum(hi, lo) + 1) / float(SAMPLES_PER_S)
+    candidates = np.flatnonzero(~spikeless)
+    artifact = np.zeros(k, dtype=bool)
+    artifact[rng.choice(candidates, min(spec.artifact_clusters, candidates.size), replace=False)] = True
+    latency[spikeless | artifact] = np.nan
+    return latency, artifact
+
+
+def _artifact_spikes(spec: SessionSpec, truth: GroundTruth, trials: _Trials) -> tuple[np.ndarray, np.ndarray]:
+    """Clusters and samples of the artifact spikes: after onset and after offset, within the artifact window."""
+    rng = _side_rng(spec, 2)
+    units = np.flatnonzero(truth.artifact)
+    window = max(1, math.floor(spec.artifact_window_ms * SAMPLES_PER_S / 1000.0 + 1e-9))  # samples [0, window)
+    edges = np.concatenate([trials.onset_sample, trials.onset_sample + trials.duration_samples])  # (2 M,)
+    fire = rng.random((units.size, edges.size)) < spec.artifact_probability
+    cluster, edge = np.nonzero(fire)
+    return units[cluster], edges[edge] + rng.integers(0, window, cluster.size)
+
+
 def _spikes(spec: SessionSpec, rng: np.random.Generator, truth: GroundTruth, trials: _Trials):
     """Spike times (float64, s) and clusters (int32), all vectorised over spikes and trials."""
     k, n_trials, total = spec.n_clusters, trials.onset_sample.size, trials.total_samples
@@ -336,19 +497,35 @@ def _spikes(spec: SessionSpec, rng: np.random.Generator, truth: GroundTruth, tri
     cluster = np.repeat(np.arange(k, dtype=np.int64), rng.poisson(truth.baseline_rate_hz * total / SAMPLES_PER_S))
     sample = rng.integers(0, total, cluster.size, dtype=np.int64)
     multiplier = truth.rate_multiplier(np.arange(k)[:, None], trials.emitter[None, :], trials.power_mw[None, :])
-    # inactivation: thin the spikes inside [onset, onset + duration) with keep probability = multiplier
+    # the response runs from onset + latency to the pulse's end (none where the latency is past the pulse)
+    latency = np.rint(np.nan_to_num(truth.latency_s, nan=0.0) * SAMPLES_PER_S).astype(np.int64)
+    start = np.minimum(latency[:, None], trials.duration_samples[None, :])  # (cluster, trial), samples
+    # inactivation: thin the spikes inside [onset + latency, onset + duration) with keep probability = multiplier
     trial = np.searchsorted(trials.onset_sample, sample, side="right") - 1
     in_pulse = np.flatnonzero((trial >= 0) & (sample < trials.onset_sample[trial] + trials.duration_samples[trial]))
+    in_pulse = in_pulse[
+        sample[in_pulse] >= trials.onset_sample[trial[in_pulse]] + start[cluster[in_pulse], trial[in_pulse]]
+    ]
     keep = np.ones(cluster.size, dtype=bool)
     keep[in_pulse] = rng.random(in_pulse.size) < np.minimum(multiplier[cluster[in_pulse], trial[in_pulse]], 1.0)
-    # activation: superpose extra Poisson spikes at rate baseline * (multiplier - 1) inside the pulse
-    excess = np.clip(multiplier - 1.0, 0.0, None) * truth.baseline_rate_hz[:, None] * trials.duration_s[None, :]
+    # activation: superpose extra Poisson spikes at rate baseline * (multiplier - 1) inside the response
+    response_s = (trials.duration_samples[None, :] - start) / float(SAMPLES_PER_S)
+    excess = np.clip(multiplier - 1.0, 0.0, None) * truth.baseline_rate_hz[:, None] * response_s
     extra_cluster, extra_trial = np.divmod(np.repeat(np.arange(k * n_trials), rng.poisson(excess).ravel()), n_trials)
-    extra_sample = trials.onset_sample[extra_trial] + rng.integers(0, trials.duration_samples[extra_trial])
+    extra_start = start[extra_cluster, extra_trial]
+    extra_sample = (
+        trials.onset_sample[extra_trial]
+        + extra_start
+        + rng.integers(0, trials.duration_samples[extra_trial] - extra_start)
+    )
+    artifact_cluster, artifact_sample = _artifact_spikes(spec, truth, trials)
+    extra_cluster = np.concatenate([extra_cluster, artifact_cluster])
+    extra_sample = np.concatenate([extra_sample, artifact_sample])
     # refractory period: drop every spike closer than it to the previous spike of its cluster
     stride = total + 2 * refractory  # key = cluster * stride + sample sorts by cluster then time
-    key = np.sort(np.concatenate([cluster[keep], extra_cluster]) * stride + np.concatenate([sample[keep],
-                                                                                             extra_sample]))
+    key = np.sort(
+        np.concatenate([cluster[keep], extra_cluster]) * stride + np.concatenate([sample[keep], extra_sample])
+    )
     key = key[np.diff(key, prepend=-stride) >= refractory]
     times, is_edge = key % stride / float(SAMPLES_PER_S), np.zeros(key.size, dtype=bool)
     if spec.edge_spikes:
@@ -383,15 +560,18 @@ def _edge_spikes(spec: SessionSpec, rng: np.random.Generator, truth: GroundTruth
     if spiking.size == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     pre_start = round(schema.PRE_WINDOW_S[0] * SAMPLES_PER_S)
-    offset_s = np.column_stack([np.full(chosen.size, schema.PRE_WINDOW_S[0]), np.zeros(chosen.size),
-                                trials.duration_s[chosen]])  # (trials, 3 edges)
-    offset_samples = np.column_stack([np.full(chosen.size, pre_start), np.zeros(chosen.size, dtype=np.int64),
-                                      trials.duration_samples[chosen]])
+    offset_s = np.column_stack(
+        [np.full(chosen.size, schema.PRE_WINDOW_S[0]), np.zeros(chosen.size), trials.duration_s[chosen]]
+    )  # (trials, 3 edges)
+    offset_samples = np.column_stack(
+        [np.full(chosen.size, pre_start), np.zeros(chosen.size, dtype=np.int64), trials.duration_samples[chosen]]
+    )
     edge_sample = (trials.onset_sample[chosen][:, None] + offset_samples).ravel()
     edge_value = (trials.onset_s[chosen][:, None] + offset_s).ravel()  # exactly the analysis's window edge
     sample = np.column_stack([edge_sample - 1, edge_sample, edge_sample + 1, edge_sample])
-    time = np.column_stack([(edge_sample - 1) / SAMPLES_PER_S, edge_sample / SAMPLES_PER_S,
-                            (edge_sample + 1) / SAMPLES_PER_S, edge_value])
+    time = np.column_stack(
+        [(edge_sample - 1) / SAMPLES_PER_S, edge_sample / SAMPLES_PER_S, (edge_sample + 1) / SAMPLES_PER_S, edge_value]
+    )
     wanted = np.ones(sample.shape, dtype=bool)
     wanted[1::3, 3] = False  # onset + 0.0 is the grid sample itself
     sample, time = sample[wanted], time[wanted]
@@ -403,8 +583,9 @@ def _write_text(path: pathlib.Path, text: str) -> None:
     path.write_text(text, encoding="utf-8", newline="\n")
 
 
-def write_session(session_dir: str | os.PathLike, spec: SessionSpec = SessionSpec(), *,
-                  session_id: str | None = None) -> GroundTruth:
+def write_session(
+    session_dir: str | os.PathLike, spec: SessionSpec = SessionSpec(), *, session_id: str | None = None
+) -> GroundTruth:
     """Write one synthetic session folder in the exact format of dataset.md.
 
     Parameters
@@ -456,8 +637,10 @@ def write_session(session_dir: str | os.PathLike, spec: SessionSpec = SessionSpe
         np.save(folder / name, array, allow_pickle=False)
     optional = {
         schema.CLUSTERS_WAVEFORM_TYPE: (spec.omit_waveform_type, "".join(f"{w}\n" for w in truth.waveform_type)),
-        schema.CLUSTERS_KS_LABEL: (spec.omit_ks_label, "cluster_id,KSLabel\n"
-                                   + "".join(f"{i},{label}\n" for i, label in enumerate(clusters["ks_label"]))),
+        schema.CLUSTERS_KS_LABEL: (
+            spec.omit_ks_label,
+            "cluster_id,KSLabel\n" + "".join(f"{i},{label}\n" for i, label in enumerate(clusters["ks_label"])),
+        ),
     }
     for name, (omitted, text) in optional.items():
         if omitted:
@@ -471,18 +654,30 @@ def write_session(session_dir: str | os.PathLike, spec: SessionSpec = SessionSpe
     qc_pass = clusters["arrays"][schema.CLUSTERS_QC_PASS]
     meta = {
         "session_id": session_id + ("_as_exported" if spec.session_id_disagrees else ""),
-        "subject": f"{letters}_{int(number):04d}", "date": date, "en": int(en), "probe_index": int(probe),
-        "top_chan": clusters["top_chan"], "calibration": laser, "power_level_scaling": 1.0,
-        "sampling_rate": SAMPLES_PER_S, "n_spikes": int(spike_times.size), "n_clusters": spec.n_clusters,
-        "n_channels": spec.n_channels, "n_trials": int(trials.onset_sample.size),
+        "subject": f"{letters}_{int(number):04d}",
+        "date": date,
+        "en": int(en),
+        "probe_index": int(probe),
+        "top_chan": clusters["top_chan"],
+        "calibration": laser,
+        "power_level_scaling": 1.0,
+        "sampling_rate": SAMPLES_PER_S,
+        "n_spikes": int(spike_times.size),
+        "n_clusters": spec.n_clusters,
+        "n_channels": spec.n_channels,
+        "n_trials": int(trials.onset_sample.size),
         "top_of_shank_um": truth.surface_position_um,
-        "calibration_slope_mW": LASERS[laser][0], "calibration_intercept_mW": LASERS[laser][1],
+        "calibration_slope_mW": LASERS[laser][0],
+        "calibration_intercept_mW": LASERS[laser][1],
         "spike_time_range_s": [float(spike_times.min()), float(spike_times.max())] if spike_times.size else [0.0, 0.0],
         "stim_time_range_s": [float(trials.onset_s[0]), float(trials.onset_s[-1])],
-        "n_qc_pass": int(qc_pass.sum()), "n_qc_fail": int((~qc_pass).sum()),
-        "qc_thresholds": {"presence_ratio_min": schema.QC_PRESENCE_RATIO_MIN,
-                          "isi_violations_ratio_max": schema.QC_ISI_VIOLATIONS_MAX,
-                          "amplitude_cutoff_max": schema.QC_AMPLITUDE_CUTOFF_MAX},
+        "n_qc_pass": int(qc_pass.sum()),
+        "n_qc_fail": int((~qc_pass).sum()),
+        "qc_thresholds": {
+            "presence_ratio_min": schema.QC_PRESENCE_RATIO_MIN,
+            "isi_violations_ratio_max": schema.QC_ISI_VIOLATIONS_MAX,
+            "amplitude_cutoff_max": schema.QC_AMPLITUDE_CUTOFF_MAX,
+        },
     }
     if not spec.omit_power_range:
         meta["power_range_mW"] = [float(trials.power_mw.min()), float(trials.power_mw.max())]
@@ -501,8 +696,14 @@ def _size(size: str | SessionSpec) -> SessionSpec:
     return SIZES[size]
 
 
-def make_dataset(root: str | os.PathLike, n_sessions: int = 3, size: str | SessionSpec = "small", seed: int = 0,
-                 *, write_mat: bool | None = None) -> list[pathlib.Path]:
+def make_dataset(
+    root: str | os.PathLike,
+    n_sessions: int = 3,
+    size: str | SessionSpec = "small",
+    seed: int = 0,
+    *,
+    write_mat: bool | None = None,
+) -> list[pathlib.Path]:
     """Write a synthetic data root: laser calibration, session folders and their ground truth.
 
     Parameters
@@ -542,15 +743,21 @@ def make_dataset(root: str | os.PathLike, n_sessions: int = 3, size: str | Sessi
     (root / schema.SESSIONS_DIR).mkdir(parents=True, exist_ok=True)
     (root / GROUND_TRUTH_DIR).mkdir(parents=True, exist_ok=True)
     powers = sorted(set(base.powers_mw))
-    calibration = {laser: {"slope_mW": slope, "intercept_mW": intercept, "levels": powers}
-                   for laser, (slope, intercept) in LASERS.items()}
+    calibration = {
+        laser: {"slope_mW": slope, "intercept_mW": intercept, "levels": powers}
+        for laser, (slope, intercept) in LASERS.items()
+    }
     _write_text(root / schema.LASER_CALIBRATION_JSON, json.dumps(calibration, indent=2) + "\n")
     if write_mat if write_mat is not None else seed % 2 == 0:
         from scipy.io import savemat
 
-        savemat(root / schema.LASER_CALIBRATION_MAT,
-                {laser: {k: np.asarray(v, dtype=np.float64) for k, v in entry.items()}
-                 for laser, entry in calibration.items()})
+        savemat(
+            root / schema.LASER_CALIBRATION_MAT,
+            {
+                laser: {k: np.asarray(v, dtype=np.float64) for k, v in entry.items()}
+                for laser, entry in calibration.items()
+            },
+        )
     n_subjects = max(1, (n_sessions + 1) // 2)  # two sessions a mouse; ids AL0030.. (a wider pool past 30 mice)
     subjects = rng.choice(np.arange(30, 30 + max(30, n_subjects)), size=n_subjects, replace=False)
     first_day = datetime.date(2024, 10, 1) + datetime.timedelta(days=int(rng.integers(0, 60)))

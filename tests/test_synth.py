@@ -13,14 +13,35 @@ from opto_cube import schema, synth
 
 SESSION_NAME = "AL0034_2024-12-05_en1_p0"
 SESSION_JSON_FIELDS = (
-    "session_id", "subject", "date", "en", "probe_index", "top_chan", "calibration", "power_level_scaling",
-    "sampling_rate", "n_spikes", "n_clusters", "n_channels", "n_trials", "top_of_shank_um",
-    "calibration_slope_mW", "calibration_intercept_mW", "spike_time_range_s", "stim_time_range_s",
-    "n_qc_pass", "n_qc_fail", "qc_thresholds",
+    "session_id",
+    "subject",
+    "date",
+    "en",
+    "probe_index",
+    "top_chan",
+    "calibration",
+    "power_level_scaling",
+    "sampling_rate",
+    "n_spikes",
+    "n_clusters",
+    "n_channels",
+    "n_trials",
+    "top_of_shank_um",
+    "calibration_slope_mW",
+    "calibration_intercept_mW",
+    "spike_time_range_s",
+    "stim_time_range_s",
+    "n_qc_pass",
+    "n_qc_fail",
+    "qc_thresholds",
 )
 FLOAT64_PER_CLUSTER = (
-    schema.CLUSTERS_TEMPLATE_DEPTHS, schema.CLUSTERS_DEPTHS_FROM_SURFACE, schema.CLUSTERS_PRESENCE_RATIO,
-    schema.CLUSTERS_ISI_VIOLATIONS, schema.CLUSTERS_AMPLITUDE_CUTOFF, schema.CLUSTERS_TROUGH_TO_PEAK,
+    schema.CLUSTERS_TEMPLATE_DEPTHS,
+    schema.CLUSTERS_DEPTHS_FROM_SURFACE,
+    schema.CLUSTERS_PRESENCE_RATIO,
+    schema.CLUSTERS_ISI_VIOLATIONS,
+    schema.CLUSTERS_AMPLITUDE_CUTOFF,
+    schema.CLUSTERS_TROUGH_TO_PEAK,
 )
 
 
@@ -34,9 +55,11 @@ def session_json(folder) -> dict:
 
 def qc_rule(folder) -> np.ndarray:
     with np.errstate(invalid="ignore"):
-        return ((load(folder, schema.CLUSTERS_PRESENCE_RATIO) > schema.QC_PRESENCE_RATIO_MIN)
-                & (load(folder, schema.CLUSTERS_ISI_VIOLATIONS) < schema.QC_ISI_VIOLATIONS_MAX)
-                & (load(folder, schema.CLUSTERS_AMPLITUDE_CUTOFF) < schema.QC_AMPLITUDE_CUTOFF_MAX))
+        return (
+            (load(folder, schema.CLUSTERS_PRESENCE_RATIO) > schema.QC_PRESENCE_RATIO_MIN)
+            & (load(folder, schema.CLUSTERS_ISI_VIOLATIONS) < schema.QC_ISI_VIOLATIONS_MAX)
+            & (load(folder, schema.CLUSTERS_AMPLITUDE_CUTOFF) < schema.QC_AMPLITUDE_CUTOFF_MAX)
+        )
 
 
 def edge_hits(folder) -> int:
@@ -75,8 +98,12 @@ def check_format(folder) -> None:
     assert load(folder, schema.CLUSTERS_PEAK_CHANNEL).dtype == np.int32
     assert load(folder, schema.CLUSTERS_PEAK_CHANNEL).shape == (n_clusters,)
     onset = load(folder, schema.STIM_TIMES)
-    for name, dtype in ((schema.STIM_TIMES, np.float64), (schema.STIM_EMISSION_SITES, np.int32),
-                        (schema.STIM_POWER, np.float64), (schema.STIM_DURATIONS, np.float64)):
+    for name, dtype in (
+        (schema.STIM_TIMES, np.float64),
+        (schema.STIM_EMISSION_SITES, np.int32),
+        (schema.STIM_POWER, np.float64),
+        (schema.STIM_DURATIONS, np.float64),
+    ):
         assert load(folder, name).dtype == dtype and load(folder, name).shape == onset.shape, name
     emitters = load(folder, schema.STIM_EMISSION_SITES)
     assert emitters.min() >= 1 and emitters.max() <= schema.N_EMITTERS
@@ -142,9 +169,14 @@ def test_trials_cover_conditions_and_spacing(small):
     onset = np.sort(load(folder, schema.STIM_TIMES))
     gaps = np.diff(onset)
     assert gaps.min() >= 0.6 - 1e-9 and gaps.max() <= 1.0 + 1e-9
-    conditions = set(zip(load(folder, schema.STIM_EMISSION_SITES).tolist(),
-                         np.round(load(folder, schema.STIM_POWER), 3).tolist(),
-                         load(folder, schema.STIM_DURATIONS).tolist(), strict=True))
+    conditions = set(
+        zip(
+            load(folder, schema.STIM_EMISSION_SITES).tolist(),
+            np.round(load(folder, schema.STIM_POWER), 3).tolist(),
+            load(folder, schema.STIM_DURATIONS).tolist(),
+            strict=True,
+        )
+    )
     spec = synth.SIZES["small"]
     assert len(conditions) == min(spec.n_trials, len(spec.emitters) * len(spec.powers_mw) * len(spec.durations_s))
 
@@ -214,9 +246,11 @@ def test_session_json_fields(small):
     assert meta["session_id"] == folder.name == truth.session_id
     assert meta["subject"] == "AL_0034" and meta["date"] == "2024-12-05" and meta["en"] == 1
     assert meta["probe_index"] == 0 and meta["sampling_rate"] == schema.SAMPLING_RATE_HZ
-    assert meta["qc_thresholds"] == {"presence_ratio_min": schema.QC_PRESENCE_RATIO_MIN,
-                                     "isi_violations_ratio_max": schema.QC_ISI_VIOLATIONS_MAX,
-                                     "amplitude_cutoff_max": schema.QC_AMPLITUDE_CUTOFF_MAX}
+    assert meta["qc_thresholds"] == {
+        "presence_ratio_min": schema.QC_PRESENCE_RATIO_MIN,
+        "isi_violations_ratio_max": schema.QC_ISI_VIOLATIONS_MAX,
+        "amplitude_cutoff_max": schema.QC_AMPLITUDE_CUTOFF_MAX,
+    }
     times, onset = load(folder, schema.SPIKES_TIMES), load(folder, schema.STIM_TIMES)
     assert meta["spike_time_range_s"] == [times.min(), times.max()]
     assert meta["stim_time_range_s"] == [onset.min(), onset.max()]
@@ -228,34 +262,72 @@ def test_session_json_fields(small):
 
 # quirk -> (spec changes turning it on, the same turning it off, does the session folder show it?)
 QUIRKS = {
-    "spikeless_clusters": ({"spikeless_clusters": 2}, {"spikeless_clusters": 0},
-                           lambda f: np.any(np.bincount(load(f, schema.SPIKES_CLUSTERS),
-                                                        minlength=load(f, schema.CLUSTERS_QC_PASS).size) == 0)),
-    "nan_depth_clusters": ({"nan_depth_clusters": 1}, {"nan_depth_clusters": 0},
-                           lambda f: np.isnan(load(f, schema.CLUSTERS_DEPTHS_FROM_SURFACE)).any()),
-    "nan_qc_fraction": ({"nan_qc_fraction": 0.05}, {"nan_qc_fraction": 0.0},
-                        lambda f: all(np.isnan(load(f, n)).any() for n in (
-                            schema.CLUSTERS_PRESENCE_RATIO, schema.CLUSTERS_ISI_VIOLATIONS,
-                            schema.CLUSTERS_AMPLITUDE_CUTOFF))),
-    "unknown_peak_channel_fraction": ({"unknown_peak_channel_fraction": 0.05}, {"unknown_peak_channel_fraction": 0.0},
-                                      lambda f: (load(f, schema.CLUSTERS_PEAK_CHANNEL) == -1).any()),
-    "jitter_powers": ({"jitter_powers": True}, {"jitter_powers": False},
-                      lambda f: not np.isin(load(f, schema.STIM_POWER), synth.SIZES["tiny"].powers_mw).all()),
-    "shuffle_trials": ({"shuffle_trials": True}, {"shuffle_trials": False},
-                       lambda f: np.any(np.diff(load(f, schema.STIM_TIMES)) < 0)),
-    "unsorted_spikes": ({"unsorted_spikes": True}, {"unsorted_spikes": False},
-                        lambda f: np.any(np.diff(load(f, schema.SPIKES_TIMES)) < 0)),
+    "spikeless_clusters": (
+        {"spikeless_clusters": 2},
+        {"spikeless_clusters": 0},
+        lambda f: np.any(
+            np.bincount(load(f, schema.SPIKES_CLUSTERS), minlength=load(f, schema.CLUSTERS_QC_PASS).size) == 0
+        ),
+    ),
+    "nan_depth_clusters": (
+        {"nan_depth_clusters": 1},
+        {"nan_depth_clusters": 0},
+        lambda f: np.isnan(load(f, schema.CLUSTERS_DEPTHS_FROM_SURFACE)).any(),
+    ),
+    "nan_qc_fraction": (
+        {"nan_qc_fraction": 0.05},
+        {"nan_qc_fraction": 0.0},
+        lambda f: all(
+            np.isnan(load(f, n)).any()
+            for n in (schema.CLUSTERS_PRESENCE_RATIO, schema.CLUSTERS_ISI_VIOLATIONS, schema.CLUSTERS_AMPLITUDE_CUTOFF)
+        ),
+    ),
+    "unknown_peak_channel_fraction": (
+        {"unknown_peak_channel_fraction": 0.05},
+        {"unknown_peak_channel_fraction": 0.0},
+        lambda f: (load(f, schema.CLUSTERS_PEAK_CHANNEL) == -1).any(),
+    ),
+    "jitter_powers": (
+        {"jitter_powers": True},
+        {"jitter_powers": False},
+        lambda f: not np.isin(load(f, schema.STIM_POWER), synth.SIZES["tiny"].powers_mw).all(),
+    ),
+    "shuffle_trials": (
+        {"shuffle_trials": True},
+        {"shuffle_trials": False},
+        lambda f: np.any(np.diff(load(f, schema.STIM_TIMES)) < 0),
+    ),
+    "unsorted_spikes": (
+        {"unsorted_spikes": True},
+        {"unsorted_spikes": False},
+        lambda f: np.any(np.diff(load(f, schema.SPIKES_TIMES)) < 0),
+    ),
     "edge_spikes": ({"edge_spikes": True}, {"edge_spikes": False}, lambda f: edge_hits(f) >= 3),
-    "omit_waveform_type": ({"omit_waveform_type": True}, {"omit_waveform_type": False},
-                           lambda f: not (f / schema.CLUSTERS_WAVEFORM_TYPE).exists()),
-    "omit_ks_label": ({"omit_ks_label": True}, {"omit_ks_label": False},
-                      lambda f: not (f / schema.CLUSTERS_KS_LABEL).exists()),
-    "session_json_disagrees": ({"session_json_disagrees": True}, {"session_json_disagrees": False},
-                               lambda f: session_json(f)["n_spikes"] != load(f, schema.SPIKES_TIMES).size),
-    "session_id_disagrees": ({"session_id_disagrees": True}, {"session_id_disagrees": False},
-                             lambda f: session_json(f)["session_id"] != f.name),
-    "omit_power_range": ({"omit_power_range": True}, {"omit_power_range": False},
-                         lambda f: "power_range_mW" not in session_json(f)),
+    "omit_waveform_type": (
+        {"omit_waveform_type": True},
+        {"omit_waveform_type": False},
+        lambda f: not (f / schema.CLUSTERS_WAVEFORM_TYPE).exists(),
+    ),
+    "omit_ks_label": (
+        {"omit_ks_label": True},
+        {"omit_ks_label": False},
+        lambda f: not (f / schema.CLUSTERS_KS_LABEL).exists(),
+    ),
+    "session_json_disagrees": (
+        {"session_json_disagrees": True},
+        {"session_json_disagrees": False},
+        lambda f: session_json(f)["n_spikes"] != load(f, schema.SPIKES_TIMES).size,
+    ),
+    "session_id_disagrees": (
+        {"session_id_disagrees": True},
+        {"session_id_disagrees": False},
+        lambda f: session_json(f)["session_id"] != f.name,
+    ),
+    "omit_power_range": (
+        {"omit_power_range": True},
+        {"omit_power_range": False},
+        lambda f: "power_range_mW" not in session_json(f),
+    ),
 }
 
 
@@ -287,10 +359,12 @@ def test_ground_truth_multipliers(small):
     distance = np.abs(truth.depth_from_surface_um[clusters] - truth.emitter_depth_um(emitters))
     multiplier = truth.rate_multiplier(clusters, emitters, 4.0)
     fs = np.broadcast_to(truth.waveform_type[clusters] == "FS", distance.shape)
+    neuron = np.broadcast_to(~truth.artifact[clusters], distance.shape)  # artifact units have no opto effect
     near, far = distance <= 50, distance >= 1300
     assert (fs & near).any() and (~fs & near).any() and far.any()
-    assert np.all(multiplier[fs & near] > 3)
-    assert np.all(multiplier[~fs & near] < 0.5)
+    assert np.all(multiplier[fs & near & neuron] > 3)
+    assert np.all(multiplier[~fs & near & neuron] < 0.5)
+    assert np.all(multiplier[~neuron] == 1.0)
     np.testing.assert_allclose(multiplier[far], 1.0, atol=0.15)
     weak, strong = truth.rate_multiplier(clusters, emitters, 0.5), multiplier
     assert np.all(np.abs(strong - 1) >= np.abs(weak - 1))  # grows with power
@@ -299,14 +373,22 @@ def test_ground_truth_multipliers(small):
 
 def test_spikes_follow_ground_truth(tmp_path):
     """Counted stim / pre rates agree with the truth's multiplier, per cluster and emitter."""
-    spec = dataclasses.replace(synth.SIZES["small"], n_clusters=30, n_trials=450, emitters=(3, 7, 11),
-                               powers_mw=(4.0,), durations_s=(0.05,), iti_s=(0.6, 0.7), seed=3)
+    spec = dataclasses.replace(
+        synth.SIZES["small"],
+        n_clusters=30,
+        n_trials=450,
+        emitters=(3, 7, 11),
+        powers_mw=(4.0,),
+        durations_s=(0.05,),
+        iti_s=(0.6, 0.7),
+        seed=3,
+    )
     folder = tmp_path / SESSION_NAME
     truth = synth.write_session(folder, spec)
     times, clusters = load(folder, schema.SPIKES_TIMES), load(folder, schema.SPIKES_CLUSTERS)
     onset, emitter = load(folder, schema.STIM_TIMES), load(folder, schema.STIM_EMISSION_SITES)
     checked = {"up": 0, "down": 0, "flat": 0}
-    for cluster in np.flatnonzero(~truth.spikeless):
+    for cluster in np.flatnonzero(~truth.spikeless & ~truth.artifact):  # artifacts: see the tests below
         own = np.sort(times[clusters == cluster])
         for e in spec.emitters:
             starts = onset[emitter == e]
@@ -314,7 +396,7 @@ def test_spikes_follow_ground_truth(tmp_path):
             pre = np.searchsorted(own, starts) - np.searchsorted(own, starts - 0.5)
             if pre.sum() < 100:
                 continue
-            expected = truth.rate_multiplier(cluster, e, 4.0, with_refractory=True)
+            expected = truth.window_multiplier(cluster, e, 4.0, 0.05, with_refractory=True)
             expected_count = pre.sum() / 0.5 * 0.05 * expected  # from the observed baseline
             slack = 4 * np.sqrt(expected_count + 1) + 0.15 * expected_count  # Poisson noise + refractory model
             assert abs(stim.sum() - expected_count) < slack, (cluster, e, stim.sum(), expected_count)
@@ -350,8 +432,10 @@ def test_make_dataset(tmp_path):
         meta = session_json(folder)
         assert meta["session_id"] == folder.name
         laser = calibration[meta["calibration"]]
-        assert laser["slope_mW"] == meta["calibration_slope_mW"] and laser["intercept_mW"] == meta[
-            "calibration_intercept_mW"]
+        assert (
+            laser["slope_mW"] == meta["calibration_slope_mW"]
+            and laser["intercept_mW"] == meta["calibration_intercept_mW"]
+        )
         truth = synth.load_ground_truth(tmp_path, folder.name)
         assert truth.session_id == folder.name and truth.surface_position_um == meta["top_of_shank_um"]
         assert not any(p.name.startswith("ground") for p in folder.iterdir())
@@ -381,9 +465,103 @@ def test_waveform_type_truth_survives_omitted_file(tmp_path):
 
 
 def test_bad_specs_refused():
+    with pytest.raises(ValueError, match="activation_latency_ms"):
+        synth.SessionSpec(activation_latency_ms=(5.0, 2.0))
+    with pytest.raises(ValueError, match="artifact_probability"):
+        synth.SessionSpec(artifact_probability=1.5)
+    with pytest.raises(ValueError, match="artifact_window_ms"):
+        synth.SessionSpec(artifact_window_ms=0.0)
     with pytest.raises(ValueError, match="whole milliseconds"):
         synth.SessionSpec(durations_s=(0.0105,))
     with pytest.raises(ValueError, match="emitters"):
         synth.SessionSpec(emitters=(0, 1))
     with pytest.raises(ValueError, match="unknown size"):
         synth.make_dataset("unused", size="huge")
+
+
+# --------------------------------------------------------------------------
+# Latency and light-artifact ground truth
+# --------------------------------------------------------------------------
+def first_spikes_after(own: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """Time of the first spike in [start, stop) after ``start`` (NaN when none), by searchsorted."""
+    if own.size == 0:
+        return np.full(starts.shape, np.nan)
+    index = np.searchsorted(own, starts)
+    found = index < own.size
+    first = np.where(found, own[np.minimum(index, own.size - 1)], np.inf)
+    return np.where(first < stops, first - starts, np.nan)
+
+
+def test_latency_and_artifact_truth(small):
+    _, truth = small
+    spec = synth.SIZES["small"]
+    responding = ~truth.spikeless & ~truth.artifact
+    latency_ms = truth.latency_s * 1000.0
+    assert np.all(np.isnan(latency_ms[~responding]))
+    fs = truth.waveform_type == "FS"
+    for mask, (lo, hi) in (
+        (fs & responding, spec.activation_latency_ms),
+        (~fs & responding, spec.suppression_latency_ms),
+    ):
+        assert np.all((latency_ms[mask] >= lo - 1e-9) & (latency_ms[mask] <= hi + 1e-9))
+    samples = truth.latency_s[responding] * synth.SAMPLES_PER_S
+    np.testing.assert_allclose(samples, np.rint(samples), rtol=0, atol=1e-6)  # on the 30 kHz grid
+    assert truth.artifact.sum() == spec.artifact_clusters and not np.any(truth.artifact & truth.spikeless)
+    assert np.all(truth.gain[truth.artifact] == 0.0)
+    assert synth.SIZES["tiny"].artifact_clusters == 0 and synth.SIZES["realistic"].artifact_clusters >= 1
+
+
+def test_artifact_units_fire_after_onset_and_offset(tmp_path):
+    spec = dataclasses.replace(synth.SIZES["small"], n_clusters=30, n_trials=300, artifact_clusters=3, seed=4)
+    folder = tmp_path / SESSION_NAME
+    truth = synth.write_session(folder, spec)
+    times, clusters = load(folder, schema.SPIKES_TIMES), load(folder, schema.SPIKES_CLUSTERS)
+    onset, duration = load(folder, schema.STIM_TIMES), load(folder, schema.STIM_DURATIONS)
+    emitter = load(folder, schema.STIM_EMISSION_SITES)
+    window = spec.artifact_window_ms / 1000.0
+    for cluster in range(spec.n_clusters):
+        own = np.sort(times[clusters == cluster])
+        for edge in (onset, onset + duration):
+            hit = np.isfinite(first_spikes_after(own, edge, edge + window))
+            if truth.artifact[cluster]:
+                for e in spec.emitters:  # most trials, at every emitter
+                    assert hit[emitter == e].mean() >= 0.75, (cluster, e)
+            else:
+                assert hit.mean() <= 0.1, cluster
+
+
+def test_response_starts_at_the_planted_latency(tmp_path):
+    """Pooled over strongly driven FS units: no extra spikes before the latency, many right after it."""
+    spec = dataclasses.replace(synth.SIZES["latency"], n_clusters=60, n_trials=300, artifact_clusters=0, seed=2)
+    folder = tmp_path / SESSION_NAME
+    truth = synth.write_session(folder, spec)
+    times, clusters = load(folder, schema.SPIKES_TIMES), load(folder, schema.SPIKES_CLUSTERS)
+    onset, emitter = load(folder, schema.STIM_TIMES), load(folder, schema.STIM_EMISSION_SITES)
+    power = load(folder, schema.STIM_POWER)
+    before, after, expected_before, checked = 0, 0, 0.0, 0
+    for cluster in np.flatnonzero((truth.waveform_type == "FS") & ~truth.spikeless):
+        own = np.sort(times[clusters == cluster])
+        for e in spec.emitters:
+            if truth.rate_multiplier(cluster, e, 4.0) < 5:
+                continue
+            starts = onset[(emitter == e) & (power > 3.0)]
+            lat = truth.latency_s[cluster]
+            before += int((np.searchsorted(own, starts + lat) - np.searchsorted(own, starts)).sum())
+            after += int((np.searchsorted(own, starts + lat + 0.002) - np.searchsorted(own, starts + lat)).sum())
+            expected_before += truth.baseline_rate_hz[cluster] * lat * starts.size
+            checked += 1
+    assert checked >= 3
+    assert before <= expected_before + 4 * np.sqrt(expected_before + 1)  # baseline only before the latency
+    assert after >= 3 * (before / max(expected_before, 1e-9)) * expected_before / 2  # a jump right after it
+
+
+def test_ground_truth_json_keeps_latency_and_artifacts(tmp_path):
+    folder = synth.make_dataset(
+        tmp_path, n_sessions=1, size=dataclasses.replace(synth.SIZES["tiny"], artifact_clusters=2)
+    )[0]
+    truth = synth.load_ground_truth(tmp_path, folder.name)
+    assert truth.artifact.sum() == 2
+    np.testing.assert_array_equal(np.isnan(truth.latency_s), truth.artifact | truth.spikeless)
+    old = {k: v for k, v in truth.to_json().items() if k not in ("latency_s", "artifact")}  # a truth of before
+    again = synth.GroundTruth.from_json(old)
+    assert not again.artifact.any() and np.all(again.latency_s == 0.0)
