@@ -324,3 +324,22 @@ MAP_N_RESPONSES = "n_responses"
 MAP_MODULATION_INDEX = "modulation_index"
 MAP_FIRING_RATE = "firing_rate"
 MAP_DEFAULT_DISTANCE_BIN_UM = 100.0
+
+# --------------------------------------------------------------------------
+# Latency and artifacts (latency.py): columns of the responses table and their thresholds
+# --------------------------------------------------------------------------
+Q_VALUE = "q_value"  # Benjamini-Hochberg adjusted p-value over the session's finite p-values
+LATENCY = "latency_ms"  # response onset after light onset (start of the first bin of the change)
+FIRST_SPIKE = "first_spike_ms"  # median over trials of the first spike in the stim window
+JITTER = "jitter_ms"  # interquartile range over trials of the first spike in the stim window
+RELIABILITY = "reliability"  # fraction of trials with a spike in the stim window
+LIGHT_ARTIFACT = "light_artifact"  # per cluster: spikes locked to light onset/offset at every emitter
+LATENCY_MAX_BIN_MS = 2.0  # coarser bins cannot resolve a latency (or a ~1 ms artifact lock): refused
+LATENCY_LOG_LR_THRESHOLD = 6.907755278982137  # ln(1000): the Poisson CUSUM's alarm, a likelihood ratio of 1000
+LATENCY_FLOOR_COUNTS = 0.5  # a rate of zero counts in a window is taken as half a count (continuity)
+ARTIFACT_LOCK_MS = 1.0  # the lock window after light onset and after light offset
+ARTIFACT_MIN_EXCESS = 0.25  # spikes per trial in the lock window above the baseline expectation
+ARTIFACT_MIN_Z = 5.0  # and that excess this many Poisson SDs above the expectation
+ARTIFACT_MIN_EMITTER_FRACTION = 0.8  # locked at (at least) this fraction of the emitters ("every emitter")
+ARTIFACT_MIN_EMITTERS = 2  # fewer emitters cannot show "whatever the emitter": never flagged
+ARTIFACT_FAR_NEAR_RATIO = 0.5  # no fall-off: lock at the farther half of emitters >= this x the nearer half's

@@ -166,10 +166,12 @@ SIZES: dict[str, SessionSpec] = {
         activation_latency_ms=(2.0, 10.0),
         suppression_latency_ms=(2.0, 10.0),
     ),
-    # the latency target's case: 200 ms pulses, top power (4 mW) and a lower one, ~150 trials a condition
+    # the latency target's case: 200 ms pulses, top power (4 mW) and a lower one, 150 trials a condition,
+    # more FS units than usual (more strongly driven ones near the emitters)
     "latency": SessionSpec(
-        n_clusters=120,
+        n_clusters=150,
         n_trials=900,
+        fs_fraction=0.35,
         powers_mw=(1.0, 4.0),
         durations_s=(0.2,),
         emitters=(3, 7, 11),

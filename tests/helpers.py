@@ -305,3 +305,81 @@ def assert_exact(folder: Path, store: Path) -> xr.Dataset:
 def store_listing(out: Path) -> list[str]:
     """Every entry of a folder of stores, hidden ones included (temp dirs of a conversion start with '.')."""
     return sorted(p.name for p in Path(out).iterdir()) if Path(out).exists() else []
+
+
+# --------------------------------------------------------------------------
+# Latency and artifacts: per-condition time courses built with numpy from a store
+# --------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ConditionCourses:
+    """A store's cube grouped by condition with plain numpy (independent of opto_cube's grouping).
+
+    ``time_course[cluster, condition, time]`` sums the cube over the condition's trials;
+    conditions are the distinct (emitter, power rounded to 1e-4 mW, duration) of the trials.
+    """
+
+    cube: np.ndarray  # (cluster, trial, time), trials in the store's (onset) order
+    time_course: np.ndarray  # (cluster, condition, time) int64
+    n_trials: np.ndarray  # (condition,)
+    trial_condition: np.ndarray  # (trial,)
+    emitter: np.ndarray  # (condition,)
+    power_mw: np.ndarray  # (condition,)
+    duration_s: np.ndarray  # (condition,)
+    distance_um: np.ndarray  # (cluster, condition): unit depth - emitter depth
+    time_s: np.ndarray  # (time,) bin centres
+    bin_width_s: float
+
+
+def condition_courses(store: Path) -> ConditionCourses:
+    """Read a store's cube and coordinates with xarray and group its trials by condition with numpy."""
+    with xr.open_zarr(store) as ds:
+        cube = ds[schema.SPIKE_COUNTS].values
+        emitter, power = ds[schema.EMITTER].values, ds[schema.POWER].values
+        duration, emitter_depth = ds[schema.DURATION].values, ds[schema.EMITTER_DEPTH].values
+        depth, time_s = ds[schema.DEPTH_FROM_SURFACE].values, ds[schema.TIME].values
+        width = float(ds.attrs[schema.ATTR_BIN_WIDTH])
+    keys = np.column_stack([emitter, np.round(power, 4), duration])
+    unique, trial_condition = np.unique(keys, axis=0, return_inverse=True)
+    trial_condition = trial_condition.ravel()
+    n = unique.shape[0]
+    course = np.stack([cube[:, trial_condition == c, :].sum(axis=1, dtype=np.int64) for c in range(n)], axis=1)
+    first = np.array([np.flatnonzero(trial_condition == c)[0] for c in range(n)])
+    return ConditionCourses(
+        cube=cube,
+        time_course=course,
+        n_trials=np.bincount(trial_condition, minlength=n),
+        trial_condition=trial_condition,
+        emitter=unique[:, 0].astype(np.int64),
+        power_mw=unique[:, 1],
+        duration_s=duration[first],
+        distance_um=depth[:, None] - emitter_depth[first][None, :],
+        time_s=time_s,
+        bin_width_s=width,
+    )
+
+
+def reference_first_spikes(folder: Path, store: Path) -> np.ndarray:
+    """Bin (1-based from onset: 0 is [onset, onset + w)) of each cluster's first spike in each trial's stim
+    window ``onset <= t < onset + duration`` from the raw files by searchsorted; -1 when none.
+    (cluster, trial) with the store's trial order (mapped by stim_index). Bin edges are ``onset + j w``."""
+    with xr.open_zarr(store) as ds:
+        stim_index = ds[schema.STIM_INDEX].values
+        width = float(ds.attrs[schema.ATTR_BIN_WIDTH])
+    times, clusters = load(folder, schema.SPIKES_TIMES), load(folder, schema.SPIKES_CLUSTERS)
+    onsets = load(folder, schema.STIM_TIMES)[stim_index]
+    durations = load(folder, schema.STIM_DURATIONS)[stim_index]
+    n_clusters = load(folder, schema.CLUSTERS_TEMPLATE_DEPTHS).size
+    per_second = round(1.0 / width)
+    out = np.full((n_clusters, onsets.size), -1, dtype=np.int64)
+    for k in range(n_clusters):
+        t = np.sort(times[clusters == k])
+        if t.size == 0:
+            continue
+        index = np.searchsorted(t, onsets, side="left")
+        first = t[np.minimum(index, t.size - 1)]
+        inside = (index < t.size) & (first < onsets + durations)
+        for i in np.flatnonzero(inside):
+            edges = onsets[i] + np.arange(round(durations[i] * per_second) + 1) / per_second
+            edges[-1] = onsets[i] + durations[i]
+            out[k, i] = np.searchsorted(edges, first[i], side="right") - 1
+    return out
