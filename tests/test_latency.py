@@ -372,3 +372,28 @@ def test_first_spike_bins_refuses_bad_windows():
         latency.first_spike_bins(np.zeros((2, 5), dtype=np.uint8), 0, 1)
     with pytest.raises(ValueError, match="n_conditions"):
         latency.first_spike_stats(np.zeros((1, 2), dtype=np.int32), np.array([0, 3]), 2, 0.001)
+
+
+# --------------------------------------------------------------------------
+# The cost benchmark runs (tiny size; no timing asserted) and its pass agrees with the numpy grouping
+# --------------------------------------------------------------------------
+def test_benchmark_pass_and_functions(tmp_path, monkeypatch):
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    import bench_latency
+    import common
+
+    monkeypatch.setattr(common, "WORK", tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        store = common.store_paths(common.stores(common.dataset("tiny"), 1.0))[0]
+    inputs = bench_latency._inputs(store)
+    done = bench_latency.one_pass(store, inputs)
+    c = condition_courses(store)
+    order = np.lexsort((c.duration_s, c.power_mw, c.emitter))  # the benchmark's conditions are sorted so
+    np.testing.assert_array_equal(done["course"], c.time_course[:, order])
+    start = int(np.argmax(c.time_s > 0))
+    stop = start + np.rint(c.duration_s[c.trial_condition] / c.bin_width_s).astype(np.int64)
+    np.testing.assert_array_equal(done["first"], latency.first_spike_bins(c.cube, start, stop))
+    rows = bench_latency.run("tiny", (1.0,), 1, record=False)
+    assert {r["method"] for r in rows} >= {"responses_table", "functions", "pass"}
