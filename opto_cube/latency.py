@@ -118,6 +118,23 @@ def _check_course(time_course: ArrayLike, n_trials: ArrayLike, time_s: ArrayLike
     return course, trials.astype(np.int64), time, durations
 
 
+def _window_range(time: np.ndarray, width: float, a: float, b: float) -> slice:
+    """The bins wholly inside ``[a, b)`` as a slice (bins are consecutive)."""
+    inside = np.flatnonzero(_window_bins(time, width, a, b))
+    return slice(int(inside[0]), int(inside[-1]) + 1) if inside.size else slice(0, 0)
+
+
+def _pre_mean(
+    course: np.ndarray, time: np.ndarray, width: float, pre_window_s: tuple[float, float]
+) -> tuple[np.ndarray, int]:
+    """Mean count per bin of the pre window, (cluster, condition); ValueError when no bin lies in it."""
+    pre = _window_range(time, width, *pre_window_s)
+    n_pre = pre.stop - pre.start
+    if n_pre == 0:
+        raise ValueError(f"no whole bin lies in the pre window {pre_window_s} s: cannot take a baseline")
+    return course[:, :, pre].sum(axis=2, dtype=np.int64) / n_pre, n_pre
+
+
 def _window_bins(time: np.ndarray, width: float, a: ArrayLike, b: ArrayLike) -> np.ndarray:
     """Bins wholly inside ``[a, b)`` (``a``, ``b`` broadcast against each other; bins along the last axis)."""
     start = time - width / 2
@@ -188,10 +205,7 @@ def onset_latency(
     width = _check_bin_width(bin_width_s, "response latencies")
     course, trials, time, durations = _check_course(time_course, n_trials, time_s, durations_s)
     k, c, _ = course.shape
-    pre = _window_bins(time, width, *pre_window_s)
-    n_pre = int(pre.sum())
-    if n_pre == 0:
-        raise ValueError(f"no whole bin lies in the pre window {pre_window_s} s: cannot take a baseline")
+    mu0, n_pre = _pre_mean(course, time, width, pre_window_s)
     stim = _window_bins(time, width, np.zeros(c), durations)  # (condition, time)
     first = int(np.argmax(_window_bins(time, width, 0.0, np.inf)))  # the first bin starting at onset
     n_stim = stim.sum(axis=1)  # (condition,)
@@ -201,7 +215,6 @@ def onset_latency(
         return out
     counts = course[:, :, first : first + span].astype(np.float64)  # (cluster, condition, span)
     inside = np.arange(span)[None, :] < n_stim[:, None]  # (condition, span)
-    mu0 = course[:, :, pre].sum(axis=2, dtype=np.int64) / n_pre
     mu1 = np.where(inside, counts, 0.0).sum(axis=2) / np.maximum(n_stim, 1)
     floor0 = schema.LATENCY_FLOOR_COUNTS / n_pre
     floor1 = schema.LATENCY_FLOOR_COUNTS / np.maximum(n_stim, 1)
@@ -255,10 +268,11 @@ def first_spike_bins(counts_block: ArrayLike, stim_start: ArrayLike, stim_stop: 
     stop = np.broadcast_to(np.asarray(stim_stop, dtype=np.int64), (m,))
     if np.any(start < 0) or np.any(stop > t) or np.any(stop < start):
         raise ValueError(f"stim windows must satisfy 0 <= start <= stop <= {t} (the block's time bins)")
-    position = np.arange(t)
+    lo, hi = (int(start.min()), int(stop.max())) if m else (0, 0)
+    position = np.arange(lo, hi)  # only the bins some trial's window holds
     window = (position[None, :] >= start[:, None]) & (position[None, :] < stop[:, None])  # (trial, time)
-    spiking = (block > 0) & window[None]
-    first = np.argmax(spiking, axis=2)
+    spiking = (block[:, :, lo:hi] > 0) & window[None]
+    first = np.argmax(spiking, axis=2) + lo
     return np.where(spiking.any(axis=2), first - start[None, :], -1).astype(np.int32)
 
 
@@ -317,34 +331,47 @@ def first_spike_stats(
     k = bins.shape[0]
     shape = (k, n_conditions)
     median, spread, reliability = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
-    ms = np.where(bins >= 0, (bins + 0.5) * width * 1000.0, np.nan)
+    big = np.iinfo(np.int64).max
+    order = np.argsort(condition, kind="stable")
+    bounds = np.searchsorted(condition[order], np.arange(n_conditions + 1))
     for c in range(n_conditions):
-        trials = np.flatnonzero(condition == c)
+        trials = order[bounds[c] : bounds[c + 1]]
         if trials.size == 0:
             continue
-        sub = ms[:, trials]
-        hit = np.isfinite(sub)
-        reliability[:, c] = hit.mean(axis=1)
-        any_hit = hit.any(axis=1)
-        if any_hit.any():
-            q25, q50, q75 = np.nanpercentile(sub[any_hit], [25, 50, 75], axis=1)
-            median[any_hit, c], spread[any_hit, c] = q50, q75 - q25
-    return FirstSpikeStats(median, spread, reliability)
+        sub = bins[:, trials].astype(np.int64)
+        hits = (sub >= 0).sum(axis=1)
+        reliability[:, c] = hits / trials.size
+        ranked = np.sort(np.where(sub >= 0, sub, big), axis=1)  # the trials without a spike last
+        q = [_sorted_percentile(ranked, hits, f) for f in (0.25, 0.5, 0.75)]
+        median[:, c], spread[:, c] = q[1], q[2] - q[0]
+    scale = width * 1000.0
+    return FirstSpikeStats((median + 0.5) * scale, spread * scale, reliability)
+
+
+def _sorted_percentile(ranked: np.ndarray, n: np.ndarray, fraction: float) -> np.ndarray:
+    """numpy's "linear" percentile of the first ``n[i]`` values of each sorted row; NaN where ``n`` is 0."""
+    position = fraction * (np.maximum(n, 1) - 1)
+    lo = np.floor(position).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(n, 1) - 1)
+    below = np.take_along_axis(ranked, lo[:, None], axis=1)[:, 0].astype(np.float64)
+    above = np.take_along_axis(ranked, hi[:, None], axis=1)[:, 0].astype(np.float64)
+    return np.where(n > 0, below + (position - lo) * (above - below), np.nan)
 
 
 def _lock_counts(course: np.ndarray, time: np.ndarray, width: float, durations: np.ndarray, lock_s: float):
     """Spikes summed over the onset and offset lock windows, and the baseline expectation there."""
-    on = _window_bins(time, width, 0.0, max(lock_s, width))  # (time,): at least one bin
-    off = _window_bins(time, width, durations, durations + max(lock_s, width))  # (condition, time)
-    pre = _window_bins(time, width, *schema.PRE_WINDOW_S)
-    n_pre = max(int(pre.sum()), 1)
-    mu = course[:, :, pre].sum(axis=2, dtype=np.int64) / n_pre  # (cluster, condition) per bin
+    lock = max(lock_s, width)  # at least one bin
+    mu, _ = _pre_mean(course, time, width, schema.PRE_WINDOW_S)  # (cluster, condition), per bin
+    on = _window_range(time, width, 0.0, lock)
+    n_lock = on.stop - on.start
     on_count = course[:, :, on].sum(axis=2, dtype=np.int64)
-    off_count = np.einsum("kct,ct->kc", course, off.astype(course.dtype), dtype=np.int64)
-    off_ok = off.sum(axis=1) == on.sum()  # the offset window lies in the cube
-    expected_on = mu * on.sum()
-    expected_off = mu * off.sum(axis=1)[None, :]
-    return on_count, expected_on, np.where(off_ok[None, :], off_count, 0), np.where(off_ok[None, :], expected_off, 0)
+    # offset: the n_lock bins from each condition's pulse end (when they lie in the cube)
+    off_first = np.argmax(_window_bins(time, width, durations, np.inf), axis=1)  # (condition,)
+    off_ok = _window_bins(time, width, durations, durations + lock).sum(axis=1) == n_lock
+    index = np.minimum(off_first[:, None] + np.arange(n_lock)[None, :], time.size - 1)  # (condition, n_lock)
+    off_count = course[:, np.arange(durations.size)[:, None], index].sum(axis=2, dtype=np.int64)
+    expected = mu * n_lock
+    return on_count, expected, np.where(off_ok[None, :], off_count, 0), np.where(off_ok[None, :], expected, 0.0)
 
 
 def light_artifact(
