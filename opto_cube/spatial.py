@@ -232,37 +232,47 @@ def extent_rows(
 # --------------------------------------------------------------------------
 # The fit: a vectorised Newton iteration of weighted logistic regressions
 # --------------------------------------------------------------------------
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _newton(x, y, unit, weights, start, max_iter, tol, max_step):  # pragma: no cover - compiled
-    n_fits = weights.shape[0]
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
+def _newton(x, y, starts, weights, start, max_iter, tol, max_step):  # pragma: no cover - compiled
+    """Weighted logistic fits, one per row of ``weights``; the rows of unit j are x[starts[j]:starts[j + 1]]."""
+    n_fits, n_units = weights.shape
     coef = np.empty((n_fits, 2))
     converged = np.zeros(n_fits, dtype=np.bool_)
     for b in numba.prange(n_fits):
         a = start[b, 0]
         s = start[b, 1]
+        w_b = weights[b]
         for _ in range(max_iter):
             g0 = 0.0
             g1 = 0.0
             h00 = 0.0
             h01 = 0.0
             h11 = 0.0
-            for i in range(x.size):
-                w = weights[b, unit[i]]
-                if w == 0.0:
+            for j in range(n_units):
+                w = w_b[j]
+                if w == 0.0:  # a unit left out of this resample
                     continue
-                eta = a + s * x[i]
-                if eta >= 0.0:
+                u0 = 0.0
+                u1 = 0.0
+                v0 = 0.0
+                v1 = 0.0
+                v2 = 0.0
+                for i in range(starts[j], starts[j + 1]):
+                    xi = x[i]
+                    eta = min(max(a + s * xi, -500.0), 500.0)
                     p = 1.0 / (1.0 + math.exp(-eta))
-                else:
-                    e = math.exp(eta)
-                    p = e / (1.0 + e)
-                r = w * (y[i] - p)
-                v = w * p * (1.0 - p)
-                g0 += r
-                g1 += r * x[i]
-                h00 += v
-                h01 += v * x[i]
-                h11 += v * x[i] * x[i]
+                    r = y[i] - p
+                    v = p * (1.0 - p)
+                    u0 += r
+                    u1 += r * xi
+                    v0 += v
+                    v1 += v * xi
+                    v2 += v * xi * xi
+                g0 += w * u0
+                g1 += w * u1
+                h00 += w * v0
+                h01 += w * v1
+                h11 += w * v2
             det = h00 * h11 - h01 * h01
             if not det > 0.0:
                 break
@@ -329,9 +339,14 @@ def fit_profile(
             f"fit_profile: distances and outcomes must be two 1-D arrays of one length, "
             f"got shapes {x.shape} and {yy.shape}"
         )
-    u = np.arange(x.size) if unit is None else np.ascontiguousarray(unit, dtype=np.int64)
-    w = np.ones((1, x.size if unit is None else int(u.max(initial=-1)) + 1)) if weights is None else weights
+    u = np.arange(x.size) if unit is None else np.asarray(unit, dtype=np.int64)
+    w = np.ones((1, int(u.max(initial=-1)) + 1)) if weights is None else weights
     w = np.ascontiguousarray(w, dtype=np.float64)
+    if u.shape != x.shape or (u.size and (u.min() < 0 or u.max() >= w.shape[1])):
+        raise ValueError(f"fit_profile: unit must give each observation a column of weights (0..{w.shape[1] - 1})")
+    order = np.argsort(u, kind="stable")  # the rows of each unit together
+    x, yy = np.ascontiguousarray(x[order]), np.ascontiguousarray(yy[order])
+    starts = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=w.shape[1]))]).astype(np.int64)
     if start is None:
         m = float(np.clip(yy.mean() if yy.size else 0.5, 1e-6, 1 - 1e-6))
         s0 = np.tile([math.log(m / (1 - m)), 0.0], (w.shape[0], 1))
@@ -339,7 +354,7 @@ def fit_profile(
         s0 = np.array(start, dtype=np.float64).reshape(-1, 2)
         s0[:, 1] *= schema.EXTENT_SCALE_UM
         s0 = np.ascontiguousarray(np.broadcast_to(s0, (w.shape[0], 2)))
-    coef, converged = _newton(x, yy, u, w, s0, schema.EXTENT_MAX_ITER, schema.EXTENT_TOL, schema.EXTENT_MAX_STEP)
+    coef, converged = _newton(x, yy, starts, w, s0, schema.EXTENT_MAX_ITER, schema.EXTENT_TOL, schema.EXTENT_MAX_STEP)
     coef[:, 1] /= schema.EXTENT_SCALE_UM
     return coef, converged
 
@@ -355,20 +370,27 @@ def _radius(coef: np.ndarray) -> np.ndarray:
 
 
 def _bootstrap_weights(session: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """``(n_boot, n_units)`` counts: every session's units drawn with replacement, as many as it has."""
-    w = np.zeros((n_boot, session.size), dtype=np.float64)
-    for s in np.unique(session):
-        members = np.flatnonzero(session == s)
-        w[:, members] = rng.multinomial(members.size, np.full(members.size, 1.0 / members.size), size=n_boot)
+    """``(n_boot, n_units)`` counts: every session's units drawn with replacement, as many as it has.
+
+    Units must be grouped by session code (``session`` is sorted or at least contiguous per code).
+    """
+    n = session.size
+    sizes = np.bincount(session)
+    first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    order = np.argsort(session, kind="stable")  # position -> unit, sessions contiguous
+    draw = first[session[order]] + (rng.random((n_boot, n)) * sizes[session[order]]).astype(np.int64)
+    counts = np.bincount((draw + n * np.arange(n_boot)[:, None]).ravel(), minlength=n_boot * n).reshape(n_boot, n)
+    w = np.empty((n_boot, n), dtype=np.float64)
+    w[:, order] = counts
     return w
 
 
 def _quantiles(values: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval over axis 0, ignoring NaN (no interpolation, so inf stays inf)."""
-    q = [(1 - confidence) / 2, (1 + confidence) / 2]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices give NaN
-        low, high = np.nanquantile(values, q, axis=0, method="inverted_cdf")
+    """Percentile interval over axis 0 (no interpolation, so inf stays inf); NaN when there are no values."""
+    if values.shape[0] == 0:
+        nan = np.full(values.shape[1:], np.nan)
+        return nan, nan.copy()
+    low, high = np.quantile(values, [(1 - confidence) / 2, (1 + confidence) / 2], axis=0, method="inverted_cdf")
     return low, high
 
 
@@ -494,9 +516,10 @@ def spatial_extent(
         sub = rows[rows[schema.WAVEFORM_TYPE] == wtype]
         if sub.empty:
             continue
-        unit_key = pd.MultiIndex.from_arrays([sub[schema.SESSION_ID], sub[schema.CLUSTER]])
-        unit_code, uniques = pd.factorize(unit_key)
-        unit_session = pd.factorize(uniques.get_level_values(0))[0]
+        session_code = pd.factorize(sub[schema.SESSION_ID])[0]
+        cluster = sub[schema.CLUSTER].to_numpy(dtype=np.int64)
+        unit_code, uniques = pd.factorize(session_code * (int(cluster.max()) + 1) + cluster - int(cluster.min()))
+        unit_session = uniques // (int(cluster.max()) + 1)
         weights = _bootstrap_weights(unit_session, n_boot, rng) if n_boot else np.zeros((0, uniques.size))
         for k in range(n_p):
             here = (sub[LEVEL] == k).to_numpy()
@@ -509,6 +532,9 @@ def spatial_extent(
             n_sessions[i, k] = sub[schema.SESSION_ID][here].nunique()
             bins = np.minimum((d // bin_um).astype(np.int64), n_bins - 1)
             n_in_bin[i, k] = np.bincount(bins, minlength=n_bins)
+            compact, u_local = np.unique(u, return_inverse=True)  # the units tested at this power
+            w = np.ascontiguousarray(weights[:, compact])
+            unit_rows = np.bincount(u_local, minlength=compact.size).astype(np.float64)
             for j, effect in enumerate(effects):
                 y = (sub[effect].to_numpy() & sub[schema.SIGNIFICANT].to_numpy())[here].astype(np.float64)
                 n_responding[i, j, k] = int(y.sum())
@@ -528,17 +554,14 @@ def spatial_extent(
                     radius[i, j, k] = np.nan
                 if not n_boot:
                     continue
-                compact, u_local = np.unique(u, return_inverse=True)
-                w = np.ascontiguousarray(weights[:, compact])
                 boot, _ = fit_profile(d, y, unit=u_local, weights=w, start=coef[0])
                 responders = w @ np.bincount(u_local, weights=y, minlength=compact.size)
-                total = w @ np.bincount(u_local, minlength=compact.size).astype(np.float64)
+                total = w @ unit_rows
                 ok = (responders > 0) & (responders < total)
                 failed[i, j, k] = int((~ok).sum())
-                r = np.where(ok, _radius(boot), np.nan)
-                low[i, j, k], high[i, j, k] = _quantiles(r, confidence)
+                boot = boot[ok]
+                low[i, j, k], high[i, j, k] = _quantiles(_radius(boot), confidence)
                 curves = expit(boot[:, :1] + boot[:, 1:] * grid[None, :])
-                curves[~ok] = np.nan
                 profile_low[i, j, k], profile_high[i, j, k] = _quantiles(curves, confidence)
     if problems:
         _warn("spatial_extent: NaN radius where " + "; ".join(problems))
