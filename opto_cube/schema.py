@@ -355,7 +355,7 @@ EXTENT_GRID_STEP_UM = 10.0
 EXTENT_BIN_UM = 100.0
 EXTENT_SCALE_UM = 100.0  # |distance| is fitted in units of 100 um (a well-conditioned Newton step)
 EXTENT_MAX_ITER = 30
-EXTENT_TOL = 1e-7
+EXTENT_TOL = 1e-5  # Newton step size at which to stop: quadratic convergence leaves ~1e-10
 EXTENT_MAX_STEP = 5.0  # largest Newton step per coefficient (damps separated samples)
 DURATION_RTOL = 1e-9  # pulse durations equal within this relative tolerance are one duration
 # per-unit power response (power_response.py)
