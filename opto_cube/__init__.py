@@ -37,6 +37,7 @@ _LAZY = {
     "depth_vs_emitter": "maps",
     "modulation_index": "maps",
     "psth": "maps",
+    "spatial_extent": "spatial",
 }
 
 __all__ = [

@@ -343,3 +343,46 @@ ARTIFACT_MIN_Z = 5.0  # and that excess this many Poisson SDs above the expectat
 ARTIFACT_MIN_EMITTER_FRACTION = 0.8  # locked at (at least) this fraction of the emitters ("every emitter")
 ARTIFACT_MIN_EMITTERS = 2  # fewer emitters cannot show "whatever the emitter": never flagged
 ARTIFACT_FAR_NEAR_RATIO = 0.5  # no fall-off: lock at the farther half of emitters >= this x the nearer half's
+# spatial extent (spatial.py, power_response.py, plot_extent.py): how far the light reaches
+# --------------------------------------------------------------------------
+EXTENT_EFFECT = MAP_EFFECT  # dimension: activated / inactivated
+EXTENT_DISTANCE = "abs_distance_um"  # dimension: |distance| from the emitter, the fitted profile's grid
+EXTENT_DISTANCE_BIN = "abs_distance_bin_um"  # dimension: |distance| bins of the observed fractions (centres)
+EXTENT_DISTANCE_BIN_EDGES = "abs_distance_bin_edges_um"  # attribute
+EXTENT_PARAMETER = "parameter"  # dimension of the fitted coefficients: intercept, slope
+EXTENT_RADIUS = "radius_um"
+EXTENT_RADIUS_LOW = "radius_low_um"
+EXTENT_RADIUS_HIGH = "radius_high_um"
+EXTENT_PROFILE = "profile"
+EXTENT_PROFILE_LOW = "profile_low"
+EXTENT_PROFILE_HIGH = "profile_high"
+EXTENT_AT_EMITTER = "fraction_at_emitter"
+EXTENT_COEFFICIENTS = "coefficients"
+EXTENT_N_UNITS = "n_units"
+EXTENT_N_OBSERVATIONS = "n_observations"
+EXTENT_N_RESPONDING = "n_responding"
+EXTENT_N_SESSIONS = "n_sessions"
+EXTENT_FAILED_RESAMPLES = "failed_resamples"
+EXTENT_OBSERVED = "observed_fraction"
+EXTENT_N_IN_BIN = "n_in_bin"
+EXTENT_N_BOOT = 1000
+EXTENT_CONFIDENCE = 0.95
+EXTENT_GRID_STEP_UM = 10.0
+EXTENT_BIN_UM = 100.0
+EXTENT_SCALE_UM = 100.0  # |distance| is fitted in units of 100 um (a well-conditioned Newton step)
+EXTENT_MAX_ITER = 30
+EXTENT_TOL = 1e-5  # Newton step size at which to stop: quadratic convergence leaves ~1e-10
+EXTENT_MAX_STEP = 5.0  # largest Newton step per coefficient (damps separated samples)
+DURATION_RTOL = 1e-9  # pulse durations equal within this relative tolerance are one duration
+# per-unit power response (power_response.py)
+PR_N_LEVELS = "n_power_levels"
+PR_P50 = "p50_mw"
+PR_MAX_EFFECT = "max_effect_pct"
+PR_R_SQUARED = "r_squared"
+PR_FIT_OK = "fit_ok"
+PR_FIT_FLAG = "fit_flag"
+PR_MIN_LEVELS = 3
+PR_MIN_R_SQUARED = 0.5
+PR_P50_RANGE_FACTOR = 2.0  # p50 trusted within [lowest power / f, highest power * f]
+PR_FLAGS = ("ok", "undefined", "poor_fit", "p50_out_of_range")
+# --- end spatial extent ------------------------------------------------------

@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 from helpers import (
     SESSION_ID,
+    SPATIAL_SESSIONS,
     Converted,
     ConvertedDataset,
+    SpatialDataset,
     convert_recording,
     quirky_spec,
     tiny_spec,
@@ -99,6 +101,22 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> ConvertedDataset:
     results = convert.convert(base / "data", base / "stores", bin_ms=10)  # warnings are recorded in the results
     assert all(r.status == "converted" for r in results), [str(r) for r in results]
     return ConvertedDataset(base / "data", tuple(folders), base / "stores", tuple(results))
+
+
+@pytest.fixture(scope="session")
+def spatial_dataset(tmp_path_factory: pytest.TempPathFactory) -> SpatialDataset:
+    """SPATIAL_SESSIONS small synthetic sessions converted at 10 ms and their responses table. Read-only; slow."""
+    from opto_cube import stats
+    from opto_cube.catalog import open_catalog
+
+    base = tmp_path_factory.mktemp("spatial")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OptoCubeWarning)  # the generator's planted quirks
+        synth.make_dataset(base / "data", n_sessions=SPATIAL_SESSIONS, size="small", seed=11)
+        results = convert.convert(base / "data", base / "stores", bin_ms=10)
+        assert all(r.status == "converted" for r in results), [str(r) for r in results]
+        table = stats.responses_table(open_catalog(base / "stores"))
+    return SpatialDataset(base / "data", table)
 
 
 @pytest.fixture

@@ -383,3 +383,102 @@ def reference_first_spikes(folder: Path, store: Path) -> np.ndarray:
             edges[-1] = onsets[i] + durations[i]
             out[k, i] = np.searchsorted(edges, first[i], side="right") - 1
     return out
+# Spatial extent and power response (tests/test_spatial.py, test_power_response.py, test_plot_extent.py)
+# --------------------------------------------------------------------------
+SPATIAL_SESSIONS = 30  # small sessions of the spatial truth tests: enough units for a ~5 % interval
+
+
+@dataclasses.dataclass(frozen=True)
+class SpatialDataset:
+    """Synthetic sessions converted at 10 ms and their responses table (read-only)."""
+
+    root: Path
+    table: Any  # pandas.DataFrame
+
+
+def noise_free_fs_radius(rows: Any, root: Path, power_mw: float) -> float:
+    """The FS activation radius of the generator's model without noise, at ``power_mw``, over the units of ``rows``.
+
+    Derivation. The generator multiplies an FS unit's rate during the pulse by
+    ``m = 1 + A p(P) exp(-|d| / lambda)`` with ``p(P) = P / (P + half_power)``
+    (``GroundTruth.rate_multiplier``); the refractory period lowers observed
+    rates to about ``r exp(-r tau)``, so the observed stim / pre ratio is
+    ``m exp(-(m - 1) r0 tau)`` (``with_refractory=True``). The seed's rule
+    "activated" is ``pct_change > 200``, i.e. that ratio > 3. On expected counts
+    (no Poisson noise) and with significance granted (an effect of 200 % over
+    ~33 trials of 50 ms is far past p < 0.005 for all but the slowest units), a
+    unit is activated at distance d iff its ratio at d exceeds 3. The population
+    fraction at distance d is the mean of that indicator over the FS units
+    actually in the table (their own A, r0 and session lambda): the expected
+    outcome of a unit placed at d, since the generator draws depths
+    independently of gains. The radius is where this fraction falls to half its
+    value at d = 0, found on a 0.5 um grid.
+    """
+    distance = np.arange(0.0, 3000.0, 0.5)
+    units = rows.drop_duplicates([schema.SESSION_ID, schema.CLUSTER])
+    indicators = []
+    for session_id, group in units.groupby(schema.SESSION_ID):
+        truth = synth.load_ground_truth(root, session_id)
+        cluster = group[schema.CLUSTER].to_numpy()
+        strength = power_mw / (power_mw + truth.half_power_mw) * np.exp(-distance / truth.length_constant_um)
+        m = 1.0 + truth.gain[cluster, None] * strength[None, :]
+        observed = m * np.exp(-(m - 1.0) * truth.baseline_rate_hz[cluster, None] * truth.refractory_s)
+        indicators.append(observed > 1.0 + schema.ACTIVATED_MIN_PCT / 100.0)
+    fraction = np.concatenate(indicators).mean(axis=0)
+    return float(distance[np.argmax(fraction <= fraction[0] / 2)])
+
+
+def logistic_table(
+    rng: np.random.Generator,
+    *,
+    n_sessions: int = 4,
+    units_per_session: int = 50,
+    emitters: int = 3,
+    powers: tuple[float, ...] = (1.0,),
+    intercept: float = 3.0,
+    slope_per_um: float = -0.012,
+    waveform_type: str = "FS",
+) -> Any:
+    """A responses table whose activated outcomes are Bernoulli draws from a planted logistic fall-off.
+
+    Every unit is tested at ``emitters`` emitters at every power, at uniform
+    distances in [-900, 900] um; ``activated & significant`` has probability
+    ``expit(intercept + slope |d|)``. The true radius is
+    ``(logit(expit(intercept) / 2) - intercept) / slope``.
+    """
+    import pandas as pd
+    from scipy.special import expit
+
+    n = n_sessions * units_per_session * emitters * len(powers)
+    session = np.repeat(np.arange(n_sessions), units_per_session * emitters * len(powers))
+    cluster = np.tile(np.repeat(np.arange(units_per_session), emitters * len(powers)), n_sessions)
+    emitter = np.tile(np.repeat(np.arange(1, emitters + 1), len(powers)), n_sessions * units_per_session)
+    power = np.tile(np.asarray(powers, dtype=np.float64), n // len(powers))
+    distance = rng.uniform(-900.0, 900.0, n)
+    activated = rng.random(n) < expit(intercept + slope_per_um * np.abs(distance))
+    return pd.DataFrame(
+        {
+            schema.SESSION_ID: np.char.add("S", session.astype(str)),
+            schema.CLUSTER: cluster,
+            schema.EMITTER: emitter,
+            schema.POWER: power,
+            schema.DURATION: 0.05,
+            schema.DISTANCE: distance,
+            schema.WAVEFORM_TYPE: waveform_type,
+            schema.QC_PASS: True,
+            schema.ACTIVATED: activated,
+            schema.INACTIVATED: False,
+            schema.SIGNIFICANT: True,
+            schema.PCT_CHANGE: np.where(activated, 300.0, 10.0),
+            schema.PRE_RATE: 5.0,
+        }
+    )
+
+
+def logistic_radius(intercept: float, slope_per_um: float) -> float:
+    """Where ``expit(a + b d)`` is half its value at 0, solved independently by bisection."""
+    from scipy.optimize import brentq
+    from scipy.special import expit
+
+    half = expit(intercept) / 2
+    return float(brentq(lambda d: expit(intercept + slope_per_um * d) - half, 0.0, 1e6, xtol=1e-10))

@@ -172,3 +172,11 @@ def test_tables_and_records(tmp_path: Path) -> None:
     assert "| 1.23 | None | True |" in text
     path = common.record("smoke", rows, {"size": "tiny"}, results_dir=tmp_path)
     assert path.read_text().count("\n") == 1
+
+
+def test_spatial_benchmark_runs(work: Path) -> None:
+    import bench_spatial
+
+    rows = bench_spatial.run("tiny", n_sessions=3, repeats=1, n_boot=20, loop_resamples=2, record=False, fresh=False)
+    assert [r["method"] for r in rows] == ["spatial_extent", "looped scipy fits", "power_response"]
+    assert all(r["seconds"] > 0 for r in rows) and rows[0]["rows"] > 0
