@@ -324,3 +324,17 @@ MAP_N_RESPONSES = "n_responses"
 MAP_MODULATION_INDEX = "modulation_index"
 MAP_FIRING_RATE = "firing_rate"
 MAP_DEFAULT_DISTANCE_BIN_UM = 100.0
+
+# --------------------------------------------------------------------------
+# The HTML report (report.py, templates/report.html.j2)
+# --------------------------------------------------------------------------
+REPORT_TEMPLATE = "report.html.j2"  # in opto_cube/templates/
+REPORT_MAX_BYTES = 10_000_000  # heavier pages are warned about: too big to mail
+REPORT_MAX_SVG_BYTES = 1_500_000  # a heavier figure is embedded as a PNG instead of inline SVG
+REPORT_MAX_TABLE_ROWS = 500  # rows shown of a section's table (the summary shows every session)
+REPORT_SIGNIFICANT_DIGITS = 4
+REPORT_SVG_HASHSALT = "opto_cube"  # fixed: the same figure gives the same SVG bytes
+REPORT_VERSION_PACKAGES = (
+    "numpy", "scipy", "pandas", "xarray", "zarr", "numcodecs", "dask", "flox", "numba", "matplotlib", "jinja2",
+)
+# --- end report -------------------------------------------------------------
