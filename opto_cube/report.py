@@ -268,7 +268,8 @@ def figure_to_html(
 ) -> tuple[str, str]:
     """A matplotlib figure as self-contained HTML: inline SVG, or a PNG data URI when the SVG is too heavy.
 
-    The SVG draws text as paths (``svg.fonttype = "path"``: no font needed),
+    The figure is cropped to what it draws (``bbox_inches="tight"``: no label
+    cut off). The SVG draws text as paths (``svg.fonttype = "path"``: no font needed),
     has a fixed hash salt (the same figure gives the same bytes) and its ids
     prefixed by ``prefix`` (several figures on one page); metadata, comments
     and links out of the figure are removed. A figure whose SVG exceeds
@@ -314,12 +315,12 @@ def figure_to_html(
 
     buffer = io.StringIO()
     with mpl.rc_context({"svg.fonttype": "path", "svg.hashsalt": schema.REPORT_SVG_HASHSALT}):
-        figure.savefig(buffer, format="svg", metadata={"Date": None})
+        figure.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight", pad_inches=0.05)
     svg = _scour_svg(buffer.getvalue(), prefix)
     if len(svg.encode()) <= max_svg_bytes:
         return "svg", svg
     png = io.BytesIO()
-    figure.savefig(png, format="png", dpi=dpi, metadata={"Software": None})
+    figure.savefig(png, format="png", dpi=dpi, metadata={"Software": None}, bbox_inches="tight", pad_inches=0.05)
     data = base64.b64encode(png.getvalue()).decode("ascii")
     return "png", f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}">'
 

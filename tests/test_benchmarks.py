@@ -172,3 +172,13 @@ def test_tables_and_records(tmp_path: Path) -> None:
     assert "| 1.23 | None | True |" in text
     path = common.record("smoke", rows, {"size": "tiny"}, results_dir=tmp_path)
     assert path.read_text().count("\n") == 1
+
+
+def test_report_benchmark_builds_the_page(work: Path) -> None:
+    import bench_report
+
+    root = common.dataset("tiny", n_sessions=2)
+    out = bench_report.child(str(common.stores(root, 10.0)), str(work / "report.html"))
+    assert out["sessions"] == 2 and out["rows"] > 0
+    assert (out["svg_figures"], out["png_figures"]) == (5, 0)
+    assert 0 < out["page_mb"] == (work / "report.html").stat().st_size / 1e6
