@@ -15,6 +15,7 @@ data generation excluded). Targets: total under 60 s, page under 10 MB.
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from pathlib import Path
@@ -67,6 +68,7 @@ def child(stores: str, out: str) -> dict[str, Any]:
     started = time.perf_counter()
     catalog = open_catalog(stores)
     table = stats.responses_table(catalog)
+    responses_s = time.perf_counter() - started
     summary = catalog.summary()
     hits = table[table[schema.SIGNIFICANT] & (table[schema.ACTIVATED] | table[schema.INACTIVATED])]
     summary["responding_units"] = [
@@ -76,8 +78,10 @@ def child(stores: str, out: str) -> dict[str, Any]:
     depth = maps.depth_vs_emitter(table)
     mi = maps.modulation_index(table, catalog, per_unit=True, unknown_waveform="drop")
     near = near_emitter(table)
+    psth_started = time.perf_counter()
     rate = maps.population_psth(catalog, duration_s="max", bin_ms=plot._psth_bin_ms(catalog)).compute()
     compute_s = time.perf_counter() - started
+    psth_s = time.perf_counter() - psth_started
 
     started = time.perf_counter()
     figures = {
@@ -118,6 +122,9 @@ def child(stores: str, out: str) -> dict[str, Any]:
         "compute_s": compute_s,
         "draw_s": draw_s,
         "render_s": render_s,
+        "responses_s": responses_s,
+        "psth_s": psth_s,
+        "figure_kinds": ",".join(re.findall(r'<figure class="(\w+)">', html)),
         "total_s": compute_s + draw_s + render_s,
         "page_mb": page.stat().st_size / 1e6,
         "svg_figures": html.count('<figure class="svg">'),

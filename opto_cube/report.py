@@ -258,23 +258,62 @@ def _scour_svg(svg: str, prefix: str) -> str:
     return svg.strip()
 
 
+def _n_points(artist: Any) -> int:
+    """How many markers, vertices or cells ``artist`` draws (what makes its SVG heavy)."""
+    from matplotlib.collections import Collection
+    from matplotlib.lines import Line2D
+
+    if isinstance(artist, Line2D):
+        return len(artist.get_xdata(orig=False))
+    if isinstance(artist, Collection):
+        offsets = len(artist.get_offsets())
+        array = artist.get_array()
+        vertices = sum(len(p.vertices) for p in artist.get_paths()) if len(artist.get_paths()) < 10_000 else 10_000
+        return max(offsets, vertices, 0 if array is None else int(np.size(array)))
+    return 0
+
+
+def _heavy_artists(figure: Any, min_points: int) -> list[Any]:
+    """The lines and collections of ``figure`` that draw at least ``min_points`` points, not yet rasterized."""
+    return [
+        artist
+        for ax in figure.axes
+        for artist in (*ax.lines, *ax.collections)
+        if not artist.get_rasterized() and _n_points(artist) >= min_points
+    ]
+
+
+def _svg(figure: Any, prefix: str, dpi: int) -> str:
+    import matplotlib as mpl
+
+    buffer = io.StringIO()
+    with mpl.rc_context({"svg.fonttype": "path", "svg.hashsalt": schema.REPORT_SVG_HASHSALT}):
+        figure.savefig(buffer, format="svg", dpi=dpi, metadata={"Date": None}, bbox_inches="tight", pad_inches=0.05)
+    return _scour_svg(buffer.getvalue(), prefix)
+
+
 def figure_to_html(
     figure: Any,
     *,
     prefix: str = "f0-",
     max_svg_bytes: int = schema.REPORT_MAX_SVG_BYTES,
-    dpi: int = 110,
+    rasterize_points: int = schema.REPORT_RASTERIZE_POINTS,
+    dpi: int = schema.REPORT_RASTER_DPI,
     alt: str = "",
 ) -> tuple[str, str]:
     """A matplotlib figure as self-contained HTML: inline SVG, or a PNG data URI when the SVG is too heavy.
 
     The figure is cropped to what it draws (``bbox_inches="tight"``: no label
-    cut off). The SVG draws text as paths (``svg.fonttype = "path"``: no font needed),
-    has a fixed hash salt (the same figure gives the same bytes) and its ids
-    prefixed by ``prefix`` (several figures on one page); metadata, comments
-    and links out of the figure are removed. A figure whose SVG exceeds
-    ``max_svg_bytes`` (a scatter of many thousand points) is embedded as a PNG
-    at ``dpi`` instead.
+    cut off). The SVG draws text as paths (``svg.fonttype = "path"``: no font
+    needed), has a fixed hash salt (the same figure gives the same bytes) and
+    its ids prefixed by ``prefix`` (several figures on one page); metadata,
+    comments and links out of the figure are removed.
+
+    A line or collection of at least ``rasterize_points`` points (a scatter of
+    thousands of units) is drawn as an image inside the SVG at ``dpi``, axes
+    and text staying vector (kind ``"mixed"``). A figure whose SVG still
+    exceeds ``max_svg_bytes`` is embedded whole as a PNG at ``dpi``. The
+    figure's artists are left as they were.
 
     Parameters
     ----------
@@ -284,15 +323,17 @@ def figure_to_html(
         Prefix of the SVG's element ids, unique on the page.
     max_svg_bytes
         Largest inline SVG, bytes.
+    rasterize_points
+        Artists drawing this many points or more are rasterized inside the SVG.
     dpi
-        Resolution of the PNG fallback.
+        Resolution of rasterized artists and of the PNG fallback.
     alt
         ``alt`` text of the PNG fallback.
 
     Returns
     -------
     kind : str
-        ``"svg"`` or ``"png"``.
+        ``"svg"`` (all vector), ``"mixed"`` (heavy artists rasterized inside the SVG) or ``"png"``.
     html : str
         The ``<svg>`` element, or an ``<img>`` with a data URI (``alt`` escaped).
 
@@ -306,19 +347,24 @@ def figure_to_html(
     >>> kind, html = figure_to_html(fig, prefix="x-")
     >>> kind, html.startswith("<svg"), "http" in html, "<text" in html
     ('svg', True, False, False)
+    >>> figure_to_html(fig, rasterize_points=2)[0]
+    'mixed'
     >>> figure_to_html(fig, max_svg_bytes=100)[0]
     'png'
     >>> plt.close(fig)
     """
-    import matplotlib as mpl
     from markupsafe import escape
 
-    buffer = io.StringIO()
-    with mpl.rc_context({"svg.fonttype": "path", "svg.hashsalt": schema.REPORT_SVG_HASHSALT}):
-        figure.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight", pad_inches=0.05)
-    svg = _scour_svg(buffer.getvalue(), prefix)
+    heavy = _heavy_artists(figure, rasterize_points)
+    try:
+        for artist in heavy:
+            artist.set_rasterized(True)
+        svg = _svg(figure, prefix, dpi)
+    finally:
+        for artist in heavy:
+            artist.set_rasterized(False)
     if len(svg.encode()) <= max_svg_bytes:
-        return "svg", svg
+        return ("mixed" if heavy else "svg"), svg
     png = io.BytesIO()
     figure.savefig(png, format="png", dpi=dpi, metadata={"Software": None}, bbox_inches="tight", pad_inches=0.05)
     data = base64.b64encode(png.getvalue()).decode("ascii")

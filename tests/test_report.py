@@ -258,8 +258,33 @@ def test_same_figure_same_bytes_and_ids_prefixed() -> None:
     assert not set(ids) & set(re.findall(r'\bid="([^"]+)"', other))
 
 
+def _many_lines(n_lines: int = 200, n: int = 100) -> plt.Figure:
+    """Many light artists: no single one worth rasterizing, a heavy SVG together."""
+    fig, ax = plt.subplots(figsize=(3, 2))
+    for k in range(n_lines):
+        ax.plot(np.arange(n), np.sin(np.arange(n) / 5.0 + k), lw=0.5)
+    return fig
+
+
+def test_heavy_scatter_is_rasterized_inside_the_svg() -> None:
+    fig = _figure(n=5000)  # one line of 5000 markers
+    kind, html = report.figure_to_html(fig, prefix="h-")
+    again = report.figure_to_html(fig, prefix="h-")
+    vector = report.figure_to_html(fig, prefix="h-", rasterize_points=10**9)
+    assert not fig.axes[0].lines[0].get_rasterized(), "the figure is left as it was"
+    plt.close(fig)
+    assert (kind, html) == again  # deterministic, raster included
+    assert kind == "mixed" and vector[0] == "svg"
+    root = parse_html(html)[0]
+    (image,) = root.find_all("image")
+    head, data = image.attrs["xlink:href"].split(",", 1)
+    assert head == "data:image/png;base64" and base64.b64decode(data).startswith(PNG_SIGNATURE)
+    assert not root.find_all("text") and len(root.find_all("path")) > 10  # axes and text stay vector
+    assert len(html) < len(vector[1]) / 3
+
+
 def test_heavy_figure_becomes_png() -> None:
-    fig = _figure(n=4000)  # thousands of markers: a heavy SVG
+    fig = _many_lines()
     kind, html = report.figure_to_html(fig, max_svg_bytes=50_000, alt="a <caption>")
     plt.close(fig)
     assert kind == "png"
@@ -273,21 +298,16 @@ def test_heavy_figure_becomes_png() -> None:
     assert image.std() > 0.01
 
 
-def test_render_uses_png_only_over_the_limit() -> None:
-    light, heavy = _figure(n=20), _figure(n=4000)
-    section = report.Section("Figures", figures=[light, heavy])
-    kinds = [
-        s
-        for s in re.findall(
-            r'<figure class="(\w+)">',
-            report.render_report(
-                report.ReportContent("t", pd.DataFrame({"session": ["a"]}), [section]), max_svg_bytes=60_000
-            ),
-        )
-    ]
-    plt.close(light)
-    plt.close(heavy)
-    assert kinds == ["svg", "png"]
+def test_render_picks_svg_mixed_or_png_per_figure() -> None:
+    figures = [_figure(n=20), _figure(n=5000), _many_lines()]
+    section = report.Section("Figures", figures=figures)
+    page = report.render_report(
+        report.ReportContent("t", pd.DataFrame({"session": ["a"]}), [section]), max_svg_bytes=60_000
+    )
+    for fig in figures:
+        plt.close(fig)
+    assert re.findall(r'<figure class="(\w+)">', page) == ["svg", "mixed", "png"]
+    assert not EXTERNAL.search(page)
 
 
 def test_table_rows_of_dataset_and_dataframe() -> None:
@@ -353,15 +373,17 @@ def test_write_report_atomic_and_complete(tmp_path: Path) -> None:
 
 
 def test_failed_render_leaves_the_old_report(tmp_path: Path) -> None:
-    class Broken:
-        def savefig(self, *args, **kwargs):
-            raise RuntimeError("drawing failed")
+    def broken(*args, **kwargs):
+        raise RuntimeError("drawing failed")
 
+    fig = _figure()
+    fig.savefig = broken
     target = tmp_path / "report.html"
     target.write_text("old report", encoding="utf-8")
-    content = report.ReportContent("t", pd.DataFrame({"session": ["a"]}), [report.Section("S", figures=[Broken()])])
+    content = report.ReportContent("t", pd.DataFrame({"session": ["a"]}), [report.Section("S", figures=[fig])])
     with pytest.raises(RuntimeError, match="drawing failed"):
         report.write_report(content, target)
+    plt.close(fig)
     assert target.read_text(encoding="utf-8") == "old report"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
 
