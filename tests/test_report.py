@@ -470,3 +470,14 @@ def test_chromium_renders_the_page(real: dict, tmp_path: Path, width: int) -> No
     root = parse_html(dom.stdout)[0]
     assert [s.find_all("h2")[0].text() for s in root.find_all("section")][1:-1] == list(REPORT_SECTIONS)
     assert len(root.find_all("svg")) == 4
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_chromium_prints_the_page(real: dict, tmp_path: Path) -> None:
+    page = report.write_report(real["content"], tmp_path / "report.html")
+    pdf = tmp_path / "report.pdf"
+    done = _chromium("--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri(), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF-")
+    assert len(re.findall(rb"/Type\s*/Page\b", data)) >= 2  # the figures and tables flow over pages
