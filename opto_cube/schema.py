@@ -386,3 +386,30 @@ PR_MIN_R_SQUARED = 0.5
 PR_P50_RANGE_FACTOR = 2.0  # p50 trusted within [lowest power / f, highest power * f]
 PR_FLAGS = ("ok", "undefined", "poor_fit", "p50_out_of_range")
 # --- end spatial extent ------------------------------------------------------
+
+
+# --------------------------------------------------------------------------
+# The HTML report (report.py, templates/report.html.j2)
+# --------------------------------------------------------------------------
+REPORT_TEMPLATE = "report.html.j2"  # in opto_cube/templates/
+REPORT_MAX_BYTES = 10_000_000  # heavier pages are warned about: too big to mail
+REPORT_MAX_SVG_BYTES = 1_500_000  # a heavier figure is embedded as a PNG instead of inline SVG
+REPORT_RASTERIZE_POINTS = 2_000  # a line or collection of this many points is drawn as an image inside the SVG
+REPORT_RASTER_DPI = 150  # of rasterized artists and PNG figures
+REPORT_MAX_TABLE_ROWS = 500  # rows shown of a section's table (the summary shows every session)
+REPORT_SIGNIFICANT_DIGITS = 4
+REPORT_SVG_HASHSALT = "opto_cube"  # fixed: the same figure gives the same SVG bytes
+REPORT_VERSION_PACKAGES = (
+    "numpy",
+    "scipy",
+    "pandas",
+    "xarray",
+    "zarr",
+    "numcodecs",
+    "dask",
+    "flox",
+    "numba",
+    "matplotlib",
+    "jinja2",
+)
+# --- end report -------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -383,6 +384,8 @@ def reference_first_spikes(folder: Path, store: Path) -> np.ndarray:
             edges[-1] = onsets[i] + durations[i]
             out[k, i] = np.searchsorted(edges, first[i], side="right") - 1
     return out
+
+
 # Spatial extent and power response (tests/test_spatial.py, test_power_response.py, test_plot_extent.py)
 # --------------------------------------------------------------------------
 SPATIAL_SESSIONS = 30  # small sessions of the spatial truth tests: enough units for a ~5 % interval
@@ -482,3 +485,184 @@ def logistic_radius(intercept: float, slope_per_um: float) -> float:
 
     half = expit(intercept) / 2
     return float(brentq(lambda d: expit(intercept + slope_per_um * d) - half, 0.0, 1e6, xtol=1e-10))
+
+
+# The HTML report (tests/test_report.py)
+# --------------------------------------------------------------------------
+REPORT_SECTIONS = ("Effect maps", "Spatial extent", "Power response", "Population PSTHs near the emitter")
+
+
+def near_emitter_fractions(table: Any, max_distance_um: float = 100.0) -> xr.Dataset:
+    """Fraction of QC-passing unit-conditions within ``max_distance_um`` of the emitter significantly activated /
+    inactivated, over (waveform_type, effect, power_mw): a small real result shaped like the spatial extent."""
+    import pandas as pd
+
+    near = table[(table[schema.DISTANCE].abs() <= max_distance_um) & table[schema.QC_PASS]]
+    near = near[near[schema.WAVEFORM_TYPE].isin(schema.WAVEFORM_TYPES)]
+    _, levels = schema.power_levels(table[schema.POWER].to_numpy())
+    level_of = schema.power_levels(near[schema.POWER].to_numpy())[0]
+    near_levels = schema.power_levels(near[schema.POWER].to_numpy())[1]
+    power = pd.Series(near_levels[level_of], index=near.index)
+    fraction = np.full((len(schema.WAVEFORM_TYPES), len(schema.EFFECTS), near_levels.size), np.nan)
+    n_units = np.zeros((len(schema.WAVEFORM_TYPES), near_levels.size), dtype=np.int64)
+    for i, wf in enumerate(schema.WAVEFORM_TYPES):
+        for k, p in enumerate(near_levels):
+            rows = near[(near[schema.WAVEFORM_TYPE] == wf) & (power == p)]
+            n_units[i, k] = len(rows)
+            for j, effect in enumerate(schema.EFFECTS):
+                if len(rows):
+                    fraction[i, j, k] = float((rows[effect] & rows[schema.SIGNIFICANT]).mean())
+    dims = (schema.WAVEFORM_TYPE, schema.MAP_EFFECT, schema.POWER)
+    return xr.Dataset(
+        {
+            "fraction_near_emitter": (dims, fraction, {"units": "1", "long_name": "fraction responding"}),
+            schema.MAP_N_UNITS: ((schema.WAVEFORM_TYPE, schema.POWER), n_units, {"units": "count"}),
+        },
+        coords={
+            schema.WAVEFORM_TYPE: list(schema.WAVEFORM_TYPES),
+            schema.MAP_EFFECT: list(schema.EFFECTS),
+            schema.POWER: (schema.POWER, near_levels, {"units": "mW"}),
+        },
+        attrs={"max_distance_um": max_distance_um, "n_power_levels_in_table": int(levels.size)},
+    )
+
+
+def report_content(catalog: Any, title: str = "opto_cube report", table: Any = None) -> Any:
+    """A :class:`opto_cube.report.ReportContent` of real results computed from ``catalog`` with today's API:
+    the summary with units and responding units per session, the effect and depth maps, the near-emitter
+    fractions (table and power-response figure), the population PSTH; the parameters used."""
+    import matplotlib.pyplot as plt
+
+    from opto_cube import maps, plot, report, stats
+
+    table = stats.responses_table(catalog) if table is None else table
+    summary = catalog.summary()
+    responding = table[table[schema.SIGNIFICANT] & (table[schema.ACTIVATED] | table[schema.INACTIVATED])]
+    summary["units_qc"] = [int(catalog[s][schema.QC_PASS].values.sum()) for s in summary["session"]]
+    summary["responding_units"] = [
+        int(responding.loc[responding[schema.SESSION_ID] == s, schema.CLUSTER].nunique()) for s in summary["session"]
+    ]
+    effect = maps.effect_map(table)
+    effect_axes = plot.plot_effect_map(effect)
+    depth_axes = plot.plot_depth_vs_emitter(maps.depth_vs_emitter(table))
+    near = near_emitter_fractions(table)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for wf in schema.WAVEFORM_TYPES:
+        for effect_name, style in zip(schema.EFFECTS, ("-o", "--s"), strict=True):
+            values = near["fraction_near_emitter"].sel({schema.WAVEFORM_TYPE: wf, schema.MAP_EFFECT: effect_name})
+            ax.plot(near[schema.POWER], values, style, color=plot.WAVEFORM_COLORS[wf], label=f"{wf} {effect_name}")
+    ax.set(xlabel="power (mW)", ylabel="fraction near the emitter", title="Power response")
+    ax.legend(fontsize=7)
+    rate = maps.population_psth(catalog, duration_s="max").compute()
+    psth_axes = plot.plot_population_psth(rate)
+    sections = [
+        report.Section(
+            REPORT_SECTIONS[0],
+            "Fraction of units activated / inactivated against distance from the emitter.",
+            figures=[report.FigureItem(effect_axes[0, 0].figure, "Effect map"), depth_axes[0].figure],
+            tables=[report.TableItem(effect[[schema.MAP_N_UNITS]], "Units per bin")],
+        ),
+        report.Section(REPORT_SECTIONS[1], "Near-emitter fractions.", tables=[near]),
+        report.Section(REPORT_SECTIONS[2], "Fraction responding against power.", figures=[fig]),
+        report.Section(REPORT_SECTIONS[3], "Units within 100 um of an emitter.", figures=[psth_axes[0].figure]),
+    ]
+    parameters = {
+        "distance_bin_um": schema.MAP_DEFAULT_DISTANCE_BIN_UM,
+        "psth_duration_s": "max",
+        "significance_p": schema.SIGNIFICANCE_P,
+        "stores": catalog.source,
+    }
+    return report.ReportContent(title, summary, sections, parameters=parameters)
+
+
+class HtmlNode:
+    """An element of a page parsed by :func:`parse_html`: tag, attributes, children and text."""
+
+    def __init__(self, tag: str, attrs: dict[str, str | None], parent: HtmlNode | None = None) -> None:
+        self.tag, self.attrs, self.parent = tag, attrs, parent
+        self.content: list[str | HtmlNode] = []  # text and elements inside, in document order
+
+    @property
+    def children(self) -> list[HtmlNode]:
+        """The elements directly inside."""
+        return [c for c in self.content if isinstance(c, HtmlNode)]
+
+    @property
+    def parts(self) -> list[str]:
+        """The pieces of text directly inside."""
+        return [c for c in self.content if isinstance(c, str)]
+
+    def iter(self, tag: str | None = None) -> Any:
+        """This element and every descendant (of ``tag``), in document order."""
+        if tag is None or self.tag == tag:
+            yield self
+        for child in self.children:
+            yield from child.iter(tag)
+
+    def find_all(self, tag: str, **attrs: str) -> list[HtmlNode]:
+        """Descendants of ``tag`` whose attributes include ``attrs`` (``class_`` matches one class)."""
+        out = []
+        for node in self.iter(tag):
+            ok = True
+            for key, value in attrs.items():
+                if key == "class_":
+                    ok &= value in (node.attrs.get("class") or "").split()
+                else:
+                    ok &= node.attrs.get(key) == value
+            if ok:
+                out.append(node)
+        return out
+
+    def text(self) -> str:
+        """All the text inside, concatenated."""
+        return "".join(c if isinstance(c, str) else c.text() for c in self.content)
+
+
+class _TreeBuilder(HTMLParser):
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = HtmlNode("#document", {})
+        self.current = self.root
+        self.errors: list[str] = []
+        self.doctype = ""
+
+    def handle_decl(self, decl: str) -> None:
+        self.doctype = decl
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        node = HtmlNode(tag, dict(attrs), self.current)
+        self.current.content.append(node)
+        if tag not in self.VOID:
+            self.current = node
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.current.content.append(HtmlNode(tag, dict(attrs), self.current))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.VOID:
+            return
+        if self.current.tag != tag:
+            self.errors.append(f"</{tag}> closes <{self.current.tag}> at {self.getpos()}")
+            node = self.current
+            while node.parent is not None and node.tag != tag:
+                node = node.parent
+            self.current = node
+        if self.current.parent is not None:
+            self.current = self.current.parent
+
+    def handle_data(self, data: str) -> None:
+        self.current.content.append(data)
+
+
+def parse_html(page: str) -> tuple[HtmlNode, list[str], str]:
+    """Parse ``page`` with the standard library's :class:`html.parser.HTMLParser` into a tree.
+
+    Returns the document node, the nesting errors found (a closing tag that
+    does not close the open element) and the doctype.
+    """
+    builder = _TreeBuilder()
+    builder.feed(page)
+    builder.close()
+    return builder.root, builder.errors, builder.doctype

@@ -180,3 +180,13 @@ def test_spatial_benchmark_runs(work: Path) -> None:
     rows = bench_spatial.run("tiny", n_sessions=3, repeats=1, n_boot=20, loop_resamples=2, record=False, fresh=False)
     assert [r["method"] for r in rows] == ["spatial_extent", "looped scipy fits", "power_response"]
     assert all(r["seconds"] > 0 for r in rows) and rows[0]["rows"] > 0
+
+
+def test_report_benchmark_builds_the_page(work: Path) -> None:
+    import bench_report
+
+    root = common.dataset("tiny", n_sessions=2)
+    out = bench_report.child(str(common.stores(root, 10.0)), str(work / "report.html"))
+    assert out["sessions"] == 2 and out["rows"] > 0
+    assert (out["svg_figures"], out["png_figures"]) == (5, 0)
+    assert 0 < out["page_mb"] == (work / "report.html").stat().st_size / 1e6
