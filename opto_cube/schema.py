@@ -324,3 +324,15 @@ MAP_N_RESPONSES = "n_responses"
 MAP_MODULATION_INDEX = "modulation_index"
 MAP_FIRING_RATE = "firing_rate"
 MAP_DEFAULT_DISTANCE_BIN_UM = 100.0
+
+# --------------------------------------------------------------------------
+# NWB (nwb.py; the mapping is docs/nwb.md)
+# --------------------------------------------------------------------------
+NWB_SUFFIX = ".nwb"
+NWB_DEVICE = "NeuropixelsOpto"  # the probe's Device
+NWB_ELECTRODE_GROUP = "shank"
+NWB_PULSES = "optogenetic_pulses"  # intervals/<this>: an OptogeneticPulsesTable, one row per pulse
+NWB_POSITION_FROM_TIP = "position_from_tip_um"  # column of the OptogeneticSitesTable (one row per emitter)
+NWB_MODULE = "opto_cube"  # processing module holding the metadata table and the binned cube
+NWB_METADATA = "opto_cube_metadata"  # DynamicTable of (key, JSON value)
+NWB_BINNED = "spike_counts"  # BinnedAlignedSpikes of the cube (--with-cube)
