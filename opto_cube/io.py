@@ -227,9 +227,9 @@ def find_sessions(data_root: str | os.PathLike) -> list[Path]:
     root = Path(data_root)
     if root.suffix == schema.NWB_SUFFIX and root.is_file():  # NWB sessions (opto_cube.nwb): one file
         return [root]
-    nwb_files = sorted(root.glob(f"*{schema.NWB_SUFFIX}")) if root.is_dir() else []
+    nwb_files = [p for p in root.glob(f"*{schema.NWB_SUFFIX}") if not p.name.startswith(".")] if root.is_dir() else []
     if nwb_files:  # or a folder of them
-        return nwb_files
+        return sorted(nwb_files)
     if not root.is_dir():
         raise SessionFormatError(root, "no such data folder")
     if (root / schema.SESSION_JSON).exists() or (root / schema.SPIKES_TIMES).exists():

@@ -75,7 +75,9 @@ class NwbResult:
     def __str__(self) -> str:
         if self.status == "failed":
             return f"failed     {self.session_id}: {self.error}"
-        return f"{self.status:<10} {self.session_id} -> {self.path} ({self.size_bytes / 1e6:.1f} MB, {self.seconds:.1f} s)"
+        return (
+            f"{self.status:<10} {self.session_id} -> {self.path} ({self.size_bytes / 1e6:.1f} MB, {self.seconds:.1f} s)"
+        )
 
 
 def _session_start(attrs: dict[str, Any]) -> dt.datetime:
@@ -100,30 +102,39 @@ def _json_default(value: Any) -> Any:
 
 
 class _ArrayChunks:
-    """A GenericDataChunkIterator over an array-like (a memmap): HDF5 is written a block at a time."""
+    """A GenericDataChunkIterator over an array-like (memmap, dask array): HDF5 is written a block at a time.
 
-    def __new__(cls, data: Any, rows_per_chunk: int) -> Any:
+    ``rows_per_chunk`` rows of the first axis are read per buffer; ``chunk_shape`` is the HDF5 chunk
+    (default: a whole buffer).
+    """
+
+    def __new__(cls, data: Any, rows_per_chunk: int, chunk_shape: tuple[int, ...] | None = None) -> Any:
         from hdmf.data_utils import GenericDataChunkIterator
 
         class ArrayChunks(GenericDataChunkIterator):
             def __init__(self, data: Any, rows: int) -> None:
                 self._data = data
-                shape = tuple(data.shape)
+                shape = tuple(int(n) for n in data.shape)
                 rows = max(1, min(rows, shape[0] or 1))
-                chunk = (rows, *shape[1:])
-                super().__init__(chunk_shape=chunk, buffer_shape=chunk)
+                buffer = (rows, *shape[1:])
+                chunk = tuple(min(c, b) for c, b in zip(chunk_shape, buffer, strict=True)) if chunk_shape else buffer
+                super().__init__(chunk_shape=chunk, buffer_shape=buffer)
 
-            def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
-                return np.asarray(self._data[selection])
+            @property
+            def shape(self) -> tuple[int, ...]:
+                return tuple(int(n) for n in self._data.shape)
 
             def __len__(self) -> int:  # DynamicTable checks its columns' lengths
                 return int(self._data.shape[0])
 
+            def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
+                return np.asarray(self._data[selection])
+
             def _get_maxshape(self) -> tuple[int, ...]:
-                return tuple(self._data.shape)
+                return self.shape
 
             def _get_dtype(self) -> np.dtype:
-                return self._data.dtype
+                return np.dtype(self._data.dtype)
 
         return ArrayChunks(data, rows_per_chunk)
 
@@ -182,17 +193,25 @@ def build_nwbfile(session: io.Session, spike_times: Any, spike_index: np.ndarray
         session_id=session.session_id,
         source_script="opto_cube to-nwb",
         source_script_file_name="opto_cube/nwb.py",
+        experiment_description="optogenetic pulses from the 14 emitters of a Neuropixels Opto probe at several "
+        "powers and durations, with the units sorted from the same probe",
+        keywords=["Neuropixels Opto", "optogenetics", "ChrimsonR", "spike sorting"],
     )
     subject = attrs.get("subject")
-    nwb.subject = Subject(subject_id=str(subject) if subject is not None else "unknown", species="Mus musculus")
+    nwb.subject = Subject(
+        subject_id=str(subject) if subject is not None else "unknown",
+        species="Mus musculus",
+        sex=str(attrs.get("sex", "U")),  # U: unknown (not in the ALF files)
+        age=str(attrs.get("age", schema.NWB_UNKNOWN_AGE)),
+        description="DLX2.0-ChrimsonR-tdTomato mouse",
+    )
 
     # the probe
     device = nwb.create_device(
-        name=schema.NWB_DEVICE, description="Neuropixels Opto probe (14 emitters along the shank)",
-        manufacturer="IMEC",
+        name=schema.NWB_DEVICE, description="Neuropixels Opto probe (IMEC; 14 emitters along the shank)"
     )
     group = nwb.create_electrode_group(
-        name=schema.NWB_ELECTRODE_GROUP, description="the probe's shank", location="cortex", device=device
+        name=schema.NWB_ELECTRODE_GROUP, description="the probe's shank", location=schema.NWB_LOCATION, device=device
     )
     folder = session.folder
     positions = None
@@ -201,7 +220,7 @@ def build_nwbfile(session: io.Session, spike_times: Any, spike_index: np.ndarray
     if positions is None:
         positions = np.full((session.n_channels, 2), np.nan)
     for x, y in np.asarray(positions, dtype=np.float64):
-        nwb.add_electrode(group=group, location="cortex", rel_x=float(x), rel_y=float(y))
+        nwb.add_electrode(group=group, location=schema.NWB_LOCATION, rel_x=float(x), rel_y=float(y))
 
     # the emitters: ndx-optogenetics sites
     effector = Effector(name="ChrimsonR", label="ChrimsonR", description="DLX2.0-ChrimsonR-tdTomato")
@@ -221,12 +240,15 @@ def build_nwbfile(session: io.Session, spike_times: Any, spike_index: np.ndarray
     # the pulses, in the stim files' row order
     stim = session.stim
     pulses = ndx_optogenetics.OptogeneticPulsesTable(
-        name=schema.NWB_PULSES, description="every light pulse, in the stim.* files' row order",
+        name=schema.NWB_PULSES,
+        description="every light pulse, in the stim.* files' row order",
         target_tables={"optogenetic_sites": sites},
     )
     pulses.add_column(name=schema.EMITTER, description="emitter id, 1..14 (also the row of optogenetic_sites)")
-    pulses.add_column(name=schema.DURATION, description="pulse duration, s, as stored (stop_time - start_time "
-                      "is not exact in floating point)")
+    pulses.add_column(
+        name=schema.DURATION,
+        description="pulse duration, s, as stored (stop_time - start_time is not exact in floating point)",
+    )
     onset, emitter = stim[schema.ONSET], stim[schema.EMITTER]
     for i in range(onset.size):
         pulses.add_row(
@@ -242,8 +264,9 @@ def build_nwbfile(session: io.Session, spike_times: Any, spike_index: np.ndarray
     # units: spike times plus every cluster column
     clusters = session.clusters
     k = session.n_clusters
-    times_col = VectorData(name="spike_times", description="spike times of each unit, s, session clock",
-                           data=spike_times)
+    times_col = VectorData(
+        name="spike_times", description="spike times of each unit, s, session clock", data=spike_times
+    )
     columns: list[Any] = [  # the index first: hdmf sets iterator-backed columns aside before seeing it
         VectorIndex(name="spike_times_index", data=np.asarray(spike_index, dtype=np.int64), target=times_col),
         times_col,
@@ -260,11 +283,20 @@ def build_nwbfile(session: io.Session, spike_times: Any, spike_index: np.ndarray
         if header.shape[0] == k and header.shape[0] > 0:
             mm = np.load(templates_path, mmap_mode="r", allow_pickle=False)
             rows = max(1, (8 << 20) // max(1, int(np.prod(header.shape[1:])) * header.dtype.itemsize))
-            columns.append(VectorData(name="waveform_mean", description="the cluster's template (samples x channels)",
-                                      data=_ArrayChunks(mm, rows)))
+            columns.append(
+                VectorData(
+                    name="waveform_mean",
+                    description="the cluster's template (samples x channels)",
+                    data=_ArrayChunks(mm, rows),
+                )
+            )
+    rate = attrs.get("sampling_rate")
     nwb.units = Units(
-        name="units", description="every Kilosort cluster (row k = cluster k); spikeless rows kept",
-        id=np.arange(k, dtype=np.int64), columns=columns,
+        name="units",
+        description="every Kilosort cluster (row k = cluster k); spikeless rows kept",
+        id=np.arange(k, dtype=np.int64),
+        columns=columns,
+        resolution=1.0 / rate if isinstance(rate, (int, float)) and rate > 0 else None,
     )
 
     # everything else, as JSON
@@ -321,16 +353,16 @@ def write_nwb(
         session = io.read_session(session)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{schema.NWB_SUFFIX}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    scratch = tmp.with_suffix(".spikes.npy")
+    scratch = tmp.with_suffix(".spikes.npy")  # .<stem>.<random>.tmp.spikes.npy
     try:
         times, index = _spike_times_by_unit(session, scratch)
         rows = 1 << 20
         nwb = build_nwbfile(session, _ArrayChunks(times, rows) if times.size else times, index, tip_offset_um)
         if cube is not None:
-            _add_cube(nwb, cube)
+            _add_cube(nwb, session, cube)
         with pynwb.NWBHDF5IO(tmp, mode="w") as writer:
             writer.write(nwb)
         del times
@@ -341,10 +373,10 @@ def write_nwb(
     return path
 
 
-def _add_cube(nwb: Any, cube_path: str | os.PathLike) -> None:
+def _add_cube(nwb: Any, session: io.Session, cube_path: str | os.PathLike) -> None:
     """The cube as ``BinnedAlignedSpikes``: (emitter, power, duration) conditions flattened to indices."""
-    import xarray as xr
     from ndx_binned_spikes import BinnedAlignedSpikes
+    from pynwb import H5DataIO
 
     from .store import open_cube
 
@@ -352,35 +384,49 @@ def _add_cube(nwb: Any, cube_path: str | os.PathLike) -> None:
         ds = open_cube(cube_path)
     except Exception as e:
         raise OptoCubeError(f"{cube_path}: cannot open the cube ({e})") from e
-    if ds.attrs.get(schema.ATTR_SESSION_ID) != nwb.session_id:
-        raise OptoCubeError(f"{cube_path}: holds session {ds.attrs.get(schema.ATTR_SESSION_ID)!r}, not {nwb.session_id!r}")
+    if ds.attrs.get(schema.ATTR_SESSION_ID) != session.session_id:
+        raise OptoCubeError(
+            f"{cube_path}: holds session {ds.attrs.get(schema.ATTR_SESSION_ID)!r}, not {session.session_id!r}"
+        )
+    same = ds.sizes[schema.CLUSTER] == session.n_clusters and np.array_equal(
+        ds[schema.ONSET].values, np.sort(session.stim[schema.ONSET], kind="stable")
+    )
+    if not same:
+        raise OptoCubeError(
+            f"{cube_path}: not the cube of this session {session.session_id!r} (its clusters or "
+            "trials differ: convert the session again)"
+        )
     emitter = ds[schema.EMITTER].values.astype(np.int64)
     power_index, power_levels = schema.power_levels(ds[schema.POWER].values)
     duration = ds[schema.DURATION].values
-    keys = sorted({(int(e), int(p), float(d)) for e, p, d in zip(emitter, power_index, duration, strict=True)})
+    triples = list(zip(emitter.tolist(), power_index.tolist(), duration.tolist(), strict=True))
+    keys = sorted(set(triples))
     lookup = {key: i for i, key in enumerate(keys)}
-    condition = np.array([lookup[(int(e), int(p), float(d))] for e, p, d in
-                          zip(emitter, power_index, duration, strict=True)], dtype=np.int64)
+    condition = np.array([lookup[t] for t in triples], dtype=np.uint64)  # the spec says uint64
     labels = [f"emitter={e} power_mw={power_levels[p]:.6g} duration_s={d:g}" for e, p, d in keys]
-    order = np.lexsort((ds[schema.ONSET].values, condition))  # BinnedAlignedSpikes wants conditions grouped
-    counts = ds[schema.SPIKE_COUNTS]
-    data = counts.isel({schema.TRIAL: xr.DataArray(order, dims=schema.TRIAL)}).values
+    counts = ds[schema.SPIKE_COUNTS].data  # trials already in onset order, as BinnedAlignedSpikes wants
+    n_clusters, n_trials, n_bins = counts.shape
+    rows = max(1, (64 << 20) // max(1, n_trials * n_bins * counts.dtype.itemsize))
+    data = _ArrayChunks(counts, rows, (1, min(n_trials, 512), n_bins))
     bin_width = float(ds.attrs[schema.ATTR_BIN_WIDTH])
     window_start = float(ds.attrs[schema.ATTR_WINDOW][0])
-    region = nwb.units.create_region(name="units_region", region=list(range(len(nwb.units))),
-                                     description="every unit, in cube order")
+    region = nwb.units.create_region(
+        name="units_region", region=list(range(len(nwb.units))), description="every unit, in cube order"
+    )
     binned = BinnedAlignedSpikes(
         name=schema.NWB_BINNED,
-        description="opto_cube's cube: spikes per unit x pulse x bin, pulses grouped by condition "
-                    "(emitter, power level, duration)",
+        description="opto_cube's cube: spikes per unit x pulse x bin, pulses in onset order; condition = "
+        "(emitter, power level, duration)",
         bin_width_in_ms=bin_width * 1000.0,
         event_to_bin_offset_in_ms=window_start * 1000.0,
         data=data,
-        timestamps=ds[schema.ONSET].values[order],
-        condition_indices=condition[order],
+        event_timestamps=ds[schema.ONSET].values,
+        condition_indices=condition,
         condition_labels=labels,
         units_region=region,
     )
+    # compressed on write (the extension's constructor does not accept a DataIO wrapper): a 1 ms cube is mostly 0
+    binned.fields["data"] = H5DataIO(data, compression="gzip", compression_opts=4)
     nwb.processing[schema.NWB_MODULE].add(binned)
 
 
@@ -431,8 +477,9 @@ def to_nwb(
                     cube = Path(with_cube) / f"{session.session_id}.zarr"
                     if not cube.is_dir():
                         raise OptoCubeError(f"{cube}: no such store (convert the session first)")
-                path = write_nwb(session, out / f"{session.session_id}{schema.NWB_SUFFIX}",
-                                 tip_offset_um=tip_offset_um, cube=cube)
+                path = write_nwb(
+                    session, out / f"{session.session_id}{schema.NWB_SUFFIX}", tip_offset_um=tip_offset_um, cube=cube
+                )
                 result = NwbResult(session.session_id, "written", str(path), size_bytes=path.stat().st_size)
             except OptoCubeError as e:
                 result = NwbResult(folder.name, "failed", error=str(e))
@@ -537,8 +584,12 @@ def _read(path: Path, nwb: Any, sha: dict[str, str]) -> io.Session:
     # clusters
     k = len(units)
     clusters: dict[str, np.ndarray] = {}
-    defaults = {schema.QC_PASS: False, schema.PEAK_CHANNEL: -1, schema.WAVEFORM_TYPE: schema.UNKNOWN_LABEL,
-                schema.KS_LABEL: schema.UNKNOWN_LABEL}
+    defaults = {
+        schema.QC_PASS: False,
+        schema.PEAK_CHANNEL: -1,
+        schema.WAVEFORM_TYPE: schema.UNKNOWN_LABEL,
+        schema.KS_LABEL: schema.UNKNOWN_LABEL,
+    }
     absent = []
     for name in schema.CLUSTER_COORDS:
         values = _column(units, name)
@@ -556,8 +607,6 @@ def _read(path: Path, nwb: Any, sha: dict[str, str]) -> io.Session:
         else:
             values = values.astype(np.float64)
         clusters[name] = values
-    if absent:
-        warn(path, f"units lack {', '.join(absent)}: left empty / NaN / -1 (see {DOCS})")
 
     # pulses
     onset = _column(pulses, "start_time")
@@ -567,8 +616,10 @@ def _read(path: Path, nwb: Any, sha: dict[str, str]) -> io.Session:
         site_table = sites_col.target.table
         site_emitter = _column(site_table, schema.EMITTER)
         if site_emitter is not None:
-            rows = [np.asarray(sites_col.target.data[:])[a:b] for a, b in
-                    zip(np.r_[0, sites_col.data[:-1]], sites_col.data[:], strict=True)]
+            rows = [
+                np.asarray(sites_col.target.data[:])[a:b]
+                for a, b in zip(np.r_[0, sites_col.data[:-1]], sites_col.data[:], strict=True)
+            ]
             if all(r.size == 1 for r in rows):
                 emitter = site_emitter[np.concatenate(rows)]
     if emitter is None:
@@ -593,12 +644,14 @@ def _read(path: Path, nwb: Any, sha: dict[str, str]) -> io.Session:
         raise _refuse(path, "the pulses table has non-finite onsets or durations")
     bad = (stim[schema.EMITTER] < 1) | (stim[schema.EMITTER] > schema.N_EMITTERS)
     if np.any(bad):
-        raise SessionFormatError(path, f"pulse emitter id {stim[schema.EMITTER][bad][0]} outside 1..{schema.N_EMITTERS}")
+        raise SessionFormatError(
+            path, f"pulse emitter id {stim[schema.EMITTER][bad][0]} outside 1..{schema.N_EMITTERS}"
+        )
     if np.any(stim[schema.DURATION] <= 0):
         raise SessionFormatError(path, "a pulse has a non-positive duration")
     stim[schema.EMITTER] = stim[schema.EMITTER].astype(np.int8)
-    if np.any(np.diff(stim[schema.ONSET]) < 0):
-        warn(path, "pulses are not in onset order; sorted by onset")
+    # pulses out of onset order are not warned about: the file keeps the source's row order on purpose
+    # (the cube sorts them by onset and its stim_index gives each trial's row)
 
     # spikes: each unit's times, merged into one time-sorted stream (held in memory)
     index_col = units["spike_times"]
@@ -616,16 +669,24 @@ def _read(path: Path, nwb: Any, sha: dict[str, str]) -> io.Session:
     if "session_json" in meta:
         attrs = dict(meta["session_json"])
     else:
-        attrs = {"subject": nwb.subject.subject_id if nwb.subject is not None else None,
-                 "date": nwb.session_start_time.date().isoformat(),
-                 "session_description": nwb.session_description}
+        attrs = {
+            "subject": nwb.subject.subject_id if nwb.subject is not None else None,
+            "date": nwb.session_start_time.date().isoformat(),
+            "session_description": nwb.session_description,
+        }
     stated = attrs.get(schema.ATTR_SESSION_ID)
     if stated is not None and stated != session_id and schema.SESSION_JSON_PREFIX + "session_id" not in attrs:
         attrs[schema.SESSION_JSON_PREFIX + "session_id"] = stated
     attrs[schema.ATTR_SESSION_ID] = session_id
     qc = clusters[schema.QC_PASS]
-    actual = {"n_spikes": int(times.size), "n_clusters": k, "n_trials": int(onset.size), "n_channels": n_channels,
-              "n_qc_pass": int(qc.sum()), "n_qc_fail": int((~qc).sum())}
+    actual = {
+        "n_spikes": int(times.size),
+        "n_clusters": k,
+        "n_trials": int(onset.size),
+        "n_channels": n_channels,
+        "n_qc_pass": int(qc.sum()),
+        "n_qc_fail": int((~qc).sum()),
+    }
     for key, value in actual.items():
         if key in attrs and attrs[key] != value:
             warn(path, f"{key} = {attrs[key]!r} but the arrays hold {value}; using {value}")
@@ -633,6 +694,8 @@ def _read(path: Path, nwb: Any, sha: dict[str, str]) -> io.Session:
         attrs[key] = value
     if schema.ATTR_POWER_RANGE not in attrs:
         attrs[schema.ATTR_POWER_RANGE] = [float(stim[schema.POWER].min()), float(stim[schema.POWER].max())]
+    if absent:  # warned once the file is known to hold what the cube needs
+        warn(path, f"units lack {', '.join(absent)}: left empty / NaN / -1 / False (see {DOCS})")
     surface = io._surface_position(clusters[schema.TEMPLATE_DEPTH], clusters[schema.DEPTH_FROM_SURFACE])
     return io.Session(
         session_id=session_id,

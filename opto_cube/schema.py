@@ -336,3 +336,5 @@ NWB_POSITION_FROM_TIP = "position_from_tip_um"  # column of the OptogeneticSites
 NWB_MODULE = "opto_cube"  # processing module holding the metadata table and the binned cube
 NWB_METADATA = "opto_cube_metadata"  # DynamicTable of (key, JSON value)
 NWB_BINNED = "spike_counts"  # BinnedAlignedSpikes of the cube (--with-cube)
+NWB_UNKNOWN_AGE = "P0D/"  # ISO 8601 open range: the ALF files give no age (session.json "age" wins)
+NWB_LOCATION = "Isocortex"  # Allen CCF term: the recordings are in mouse cortex
