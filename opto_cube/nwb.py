@@ -151,13 +151,15 @@ def _spike_times_by_unit(session: io.Session, scratch: Path) -> tuple[np.ndarray
     n = int(ends[-1]) if ends.size else 0
     out = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float64, shape=(n,))
     filled = ends - per_cluster  # next free slot of each cluster
+    key_dtype = np.uint16 if per_cluster.size <= 1 << 16 else np.int64  # a radix sort for up to 65,536 clusters
     for times, ids in session.spikes.blocks():
-        order = np.argsort(ids, kind="stable")
+        order = np.argsort(ids.astype(key_dtype, copy=False), kind="stable")
         ids_sorted = ids[order]
-        first = np.searchsorted(ids_sorted, ids_sorted, side="left")
-        rank = np.arange(ids_sorted.size) - first
+        in_block = np.bincount(ids, minlength=per_cluster.size)
+        first = np.cumsum(in_block) - in_block  # where each cluster starts in the sorted block
+        rank = np.arange(ids_sorted.size) - first[ids_sorted]
         out[filled[ids_sorted] + rank] = times[order]
-        filled += np.bincount(ids, minlength=per_cluster.size)
+        filled += in_block
     out.flush()
     return out, ends
 
@@ -178,7 +180,7 @@ def _metadata(session: io.Session, tip_offset_um: float) -> dict[str, Any]:
 def build_nwbfile(session: io.Session, spike_times: Any, spike_index: np.ndarray, tip_offset_um: float) -> Any:
     """The in-memory ``NWBFile`` of a session (spike times given, possibly as a chunk iterator)."""
     pynwb, ndx_optogenetics = _imports()
-    from hdmf.common import DynamicTable, VectorData, VectorIndex
+    from hdmf.common import DynamicTable, DynamicTableRegion, VectorData, VectorIndex
     from ndx_ophys_devices import Effector
     from pynwb.file import Subject
     from pynwb.misc import Units
@@ -237,28 +239,46 @@ def build_nwbfile(session: io.Session, spike_times: Any, spike_index: np.ndarray
         )
     )
 
-    # the pulses, in the stim files' row order
+    # the pulses, in the stim files' row order (columns built whole: add_row is slow for thousands of pulses)
     stim = session.stim
+    onset, emitter = stim[schema.ONSET], stim[schema.EMITTER]
+    n_pulses = onset.size
+    sites_region = DynamicTableRegion(
+        name="optogenetic_sites",
+        description="the emitter's row of the optogenetic sites table",
+        data=emitter.astype(np.int64) - 1,
+        table=sites,
+    )
+    pulse_columns = [
+        VectorData(name="start_time", description="pulse onset, s", data=onset),
+        VectorData(
+            name="stop_time", description="pulse offset, s (onset + duration)", data=onset + stim[schema.DURATION]
+        ),
+        VectorData(name="power_in_mW", description="calibrated power at the probe tip, mW", data=stim[schema.POWER]),
+        VectorData(
+            name="wavelength_in_nm", description="not in the source files (NaN)", data=np.full(n_pulses, math.nan)
+        ),
+        VectorIndex(
+            name="optogenetic_sites_index", data=np.arange(1, n_pulses + 1, dtype=np.int64), target=sites_region
+        ),
+        sites_region,
+        VectorData(
+            name=schema.EMITTER,
+            description="emitter id, 1..14 (also the row of optogenetic_sites)",
+            data=emitter.astype(np.int8),
+        ),
+        VectorData(
+            name=schema.DURATION,
+            description="pulse duration, s, as stored (stop_time - start_time is not exact in floating point)",
+            data=stim[schema.DURATION],
+        ),
+    ]
     pulses = ndx_optogenetics.OptogeneticPulsesTable(
         name=schema.NWB_PULSES,
         description="every light pulse, in the stim.* files' row order",
-        target_tables={"optogenetic_sites": sites},
+        id=np.arange(n_pulses, dtype=np.int64),
+        columns=pulse_columns,
     )
-    pulses.add_column(name=schema.EMITTER, description="emitter id, 1..14 (also the row of optogenetic_sites)")
-    pulses.add_column(
-        name=schema.DURATION,
-        description="pulse duration, s, as stored (stop_time - start_time is not exact in floating point)",
-    )
-    onset, emitter = stim[schema.ONSET], stim[schema.EMITTER]
-    for i in range(onset.size):
-        pulses.add_row(
-            start_time=float(onset[i]),
-            stop_time=float(onset[i] + stim[schema.DURATION][i]),
-            power_in_mW=float(stim[schema.POWER][i]),
-            wavelength_in_nm=math.nan,
-            optogenetic_sites=[int(emitter[i]) - 1],
-            **{schema.EMITTER: int(emitter[i]), schema.DURATION: float(stim[schema.DURATION][i])},
-        )
     nwb.add_time_intervals(pulses)
 
     # units: spike times plus every cluster column
