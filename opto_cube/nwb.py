@@ -139,29 +139,62 @@ class _ArrayChunks:
         return ArrayChunks(data, rows_per_chunk)
 
 
-def _spike_times_by_unit(session: io.Session, scratch: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Every spike time grouped by cluster (time order within each), in a file-backed array.
+class _FileArray:
+    """A C-ordered array in a file at ``offset``, read by slices of its first axis with plain reads.
 
-    One streamed pass: each block's times are scattered to their cluster's
-    place in a memory-mapped file, so memory holds one block at a time.
-    Returns the memmap and the ragged index (end of each cluster's spikes).
+    Unlike a memory map, what is read is not kept mapped: the process's resident
+    memory holds one slice at a time, whatever the file's size.
+    """
+
+    def __init__(self, path: Path, dtype: np.dtype, shape: tuple[int, ...], offset: int = 0) -> None:
+        self.path, self.dtype, self.shape, self.offset = Path(path), np.dtype(dtype), tuple(shape), offset
+        self._row = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, selection: Any) -> np.ndarray:
+        selection = selection if isinstance(selection, tuple) else (selection,)
+        start, stop, _ = selection[0].indices(self.shape[0])
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + start * self._row * self.dtype.itemsize)
+            rows = np.fromfile(f, dtype=self.dtype, count=max(0, stop - start) * self._row)
+        return rows.reshape((max(0, stop - start), *self.shape[1:]))[(slice(None), *selection[1:])]
+
+
+def _spike_times_by_unit(
+    session: io.Session, scratch: Path, block_len: int = io.BLOCK_LEN
+) -> tuple[_FileArray, np.ndarray]:
+    """Every spike time grouped by cluster (time order within each), in a scratch file.
+
+    One streamed pass: each block is sorted by cluster (stably) and each
+    cluster's run is written at its place in the file (``os.pwrite``), so memory
+    holds one block at a time. Returns the file as an array and the ragged index
+    (the end of each cluster's spikes).
     """
     per_cluster = np.asarray(session.spikes_per_cluster, dtype=np.int64)
     ends = np.cumsum(per_cluster)
     n = int(ends[-1]) if ends.size else 0
-    out = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float64, shape=(n,))
     filled = ends - per_cluster  # next free slot of each cluster
     key_dtype = np.uint16 if per_cluster.size <= 1 << 16 else np.int64  # a radix sort for up to 65,536 clusters
-    for times, ids in session.spikes.blocks():
-        order = np.argsort(ids.astype(key_dtype, copy=False), kind="stable")
-        ids_sorted = ids[order]
-        in_block = np.bincount(ids, minlength=per_cluster.size)
-        first = np.cumsum(in_block) - in_block  # where each cluster starts in the sorted block
-        rank = np.arange(ids_sorted.size) - first[ids_sorted]
-        out[filled[ids_sorted] + rank] = times[order]
-        filled += in_block
-    out.flush()
-    return out, ends
+    fd = os.open(scratch, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.ftruncate(fd, n * 8)
+        for times, ids in session.spikes.blocks(block_len):
+            order = np.argsort(ids.astype(key_dtype, copy=False), kind="stable")
+            run = np.ascontiguousarray(times[order], dtype=np.float64)
+            in_block = np.bincount(ids, minlength=per_cluster.size)
+            stops = np.cumsum(in_block)
+            for c in np.flatnonzero(in_block):
+                os.pwrite(fd, run[stops[c] - in_block[c] : stops[c]].tobytes(), int(filled[c]) * 8)
+            filled += in_block
+    finally:
+        os.close(fd)
+    return _FileArray(scratch, np.dtype(np.float64), (n,)), ends
 
 
 def _metadata(session: io.Session, tip_offset_um: float) -> dict[str, Any]:
@@ -301,7 +334,11 @@ def build_nwbfile(session: io.Session, spike_times: Any, spike_index: np.ndarray
     if folder.is_dir() and templates_path.is_file():
         header = io.NpyFile.open(templates_path)
         if header.shape[0] == k and header.shape[0] > 0:
-            mm = np.load(templates_path, mmap_mode="r", allow_pickle=False)
+            mm = (
+                np.load(templates_path, mmap_mode="r", allow_pickle=False)
+                if header.fortran_order
+                else _FileArray(templates_path, header.dtype, header.shape, header.offset)
+            )
             rows = max(1, (8 << 20) // max(1, int(np.prod(header.shape[1:])) * header.dtype.itemsize))
             columns.append(
                 VectorData(
@@ -376,16 +413,16 @@ def write_nwb(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{schema.NWB_SUFFIX}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    scratch = tmp.with_suffix(".spikes.npy")  # .<stem>.<random>.tmp.spikes.npy
+    scratch = tmp.with_suffix(".spikes")  # .<stem>.<random>.tmp.spikes: float64 spike times, unit by unit
     try:
         times, index = _spike_times_by_unit(session, scratch)
         rows = 1 << 20
-        nwb = build_nwbfile(session, _ArrayChunks(times, rows) if times.size else times, index, tip_offset_um)
+        data = _ArrayChunks(times, rows) if times.size else np.zeros(0, np.float64)
+        nwb = build_nwbfile(session, data, index, tip_offset_um)
         if cube is not None:
             _add_cube(nwb, session, cube)
         with pynwb.NWBHDF5IO(tmp, mode="w") as writer:
             writer.write(nwb)
-        del times
         os.replace(tmp, path)
     finally:
         for leftover in (tmp, scratch):

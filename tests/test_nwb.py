@@ -121,6 +121,24 @@ def test_round_trip_random_sessions(tmp_path_factory, n_clusters, spikes, trials
     assert_same_cube(convert_quiet(folder, base / "alf", bin_ms=5), convert_quiet(path, base / "b", bin_ms=5), path)
 
 
+@pytest.mark.parametrize("block_len", [1, 7, 1 << 21])
+@pytest.mark.parametrize("which", ["sorted", "unsorted"])
+def test_spike_times_grouped_by_unit_in_blocks(quirky_nwb, session_folder, tmp_path, block_len, which):
+    """The streamed scatter gives each unit's spikes in time order, whatever the block length."""
+    folder = session_folder if which == "sorted" else quirky_nwb[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OptoCubeWarning)
+        session = io.read_session(folder)
+    assert session.spikes.in_memory == (which == "unsorted")
+    times, ends = nwb._spike_times_by_unit(session, tmp_path / "scratch", block_len=block_len)
+    raw_t, raw_c = load(folder, schema.SPIKES_TIMES), load(folder, schema.SPIKES_CLUSTERS)
+    grouped = times[0 : len(times)]
+    starts = np.r_[0, ends[:-1]]
+    for cid, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        np.testing.assert_array_equal(grouped[a:b], np.sort(raw_t[raw_c == cid]))
+    assert (tmp_path / "scratch").stat().st_size == raw_t.size * 8
+
+
 # --------------------------------------------------------------------------
 # The file itself: valid, and readable with plain pynwb
 # --------------------------------------------------------------------------
