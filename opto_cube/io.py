@@ -214,7 +214,9 @@ def find_sessions(data_root: str | os.PathLike) -> list[Path]:
     """Session folders under ``data_root``.
 
     ``data_root`` may be a data folder holding ``sessions/*/`` (the published
-    layout), a folder of session folders, or one session folder.
+    layout), a folder of session folders, or one session folder; or NWB
+    sessions (:mod:`opto_cube.nwb`): one ``.nwb`` file, or a folder holding
+    ``*.nwb`` files (then those are its sessions).
 
     Examples
     --------

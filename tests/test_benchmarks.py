@@ -172,3 +172,13 @@ def test_tables_and_records(tmp_path: Path) -> None:
     assert "| 1.23 | None | True |" in text
     path = common.record("smoke", rows, {"size": "tiny"}, results_dir=tmp_path)
     assert path.read_text().count("\n") == 1
+
+
+def test_bench_nwb_runs(work: Path) -> None:
+    """benchmarks/bench_nwb.py at the tiny size: three commands, ratios against convert, the file size."""
+    pytest.importorskip("pynwb")
+    import bench_nwb
+
+    rows = bench_nwb.run("tiny", (10.0,), repeats=1, record=False)
+    assert [r["command"] for r in rows] == ["convert ALF 10 ms", "to-nwb", "convert NWB 10 ms"]
+    assert rows[1]["file_mb"] > 0 and rows[0]["time_vs_convert"] == 1.0

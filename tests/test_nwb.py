@@ -350,3 +350,20 @@ def test_warnings_of_the_source_are_reported(quirky_nwb, tmp_path):
         assert any(re.search(pattern, w) for w in results[0].warnings), pattern
     _, caught = convert_recording(Path(results[0].path), tmp_path / "stores", bin_ms=10)
     assert caught == [], "the NWB file holds the repaired session (trials keep their row order, unwarned)"
+
+
+def test_cli_to_nwb_with_cube(tmp_path, capsys):
+    root = tmp_path / "data"
+    folder = write_synth(root / schema.SESSIONS_DIR / SESSION_ID, tiny_spec(seed=5))
+    code = cli.main(["to-nwb", str(root), "--out", str(tmp_path / "nwb"), "--with-cube", str(tmp_path / "stores")])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_FAILED and "no such store (convert the session first)" in err
+    assert cli.main(["convert", str(root), "--out", str(tmp_path / "stores"), "--bin-ms", "10", "--quiet"]) == 0
+    code = cli.main(["to-nwb", str(root), "--out", str(tmp_path / "nwb"), "--with-cube", str(tmp_path / "stores")])
+    assert code == 0, capsys.readouterr().err
+    cube = xr.open_zarr(tmp_path / "stores" / f"{SESSION_ID}.zarr")
+    with pynwb.NWBHDF5IO(tmp_path / "nwb" / f"{SESSION_ID}.nwb", mode="r") as reader:
+        binned = reader.read().processing[schema.NWB_MODULE][schema.NWB_BINNED]
+        np.testing.assert_array_equal(binned.data[:], cube[schema.SPIKE_COUNTS].values)
+        np.testing.assert_array_equal(binned.event_timestamps[:], cube[schema.ONSET].values)
+    assert_exact(folder, tmp_path / "stores" / f"{SESSION_ID}.zarr")
