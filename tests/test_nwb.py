@@ -205,24 +205,23 @@ def test_with_cube_binned_aligned_spikes(quirky_nwb, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OptoCubeWarning)
         path = nwb.write_nwb(folder, tmp_path / f"{SESSION_ID}.nwb", cube=store)
+    assert pynwb.validate(path=str(path)) == []
     ds = xr.open_zarr(store)
     with pynwb.NWBHDF5IO(path, mode="r") as reader:
         binned = reader.read().processing[schema.NWB_MODULE][schema.NWB_BINNED]
         data, onsets = binned.data[:], binned.event_timestamps[:]
         indices, labels = binned.condition_indices[:], list(binned.condition_labels[:])
         assert binned.bin_width_in_ms == 10.0 and binned.event_to_bin_offset_in_ms == -500.0
-    assert np.all(np.diff(indices) >= 0), "pulses grouped by condition"
-    order = np.argsort(ds[schema.ONSET].values, kind="stable")
-    trial_of = {t: i for i, t in enumerate(ds[schema.ONSET].values[order])}
-    cube = ds[schema.SPIKE_COUNTS].values
-    np.testing.assert_array_equal(data, cube[:, [trial_of[t] for t in onsets], :])
-    _, levels = schema.power_levels(ds[schema.POWER].values)
-    for row, onset in enumerate(onsets):  # each pulse's label names its emitter, power level and duration
-        trial = ds.sel({schema.TRIAL: trial_of[onset]})
-        label = labels[indices[row]]
-        assert f"emitter={int(trial[schema.EMITTER])} " in label
-        assert f"duration_s={float(trial[schema.DURATION]):g}" in label
-    assert len(set(labels)) == len(labels)
+    np.testing.assert_array_equal(onsets, ds[schema.ONSET].values)  # pulses in onset order, as the cube's trials
+    np.testing.assert_array_equal(data, ds[schema.SPIKE_COUNTS].values)
+    level_of, levels = schema.power_levels(ds[schema.POWER].values)
+    for trial in range(onsets.size):  # each pulse's label names its emitter, power level and duration
+        label = labels[indices[trial]]
+        assert f"emitter={int(ds[schema.EMITTER][trial])} " in label
+        assert f"power_mw={levels[level_of[trial]]:.6g} " in label
+        assert label.endswith(f"duration_s={float(ds[schema.DURATION][trial]):g}")
+    triples = set(zip(ds[schema.EMITTER].values, level_of, ds[schema.DURATION].values, strict=True))
+    assert len(set(labels)) == len(labels) == len(triples) == len(set(indices.tolist()))
 
 
 def test_with_cube_of_another_session_refused(quirky_nwb, tmp_path, tiny_converted):
