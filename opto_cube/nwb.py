@@ -423,6 +423,9 @@ def write_nwb(
             _add_cube(nwb, session, cube)
         with pynwb.NWBHDF5IO(tmp, mode="w") as writer:
             writer.write(nwb)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; the file is as any other the user writes
         os.replace(tmp, path)
     finally:
         for leftover in (tmp, scratch):

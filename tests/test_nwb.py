@@ -4,6 +4,7 @@ plain pynwb, incomplete NWB files are refused in one line, and the ``to-nwb`` co
 from __future__ import annotations
 
 import json
+import os
 import re
 import warnings
 from pathlib import Path
@@ -308,6 +309,9 @@ def test_cli_to_nwb_then_convert(tmp_path, capsys):
     assert code == 0, out
     assert f"{SESSION_ID}.nwb" in out and " MB, " in out and "1 written, 0 failed" in out
     assert [p.name for p in (tmp_path / "nwb").iterdir()] == [f"{SESSION_ID}.nwb"]  # no temp file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "nwb" / f"{SESSION_ID}.nwb").stat().st_mode & 0o777 == 0o666 & ~umask
     code = cli.main(
         [
             "convert",
