@@ -84,6 +84,28 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------
+# to-nwb
+# --------------------------------------------------------------------------
+def cmd_to_nwb(args: argparse.Namespace) -> int:
+    from .nwb import to_nwb
+
+    results = to_nwb(
+        args.data_root, args.out, sessions=args.session, tip_offset_um=args.tip_offset_um, with_cube=args.with_cube
+    )
+    failed = 0
+    for r in results:
+        for w in r.warnings:
+            _err(f"warning: {w}")
+        if r.status == "failed":
+            failed += 1
+            _err(f"error: {r.error}")
+        else:
+            _say(str(r))
+    _say(f"{len(results) - failed} written, {failed} failed ({len(results)} session{'s' * (len(results) != 1)})")
+    return EXIT_FAILED if failed else 0
+
+
+# --------------------------------------------------------------------------
 # info
 # --------------------------------------------------------------------------
 def describe(ds: object) -> str:
@@ -366,6 +388,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on this dask.distributed scheduler")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-session lines")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("to-nwb", help="write one NWB file per ALF session (<session_id>.nwb; docs/nwb.md)")
+    p.add_argument("data_root", help="data folder (holding sessions/), a folder of sessions, or one session")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder of .nwb files (created if needed)")
+    p.add_argument("--session", action="append", metavar="ID", help="only this session (repeatable)")
+    p.add_argument("--tip-offset-um", type=float, default=schema.TIP_OFFSET_UM,
+                   help="where the channel axis's zero lies above the probe tip, um (default %(default)s)")
+    p.add_argument("--with-cube", metavar="STORES",
+                   help="add each session's cube from this folder of stores as ndx-binned-spikes BinnedAlignedSpikes")
+    p.set_defaults(func=cmd_to_nwb)
 
     p = sub.add_parser("info", help="what a store (or a folder of stores) holds")
     p.add_argument("path", help="a .zarr store or a folder of them")

@@ -214,7 +214,9 @@ def find_sessions(data_root: str | os.PathLike) -> list[Path]:
     """Session folders under ``data_root``.
 
     ``data_root`` may be a data folder holding ``sessions/*/`` (the published
-    layout), a folder of session folders, or one session folder.
+    layout), a folder of session folders, or one session folder; or NWB
+    sessions (:mod:`opto_cube.nwb`): one ``.nwb`` file, or a folder holding
+    ``*.nwb`` files (then those are its sessions).
 
     Examples
     --------
@@ -225,6 +227,11 @@ def find_sessions(data_root: str | os.PathLike) -> list[Path]:
     ['AL0034_2024-12-05_en1_p0']
     """
     root = Path(data_root)
+    if root.suffix == schema.NWB_SUFFIX and root.is_file():  # NWB sessions (opto_cube.nwb): one file
+        return [root]
+    nwb_files = [p for p in root.glob(f"*{schema.NWB_SUFFIX}") if not p.name.startswith(".")] if root.is_dir() else []
+    if nwb_files:  # or a folder of them
+        return sorted(nwb_files)
     if not root.is_dir():
         raise SessionFormatError(root, "no such data folder")
     if (root / schema.SESSION_JSON).exists() or (root / schema.SPIKES_TIMES).exists():
@@ -454,6 +461,10 @@ def read_session(folder: str | os.PathLike) -> Session:
     >>> session = read_session(folder)  # doctest: +SKIP
     """
     folder = Path(folder)
+    if folder.suffix == schema.NWB_SUFFIX:  # an NWB session (opto_cube.nwb, imported lazily)
+        from . import nwb
+
+        return nwb.read_session(folder)
     if not folder.is_dir():
         raise SessionFormatError(folder, "no such session folder")
     sha: dict[str, str] = {}

@@ -413,3 +413,18 @@ REPORT_VERSION_PACKAGES = (
     "jinja2",
 )
 # --- end report -------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------
+# NWB (nwb.py; the mapping is docs/nwb.md)
+# --------------------------------------------------------------------------
+NWB_SUFFIX = ".nwb"
+NWB_DEVICE = "NeuropixelsOpto"  # the probe's Device
+NWB_ELECTRODE_GROUP = "shank"
+NWB_PULSES = "optogenetic_pulses"  # intervals/<this>: an OptogeneticPulsesTable, one row per pulse
+NWB_POSITION_FROM_TIP = "position_from_tip_um"  # column of the OptogeneticSitesTable (one row per emitter)
+NWB_MODULE = "opto_cube"  # processing module holding the metadata table and the binned cube
+NWB_METADATA = "opto_cube_metadata"  # DynamicTable of (key, JSON value)
+NWB_BINNED = "spike_counts"  # BinnedAlignedSpikes of the cube (--with-cube)
+NWB_UNKNOWN_AGE = "P0D/"  # ISO 8601 open range: the ALF files give no age (session.json "age" wins)
+NWB_LOCATION = "Isocortex"  # Allen CCF term: the recordings are in mouse cortex

@@ -666,3 +666,82 @@ def parse_html(page: str) -> tuple[HtmlNode, list[str], str]:
     builder.feed(page)
     builder.close()
     return builder.root, builder.errors, builder.doctype
+
+
+# NWB (test_nwb.py)
+# --------------------------------------------------------------------------
+def assert_same_cube(alf_store: Path, nwb_store: Path, nwb_file: Path) -> None:
+    """The cube made through NWB equals the one made from ALF: every variable, coordinate (values, dtypes,
+    attributes) and store attribute; only the source checksums differ (theirs: the .nwb file's)."""
+    import hashlib
+
+    a, b = xr.open_zarr(alf_store), xr.open_zarr(nwb_store)
+    digest = hashlib.sha256(Path(nwb_file).read_bytes()).hexdigest()
+    assert b.attrs[schema.ATTR_SHA256] == {Path(nwb_file).name: digest}
+    assert set(a.variables) == set(b.variables)
+    for name in a.variables:
+        assert a[name].dtype == b[name].dtype, name
+    a.attrs[schema.ATTR_SHA256] = b.attrs[schema.ATTR_SHA256]
+    xr.testing.assert_identical(a.load(), b.load())
+
+
+def write_foreign_nwb(
+    path: Path,
+    folder: Path,
+    *,
+    units: bool = True,
+    depth: bool = True,
+    pulses: bool = True,
+    emitter: bool = True,
+    power: bool = True,
+    extra_unit_columns: tuple[str, ...] = (),
+) -> Path:
+    """An NWB file as another lab might write it with plain pynwb (no extension, no opto_cube metadata) from
+    the ALF session ``folder``: units with spike times (and the depth columns), a plain TimeIntervals
+    ``optogenetic_pulses`` with ``emitter`` and ``power_in_mW``; each part can be left out."""
+    import datetime as dt
+
+    import pynwb
+    from pynwb.epoch import TimeIntervals
+
+    nwb = pynwb.NWBFile(
+        session_description="another lab's session",
+        identifier="foreign",
+        session_start_time=dt.datetime(2024, 12, 5, tzinfo=dt.UTC),
+    )
+    if units:
+        times, ids = load(folder, schema.SPIKES_TIMES), load(folder, schema.SPIKES_CLUSTERS)
+        k = load(folder, schema.CLUSTERS_TEMPLATE_DEPTHS).size
+        columns = (
+            {
+                schema.TEMPLATE_DEPTH: load(folder, schema.CLUSTERS_TEMPLATE_DEPTHS),
+                schema.DEPTH_FROM_SURFACE: load(folder, schema.CLUSTERS_DEPTHS_FROM_SURFACE),
+            }
+            if depth
+            else {}
+        )
+        files = {v: n for n, v in schema.CLUSTER_FILES.items()}
+        columns.update({c: load(folder, files[c]) for c in extra_unit_columns})
+        for name in columns:
+            nwb.add_unit_column(name=name, description=name)
+        for cid in range(k):
+            nwb.add_unit(spike_times=np.sort(times[ids == cid]), **{n: v[cid] for n, v in columns.items()})
+    if pulses:
+        table = TimeIntervals(name=schema.NWB_PULSES, description="pulses")
+        if emitter:
+            table.add_column(name=schema.EMITTER, description="emitter id")
+        if power:
+            table.add_column(name="power_in_mW", description="power, mW")
+        onsets, durations = load(folder, schema.STIM_TIMES), load(folder, schema.STIM_DURATIONS)
+        emitters, powers = load(folder, schema.STIM_EMISSION_SITES), load(folder, schema.STIM_POWER)
+        for i in range(onsets.size):
+            row = {"start_time": onsets[i], "stop_time": onsets[i] + durations[i]}
+            if emitter:
+                row[schema.EMITTER] = int(emitters[i])
+            if power:
+                row["power_in_mW"] = powers[i]
+            table.add_row(**row)
+        nwb.add_time_intervals(table)
+    with pynwb.NWBHDF5IO(path, mode="w") as io:
+        io.write(nwb)
+    return path

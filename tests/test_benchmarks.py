@@ -190,3 +190,13 @@ def test_report_benchmark_builds_the_page(work: Path) -> None:
     assert out["sessions"] == 2 and out["rows"] > 0
     assert (out["svg_figures"], out["png_figures"]) == (5, 0)
     assert 0 < out["page_mb"] == (work / "report.html").stat().st_size / 1e6
+
+
+def test_bench_nwb_runs(work: Path) -> None:
+    """benchmarks/bench_nwb.py at the tiny size: three commands, ratios against convert, the file size."""
+    pytest.importorskip("pynwb")
+    import bench_nwb
+
+    rows = bench_nwb.run("tiny", (10.0,), repeats=1, record=False)
+    assert [r["command"] for r in rows] == ["convert ALF 10 ms", "to-nwb", "convert NWB 10 ms"]
+    assert rows[1]["file_mb"] > 0 and rows[0]["time_vs_convert"] == 1.0
