@@ -29,9 +29,9 @@ def child(stores: str, n_workers: int, noop_tasks: int = NOOP_TASKS) -> dict[str
     import dask
     from distributed import Client, LocalCluster, get_task_stream
 
-    from opto_cube import maps
+    from opto_cube import maps, pipeline
     from opto_cube.catalog import open_catalog
-    from opto_cube.stats import responses
+    from opto_cube.response import responses
 
     warnings.simplefilter("ignore")
     with (
@@ -51,7 +51,7 @@ def child(stores: str, n_workers: int, noop_tasks: int = NOOP_TASKS) -> dict[str
         del lazy
         with get_task_stream(client) as stream:
             started = time.perf_counter()
-            result = maps.maps(open_catalog(stores))
+            result = maps.effect_map(pipeline.responses_table(open_catalog(stores)))
             maps_s = time.perf_counter() - started
         tasks = stream.data
         compute_s = sum(ss["stop"] - ss["start"] for t in tasks for ss in t["startstops"] if ss["action"] == "compute")

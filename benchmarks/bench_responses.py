@@ -141,7 +141,7 @@ def responses_loops(folder: Path, clusters: list[int]) -> Any:
 
 
 def responses_cube(stores: list[Path]) -> Any:
-    from opto_cube.stats import responses_table
+    from opto_cube.pipeline import responses_table
     from opto_cube.store import open_cube
 
     return responses_table([open_cube(s) for s in stores])
@@ -192,7 +192,7 @@ def child(method: str, folders: list[str], stores: list[str], loop_clusters: int
     import scipy.stats  # noqa: F401
     import xarray  # noqa: F401
 
-    import opto_cube.stats  # noqa: F401
+    import opto_cube.pipeline  # noqa: F401
 
     warnings.simplefilter("ignore")
     started = time.perf_counter()

@@ -324,3 +324,14 @@ MAP_N_RESPONSES = "n_responses"
 MAP_MODULATION_INDEX = "modulation_index"
 MAP_FIRING_RATE = "firing_rate"
 MAP_DEFAULT_DISTANCE_BIN_UM = 100.0
+
+# --------------------------------------------------------------------------
+# Analysis layer (conditions.py, psth.py, pipeline.py): options and output files
+# --------------------------------------------------------------------------
+UNKNOWN_WAVEFORM_POLICIES = ("drop", "keep")  # what unit filters do with units of unknown waveform type
+MATCH_RTOL = {EMITTER: 0.0, POWER: POWER_RTOL, DURATION: 1e-9}  # selecting trials / rows by value
+PSTH_NEAR_EMITTER_UM = 100.0  # the maps' population PSTH: units within this distance of their nearest emitter
+PSTH_TARGET_BIN_MS = 5.0  # ... in bins of at least this width (a multiple of the cube's that tiles the pre window)
+TIME_COURSE = "time_course"  # condition_time_course: spikes summed over a condition's trials, (cluster, condition, time)
+MAPS_NETCDF = "maps.nc"  # opto-cube maps: the maps, netCDF4 (HDF5, via h5netcdf)
+MAPS_FIGURES = ("effect_map.png", "depth_vs_emitter.png", "modulation_index.png", "psth.png")

@@ -284,3 +284,31 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
     # the small per-cluster and per-trial coordinates, read here in one go: never a round trip to a cluster
     values = dask.compute(*(ds[name].variable for name in small), scheduler="synchronous")
     return ds.assign_coords(dict(zip(small, values, strict=False)))
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
+    """Write one file atomically: yield a temporary path beside ``target``, renamed onto it at the end.
+
+    The parent folder is created if needed. On any error the temporary file
+    is removed and ``target`` is left as it was (absent, or the old file).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> target = Path(tempfile.mkdtemp()) / "out" / "table.csv"
+    >>> with atomic_file(target) as tmp:
+    ...     _ = tmp.write_text("a,b\\n1,2\\n")
+    >>> target.read_text(), sorted(p.name for p in target.parent.iterdir())
+    ('a,b\\n1,2\\n', ['table.csv'])
+    """
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}{_TMP_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -22,6 +22,7 @@ from typing import Any
 
 import dask
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from opto_cube import convert, schema, synth
@@ -305,3 +306,59 @@ def assert_exact(folder: Path, store: Path) -> xr.Dataset:
 def store_listing(out: Path) -> list[str]:
     """Every entry of a folder of stores, hidden ones included (temp dirs of a conversion start with '.')."""
     return sorted(p.name for p in Path(out).iterdir()) if Path(out).exists() else []
+
+
+# --------------------------------------------------------------------------
+# Responses tables made by hand (maps, plot)
+# --------------------------------------------------------------------------
+NOMINAL_POWERS = (0.5, 1.0, 4.0)
+
+
+def random_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
+    """A responses table with the quirks maps must handle: jittered powers, unknown (NaN, as from a CSV)
+    and empty waveform types, QC failures, NaN distances, distances exactly on bin edges."""
+    rng = np.random.default_rng(seed)
+    distance = rng.uniform(-900.0, 900.0, n)
+    on_edge = rng.random(n) < 0.2
+    distance[on_edge] = 25.0 * rng.integers(-36, 37, on_edge.sum())  # edges of 50, 100, 25-um bins
+    distance[rng.random(n) < 0.02] = np.nan
+    pct = rng.choice([-100.0, -60.0, -10.0, 50.0, 250.0, 900.0], n)
+    pre = rng.uniform(0.5, 20.0, n)
+    waveform = rng.choice(np.array(["RS", "FS", "", None], dtype=object), n, p=[0.55, 0.3, 0.1, 0.05])
+    table = pd.DataFrame(
+        {
+            schema.SESSION_ID: rng.choice(["s0", "s1", "s2"], n),
+            schema.CLUSTER: rng.integers(0, 40, n),
+            schema.EMITTER: rng.integers(1, 15, n),
+            schema.POWER: rng.choice(NOMINAL_POWERS, n) * (1.0 + rng.uniform(-5e-8, 5e-8, n)),
+            schema.DURATION: rng.choice([0.01, 0.05], n),
+            schema.PRE_RATE: pre,
+            schema.STIM_RATE: pre * (1 + pct / 100.0),
+            schema.PCT_CHANGE: pct,
+            schema.P_VALUE: rng.uniform(0, 0.02, n),
+            schema.DISTANCE: distance,
+            schema.DEPTH_FROM_SURFACE: rng.uniform(50.0, 1500.0, n),
+            schema.WAVEFORM_TYPE: waveform,
+            schema.QC_PASS: rng.random(n) < 0.8,
+        }
+    )
+    table[schema.ACTIVATED] = table[schema.PCT_CHANGE] > schema.ACTIVATED_MIN_PCT
+    table[schema.INACTIVATED] = (table[schema.PCT_CHANGE] < schema.INACTIVATED_MAX_PCT) & (
+        table[schema.PRE_RATE] > schema.INACTIVATED_MIN_PRE_HZ
+    )
+    table[schema.SIGNIFICANT] = table[schema.P_VALUE] < schema.SIGNIFICANCE_P
+    return table
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path, min_bytes: int = 5_000) -> None:
+    """A PNG file of a drawn figure: the signature, some size, more than 200 x 200 pixels, not blank."""
+    import matplotlib.image
+
+    data = Path(path).read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) > min_bytes, path
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
+    assert image[..., :3].std() > 0.01  # not a blank canvas
