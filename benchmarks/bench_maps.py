@@ -1,4 +1,4 @@
-"""Issue 5, item 6: maps over a 9-session catalog on a dask LocalCluster, 1 vs 2 worker processes.
+"""Maps over a 9-session catalog on a dask LocalCluster, 1 vs 2 worker processes.
 
     python benchmarks/bench_maps.py --size realistic
 

@@ -1,4 +1,4 @@
-"""Issue 5, item 2: building the count tensor [cluster, trial, time] with opto_cube vs its peers.
+"""Building the count tensor [cluster, trial, time] with opto_cube vs its peers.
 
     python benchmarks/bench_peers.py --size realistic
 

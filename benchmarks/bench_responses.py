@@ -1,9 +1,9 @@
-"""Issue 5, item 4: the responses table from the cubes vs from raw spikes (vectorised) vs the published loops.
+"""The responses table from the cubes vs from raw spikes (vectorised) vs the published loops.
 
     python benchmarks/bench_responses.py --size realistic
 
 Per (emitter, power, duration) condition and cluster: mean pre and stim
-rates, percent change, paired t-test, the three flags (interface.md). Each
+rates, percent change, paired t-test, the three flags (docs/contract.md). Each
 method runs in a fresh process, timed from the files (opening the stores or
 loading the raw arrays) to the table, imports excluded:
 

@@ -46,7 +46,7 @@ class ConversionResult:
 
 
 def emitter_depth_um(emitter: np.ndarray, surface_position_um: float, tip_offset_um: float) -> np.ndarray:
-    """Depth of each emitter below the brain surface, um (dataset.md, Geometry).
+    """Depth of each emitter below the brain surface, um (docs/format.md, Geometry).
 
     The emitter sits ``70 + 100 (e - 1)`` um from the tip; the channel axis's
     zero lies ``tip_offset_um`` above the tip.

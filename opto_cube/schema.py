@@ -31,7 +31,7 @@ CONDITION = "condition"
 WINDOW = "window"  # window_counts: the analysis windows, "pre" and "stim"
 
 # --------------------------------------------------------------------------
-# The cube's variables (interface.md is the contract for these names)
+# The cube's variables (docs/contract.md is the contract for these names)
 # --------------------------------------------------------------------------
 SPIKE_COUNTS = "spike_counts"
 WINDOW_COUNTS = "window_counts"  # (cluster, trial, window): spikes in each trial's pre and stim window
@@ -78,7 +78,7 @@ RESPONSE_MODES = (MODE_PER_CONDITION, MODE_PUBLISHED)
 ALL_EMITTERS = 0  # the emitter id of a condition that pools every emitter (ids are 1..14)
 ATTR_MODE = "responses_mode"
 ATTR_BY = "responses_by"
-# the long table's leading columns, in order (interface.md, Responses)
+# the long table's leading columns, in order (docs/contract.md, Responses)
 RESPONSE_COLUMNS = (
     SESSION_ID, CLUSTER, EMITTER, POWER, DURATION, N_TRIALS, PRE_RATE, STIM_RATE, PCT_CHANGE, P_VALUE,
     ACTIVATED, INACTIVATED, SIGNIFICANT, DISTANCE, DEPTH_FROM_SURFACE, WAVEFORM_TYPE, QC_PASS,
@@ -158,7 +158,7 @@ SESSION_JSON_PREFIX = "session_json_"  # a session.json value the arrays overrul
 FORMAT_VERSION = 2
 
 # --------------------------------------------------------------------------
-# The published analysis (dataset.md, "The analysis the data was published for")
+# The published analysis (docs/format.md, "The analysis the data was published for")
 # --------------------------------------------------------------------------
 PRE_WINDOW_S: tuple[float, float] = (-0.5, 0.0)
 ACTIVATED_MIN_PCT = 200.0
@@ -213,7 +213,7 @@ CHUNK_TRIALS = 256
 TIME_RESOLUTION_US = 1  # bin widths and window bounds are whole microseconds
 
 # --------------------------------------------------------------------------
-# The ALF input (dataset.md)
+# The ALF input (docs/format.md)
 # --------------------------------------------------------------------------
 SESSION_JSON = "session.json"
 SPIKES_TIMES = "spikes.times.npy"

@@ -6,7 +6,7 @@
   with numpy from spikes and trials given on the 30 kHz sample grid (the
   hypothesis tests build random sessions with it).
 - :func:`reference_counts`: the independent, obviously-correct window count
-  of interface.md (``onset + a <= t < onset + b`` in float64, per cluster,
+  of docs/contract.md (``onset + a <= t < onset + b`` in float64, per cluster,
   with ``np.searchsorted``), what every exactness test compares against.
 - :func:`raise_if_dask_computes`: a context manager that fails when dask
   computes (modelled on flox's ``tests/__init__.py``), for laziness tests.
@@ -157,7 +157,7 @@ def write_alf_session(
     powers: np.ndarray | None = None,
     session_json: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a minimal valid session (every file of dataset.md) from the given spikes and trials.
+    """Write a minimal valid session (every file of docs/format.md) from the given spikes and trials.
 
     Cluster metadata are plain: all clusters pass QC (consistent with their
     metrics), RS, ``good``, template depths 0, 20, 40, ... um and a surface at 2000 um.
@@ -238,7 +238,7 @@ def reference_bins(
     edges_s: np.ndarray,
 ) -> np.ndarray:
     """``counts[k, i, j]``: spikes in ``[onset + e_j, onset + e_{j+1})``; the edge at a trial's duration is
-    ``onset + duration`` as stored (interface.md). ``edges_s`` relative to onset."""
+    ``onset + duration`` as stored (docs/contract.md). ``edges_s`` relative to onset."""
     onsets = np.asarray(onsets, dtype=np.float64)
     durations = np.asarray(durations, dtype=np.float64)
     edges = onsets[:, None] + np.asarray(edges_s)[None, :]

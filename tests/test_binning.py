@@ -15,7 +15,7 @@ from opto_cube.errors import BinningError
 
 PRE_SAMPLES = round(schema.PRE_WINDOW_S[0] * SAMPLES_PER_S)  # -15000
 # an onset (sample 55202739, about 1840 s) where floor((t - onset) / width) puts the spike at onset + 0.01
-# in the last bin of a 10 ms pulse although the float64 test of interface.md says it lies after the pulse
+# in the last bin of a 10 ms pulse although the float64 test of docs/contract.md says it lies after the pulse
 TRICKY_ONSET_SAMPLE = 55202739
 
 
@@ -291,7 +291,7 @@ def test_spike_counts_equal_the_reference(case):
     expected = reference_bins(times, clusters, n_clusters, onsets, durations, bins.edges_s)
     np.testing.assert_array_equal(counts, expected)
     assert counts.dtype == binning.smallest_uint(int(expected.max(initial=0)))
-    # windows, from the cube's whole bins, against the float64 test of interface.md
+    # windows, from the cube's whole bins, against the float64 test of docs/contract.md
     pre = slice(bins.edge_index(-0.5), bins.edge_index(0.0))
     np.testing.assert_array_equal(
         counts[:, :, pre].sum(axis=-1, dtype=np.int64), reference_counts(times, clusters, n_clusters, onsets, -0.5, 0.0)
