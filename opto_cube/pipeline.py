@@ -103,16 +103,74 @@ class _InMemory:
         self.cube = cube
 
 
-def _open(path: StorePath, storage_options: dict[str, Any] | None) -> xr.Dataset:
-    """A store opened for one task: numpy-backed, arrays read when asked for (no dask graph)."""
+_SMALL = (  # what a task reads besides window_counts: the coordinates of the table and the conditions
+    schema.EMITTER,
+    schema.POWER,
+    schema.DURATION,
+    schema.EMITTER_DEPTH,
+    schema.DEPTH_FROM_SURFACE,
+    schema.WAVEFORM_TYPE,
+    schema.QC_PASS,
+    schema.TROUGH_TO_PEAK,
+)
+_INDEXES = (schema.CLUSTER, schema.TRIAL, schema.TIME, schema.WINDOW)
+
+
+def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool) -> xr.Dataset:
+    """A store opened for one task, numpy-backed (no dask graph).
+
+    For the responses alone (``cube=False``) of a store with ``window_counts``:
+    the consolidated metadata in one read, then ``window_counts`` and the small
+    coordinates the table needs read concurrently (one round trip's latency,
+    not one per array), nothing else. Otherwise the whole store through
+    :func:`xarray.open_zarr`, every array read when asked for.
+    """
+    if not cube:
+        fast = _read_small(path, storage_options)
+        if fast is not None:
+            return fast
     options = {"storage_options": storage_options} if storage_options else {}
     try:
-        cube = xr.open_zarr(path, chunks=None, consolidated=True, **options)
+        ds = xr.open_zarr(path, chunks=None, consolidated=True, **options)
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise StoreError(f"{path}: not an opto_cube store ({' '.join(str(e).split())})") from e
-    if schema.SPIKE_COUNTS not in cube:
+    if schema.SPIKE_COUNTS not in ds:
         raise StoreError(f"{path}: not an opto_cube store (no {schema.SPIKE_COUNTS!r} variable)")
-    return cube
+    return ds
+
+
+def _read_small(path: StorePath, storage_options: dict[str, Any] | None) -> xr.Dataset | None:
+    """``window_counts`` and the small coordinates of a format-2 store, read at once; None for a format-1 store."""
+    import asyncio
+
+    import zarr
+    from zarr.core.sync import sync
+
+    from .store import zarr_store
+
+    try:
+        group = zarr.open_group(zarr_store(path, storage_options, read_only=True), mode="r", use_consolidated=True)
+        members = dict(group.members())
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError) as e:
+        raise StoreError(f"{path}: not an opto_cube store ({' '.join(str(e).split())})") from e
+    names = [n for n in (schema.WINDOW_COUNTS, *_INDEXES, *_SMALL) if n in members]
+    if schema.WINDOW_COUNTS not in names or schema.SPIKE_COUNTS not in members:
+        return None
+
+    async def read_all() -> list[Any]:
+        return await asyncio.gather(*(members[n]._async_array.getitem(...) for n in names))
+
+    values = dict(zip(names, sync(read_all()), strict=True))
+    variables = {
+        n: xr.Variable(
+            tuple(members[n].metadata.dimension_names),
+            np.asarray(values[n]),
+            {k: v for k, v in members[n].attrs.items() if not k.startswith("_")},
+        )
+        for n in names
+    }
+    data = {schema.WINDOW_COUNTS: variables.pop(schema.WINDOW_COUNTS)}
+    return xr.Dataset(data, coords=variables, attrs=dict(group.attrs))
 
 
 def session_results(
@@ -151,7 +209,7 @@ def session_results(
     if isinstance(store_or_cube, xr.Dataset):
         cube, in_memory = store_or_cube, True
     else:
-        cube, in_memory = _open(store_or_cube, storage_options), False
+        cube, in_memory = _open(store_or_cube, storage_options, cube=time_course), False
     sid = str(cube.attrs.get(schema.ATTR_SESSION_ID, "")) if session_id is None else session_id
     # a cube passed in may be dask-backed: compute it here, in this task, not on a cluster from inside a task
     with dask.config.set(scheduler="sync") if in_memory else contextlib.nullcontext():

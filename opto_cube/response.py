@@ -473,7 +473,8 @@ def to_table(result: xr.Dataset, session_id: str | None = None) -> pd.DataFrame:
     mode the dropped pairs are left out. ``session_id`` defaults to the
     Dataset's ``session_id`` attribute.
     """
-    result = result.compute()
+    unused = [name for name in result.coords if name not in TABLE_COLUMNS and name != schema.CONDITION]
+    result = result.drop_vars(unused).compute()  # only what the table shows is read
     n_clusters, n_conditions = result.sizes[schema.CLUSTER], result.sizes[schema.CONDITION]
     sid = result.attrs.get(schema.ATTR_SESSION_ID, "") if session_id is None else session_id
     columns: dict[str, Any] = {schema.SESSION_ID: np.full(n_clusters * n_conditions, str(sid), dtype=object)}

@@ -362,3 +362,22 @@ def assert_png(path: Path, min_bytes: int = 5_000) -> None:
     image = matplotlib.image.imread(path)
     assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
     assert image[..., :3].std() > 0.01  # not a blank canvas
+
+
+def with_window_counts(store_path: Path) -> Path:
+    """Give a store ``window_counts`` (format 2) when it lacks them, summed from its cube; returns the path.
+
+    Stands for a store converted with window counts, so the fast path of the responses is tested on stores
+    of either format.
+    """
+    from opto_cube import response
+    from opto_cube.store import open_cube
+
+    cube = open_cube(store_path)
+    if schema.WINDOW_COUNTS not in cube:
+        counts = response.window_counts(cube).compute().astype(np.uint32)
+        ds = xr.Dataset({schema.WINDOW_COUNTS: counts.assign_coords({schema.WINDOW: list(schema.WINDOWS)})})
+        ds = ds.drop_vars([c for c in ds.coords if c != schema.WINDOW])
+        ds.attrs = dict(cube.attrs)
+        ds.to_zarr(store_path, mode="a", consolidated=True)
+    return store_path

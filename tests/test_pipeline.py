@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from helpers import assert_png, raise_if_dask_computes
+from helpers import assert_png, raise_if_dask_computes, with_window_counts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -38,6 +38,24 @@ def test_session_tasks_equal_the_lazy_responses(tiny_dataset, mode):
     pd.testing.assert_frame_equal(got, _lazy_table(tiny_dataset.out, mode=mode), check_exact=True)
     assert list(got.columns) == list(response.TABLE_COLUMNS)
     assert got[schema.SESSION_ID].nunique() == len(tiny_dataset.folders)
+
+
+def test_stores_with_window_counts_give_the_same_table(tiny_dataset, tmp_path):
+    """The fast path (window_counts and a few coordinates read at once, no cube) equals the cube's."""
+    import shutil
+
+    shutil.copytree(tiny_dataset.out, tmp_path / "stores")
+    for path in (tmp_path / "stores").glob("*.zarr"):
+        with_window_counts(path)
+    (sid, path), *_ = sessions_of(tmp_path / "stores")
+    fast = pipeline._open(path, None, cube=False)
+    assert schema.SPIKE_COUNTS not in fast and schema.WINDOW_COUNTS in fast  # the cube is not even opened
+    for mode in schema.RESPONSE_MODES:
+        pd.testing.assert_frame_equal(
+            pipeline.responses_table(tmp_path / "stores", mode=mode),
+            pipeline.responses_table(tiny_dataset.out, mode=mode),
+            check_exact=True,
+        )
 
 
 def test_a_cube_in_memory_or_dask_backed_gives_the_same_rows(tiny_dataset):
