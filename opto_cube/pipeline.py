@@ -84,7 +84,9 @@ class SessionResults:
     clusters
         ``session_id, cluster, trough_to_peak_ms`` of every cluster.
     time_course
-        :func:`opto_cube.psth.condition_time_course` of the cube (None when not asked for).
+        :func:`opto_cube.psth.condition_time_course` of the cube (None unless kept: it is large at 1 ms).
+    psth
+        The session's part of the maps' population PSTH (:func:`opto_cube.psth.session_psth`), when asked for.
     bin_width_s
         The cube's bin width.
     """
@@ -93,6 +95,7 @@ class SessionResults:
     table: pd.DataFrame | None
     clusters: pd.DataFrame
     time_course: xr.Dataset | None
+    psth: xr.DataArray | None
     bin_width_s: float
 
 
@@ -181,6 +184,7 @@ def session_results(
     mode: str = schema.MODE_PER_CONDITION,
     table: bool = True,
     time_course: bool = False,
+    psth_options: dict[str, Any] | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> SessionResults:
     """One session's results: its responses table and, if asked, its per-condition time course.
@@ -196,7 +200,10 @@ def session_results(
     table
         Compute the responses (from ``window_counts``; no read of the cube).
     time_course
-        Also sum the cube per condition (one pass over ``spike_counts``).
+        Also sum the cube per condition (one pass over ``spike_counts``) and return it.
+    psth_options
+        Keyword arguments of :func:`opto_cube.psth.session_psth`: compute the session's
+        part of the population PSTH from that pass (and return it, not the time course).
     storage_options
         For a URL on object storage.
 
@@ -209,12 +216,13 @@ def session_results(
     if isinstance(store_or_cube, xr.Dataset):
         cube, in_memory = store_or_cube, True
     else:
-        cube, in_memory = _open(store_or_cube, storage_options, cube=time_course), False
+        cube, in_memory = _open(store_or_cube, storage_options, cube=time_course or psth_options is not None), False
     sid = str(cube.attrs.get(schema.ATTR_SESSION_ID, "")) if session_id is None else session_id
     # a cube passed in may be dask-backed: compute it here, in this task, not on a cluster from inside a task
     with dask.config.set(scheduler="sync") if in_memory else contextlib.nullcontext():
         rows = response.to_table(response.responses(cube, by=by, mode=mode), sid) if table else None
-        course = psth.condition_time_course(cube) if time_course else None
+        course = psth.condition_time_course(cube) if time_course or psth_options is not None else None
+        piece = psth.session_psth(course, sid, **psth_options) if psth_options is not None else None
         clusters = pd.DataFrame(
             {
                 schema.SESSION_ID: sid,
@@ -222,7 +230,8 @@ def session_results(
                 schema.TROUGH_TO_PEAK: np.asarray(cube[schema.TROUGH_TO_PEAK].values),
             }
         )
-    return SessionResults(sid, rows, clusters, course, float(cube.attrs.get(schema.ATTR_BIN_WIDTH, np.nan)))
+    width = float(cube.attrs.get(schema.ATTR_BIN_WIDTH, np.nan))
+    return SessionResults(sid, rows, clusters, course if time_course else None, piece, width)
 
 
 def session_tasks(source: Any, **kwargs: Any) -> list[Any]:
@@ -353,6 +362,17 @@ def summary_figures(
     }
 
 
+def _bin_widths(source: Any) -> list[float]:
+    """Every session's bin width, from its store's attributes (one small read each) or its cube."""
+    from .store import read_store_attrs
+
+    widths = []
+    for _, item in sessions_of(source):
+        attrs = item.attrs if isinstance(item, xr.Dataset) else (read_store_attrs(item) or {})
+        widths.append(float(attrs.get(schema.ATTR_BIN_WIDTH, 0.0)))
+    return widths
+
+
 def run_maps(
     source: Any,
     out_dir: str | os.PathLike,
@@ -401,7 +421,11 @@ def run_maps(
         raise OptoCubeError(f"{source}: no sessions to map (no .zarr stores)")
     results: list[SessionResults] = []
     if table is None or figures:
-        results = _compute(session_tasks(source, table=table is None, time_course=figures))
+        psth_options = None
+        if figures:
+            bin_ms = psth.psth_bin_ms(_bin_widths(source))
+            psth_options = {"duration_s": "max" if duration_s is None else duration_s, "bin_ms": bin_ms}
+        results = _compute(session_tasks(source, table=table is None, psth_options=psth_options))
     if table is None:
         table = pd.concat([r.table for r in results], ignore_index=True)
     if duration_s is not None:
@@ -415,10 +439,6 @@ def run_maps(
     if figures:
         widths = pd.concat([r.clusters for r in results], ignore_index=True)
         modulation = maps.modulation_index(table, widths, per_unit=True, unknown_waveform="drop")
-        rate = psth.population_psth(
-            {r.session_id: r.time_course for r in results},
-            duration_s="max" if duration_s is None else duration_s,
-            bin_ms=psth.psth_bin_ms([r.bin_width_s for r in results]),
-        )
+        rate = psth.combine_psths([r.psth for r in results], max_distance_um=schema.PSTH_NEAR_EMITTER_UM)
         written.update(summary_figures(effect, depth, modulation, rate, out))
     return written

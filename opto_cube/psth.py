@@ -43,7 +43,7 @@ import xarray as xr
 from . import schema
 from .conditions import check_unknown_policy, match, trial_conditions, trial_mask, unit_mask
 
-__all__ = ["condition_time_course", "population_psth", "psth", "psth_bin_ms"]
+__all__ = ["combine_psths", "condition_time_course", "population_psth", "psth", "psth_bin_ms", "session_psth"]
 
 
 # --------------------------------------------------------------------------
@@ -370,40 +370,76 @@ def population_psth(
         courses = {sid: condition_time_course(cube) for sid, cube in cubes_of(courses)}
     if not courses:
         raise ValueError("population_psth: no cubes")
-    levels = [np.unique(np.asarray(c[schema.POWER].values, np.float64)) for c in courses.values()]
-    global_index, global_levels = schema.power_levels(np.concatenate(levels))
-    offsets = np.cumsum([0, *(lv.size for lv in levels)])
-    pieces = []
-    for k, (session_id, course) in enumerate(courses.items()):  # sessions, not rows
-        keep = np.isfinite(np.asarray(course[schema.DEPTH_FROM_SURFACE].values, np.float64)) & unit_mask(
-            course[schema.QC_PASS].values,
-            course[schema.WAVEFORM_TYPE].values,
-            qc_only=qc_only,
-            unknown_waveform=unknown_waveform,
-        )
-        if not keep.any():
-            continue
-        rate = _session_psth(course, levels[k], duration_s, keep)
-        if rate is None:
-            continue
-        rate = rate.assign_coords({schema.POWER: global_levels[global_index[offsets[k] : offsets[k + 1]]]})
-        rate = rate.isel({schema.CLUSTER: np.flatnonzero(np.abs(rate[schema.DISTANCE].values) <= max_distance_um)})
-        if bin_ms is not None:
-            rate = rate.coarsen(
-                {schema.TIME: _coarsen_factor(course, float(course.attrs[schema.ATTR_BIN_WIDTH]), bin_ms)},
-                boundary="trim",
-            ).mean()
-        rate = rate.assign_coords(unit=(schema.CLUSTER, np.arange(rate.sizes[schema.CLUSTER])))
-        rate = rate.swap_dims({schema.CLUSTER: "unit"})
-        pieces.append(rate.assign_coords({schema.SESSION_ID: ("unit", [session_id] * rate.sizes["unit"])}))
+    options = dict(
+        max_distance_um=max_distance_um,
+        duration_s=duration_s,
+        bin_ms=bin_ms,
+        qc_only=qc_only,
+        unknown_waveform=unknown_waveform,
+    )
+    return combine_psths(
+        [session_psth(course, sid, **options) for sid, course in courses.items()], max_distance_um=max_distance_um
+    )
+
+
+def session_psth(
+    course: xr.Dataset,
+    session_id: str,
+    *,
+    max_distance_um: float = schema.PSTH_NEAR_EMITTER_UM,
+    duration_s: Any = "max",
+    bin_ms: float | None = None,
+    qc_only: bool = True,
+    unknown_waveform: str = "drop",
+) -> xr.DataArray | None:
+    """One session's part of :func:`population_psth` (small: units near an emitter x levels x bins), or None.
+
+    The power coordinate is the session's own levels; :func:`combine_psths`
+    matches levels across sessions.
+    """
+    check_unknown_policy(unknown_waveform)
+    keep = np.isfinite(np.asarray(course[schema.DEPTH_FROM_SURFACE].values, np.float64)) & unit_mask(
+        course[schema.QC_PASS].values,
+        course[schema.WAVEFORM_TYPE].values,
+        qc_only=qc_only,
+        unknown_waveform=unknown_waveform,
+    )
+    if not keep.any():
+        return None
+    levels = np.unique(np.asarray(course[schema.POWER].values, np.float64))
+    rate = _session_psth(course, levels, duration_s, keep)
+    if rate is None:
+        return None
+    rate = rate.assign_coords({schema.POWER: levels})
+    rate = rate.isel({schema.CLUSTER: np.flatnonzero(np.abs(rate[schema.DISTANCE].values) <= max_distance_um)})
+    if bin_ms is not None:
+        factor = _coarsen_factor(course, float(course.attrs[schema.ATTR_BIN_WIDTH]), bin_ms)
+        rate = rate.coarsen({schema.TIME: factor}, boundary="trim").mean()
+    rate = rate.assign_coords(unit=(schema.CLUSTER, np.arange(rate.sizes[schema.CLUSTER])))
+    rate = rate.swap_dims({schema.CLUSTER: "unit"})
+    rate.attrs[schema.ATTR_BIN_WIDTH] = (
+        float(bin_ms) / 1000.0 if bin_ms is not None else float(course.attrs[schema.ATTR_BIN_WIDTH])
+    )
+    return rate.assign_coords({schema.SESSION_ID: ("unit", [session_id] * rate.sizes["unit"])})
+
+
+def combine_psths(pieces: list[xr.DataArray | None], *, max_distance_um: float) -> xr.DataArray:
+    """Sessions' :func:`session_psth` as one population PSTH, power levels matched across sessions (relative 1e-6)."""
+    pieces = [p for p in pieces if p is not None]
     if not pieces:
         raise ValueError("population_psth: no unit passes the filters")
+    levels = [np.asarray(p[schema.POWER].values, np.float64) for p in pieces]
+    global_index, global_levels = schema.power_levels(np.concatenate(levels))
+    offsets = np.cumsum([0, *(lv.size for lv in levels)])
+    pieces = [
+        p.assign_coords({schema.POWER: global_levels[global_index[offsets[k] : offsets[k + 1]]]})
+        for k, p in enumerate(pieces)
+    ]
     out = xr.concat(pieces, dim="unit", join="outer", coords="minimal", compat="override")
     out = out.assign_coords(unit=np.arange(out.sizes["unit"]))
-    width = float(next(iter(courses.values())).attrs[schema.ATTR_BIN_WIDTH])
     out.attrs = {
         **_RATE_ATTRS,
-        schema.ATTR_BIN_WIDTH: float(bin_ms) / 1000.0 if bin_ms is not None else width,
+        schema.ATTR_BIN_WIDTH: pieces[0].attrs[schema.ATTR_BIN_WIDTH],
         "max_distance_um": float(max_distance_um),
         "n_sessions": len(pieces),
         "stim_durations_s": np.unique(np.concatenate([np.atleast_1d(p.attrs["stim_durations_s"]) for p in pieces])),
