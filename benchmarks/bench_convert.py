@@ -1,4 +1,4 @@
-"""Issue 5, item 1: the whole `opto-cube convert` process vs the floor.
+"""The whole `opto-cube convert` process vs the floor.
 
     python benchmarks/bench_convert.py --size realistic
 

@@ -113,7 +113,7 @@ def _timed(fn) -> tuple[float, Any]:
 
 def _measure(size: str, width: float, repeats: int) -> list[dict]:
     """Every method on the session of ``size`` at ``width`` ms, interleaved ``repeats`` times."""
-    from opto_cube.stats import responses_table
+    from opto_cube.pipeline import responses_table
     from opto_cube.store import open_cube
 
     store = common.store_paths(common.stores(common.dataset(size), width))[0]

@@ -6,7 +6,7 @@ Each candidate in a fresh process: the converted cube is held in memory
 (untimed), written with the candidate's codec and chunks (zarr, one call per
 chunk on 2 threads, as ``store.write_cube`` does), then read back four ways:
 every chunk reduced over time by dask (what responses do), the two lazy
-selections of item 5 (time and bytes), and the whole array by plain zarr.
+selections of bench_slicing.py (time and bytes), and the whole array by plain zarr.
 """
 
 from __future__ import annotations

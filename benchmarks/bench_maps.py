@@ -1,13 +1,16 @@
-"""Issue 5, item 6: maps over a 9-session catalog on a dask LocalCluster, 1 vs 2 worker processes.
+"""Maps over a 9-session catalog on a dask LocalCluster, 1 vs 2 worker processes.
 
     python benchmarks/bench_maps.py --size realistic
 
 Each run is a fresh process that starts a LocalCluster of N single-threaded
 worker processes (start-up and a warm-up task excluded from the time), opens
-the catalog and computes ``maps.maps(catalog)`` (the responses of every
-session in one ``dask.compute``, then the effect map), under distributed's
+the catalog and computes ``maps.effect_map(pipeline.responses_table(catalog))``
+(one task per session, then the effect map), under distributed's
 task stream. Scheduler overhead per task: from a graph of no-op tasks, and
 from the task stream (wall x workers - compute time) / tasks.
+
+With ``--cli --size small --sessions 80``: the whole ``opto-cube maps`` command
+(responses, PSTHs, files, figures) with the default scheduler vs ``--workers 2``.
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ def child(stores: str, n_workers: int, noop_tasks: int = NOOP_TASKS) -> dict[str
     import dask
     from distributed import Client, LocalCluster, get_task_stream
 
-    from opto_cube import maps
+    from opto_cube import maps, pipeline
     from opto_cube.catalog import open_catalog
-    from opto_cube.stats import responses
+    from opto_cube.response import responses
 
     warnings.simplefilter("ignore")
     with (
@@ -51,7 +54,7 @@ def child(stores: str, n_workers: int, noop_tasks: int = NOOP_TASKS) -> dict[str
         del lazy
         with get_task_stream(client) as stream:
             started = time.perf_counter()
-            result = maps.maps(open_catalog(stores))
+            result = maps.effect_map(pipeline.responses_table(open_catalog(stores)))
             maps_s = time.perf_counter() - started
         tasks = stream.data
         compute_s = sum(ss["stop"] - ss["start"] for t in tasks for ss in t["startstops"] if ss["action"] == "compute")
@@ -139,12 +142,66 @@ def run(
     return rows
 
 
+def run_cli(
+    size: str = "small", n_sessions: int = 80, bin_ms: float = 1.0, repeats: int = 3, record: bool = True
+) -> list[dict[str, Any]]:
+    """``opto-cube maps STORES --out DIR`` vs the same with ``--workers 2``: whole processes, interleaved."""
+    import sys
+    import tempfile
+
+    root = common.dataset(size, n_sessions=n_sessions)
+    stores = common.stores(root, bin_ms)
+    variants = {"default": [], "--workers 2": ["--workers", "2"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = common.interleave(
+            {
+                name: (
+                    lambda extra=extra, name=name: common.run_measured(
+                        [
+                            sys.executable,
+                            "-m",
+                            "opto_cube.cli",
+                            "maps",
+                            str(stores),
+                            "--out",
+                            f"{tmp}/{name.strip('-').replace(' ', '_')}",
+                            *extra,
+                        ],
+                        env={"PYTHONPATH": str(common.HERE.parent), "MPLBACKEND": "Agg"},
+                    )
+                )
+                for name, extra in variants.items()
+            },
+            repeats,
+        )
+    summary = {name: common.summarise(r, ("process_s", "peak_rss_mb")) for name, r in runs.items()}
+    rows = []
+    for name, row in summary.items():
+        row = {"sessions": n_sessions, "bin_ms": bin_ms, "command": f"opto-cube maps {name}".strip(), **row}
+        if name != "default":
+            row["x_of_default"] = row["process_s"] / summary["default"]["process_s"]
+            row["goal"], row["met"] = "no slower than the default", row["x_of_default"] <= 1.0
+        rows.append(row)
+    common.table(
+        rows,
+        ["sessions", "bin_ms", "command", "process_s", "peak_rss_mb", "x_of_default", "goal", "met"],
+        title=f"opto-cube maps of {n_sessions} {size} sessions, {bin_ms:g} ms",
+    )
+    if record:
+        common.record("maps_cli", rows, {"size": size, "n_sessions": n_sessions, "repeats": repeats})
+    return rows
+
+
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--bin-ms", type=float, nargs="+", default=[1.0])
     p.add_argument("--sessions", type=int, default=9)
+    p.add_argument("--cli", action="store_true", help="the whole opto-cube maps command, default vs --workers 2")
     a = p.parse_args()
-    run(a.size, a.sessions, tuple(a.bin_ms), a.repeats, record=not a.no_record)
+    if a.cli:
+        run_cli(a.size, a.sessions, a.bin_ms[-1], a.repeats, record=not a.no_record)
+    else:
+        run(a.size, a.sessions, tuple(a.bin_ms), a.repeats, record=not a.no_record)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Issue 5, item 3: peak RSS of `opto-cube convert` on a session and on one 10x as long.
+"""Peak RSS of `opto-cube convert` on a session and on one 10x as long.
 
     python benchmarks/bench_memory.py --size realistic
 

@@ -1,9 +1,9 @@
-"""Issue 5, item 4: the responses table from the cubes vs from raw spikes (vectorised) vs the published loops.
+"""The responses table from the cubes vs from raw spikes (vectorised) vs the published loops.
 
     python benchmarks/bench_responses.py --size realistic
 
 Per (emitter, power, duration) condition and cluster: mean pre and stim
-rates, percent change, paired t-test, the three flags (interface.md). Each
+rates, percent change, paired t-test, the three flags (docs/contract.md). Each
 method runs in a fresh process, timed from the files (opening the stores or
 loading the raw arrays) to the table, imports excluded:
 
@@ -19,6 +19,10 @@ loading the raw arrays) to the table, imports excluded:
 
 One session, and a 9-session catalog (the loops extrapolated from the single
 session's rate per cluster). The raw and loop tables are checked against the cube's.
+
+At scale (``--scale --size small --sessions 10 80 --bin-ms 1``): ``responses_table``
+of N small sessions with dask's default threads, and on a ``LocalCluster`` of 1
+and 2 single-threaded workers; the task count of the graph alongside.
 """
 
 from __future__ import annotations
@@ -141,10 +145,10 @@ def responses_loops(folder: Path, clusters: list[int]) -> Any:
 
 
 def responses_cube(stores: list[Path]) -> Any:
-    from opto_cube.stats import responses_table
-    from opto_cube.store import open_cube
+    """The package's way: one task per store, opening included (window_counts, or the cube for format 1)."""
+    from opto_cube.pipeline import responses_table
 
-    return responses_table([open_cube(s) for s in stores])
+    return responses_table([str(s) for s in stores])
 
 
 def window_counts_cube(stores: list[Path]) -> int:
@@ -192,7 +196,7 @@ def child(method: str, folders: list[str], stores: list[str], loop_clusters: int
     import scipy.stats  # noqa: F401
     import xarray  # noqa: F401
 
-    import opto_cube.stats  # noqa: F401
+    import opto_cube.pipeline  # noqa: F401
 
     warnings.simplefilter("ignore")
     started = time.perf_counter()
@@ -297,12 +301,118 @@ def run(
     return rows
 
 
+# --------------------------------------------------------------------------
+# At scale: many small sessions, the default scheduler vs local clusters
+# --------------------------------------------------------------------------
+def scale_child(stores: list[str], scheduler: str) -> dict[str, Any]:
+    """``responses_table`` of ``stores`` (opening included, imports and cluster start-up excluded).
+
+    ``scheduler``: ``threads`` (dask's default), ``cluster1`` / ``cluster2``
+    (a ``distributed.LocalCluster`` of 1 or 2 single-threaded worker processes).
+    """
+    import contextlib
+
+    import dask
+
+    from opto_cube.catalog import catalog_of
+    from opto_cube.pipeline import responses_table, session_tasks
+
+    warnings.simplefilter("ignore")
+    with contextlib.ExitStack() as stack:
+        if scheduler.startswith("cluster"):
+            from distributed import Client, LocalCluster
+
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=int(scheduler[-1]),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    memory_limit=0,
+                )
+            )
+            client = stack.enter_context(Client(cluster))
+            client.run(lambda: __import__("opto_cube.pipeline") and None)  # worker imports: not timed
+        started = time.perf_counter()
+        table = responses_table(catalog_of(stores))
+        seconds = time.perf_counter() - started
+    tasks = len(dask.base.collections_to_expr(session_tasks(catalog_of(stores))).__dask_graph__())
+    return {
+        "scheduler": scheduler,
+        "sessions": len(stores),
+        "seconds": seconds,
+        "ms_per_session": 1000 * seconds / len(stores),
+        "rows": len(table),
+        "tasks": tasks,
+    }
+
+
+def run_scale(
+    size: str = "small",
+    n_sessions: tuple[int, ...] = (10, 80),
+    bin_ms: float = 1.0,
+    repeats: int = 3,
+    schedulers: tuple[str, ...] = ("threads", "cluster1", "cluster2"),
+    record: bool = True,
+) -> list[dict[str, Any]]:
+    """The responses of N small sessions at 1 ms, per scheduler; fresh processes, interleaved, medians."""
+    root = common.dataset(size, n_sessions=max(n_sessions))
+    paths = [str(p) for p in common.store_paths(common.stores(root, bin_ms))]
+    rows = []
+    for n in n_sessions:
+        runs = common.interleave(
+            {
+                sch: (lambda sch=sch, n=n: common.fresh("bench_responses:scale_child", stores=paths[:n], scheduler=sch))
+                for sch in schedulers
+            },
+            repeats,
+        )
+        summary = {sch: common.summarise(r, ("seconds", "ms_per_session", "peak_rss_mb")) for sch, r in runs.items()}
+        for sch, row in summary.items():
+            row = {"sessions": n, "bin_ms": bin_ms, **row}
+            if sch == "threads":
+                row["goal"], row["met"] = "<= 25 ms a session", row["ms_per_session"] <= 25
+            if sch == "cluster2" and "cluster1" in summary:
+                row["x_vs_cluster1"] = summary["cluster1"]["seconds"] / row["seconds"]
+                row["x_of_threads"] = row["seconds"] / summary["threads"]["seconds"]
+                row["goal"] = ">= 1.6x cluster1, <= 1.5x threads"
+                row["met"] = row["x_vs_cluster1"] >= 1.6 and row["x_of_threads"] <= 1.5
+            rows.append(row)
+    common.table(
+        rows,
+        [
+            "sessions",
+            "scheduler",
+            "seconds",
+            "ms_per_session",
+            "tasks",
+            "peak_rss_mb",
+            "x_vs_cluster1",
+            "x_of_threads",
+            "goal",
+            "met",
+        ],
+        title=f"responses_table at scale, {size} sessions, {bin_ms:g} ms",
+    )
+    if record:
+        common.record("responses_scale", rows, {"size": size, "repeats": repeats, "bin_ms": bin_ms})
+    return rows
+
+
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--bin-ms", type=float, nargs="+", default=[10.0, 1.0])
     p.add_argument("--sessions", type=int, nargs="+", default=[1, 9])
+    p.add_argument(
+        "--scale",
+        action="store_true",
+        help="many small sessions: the default scheduler vs 1- and 2-worker local clusters",
+    )
     a = p.parse_args()
-    run(a.size, tuple(a.bin_ms), a.repeats, record=not a.no_record, n_sessions=tuple(a.sessions))
+    if a.scale:
+        run_scale(a.size, tuple(a.sessions), a.bin_ms[-1], a.repeats, record=not a.no_record)
+    else:
+        run(a.size, tuple(a.bin_ms), a.repeats, record=not a.no_record, n_sessions=tuple(a.sessions))
 
 
 if __name__ == "__main__":

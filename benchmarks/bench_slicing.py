@@ -1,4 +1,4 @@
-"""Issue 5, item 5: lazy slicing of a converted store, wall time and bytes read.
+"""Lazy slicing of a converted store, wall time and bytes read.
 
     python benchmarks/bench_slicing.py --size realistic
 

@@ -36,14 +36,14 @@ LOOP_RESAMPLES = 20
 
 def table_path(size: str = "small", n_sessions: int = N_SESSIONS, work: Path | None = None) -> Path:
     """The responses table of ``n_sessions`` synthetic sessions converted at 10 ms, as parquet; cached."""
-    from opto_cube import stats
+    from opto_cube import pipeline
     from opto_cube.catalog import open_catalog
 
     root = common.dataset(size, n_sessions=n_sessions, seed=0, work=work)
     out = common.stores(root, 10.0, work=work)
     path = out / "responses.parquet"
     if not path.exists():
-        table = stats.responses_table(open_catalog(out))
+        table = pipeline.responses_table(open_catalog(out))
         tmp = path.with_name(".responses.parquet.tmp")
         table.to_parquet(tmp)
         tmp.replace(path)

@@ -599,7 +599,7 @@ def intersected_chunks(path: Path, clusters: np.ndarray, trials: np.ndarray) -> 
 
 
 def selections(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The two selections of issue 5, item 5: 20 clusters x 60 trials, and one emitter at one power x all clusters."""
+    """The two selections of the slicing benchmark: 20 clusters x 60 trials, and one emitter at one power x all clusters."""
     import zarr
 
     from opto_cube import schema

@@ -3,7 +3,8 @@
 Convert ALF session folders once (:func:`convert_session`, or the
 ``opto-cube convert`` command), open the cubes lazily (:func:`open_cube`,
 :func:`open_catalog`), and ask the science questions of them
-(:func:`responses`, :func:`responses_table`, :func:`effect_map`, :func:`psth`, ...).
+(:func:`responses`, :func:`responses_table`, :func:`effect_map`, :func:`population_psth`, ...).
+``docs/architecture.md`` gives a line per module.
 
 Examples
 --------
@@ -31,13 +32,16 @@ _LAZY = {
     "open_cube": "store",
     "open_catalog": "catalog",
     "Catalog": "catalog",
-    "responses": "stats",
-    "responses_table": "stats",
+    "responses": "response",  # the function; the module is opto_cube.response (no clash on attribute access)
+    "responses_table": "pipeline",
+    "select_conditions": "conditions",
     "effect_map": "maps",
     "depth_vs_emitter": "maps",
     "modulation_index": "maps",
-    "psth": "maps",
     "spatial_extent": "spatial",
+    "population_psth": "psth",
+    "condition_time_course": "psth",
+    "run_maps": "pipeline",
 }
 
 __all__ = [

@@ -1,10 +1,15 @@
-"""A folder of cubes as one object: every ``*.zarr`` store of a folder, opened lazily.
+"""A folder of cubes as one object, and the ``(session_id, cube)`` pairs every analysis starts from.
 
-:func:`open_catalog` opens each store with :func:`opto_cube.store.open_cube`
-(``spike_counts`` stays on disk until computed) and returns a
-:class:`Catalog`, a read-only mapping ``session_id -> xarray.Dataset`` that
-prints a one-row-per-session summary and converts to an
-:class:`xarray.DataTree`.
+:func:`open_catalog` lists the ``*.zarr`` stores of a folder (or URL) and
+reads each one's small ``zarr.json`` (completion mark and session id); a
+store is opened (:func:`opto_cube.store.open_cube`) only when its cube is
+first asked for. The :class:`Catalog` is a read-only mapping
+``session_id -> xarray.Dataset`` that prints a one-row-per-session summary
+and converts to an :class:`xarray.DataTree`. :func:`sessions_of` gives the
+``(session_id, store path or cube)`` pairs of anything the analyses accept,
+without opening a store (what a task on a worker opens itself);
+:func:`cubes_of` the opened pairs. The session id comes from one place: the
+catalog's key, i.e. the store's ``session_id`` attribute (else its name).
 
 Examples
 --------
@@ -23,7 +28,7 @@ Examples
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +38,9 @@ import xarray as xr
 
 from . import schema
 from .errors import StoreError, warn
-from .store import STORE_SUFFIX, is_complete, is_url, open_cube
+from .store import STORE_SUFFIX, StorePath, is_url, open_cube, read_store_attrs
 
-__all__ = ["Catalog", "open_catalog"]
+__all__ = ["Catalog", "catalog_of", "cluster_table", "cubes_of", "open_catalog", "sessions_of"]
 
 SUMMARY_COLUMNS = ("session", "subject", "date", "clusters", "qc_pass", "trials", "emitters", "powers")
 
@@ -46,9 +51,12 @@ class Catalog(Mapping[str, xr.Dataset]):
     Parameters
     ----------
     cubes
-        ``session_id -> Dataset``.
+        ``session_id -> Dataset``, or ``session_id -> store path`` (opened
+        on first access, with ``storage_options``).
     source
         Where the cubes came from (shown in the repr).
+    storage_options
+        For opening stores on object storage.
 
     Examples
     --------
@@ -58,18 +66,30 @@ class Catalog(Mapping[str, xr.Dataset]):
     (['s1'], ('s1',), True)
     """
 
-    def __init__(self, cubes: Mapping[str, xr.Dataset], source: str = "") -> None:
-        self._cubes = dict(sorted(cubes.items()))
+    def __init__(
+        self, cubes: Mapping[str, xr.Dataset | StorePath], source: str = "", storage_options: dict | None = None
+    ) -> None:
+        self._cubes: dict[str, xr.Dataset | StorePath] = dict(sorted(cubes.items()))
+        self._paths = {sid: entry for sid, entry in self._cubes.items() if not isinstance(entry, xr.Dataset)}
         self.source = source
+        self.storage_options = dict(storage_options or {})
 
     def __getitem__(self, session_id: str) -> xr.Dataset:
         try:
-            return self._cubes[session_id]
+            entry = self._cubes[session_id]
         except KeyError:
             raise KeyError(
                 f"no session {session_id!r} in the catalog of {self.source or 'cubes'}; "
                 f"sessions: {', '.join(self._cubes) or 'none'}"
             ) from None
+        if not isinstance(entry, xr.Dataset):
+            options = {"storage_options": self.storage_options} if self.storage_options else {}
+            entry = self._cubes[session_id] = open_cube(entry, **options)
+        return entry
+
+    def entries(self) -> list[tuple[str, xr.Dataset | StorePath]]:
+        """``(session_id, store path)`` pairs, without opening a store (a cube given in memory: the cube)."""
+        return [(sid, self._paths.get(sid, entry)) for sid, entry in self._cubes.items()]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._cubes)
@@ -90,12 +110,12 @@ class Catalog(Mapping[str, xr.Dataset]):
         ``powers`` the power levels (:func:`opto_cube.schema.power_levels`),
         mW, 4 significant digits. Only coordinates are read.
         """
-        rows = [_summary_row(sid, ds) for sid, ds in self._cubes.items()]
+        rows = [_summary_row(sid, ds) for sid, ds in self.items()]
         return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
 
     def to_datatree(self) -> xr.DataTree:
         """An :class:`xarray.DataTree` with one child node per session, named by session id."""
-        return xr.DataTree.from_dict({f"/{sid}": ds for sid, ds in self._cubes.items()})
+        return xr.DataTree.from_dict({f"/{sid}": ds for sid, ds in self.items()})
 
     def __repr__(self) -> str:
         head = f"<opto_cube.Catalog: {len(self)} session{'s' * (len(self) != 1)}"
@@ -152,7 +172,7 @@ def _list_stores(folder_or_url: str | os.PathLike, storage_options: dict[str, An
 
 
 def open_catalog(folder_or_url: str | os.PathLike, **storage_options: Any) -> Catalog:
-    """Open every ``*.zarr`` store of a folder (local path or fsspec URL) lazily.
+    """Every ``*.zarr`` store of a folder (local path or fsspec URL), each opened when first asked for.
 
     Parameters
     ----------
@@ -183,52 +203,127 @@ def open_catalog(folder_or_url: str | os.PathLike, **storage_options: Any) -> Ca
     >>> open_catalog(tempfile.mkdtemp())  # doctest: +ELLIPSIS
     <opto_cube.Catalog: 0 sessions from ...>
     """
-    paths = _list_stores(folder_or_url, storage_options)
-    cubes: dict[str, xr.Dataset] = {}
-    where: dict[str, str] = {}
-    for path in paths:
-        if not is_complete(path, storage_options):
+    paths: dict[str, StorePath] = {}
+    for path in _list_stores(folder_or_url, storage_options):
+        attrs = read_store_attrs(path, storage_options)
+        if not (attrs and attrs.get(schema.ATTR_COMPLETE)):
             warn(path, "incomplete store (no completion mark: unfinished or interrupted conversion); skipped")
             continue
-        ds = open_cube(path, storage_options=storage_options) if storage_options else open_cube(path)
-        name = path.rstrip("/").rsplit("/", 1)[-1]
-        session_id = str(ds.attrs.get(schema.ATTR_SESSION_ID) or name[: -len(STORE_SUFFIX)])
-        if session_id in cubes:
-            raise StoreError(f"{path}: session {session_id!r} is already in the catalog, from {where[session_id]}")
-        cubes[session_id], where[session_id] = ds, path
-    return Catalog(cubes, source=os.fspath(folder_or_url))
+        session_id = _session_id(path, attrs)
+        if session_id in paths:
+            raise StoreError(f"{path}: session {session_id!r} is already in the catalog, from {paths[session_id]}")
+        paths[session_id] = path
+    return Catalog(paths, source=os.fspath(folder_or_url), storage_options=storage_options)
 
 
-def cubes_of(source: Any) -> list[tuple[str, xr.Dataset]]:
-    """``(session_id, cube)`` pairs of a Catalog or mapping, one cube, cubes or store paths, or a folder of stores.
+def _session_id(path: StorePath, attrs: Mapping[str, Any] | None) -> str:
+    """A store's session id: its ``session_id`` attribute, else its name without ``.zarr``."""
+    name = os.fspath(path).rstrip("/").rsplit("/", 1)[-1]
+    return str((attrs or {}).get(schema.ATTR_SESSION_ID) or name.removesuffix(STORE_SUFFIX))
 
-    Mappings give their keys as session ids; cubes give their ``session_id`` attribute.
+
+def _is_store(path: str | os.PathLike) -> bool:
+    text = os.fspath(path).rstrip("/")
+    return text.endswith(STORE_SUFFIX) or (not is_url(text) and (Path(text) / "zarr.json").exists())
+
+
+def catalog_of(sources: Iterable[str | os.PathLike]) -> Catalog:
+    """One catalog of several stores and folders of stores; a session given twice is an error.
+
+    Raises
+    ------
+    StoreError
+        A path that does not exist, a folder holding no store, or a session given twice.
+    """
+    entries: dict[str, StorePath] = {}
+    for source in sources:
+        if not is_url(source) and not Path(source).exists():
+            raise StoreError(f"{source}: no such folder of stores (or store)")
+        if _is_store(source):
+            found = {_session_id(source, read_store_attrs(source)): source}
+        else:
+            found = dict(open_catalog(source).entries())
+            if not found:
+                raise StoreError(f"{source}: holds no {STORE_SUFFIX} stores")
+        twice = sorted(set(found) & set(entries))
+        if twice:
+            raise StoreError(f"{source}: session {twice[0]!r} given twice; name each session's store once")
+        entries.update(found)
+    return Catalog(entries, source=", ".join(map(os.fspath, sources)) if isinstance(sources, list) else "")
+
+
+def sessions_of(source: Any) -> list[tuple[str, xr.Dataset | StorePath]]:
+    """``(session_id, store path or cube)`` pairs of a Catalog or mapping, a cube, cubes or store paths, or a folder.
+
+    No store is opened: a store path is given as such (its session id read
+    from its ``zarr.json``). Mappings give their keys as session ids, cubes
+    their ``session_id`` attribute.
 
     Examples
     --------
-    >>> cubes_of(xr.Dataset(attrs={"session_id": "s1"}))
-    [('s1', <xarray.Dataset> Size: 0B
-    Dimensions:  ()
-    Data variables:
-        *empty*
-    Attributes:
-        session_id:  s1)]
+    >>> sessions_of([xr.Dataset(attrs={"session_id": "s1"})])[0][0]
+    's1'
     """
+    if isinstance(source, Catalog):
+        return source.entries()
     if isinstance(source, xr.Dataset):
         return [(str(source.attrs.get(schema.ATTR_SESSION_ID, "")), source)]
     if isinstance(source, (str, os.PathLike)):
-        return list(open_catalog(source).items())
+        if _is_store(source):
+            return [(_session_id(source, read_store_attrs(source)), source)]
+        return open_catalog(source).entries()
     if isinstance(source, Mapping):
         items: Iterable[tuple[str | None, Any]] = ((str(k), v) for k, v in source.items())
     elif isinstance(source, Iterable):
         items = ((None, v) for v in source)
     else:
         raise TypeError(f"expected a Catalog, a cube or cubes, got {type(source)!r}")
-    pairs = []
+    pairs: list[tuple[str, xr.Dataset | StorePath]] = []
     for key, item in items:
         if isinstance(item, (str, os.PathLike)):
-            item = open_cube(item)
-        elif not isinstance(item, xr.Dataset):
+            pairs.append((key if key is not None else _session_id(item, read_store_attrs(item)), item))
+        elif isinstance(item, xr.Dataset):
+            pairs.append((key if key is not None else str(item.attrs.get(schema.ATTR_SESSION_ID, "")), item))
+        else:
             raise TypeError(f"expected a cube (xarray.Dataset) or a store path, got {type(item)!r}")
-        pairs.append((key if key is not None else str(item.attrs.get(schema.ATTR_SESSION_ID, "")), item))
     return pairs
+
+
+def cubes_of(source: Any) -> list[tuple[str, xr.Dataset]]:
+    """``(session_id, cube)`` pairs of what :func:`sessions_of` accepts, every store opened.
+
+    Examples
+    --------
+    >>> [sid for sid, _ in cubes_of({"s1": xr.Dataset()})]
+    ['s1']
+    """
+    if isinstance(source, Catalog):
+        return list(source.items())
+    return [(sid, item if isinstance(item, xr.Dataset) else open_cube(item)) for sid, item in sessions_of(source)]
+
+
+def cluster_table(catalog: Any, columns: Sequence[str] = (schema.TROUGH_TO_PEAK,)) -> pd.DataFrame:
+    """Per-cluster coordinates of every cube as one table keyed by ``session_id`` and ``cluster``.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> cube = xr.Dataset(coords={"cluster": [0, 1], "trough_to_peak_ms": ("cluster", [0.3, 0.7])})
+    >>> cluster_table({"s1": cube})
+      session_id  cluster  trough_to_peak_ms
+    0         s1        0                0.3
+    1         s1        1                0.7
+    """
+    frames = [
+        pd.DataFrame(
+            {
+                schema.SESSION_ID: session_id,
+                schema.CLUSTER: cube[schema.CLUSTER].values,
+                **{c: cube[c].values for c in columns},
+            }
+        )
+        for session_id, cube in cubes_of(catalog)
+    ]
+    if not frames:
+        return pd.DataFrame(columns=[schema.SESSION_ID, schema.CLUSTER, *columns])
+    return pd.concat(frames, ignore_index=True)

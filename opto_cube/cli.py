@@ -187,28 +187,8 @@ def _info_url(url: str) -> int:
 # --------------------------------------------------------------------------
 # responses
 # --------------------------------------------------------------------------
-TABLE_SUFFIXES = (".csv", ".parquet")
-
-
 def _keys(text: str) -> tuple[str, ...]:
     return tuple(k.strip() for k in text.split(",") if k.strip())
-
-
-def _write_table(table: object, out: Path) -> None:
-    """Write a DataFrame to ``out`` (.csv or .parquet) atomically: a temp file beside it, then os.replace."""
-    import uuid
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        if out.suffix == ".csv":
-            table.to_csv(tmp, index=False)  # type: ignore[attr-defined]
-        else:
-            table.to_parquet(tmp, index=False)  # type: ignore[attr-defined]
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
@@ -239,9 +219,9 @@ def _dask_cluster(args: argparse.Namespace) -> Iterator[None]:
 
 
 def cmd_responses(args: argparse.Namespace) -> int:
-    from .catalog import open_catalog
-    from .stats import check_by, responses_table
-    from .store import STORE_SUFFIX, is_url, open_cube
+    from .catalog import catalog_of
+    from .conditions import check_by
+    from .pipeline import TABLE_SUFFIXES, responses_table, write_table
 
     out = Path(args.out)
     if out.suffix not in TABLE_SUFFIXES:
@@ -251,29 +231,15 @@ def cmd_responses(args: argparse.Namespace) -> int:
         check_by(by, args.mode)
     except ValueError as e:
         raise OptoCubeError(f"--by {args.by!r}: {e}") from e
-    cubes: dict[str, object] = {}
-    for source in args.stores:
-        local = not is_url(source)
-        if local and not Path(source).exists():
-            raise OptoCubeError(f"{source}: no such store or folder")
-        if str(source).rstrip("/").endswith(STORE_SUFFIX) or (local and (Path(source) / "zarr.json").exists()):
-            cube = open_cube(source)
-            found = {str(cube.attrs.get(schema.ATTR_SESSION_ID, source)): cube}
-        else:
-            found = dict(open_catalog(source))
-            if not found:
-                raise OptoCubeError(f"{source}: holds no {STORE_SUFFIX} stores")
-        twice = sorted(set(found) & set(cubes))
-        if twice:
-            raise OptoCubeError(f"{source}: session {twice[0]!r} given twice; name each session's store once")
-        cubes.update(found)
+    catalog = catalog_of(args.stores)
     with _dask_cluster(args):
         try:
-            table = responses_table(cubes, by=by, mode=args.mode)
+            table = responses_table(catalog, by=by, mode=args.mode)
         except ValueError as e:
             raise OptoCubeError(str(e)) from e
-    _write_table(table, out)
-    _say(f"wrote {len(table)} rows ({len(cubes)} session{'s' * (len(cubes) != 1)}, mode {args.mode}) to {out}")
+    write_table(table, out)
+    n = len(catalog)
+    _say(f"wrote {len(table)} rows ({n} session{'s' * (n != 1)}, mode {args.mode}) to {out}")
     return 0
 
 
@@ -305,14 +271,10 @@ def _positive_um(text: str) -> float:
 def cmd_maps(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .catalog import open_catalog
-    from .maps import run_maps
+    from .catalog import catalog_of
+    from .pipeline import run_maps
 
-    if not Path(args.stores).exists() and "://" not in args.stores:
-        raise OptoCubeError(f"{args.stores}: no such folder of stores")
-    catalog = open_catalog(args.stores)
-    if not len(catalog):
-        raise OptoCubeError(f"{args.stores}: holds no .zarr stores")
+    catalog = catalog_of([args.stores])
     table = None
     if args.responses:
         try:
@@ -321,8 +283,12 @@ def cmd_maps(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as e:
             raise OptoCubeError(f"{args.responses}: cannot read the responses table ({e})") from e
     with _dask_cluster(args):
-        written = run_maps(catalog, args.out, distance_bin_um=args.distance_bin_um, duration_s=args.duration_s,
-                           table=table)
+        try:
+            written = run_maps(
+                catalog, args.out, distance_bin_um=args.distance_bin_um, duration_s=args.duration_s, table=table
+            )
+        except ValueError as e:
+            raise OptoCubeError(f"{args.stores}: {e}") from e
     for path in written.values():
         _say(f"wrote {path}")
     return 0
@@ -346,8 +312,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _say(f"2. converting them to Zarr cubes in {stores}")
     code = _report(convert(data, stores, bin_ms=args.bin_ms, overwrite=True, jobs=1, progress=True))
     from .catalog import open_catalog
-    from .maps import run_maps
-    from .stats import responses_table
+    from .pipeline import responses_table, run_maps, write_table
 
     catalog = open_catalog(stores)
     if not len(catalog):
@@ -355,7 +320,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     table_path, maps_dir = out / "responses.csv", out / "maps"
     _say(f"3. responses of every cluster in every condition -> {table_path}")
     table = responses_table(catalog)
-    _write_table(table, table_path)
+    write_table(table, table_path)
     _say(f"4. maps and figures -> {maps_dir}")
     written = run_maps(catalog, maps_dir, table=table)
     _say(f"\nopen one in Python:  xarray.open_zarr({str(next(stores.glob('*.zarr')))!r})")

@@ -16,7 +16,7 @@ class OptoCubeError(Exception):
 
 
 class SessionFormatError(OptoCubeError, ValueError):
-    """A session folder does not follow the ALF format of dataset.md.
+    """A session folder does not follow the ALF format of docs/format.md.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Find and read Neuropixels Opto sessions in the ALF layout of dataset.md.
+"""Find and read Neuropixels Opto sessions in the ALF layout of docs/format.md.
 
 Everything read is checked (shapes, dtypes, ranges) and hashed (SHA-256) in
 the same pass. A broken file raises :class:`~opto_cube.errors.SessionFormatError`
@@ -440,7 +440,7 @@ def read_session(folder: str | os.PathLike) -> Session:
     Parameters
     ----------
     folder
-        A session folder holding session.json and the ALF files of dataset.md.
+        A session folder holding session.json and the ALF files of docs/format.md.
 
     Returns
     -------

@@ -1,8 +1,10 @@
 """How the optogenetic effect spreads in depth, grows with power and differs between RS and FS cells.
 
-Every function here reads the long responses table of ``interface.md`` (one
-row per session x cluster x condition, as :func:`opto_cube.responses_table`
-writes it), so maps pool any number of sessions:
+Every function here reads the long responses table of ``docs/contract.md``
+(one row per session x cluster x condition, as :func:`opto_cube.responses_table`
+writes it), so maps pool any number of sessions. Nothing here reads a store or
+writes a file (that is :mod:`opto_cube.pipeline`); rows are chosen with
+:mod:`opto_cube.conditions`.
 
 - :func:`effect_map`: fraction of units activated / inactivated against signed
   distance from the emitter, power and waveform type (a labelled
@@ -10,10 +12,7 @@ writes it), so maps pool any number of sessions:
   in the manner of pynapple's tuning curves);
 - :func:`depth_vs_emitter`: depth of responding units against the depth of the
   emitter that drove them, with Pearson's r (the published figure);
-- :func:`modulation_index`: ``(stim - pre) / (stim + pre)`` against spike width;
-- :func:`psth`: the trial-averaged rate around onset, lazily from a cube;
-- :func:`maps` / :func:`run_maps`: the effect map of stores, a catalog or a
-  table, and the whole ``opto-cube maps`` job (netCDF plus figures).
+- :func:`modulation_index`: ``(stim - pre) / (stim + pre)`` against spike width.
 
 Examples
 --------
@@ -33,11 +32,8 @@ array([1.])
 from __future__ import annotations
 
 import math
-import os
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,25 +41,9 @@ import pandas as pd
 import xarray as xr
 
 from . import schema
-from .catalog import cubes_of
+from .conditions import check_table, check_unknown_policy, filter_units, waveform_labels
 
-__all__ = [
-    "DepthVsEmitter",
-    "depth_vs_emitter",
-    "distance_edges",
-    "effect_map",
-    "maps",
-    "modulation_index",
-    "population_psth",
-    "psth",
-    "run_maps",
-    "save_netcdf",
-    "select_conditions",
-]
-
-UNKNOWN_WAVEFORM_POLICIES = ("drop", "keep")
-MAPS_NETCDF = "maps.nc"
-FIGURES = ("effect_map.png", "depth_vs_emitter.png", "modulation_index.png", "psth.png")
+__all__ = ["DepthVsEmitter", "depth_vs_emitter", "distance_edges", "effect_map", "modulation_index"]
 
 _EFFECT_MAP_COLUMNS = (
     schema.DISTANCE,
@@ -73,106 +53,6 @@ _EFFECT_MAP_COLUMNS = (
     schema.INACTIVATED,
     schema.SIGNIFICANT,
 )
-_BOOL_COLUMNS = (schema.QC_PASS, schema.ACTIVATED, schema.INACTIVATED, schema.SIGNIFICANT)
-
-
-# --------------------------------------------------------------------------
-# Checking and normalising the table
-# --------------------------------------------------------------------------
-def _table(table: Any, required: Iterable[str], what: str) -> pd.DataFrame:
-    """A copy of ``table`` with the columns a map needs, their types normalised.
-
-    Waveform types become strings with ``""`` for unknown (a CSV reader turns
-    empty strings into NaN); boolean columns read with missing values count
-    missing as False.
-    """
-    if not isinstance(table, pd.DataFrame):
-        raise TypeError(f"{what} expects the responses table as a pandas DataFrame, got {type(table).__name__!r}")
-    missing = [c for c in required if c not in table.columns]
-    if missing:
-        raise ValueError(
-            f"{what}: the table lacks the column(s) {', '.join(map(repr, missing))}; expected the responses "
-            f"table of opto_cube.responses_table (columns {', '.join(table.columns.map(str))})"
-        )
-    df = table.copy()
-    if schema.WAVEFORM_TYPE in df:
-        df[schema.WAVEFORM_TYPE] = df[schema.WAVEFORM_TYPE].fillna(schema.UNKNOWN_LABEL).astype(str).str.strip()
-    for c in _BOOL_COLUMNS:
-        if c in df and df[c].dtype != bool:
-            df[c] = df[c].astype("boolean").fillna(False).astype(bool)
-    return df
-
-
-def _check_unknown_policy(unknown_waveform: str) -> None:
-    if unknown_waveform not in UNKNOWN_WAVEFORM_POLICIES:
-        raise ValueError(f"unknown_waveform must be one of {UNKNOWN_WAVEFORM_POLICIES}, got {unknown_waveform!r}")
-
-
-def _waveform_labels(values: pd.Series, unknown_waveform: str) -> list[str]:
-    """RS, FS always (in that order); then other labels present, sorted; unknown ``""`` last when kept."""
-    present = set(values.unique())
-    others = sorted(present - set(schema.WAVEFORM_TYPES) - {schema.UNKNOWN_LABEL})
-    labels = [*schema.WAVEFORM_TYPES, *others]
-    if unknown_waveform == "keep":
-        labels.append(schema.UNKNOWN_LABEL)
-    return labels
-
-
-# --------------------------------------------------------------------------
-# Selecting conditions (rows of the table, trials of a cube)
-# --------------------------------------------------------------------------
-def _match(values: np.ndarray, wanted: Any, rtol: float, what: str) -> np.ndarray:
-    """Which ``values`` equal one of ``wanted`` (within ``rtol``); ``"max"``/``"min"``: the extreme value.
-
-    Raises ValueError naming what is available when a wanted value matches nothing.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if isinstance(wanted, str):
-        if wanted not in ("max", "min") or not np.isfinite(values).any():
-            raise ValueError(f"{what} must be a value, a list of values, 'max' or 'min', got {wanted!r}")
-        wanted = np.nanmax(values) if wanted == "max" else np.nanmin(values)
-    try:
-        w = np.atleast_1d(np.asarray(wanted, dtype=np.float64))
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a value, a list of values, 'max' or 'min', got {wanted!r}") from None
-    close = np.isclose(values[:, None], w[None, :], rtol=rtol, atol=1e-12)
-    missing = w[~close.any(axis=0)]
-    if missing.size:
-        finite = values[np.isfinite(values)]
-        available = schema.power_levels(finite)[1] if what == schema.POWER else np.unique(finite)
-        raise ValueError(f"no {what} {missing.tolist()!r}; there are {np.round(available, 6).tolist()!r}")
-    return close.any(axis=1)
-
-
-_RTOL = {schema.EMITTER: 0.0, schema.POWER: schema.POWER_RTOL, schema.DURATION: 1e-9}
-
-
-def select_conditions(
-    table: pd.DataFrame, *, emitter: Any = None, power_mw: Any = None, duration_s: Any = None
-) -> pd.DataFrame:
-    """The rows of the responses table of some conditions.
-
-    Each selector is a value, a list of values, ``"max"`` or ``"min"`` (the
-    largest / smallest in the table), or None (all). Powers match within a
-    relative 1e-6 (one power level), durations within 1e-9.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> table = pd.DataFrame({"emitter": [1, 1, 2], "power_mw": [1.0, 4.0000001, 4.0],
-    ...                       "duration_s": [0.01, 0.05, 0.05]})
-    >>> select_conditions(table, power_mw=4.0, duration_s="max").index.tolist()
-    [1, 2]
-    >>> select_conditions(table, emitter=[2]).index.tolist()
-    [2]
-    """
-    selectors = {schema.EMITTER: emitter, schema.POWER: power_mw, schema.DURATION: duration_s}
-    needed = [name for name, wanted in selectors.items() if wanted is not None]
-    _table(table, needed, "select_conditions")
-    keep = np.ones(len(table), dtype=bool)
-    for name in needed:
-        keep &= _match(table[name].to_numpy(dtype=np.float64), selectors[name], _RTOL[name], name)
-    return table[keep]
 
 
 # --------------------------------------------------------------------------
@@ -263,7 +143,7 @@ def effect_map(
     Parameters
     ----------
     table
-        The responses table (interface.md), any number of sessions.
+        The responses table (``docs/contract.md``), any number of sessions.
     distance_bin_um
         Width of the distance bins, um. Bins are right-open ``[a, b)``.
     distance_range_um
@@ -324,99 +204,28 @@ def effect_map(
     >>> m.fraction_activated.sel(power_mw=1.0, method="nearest").sel(waveform_type="FS").values
     array([ 0.,  1., nan])
     """
-    _check_unknown_policy(unknown_waveform)
+    check_unknown_policy(unknown_waveform)
     by = (by,) if isinstance(by, str) else tuple(by)
     if len(set(by)) != len(by) or schema.DISTANCE in by:
         raise ValueError(f"by must name distinct columns other than {schema.DISTANCE!r}, got {by!r}")
-    df = _table(table, (*_EFFECT_MAP_COLUMNS, *by), "effect_map")
-    if qc_only:
-        df = df[df[schema.QC_PASS]]
-    if unknown_waveform == "drop":
-        df = df[df[schema.WAVEFORM_TYPE] != schema.UNKNOWN_LABEL]
+    df = filter_units(
+        check_table(table, (*_EFFECT_MAP_COLUMNS, *by), "effect_map"),
+        qc_only=qc_only,
+        unknown_waveform=unknown_waveform,
+    )
 
     edges = distance_edges(df[schema.DISTANCE].to_numpy(dtype=np.float64), distance_bin_um, distance_range_um)
-    codes = {schema.DISTANCE: _bin_codes(df[schema.DISTANCE].to_numpy(dtype=np.float64), edges)}
-    coords: dict[str, Any] = {schema.DISTANCE: _centres(edges)}
-    extra_attrs: dict[str, Any] = {}
-    for name in by:
-        if name == schema.POWER:
-            codes[name], coords[name], power_attrs = _group_power(df, power_bins_mw)
-            extra_attrs.update(power_attrs)
-        elif name == schema.WAVEFORM_TYPE:
-            labels = _waveform_labels(df[name], unknown_waveform)
-            codes[name] = pd.Categorical(df[name], categories=labels).codes.astype(np.int64)
-            coords[name] = np.asarray(labels, dtype=object)
-        else:
-            code, uniques = pd.factorize(df[name], sort=True, use_na_sentinel=True)
-            codes[name], coords[name] = code.astype(np.int64), np.asarray(uniques)
-
+    codes, coords, extra_attrs = _map_codes(df, edges, by, power_bins_mw, unknown_waveform)
     keep = np.logical_and.reduce([c >= 0 for c in codes.values()])
     activated = df[schema.ACTIVATED].to_numpy(dtype=bool)
     inactivated = df[schema.INACTIVATED].to_numpy(dtype=bool)
     if significant_only:
         significant = df[schema.SIGNIFICANT].to_numpy(dtype=bool)
         activated, inactivated = activated & significant, inactivated & significant
-    rows = pd.DataFrame(
-        {
-            **{name: c[keep] for name, c in codes.items()},
-            schema.MAP_N_UNITS: np.ones(int(keep.sum()), dtype=np.int64),
-            schema.MAP_N_ACTIVATED: activated[keep].astype(np.int64),
-            schema.MAP_N_INACTIVATED: inactivated[keep].astype(np.int64),
-        }
+    counts = _bin_counts({name: c[keep] for name, c in codes.items()}, coords, activated[keep], inactivated[keep])
+    ds = _effect_dataset(
+        counts, coords, significant_only=significant_only, qc_only=qc_only, binned_power=power_bins_mw is not None
     )
-    dims = list(codes)
-    shape = tuple(len(coords[d]) for d in dims)
-    full = (
-        pd.MultiIndex.from_product([np.arange(n) for n in shape], names=dims)
-        if len(dims) > 1
-        else pd.Index(np.arange(shape[0]), name=dims[0])
-    )
-    sums = rows.groupby(dims, sort=True).sum().reindex(full, fill_value=0)
-
-    def counts(name: str) -> np.ndarray:
-        return sums[name].to_numpy(dtype=np.int64).reshape(shape)
-
-    n_units, n_act, n_inact = (
-        counts(schema.MAP_N_UNITS),
-        counts(schema.MAP_N_ACTIVATED),
-        counts(schema.MAP_N_INACTIVATED),
-    )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac_act = np.where(n_units > 0, n_act / n_units, np.nan)
-        frac_inact = np.where(n_units > 0, n_inact / n_units, np.nan)
-
-    post = " and p < 0.005" if significant_only else ""
-    who = "QC-passing units" if qc_only else "units"
-    data_vars = {
-        schema.MAP_FRACTION_ACTIVATED: (
-            dims,
-            frac_act,
-            {"units": "1", "long_name": f"fraction of {who} activated (rate change > +200 %{post})"},
-        ),
-        schema.MAP_FRACTION_INACTIVATED: (
-            dims,
-            frac_inact,
-            {
-                "units": "1",
-                "long_name": f"fraction of {who} inactivated (rate change < -50 %, baseline > 2 Hz{post})",
-            },
-        ),
-        schema.MAP_N_UNITS: (dims, n_units, {"units": "1", "long_name": f"{who} x conditions in the bin"}),
-        schema.MAP_N_ACTIVATED: (dims, n_act, {"units": "1", "long_name": "of which activated"}),
-        schema.MAP_N_INACTIVATED: (dims, n_inact, {"units": "1", "long_name": "of which inactivated"}),
-    }
-    ds = xr.Dataset(data_vars, coords={d: coords[d] for d in dims})
-    ds[schema.DISTANCE].attrs = {
-        "units": "um",
-        "long_name": "distance from the emitter (unit depth - emitter depth; + deeper), bin centre",
-    }
-    if schema.POWER in ds.coords:
-        ds[schema.POWER].attrs = {
-            "units": "mW",
-            "long_name": "power level (mean)" if power_bins_mw is None else "power, bin centre",
-        }
-    if schema.WAVEFORM_TYPE in ds.coords:
-        ds[schema.WAVEFORM_TYPE].attrs = {"units": "1", "long_name": "waveform type (RS, FS; '' unknown)"}
     ds.attrs = {
         schema.MAP_DISTANCE_EDGES: edges,
         "distance_bin_um": float(distance_bin_um),
@@ -428,6 +237,81 @@ def effect_map(
         "n_rows": int(keep.sum()),
         "n_sessions": int(df.loc[keep, schema.SESSION_ID].nunique()) if schema.SESSION_ID in df else 1,
     }
+    return ds
+
+
+def _map_codes(
+    df: pd.DataFrame, edges: np.ndarray, by: tuple[str, ...], power_bins_mw: Any, unknown_waveform: str
+) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
+    """Each row's bin along every dimension of the map (-1: outside), the coordinates, and attrs of the grouping."""
+    codes = {schema.DISTANCE: _bin_codes(df[schema.DISTANCE].to_numpy(dtype=np.float64), edges)}
+    coords: dict[str, Any] = {schema.DISTANCE: _centres(edges)}
+    extra_attrs: dict[str, Any] = {}
+    for name in by:
+        if name == schema.POWER:
+            codes[name], coords[name], power_attrs = _group_power(df, power_bins_mw)
+            extra_attrs.update(power_attrs)
+        elif name == schema.WAVEFORM_TYPE:
+            labels = waveform_labels(df[name], unknown_waveform)
+            codes[name] = pd.Categorical(df[name], categories=labels).codes.astype(np.int64)
+            coords[name] = np.asarray(labels, dtype=object)
+        else:
+            code, uniques = pd.factorize(df[name], sort=True, use_na_sentinel=True)
+            codes[name], coords[name] = code.astype(np.int64), np.asarray(uniques)
+    return codes, coords, extra_attrs
+
+
+def _bin_counts(
+    codes: dict[str, np.ndarray], coords: dict[str, Any], activated: np.ndarray, inactivated: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Rows, activated and inactivated rows per bin of the map (every bin, zeros included)."""
+    dims = list(codes)
+    shape = tuple(len(coords[d]) for d in dims)
+    flat = np.ravel_multi_index(tuple(codes[d] for d in dims), shape) if codes[dims[0]].size else np.zeros(0, int)
+    size = int(np.prod(shape))
+    return {
+        schema.MAP_N_UNITS: np.bincount(flat, minlength=size).astype(np.int64).reshape(shape),
+        schema.MAP_N_ACTIVATED: np.bincount(flat, weights=activated, minlength=size).astype(np.int64).reshape(shape),
+        schema.MAP_N_INACTIVATED: np.bincount(flat, weights=inactivated, minlength=size)
+        .astype(np.int64)
+        .reshape(shape),
+    }
+
+
+def _effect_dataset(
+    counts: dict[str, np.ndarray], coords: dict[str, Any], *, significant_only: bool, qc_only: bool, binned_power: bool
+) -> xr.Dataset:
+    """The effect map's Dataset: counts, fractions (NaN where a bin is empty) and their attributes."""
+    dims = list(coords)
+    n_units = counts[schema.MAP_N_UNITS]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac_act = np.where(n_units > 0, counts[schema.MAP_N_ACTIVATED] / n_units, np.nan)
+        frac_inact = np.where(n_units > 0, counts[schema.MAP_N_INACTIVATED] / n_units, np.nan)
+    post = " and p < 0.005" if significant_only else ""
+    who = "QC-passing units" if qc_only else "units"
+    long_names = {
+        schema.MAP_FRACTION_ACTIVATED: f"fraction of {who} activated (rate change > +200 %{post})",
+        schema.MAP_FRACTION_INACTIVATED: f"fraction of {who} inactivated (rate change < -50 %, baseline > 2 Hz{post})",
+        schema.MAP_N_UNITS: f"{who} x conditions in the bin",
+        schema.MAP_N_ACTIVATED: "of which activated",
+        schema.MAP_N_INACTIVATED: "of which inactivated",
+    }
+    values = {schema.MAP_FRACTION_ACTIVATED: frac_act, schema.MAP_FRACTION_INACTIVATED: frac_inact, **counts}
+    ds = xr.Dataset(
+        {name: (dims, values[name], {"units": "1", "long_name": long}) for name, long in long_names.items()},
+        coords={d: coords[d] for d in dims},
+    )
+    ds[schema.DISTANCE].attrs = {
+        "units": "um",
+        "long_name": "distance from the emitter (unit depth - emitter depth; + deeper), bin centre",
+    }
+    if schema.POWER in ds.coords:
+        ds[schema.POWER].attrs = {
+            "units": "mW",
+            "long_name": "power, bin centre" if binned_power else "power level (mean)",
+        }
+    if schema.WAVEFORM_TYPE in ds.coords:
+        ds[schema.WAVEFORM_TYPE].attrs = {"units": "1", "long_name": "waveform type (RS, FS; '' unknown)"}
     return ds
 
 
@@ -483,7 +367,7 @@ def depth_vs_emitter(
     Parameters
     ----------
     table
-        The responses table (interface.md).
+        The responses table (``docs/contract.md``).
     significant_only, qc_only, unknown_waveform
         As in :func:`effect_map`. To look at one power or pulse duration,
         select its rows first (:func:`select_conditions`).
@@ -508,12 +392,9 @@ def depth_vs_emitter(
     >>> round(float(result.stats.pearson_r.sel(waveform_type="FS", effect="activated")), 3)
     0.994
     """
-    _check_unknown_policy(unknown_waveform)
-    df = _table(table, (*_EFFECT_MAP_COLUMNS, schema.DEPTH_FROM_SURFACE), "depth_vs_emitter")
-    if qc_only:
-        df = df[df[schema.QC_PASS]]
-    if unknown_waveform == "drop":
-        df = df[df[schema.WAVEFORM_TYPE] != schema.UNKNOWN_LABEL]
+    check_unknown_policy(unknown_waveform)
+    df = check_table(table, (*_EFFECT_MAP_COLUMNS, schema.DEPTH_FROM_SURFACE), "depth_vs_emitter")
+    df = filter_units(df, qc_only=qc_only, unknown_waveform=unknown_waveform)
     df = df[
         np.isfinite(df[schema.DEPTH_FROM_SURFACE].to_numpy(float)) & np.isfinite(df[schema.DISTANCE].to_numpy(float))
     ]
@@ -530,7 +411,7 @@ def depth_vs_emitter(
     points[schema.MAP_UNIT_DEPTH] = points.pop(schema.DEPTH_FROM_SURFACE)
     points[schema.EMITTER_DEPTH] = points[schema.MAP_UNIT_DEPTH] - points.pop(schema.DISTANCE)
 
-    labels = _waveform_labels(df[schema.WAVEFORM_TYPE], unknown_waveform)
+    labels = waveform_labels(df[schema.WAVEFORM_TYPE], unknown_waveform)
     shape = (len(labels), len(schema.EFFECTS))
     r, p, n = np.full(shape, np.nan), np.full(shape, np.nan), np.zeros(shape, dtype=np.int64)
     for (w, e), group in points.groupby([schema.WAVEFORM_TYPE, schema.MAP_EFFECT], sort=False):
@@ -562,33 +443,26 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 # --------------------------------------------------------------------------
 # Modulation index against spike width
 # --------------------------------------------------------------------------
-
-
-def cluster_table(catalog: Any, columns: Sequence[str] = (schema.TROUGH_TO_PEAK,)) -> pd.DataFrame:
-    """Per-cluster coordinates of every cube as one table keyed by ``session_id`` and ``cluster``.
-
-    Examples
-    --------
-    >>> import xarray as xr
-    >>> cube = xr.Dataset(coords={"cluster": [0, 1], "trough_to_peak_ms": ("cluster", [0.3, 0.7])})
-    >>> cluster_table({"s1": cube})
-      session_id  cluster  trough_to_peak_ms
-    0         s1        0                0.3
-    1         s1        1                0.7
-    """
-    frames = [
-        pd.DataFrame(
-            {
-                schema.SESSION_ID: session_id,
-                schema.CLUSTER: cube[schema.CLUSTER].values,
-                **{c: cube[c].values for c in columns},
-            }
+def _join_widths(df: pd.DataFrame, widths: Any) -> pd.DataFrame:
+    """The table with each unit's spike width joined on session_id and cluster; every session must be found."""
+    if widths is None:
+        raise ValueError(
+            f"modulation_index: the table has no {schema.TROUGH_TO_PEAK!r} column; pass catalog= (the cubes, "
+            "their catalog, or a table of session_id, cluster, trough_to_peak_ms) to join it on session_id and cluster"
         )
-        for session_id, cube in cubes_of(catalog)
-    ]
-    if not frames:
-        return pd.DataFrame(columns=[schema.SESSION_ID, schema.CLUSTER, *columns])
-    return pd.concat(frames, ignore_index=True)
+    check_table(df, [schema.SESSION_ID, schema.CLUSTER], "modulation_index")
+    if not isinstance(widths, pd.DataFrame):
+        from .catalog import cluster_table  # opened cubes: only their per-cluster coordinates are read
+
+        widths = cluster_table(widths, (schema.TROUGH_TO_PEAK,))
+    missing = sorted(set(df[schema.SESSION_ID].astype(str)) - set(widths[schema.SESSION_ID].astype(str)))
+    if missing:
+        raise ValueError(
+            f"modulation_index: no spike widths for session(s) {', '.join(map(repr, missing))}; the cubes given "
+            f"hold {', '.join(map(repr, sorted(set(widths[schema.SESSION_ID].astype(str))))) or 'none'}"
+        )
+    widths = widths[[schema.SESSION_ID, schema.CLUSTER, schema.TROUGH_TO_PEAK]]
+    return df.merge(widths, on=[schema.SESSION_ID, schema.CLUSTER], how="left", validate="many_to_one")
 
 
 def modulation_index(
@@ -607,11 +481,13 @@ def modulation_index(
     Parameters
     ----------
     table
-        The responses table (interface.md).
+        The responses table (``docs/contract.md``).
     catalog
         Where to find each unit's spike width (``trough_to_peak_ms``) when the
-        table has no such column: a mapping session_id -> cube (a catalog)
-        or cubes; joined on ``session_id`` and ``cluster``.
+        table has no such column: a table of ``session_id, cluster,
+        trough_to_peak_ms``, or a mapping session_id -> cube (a catalog) or
+        cubes; joined on ``session_id`` and ``cluster``. A session of the
+        table missing there is an error.
     qc_only
         Only units that pass quality control.
     per_unit
@@ -634,22 +510,12 @@ def modulation_index(
     >>> modulation_index(table)["modulation_index"].tolist()
     [0.5, -0.6]
     """
-    _check_unknown_policy(unknown_waveform)
+    check_unknown_policy(unknown_waveform)
     required = [schema.PRE_RATE, schema.STIM_RATE, schema.QC_PASS, schema.WAVEFORM_TYPE]
-    df = _table(table, required, "modulation_index")
+    df = check_table(table, required, "modulation_index")
     if schema.TROUGH_TO_PEAK not in df:
-        if catalog is None:
-            raise ValueError(
-                f"modulation_index: the table has no {schema.TROUGH_TO_PEAK!r} column; pass catalog= (the cubes "
-                "or their catalog) to join it on session_id and cluster"
-            )
-        _table(df, [schema.SESSION_ID, schema.CLUSTER], "modulation_index")
-        widths = cluster_table(catalog, (schema.TROUGH_TO_PEAK,))
-        df = df.merge(widths, on=[schema.SESSION_ID, schema.CLUSTER], how="left", validate="many_to_one")
-    if qc_only:
-        df = df[df[schema.QC_PASS]]
-    if unknown_waveform == "drop":
-        df = df[df[schema.WAVEFORM_TYPE] != schema.UNKNOWN_LABEL]
+        df = _join_widths(df, catalog)
+    df = filter_units(df, qc_only=qc_only, unknown_waveform=unknown_waveform)
     pre = df[schema.PRE_RATE].to_numpy(dtype=np.float64)
     stim = df[schema.STIM_RATE].to_numpy(dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -669,354 +535,3 @@ def modulation_index(
         df = df.loc[order.sort_values(["p", "d", "t"], kind="stable").index].drop_duplicates(unit)
         df = df.sort_values(unit, kind="stable")
     return df.reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------
-# PSTH from a cube (lazy)
-# --------------------------------------------------------------------------
-def psth(
-    cube: xr.Dataset,
-    *,
-    clusters: Any = None,
-    emitter: Any = None,
-    power_mw: Any = None,
-    duration_s: Any = None,
-    bin_ms: float | None = None,
-) -> xr.DataArray:
-    """Trial-averaged firing rate around stimulus onset, lazily from a cube.
-
-    Parameters
-    ----------
-    cube
-        An opened cube (:func:`opto_cube.store.open_cube`); nothing is read.
-    clusters
-        Cluster ids (one or a list); default all.
-    emitter
-        Emitter id(s) whose trials to average; ``"nearest"`` averages, for
-        each cluster, the trials of the emitter nearest to it in depth (the
-        distance is then a cluster coordinate ``distance_um``); default all.
-    power_mw
-        Power level(s), mW, matched within a relative 1e-6; ``"max"`` or
-        ``"min"`` the highest or lowest level; default all.
-    duration_s
-        Pulse duration(s), s, or ``"max"`` / ``"min"``; default all.
-    bin_ms
-        Re-bin to this width, ms: a whole multiple of the cube's bin width
-        that tiles the pre window, so onset stays a bin edge (``coarsen``;
-        a ragged last bin is dropped).
-
-    Returns
-    -------
-    xarray.DataArray
-        ``firing_rate`` (Hz), dims (cluster, time), dask-backed; time is the
-        bin centre in s from onset. Attributes: ``bin_width_s``,
-        ``n_trials`` and ``stim_durations_s`` (the pulses averaged over).
-
-    Examples
-    --------
-    >>> import dask.array as da, numpy as np, xarray as xr
-    >>> counts = np.zeros((2, 4, 150), dtype=np.uint8)
-    >>> counts[:, :, 50] = 1  # one spike per trial in the bin just after onset
-    >>> cube = xr.Dataset(
-    ...     {"spike_counts": (("cluster", "trial", "time"), da.from_array(counts, chunks=(1, 2, 150)))},
-    ...     coords={"cluster": [0, 1], "time": np.arange(150) * 0.01 - 0.495,
-    ...             "emitter": ("trial", [1, 1, 2, 2]), "power_mw": ("trial", [1.0, 4.0, 1.0, 4.0]),
-    ...             "duration_s": ("trial", [0.01] * 4)},
-    ...     attrs={"bin_width_s": 0.01, "pre_window_s": [-0.5, 0.0]})
-    >>> rate = psth(cube, emitter=1, bin_ms=50)
-    >>> rate.dims, rate.sizes["time"], rate.attrs["n_trials"]
-    (('cluster', 'time'), 30, 2)
-    >>> rate.sel(cluster=0).values[9:12]  # 1 spike in 50 ms
-    array([ 0., 20.,  0.])
-    """
-    if not isinstance(cube, xr.Dataset) or schema.SPIKE_COUNTS not in cube:
-        raise TypeError(f"psth expects an opened cube (a Dataset with {schema.SPIKE_COUNTS!r})")
-    counts = cube[schema.SPIKE_COUNTS]
-    width = float(cube.attrs.get(schema.ATTR_BIN_WIDTH, np.nan))
-    if not math.isfinite(width):
-        t = cube[schema.TIME].values
-        width = float(np.median(np.diff(t))) if t.size > 1 else math.nan
-    if clusters is not None:
-        ids = np.atleast_1d(np.asarray(clusters))
-        unknown = np.setdiff1d(ids, cube[schema.CLUSTER].values)
-        if unknown.size:
-            raise ValueError(f"no cluster(s) {unknown.tolist()!r} in the cube ({cube.sizes[schema.CLUSTER]} clusters)")
-        counts = counts.sel({schema.CLUSTER: ids})
-
-    mask = np.ones(cube.sizes[schema.TRIAL], dtype=bool)
-    nearest = isinstance(emitter, str) and emitter == "nearest"
-    if emitter is not None and not nearest:
-        mask &= _match(cube[schema.EMITTER].values, emitter, _RTOL[schema.EMITTER], schema.EMITTER)
-    if power_mw is not None:
-        mask &= _match(cube[schema.POWER].values, power_mw, _RTOL[schema.POWER], schema.POWER)
-    if duration_s is not None:
-        mask &= _match(cube[schema.DURATION].values, duration_s, _RTOL[schema.DURATION], schema.DURATION)
-    if not mask.any():
-        raise ValueError("no trial matches the selection (emitter, power_mw and duration_s together)")
-    selected = counts.isel({schema.TRIAL: np.flatnonzero(mask)})
-    if nearest:
-        # in memory, (cluster, trial): which of the selected trials are those of the cluster's nearest emitter
-        distance = selected[schema.DEPTH_FROM_SURFACE] - selected[schema.EMITTER_DEPTH]
-        use = np.abs(distance) == np.abs(distance).min(schema.TRIAL)
-        rate = selected.astype(np.float64).where(use).mean(schema.TRIAL)
-        rate = rate.assign_coords(
-            {
-                schema.DISTANCE: distance.where(use)
-                .max(schema.TRIAL)
-                .assign_attrs(units="um", long_name="distance from the nearest emitter (+ deeper)"),
-                schema.N_TRIALS: use.sum(schema.TRIAL).assign_attrs(units="1", long_name="trials averaged"),
-            }
-        )
-    else:
-        rate = selected.mean(schema.TRIAL)
-    rate = rate / width
-    attrs: dict[str, Any] = {
-        "units": "Hz",
-        "long_name": "firing rate, mean over trials",
-        schema.ATTR_BIN_WIDTH: width,
-        "stim_durations_s": np.unique(cube[schema.DURATION].values[mask]),
-        schema.ATTR_SESSION_ID: str(cube.attrs.get(schema.ATTR_SESSION_ID, "")),
-    }
-    if not nearest:
-        attrs[schema.N_TRIALS] = int(mask.sum())
-    if bin_ms is not None:
-        factor = float(bin_ms) / 1000.0 / width
-        pre = cube.attrs.get(schema.ATTR_PRE_WINDOW, list(schema.PRE_WINDOW_S))
-        start = float(cube[schema.TIME].values[0]) - width / 2
-        onset_bins = (0.0 - start) / (float(bin_ms) / 1000.0)
-        if not (factor >= 1 and abs(factor - round(factor)) < 1e-6 and abs(onset_bins - round(onset_bins)) < 1e-6):
-            raise ValueError(
-                f"bin_ms={bin_ms!r} must be a whole multiple of the cube's {width * 1000:g} ms bins that tiles the "
-                f"window from {start:g} s to onset (pre window {pre!r} s)"
-            )
-        rate = rate.coarsen({schema.TIME: int(round(factor))}, boundary="trim").mean()
-        attrs[schema.ATTR_BIN_WIDTH] = float(bin_ms) / 1000.0
-    rate.attrs = attrs
-    rate[schema.TIME].attrs = {"units": "s", "long_name": "bin centre relative to stimulus onset"}
-    return rate.rename(schema.MAP_FIRING_RATE)
-
-
-def population_psth(
-    catalog: Any,
-    *,
-    max_distance_um: float = 100.0,
-    duration_s: Any = "max",
-    bin_ms: float | None = None,
-    qc_only: bool = True,
-    unknown_waveform: str = "drop",
-) -> xr.DataArray:
-    """PSTHs of every unit near an emitter, at every power level, pooled across sessions (lazy).
-
-    Each unit's trials are those of the emitter nearest to it (see
-    :func:`psth`, ``emitter="nearest"``); units farther than
-    ``max_distance_um`` from every emitter are left out. Power levels of the
-    sessions are matched within a relative 1e-6.
-
-    Parameters
-    ----------
-    catalog
-        A mapping session_id -> cube, cubes, or a folder of stores.
-    max_distance_um
-        Largest |distance| between a unit and its nearest emitter, um.
-    duration_s
-        Pulse duration(s) to average, s, ``"max"`` (default, per session) or None for all.
-    bin_ms
-        Re-bin, ms (as in :func:`psth`).
-    qc_only, unknown_waveform
-        As in :func:`effect_map`.
-
-    Returns
-    -------
-    xarray.DataArray
-        ``firing_rate`` (Hz), dims (power_mw, unit, time); ``unit`` carries
-        ``session_id``, ``cluster``, ``waveform_type`` and ``distance_um``.
-    """
-    _check_unknown_policy(unknown_waveform)
-    cubes = cubes_of(catalog)
-    if not cubes:
-        raise ValueError("population_psth: no cubes")
-    levels = [schema.power_levels(cube[schema.POWER].values)[1] for _, cube in cubes]
-    global_index, global_levels = schema.power_levels(np.concatenate(levels))
-    offsets = np.cumsum([0, *(lv.size for lv in levels)])
-    pieces = []
-    for k, (session_id, cube) in enumerate(cubes):  # sessions, not rows
-        keep = np.isfinite(cube[schema.DEPTH_FROM_SURFACE].values)
-        if qc_only:
-            keep &= cube[schema.QC_PASS].values.astype(bool)
-        if unknown_waveform == "drop":
-            keep &= cube[schema.WAVEFORM_TYPE].values != schema.UNKNOWN_LABEL
-        if not keep.any():
-            continue
-        clusters = cube[schema.CLUSTER].values[keep]
-        per_level = []
-        for level, g in zip(levels[k], global_index[offsets[k] : offsets[k + 1]], strict=True):
-            r = psth(cube, clusters=clusters, emitter="nearest", power_mw=level, duration_s=duration_s, bin_ms=bin_ms)
-            per_level.append(r.expand_dims({schema.POWER: [global_levels[g]]}))
-        rate = xr.concat(per_level, dim=schema.POWER, join="outer", coords="minimal", compat="override")
-        near = np.abs(rate[schema.DISTANCE].values) <= max_distance_um
-        rate = rate.isel({schema.CLUSTER: np.flatnonzero(near)})
-        rate = rate.assign_coords(unit=(schema.CLUSTER, np.arange(rate.sizes[schema.CLUSTER]))).swap_dims(
-            {schema.CLUSTER: "unit"}
-        )
-        pieces.append(rate.assign_coords({schema.SESSION_ID: ("unit", [session_id] * rate.sizes["unit"])}))
-    if not pieces:
-        raise ValueError("population_psth: no unit passes the filters")
-    out = xr.concat(pieces, dim="unit", join="outer", coords="minimal", compat="override")
-    out = out.assign_coords(unit=np.arange(out.sizes["unit"]))
-    out.attrs = {
-        **pieces[0].attrs,
-        "max_distance_um": float(max_distance_um),
-        "n_sessions": len(pieces),
-        "stim_durations_s": np.unique(np.concatenate([np.atleast_1d(p.attrs["stim_durations_s"]) for p in pieces])),
-    }
-    out.attrs.pop(schema.ATTR_SESSION_ID, None)
-    out[schema.POWER].attrs = {"units": "mW", "long_name": "power level (mean)"}
-    return out.rename(schema.MAP_FIRING_RATE)
-
-
-# --------------------------------------------------------------------------
-# The whole job: stores / catalog / table -> maps.nc and figures
-# --------------------------------------------------------------------------
-def _open(source: Any) -> Any:
-    """A catalog (session_id -> cube) of a folder of stores; mappings and iterables of cubes pass through."""
-    if isinstance(source, (str, os.PathLike)):
-        from .catalog import open_catalog
-
-        return open_catalog(source)
-    return source
-
-
-def responses_of(source: Any, **kwargs: Any) -> pd.DataFrame:
-    """The responses table of a table (returned as is), a folder of stores, a catalog, or cubes."""
-    if isinstance(source, pd.DataFrame):
-        return source
-    from .stats import responses_table
-
-    return responses_table(_open(source), **kwargs)
-
-
-def maps(catalog_or_table: Any, **kwargs: Any) -> xr.Dataset:
-    """The effect map of a responses table, a catalog, cubes, or a folder of stores.
-
-    Tables are mapped as they are; anything else goes through
-    :func:`opto_cube.responses_table` first. Keyword arguments are
-    those of :func:`effect_map`.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> table = pd.DataFrame({"distance_um": [0.0, 150.0], "power_mw": 2.0, "waveform_type": "FS",
-    ...                       "qc_pass": True, "activated": [True, False], "inactivated": False,
-    ...                       "significant": True})
-    >>> m = maps(table, distance_bin_um=100.0).squeeze("power_mw").sel(waveform_type="FS")
-    >>> m.distance_um.values, m.fraction_activated.values  # 150 um lies in [150, 250)
-    (array([-200., -100.,    0.,  100.,  200.]), array([nan, nan,  1., nan,  0.]))
-    """
-    return effect_map(responses_of(catalog_or_table), **kwargs)
-
-
-def save_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Write ``ds`` to a netCDF file atomically (a temporary file beside it, renamed into place).
-
-    Uses h5netcdf (netCDF4) when installed, else scipy (netCDF3, readable by
-    every netCDF tool); boolean attributes are stored as 0/1.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import h5netcdf  # noqa: F401
-
-        engine = "h5netcdf"
-    except ImportError:
-        engine = "scipy"
-    out = ds.copy()
-    out.attrs = {k: (int(v) if isinstance(v, bool) else v) for k, v in ds.attrs.items()}
-    if engine == "scipy":  # netCDF3 has no 64-bit integers
-        for name, var in out.variables.items():
-            if var.dtype.kind in "iu" and var.dtype.itemsize > 4:
-                out[name] = var.astype(np.int32)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        out.to_netcdf(tmp, engine=engine)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def run_maps(
-    source: Any,
-    out_dir: str | os.PathLike,
-    *,
-    distance_bin_um: float = schema.MAP_DEFAULT_DISTANCE_BIN_UM,
-    duration_s: Any = None,
-    table: pd.DataFrame | None = None,
-    figures: bool = True,
-) -> dict[str, Path]:
-    """The ``opto-cube maps`` job: the maps to ``out_dir/maps.nc``, and the four figures as PNGs.
-
-    ``maps.nc`` (netCDF, :func:`save_netcdf`) holds the effect map
-    (:func:`effect_map`, default options) and, over ``waveform_type`` x
-    ``effect``, the depth-vs-emitter statistics of :func:`depth_vs_emitter`
-    as ``depth_pearson_r``, ``depth_pearson_p`` and ``depth_n_responses``.
-
-    Parameters
-    ----------
-    source
-        A folder of stores, or a catalog (mapping session_id -> cube).
-    out_dir
-        Output folder (created if needed); each file is written atomically.
-    distance_bin_um
-        Width of the distance bins, um.
-    duration_s
-        Only pulses of this duration, s (or ``"max"``, the longest); default all.
-    table
-        The responses table of ``source`` if already computed (else computed here).
-    figures
-        Also draw ``effect_map.png``, ``depth_vs_emitter.png``,
-        ``modulation_index.png`` and ``psth.png`` (:func:`opto_cube.plot.summary_figures`).
-
-    Returns
-    -------
-    dict
-        File name -> path of every file written.
-
-    Raises
-    ------
-    OptoCubeError
-        ``source`` holds no session, or no unit to map.
-    """
-    from .errors import OptoCubeError
-
-    catalog = _open(source)
-    if table is None:
-        if isinstance(catalog, Mapping) and len(catalog) == 0:
-            raise OptoCubeError(f"{source}: no sessions to map (no .zarr stores)")
-        table = responses_of(catalog)
-    if duration_s is not None:
-        table = select_conditions(table, duration_s=duration_s)
-    try:
-        effect = effect_map(table, distance_bin_um=distance_bin_um)
-    except ValueError as e:
-        raise OptoCubeError(f"{source}: nothing to map ({e})") from e
-    depth = depth_vs_emitter(table)
-    stats = depth.stats.rename(
-        {
-            schema.MAP_PEARSON_R: "depth_pearson_r",
-            schema.P_VALUE: "depth_pearson_p",
-            schema.MAP_N_RESPONSES: "depth_n_responses",
-        }
-    )
-    stats[schema.MAP_EFFECT].attrs = {"units": "1", "long_name": "effect (activated / inactivated)"}
-    summary = xr.merge([effect, stats], join="outer", combine_attrs="drop_conflicts", compat="override")
-    summary.attrs = {**effect.attrs}
-    if duration_s is not None:
-        summary.attrs["duration_s"] = str(duration_s)
-    out = Path(out_dir)
-    written = {MAPS_NETCDF: save_netcdf(summary, out / MAPS_NETCDF)}
-    if figures:
-        from . import plot
-
-        written.update(plot.summary_figures(effect, table, catalog, out, depth=depth, duration_s=duration_s))
-    return written

@@ -1,4 +1,7 @@
-"""Figures of the maps: effect against distance and power, depth against emitter depth, modulation index, PSTHs.
+"""Figures of computed results: effect maps, depth against emitter depth, modulation index, PSTHs.
+
+Drawing only: every function takes a result already computed (by
+:mod:`opto_cube.maps` or :mod:`opto_cube.psth`) and imports no analysis module.
 
 matplotlib is imported inside the functions, so ``import opto_cube`` does not
 import it; without a display the Agg backend is used. Every function takes
@@ -23,7 +26,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ import pandas as pd
 import xarray as xr
 
 from . import schema
+from .store import atomic_file
 
 __all__ = [
     "WAVEFORM_COLORS",
@@ -41,7 +44,6 @@ __all__ = [
     "plot_population_psth",
     "plot_psth",
     "save_figure",
-    "summary_figures",
 ]
 
 WAVEFORM_COLORS = {"RS": "#1f5fa8", "FS": "#c9302c", schema.UNKNOWN_LABEL: "0.45"}
@@ -353,7 +355,7 @@ def plot_psth(
     Parameters
     ----------
     rate
-        A firing rate from :func:`opto_cube.maps.psth` (dims cluster, time),
+        A firing rate from :func:`opto_cube.psth.psth` (dims cluster, time),
         or any DataArray with a ``time`` dim in s; computed here if lazy.
     ax
         Axes to draw into; default a new figure.
@@ -414,19 +416,13 @@ def plot_psth(
 # Saving, and the figures of `opto-cube maps`
 # --------------------------------------------------------------------------
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> Path:
-    """Save ``fig`` as a PNG atomically (temporary file renamed into place) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    """Save ``fig`` as a PNG atomically (:func:`opto_cube.store.atomic_file`) and close it."""
     try:
-        fig.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
     finally:
         _plt().close(fig)
-    return path
+    return Path(path)
 
 
 def plot_population_psth(
@@ -437,7 +433,7 @@ def plot_population_psth(
     Parameters
     ----------
     rate
-        From :func:`opto_cube.maps.population_psth`: dims (power_mw, unit, time),
+        From :func:`opto_cube.psth.population_psth`: dims (power_mw, unit, time),
         ``waveform_type`` a coordinate of ``unit``.
     axes
         One axes per waveform type present; default a new figure.
@@ -482,54 +478,3 @@ def plot_population_psth(
         fontsize=11,
     )
     return axes
-
-
-def _psth_bin_ms(catalog: Any, target_ms: float = 5.0) -> float | None:
-    """The smallest multiple of every cube's bin width of at least ``target_ms`` that keeps onset a bin edge."""
-    from .catalog import cubes_of
-
-    widths = {round(float(cube.attrs.get(schema.ATTR_BIN_WIDTH, 0.0)) * 1e6) for _, cube in cubes_of(catalog)}
-    if len(widths) != 1 or 0 in widths:
-        return None
-    width_us = widths.pop()
-    pre_us = round(-schema.PRE_WINDOW_S[0] * 1e6)
-    for k in range(max(1, math.ceil(target_ms * 1000 / width_us)), pre_us // width_us + 1):
-        if pre_us % (k * width_us) == 0:
-            return k * width_us / 1000.0
-    return None
-
-
-def summary_figures(
-    effect: xr.Dataset,
-    table: pd.DataFrame,
-    catalog: Any,
-    out_dir: str | os.PathLike,
-    *,
-    depth: Any = None,
-    duration_s: Any = None,
-) -> dict[str, Path]:
-    """Draw and save the four figures of ``opto-cube maps`` into ``out_dir``; file name -> path.
-
-    ``effect_map.png`` (:func:`plot_effect_map`), ``depth_vs_emitter.png``
-    (:func:`plot_depth_vs_emitter`), ``modulation_index.png``
-    (:func:`plot_modulation_index`, each unit at its strongest stimulation)
-    and ``psth.png`` (:func:`plot_population_psth`: units within 100 um of
-    an emitter, every power, the longest pulse or ``duration_s``, 5 ms bins
-    when the cube's bins allow).
-    """
-    from . import maps
-
-    out = Path(out_dir)
-    written = {}
-    axes = plot_effect_map(effect)
-    written["effect_map.png"] = save_figure(axes[0, 0].figure, out / "effect_map.png")
-    axes = plot_depth_vs_emitter(depth if depth is not None else maps.depth_vs_emitter(table))
-    written["depth_vs_emitter.png"] = save_figure(axes[0].figure, out / "depth_vs_emitter.png")
-    ax = plot_modulation_index(maps.modulation_index(table, catalog, per_unit=True, unknown_waveform="drop"))
-    written["modulation_index.png"] = save_figure(ax.figure, out / "modulation_index.png")
-    rate = maps.population_psth(
-        catalog, duration_s="max" if duration_s is None else duration_s, bin_ms=_psth_bin_ms(catalog)
-    )
-    axes = plot_population_psth(rate.compute())  # one compute; the panels then slice it
-    written["psth.png"] = save_figure(axes[0].figure, out / "psth.png")
-    return written

@@ -31,7 +31,7 @@ CONDITION = "condition"
 WINDOW = "window"  # window_counts: the analysis windows, "pre" and "stim"
 
 # --------------------------------------------------------------------------
-# The cube's variables (interface.md is the contract for these names)
+# The cube's variables (docs/contract.md is the contract for these names)
 # --------------------------------------------------------------------------
 SPIKE_COUNTS = "spike_counts"
 WINDOW_COUNTS = "window_counts"  # (cluster, trial, window): spikes in each trial's pre and stim window
@@ -78,7 +78,7 @@ RESPONSE_MODES = (MODE_PER_CONDITION, MODE_PUBLISHED)
 ALL_EMITTERS = 0  # the emitter id of a condition that pools every emitter (ids are 1..14)
 ATTR_MODE = "responses_mode"
 ATTR_BY = "responses_by"
-# the long table's leading columns, in order (interface.md, Responses)
+# the long table's leading columns, in order (docs/contract.md, Responses)
 RESPONSE_COLUMNS = (
     SESSION_ID, CLUSTER, EMITTER, POWER, DURATION, N_TRIALS, PRE_RATE, STIM_RATE, PCT_CHANGE, P_VALUE,
     ACTIVATED, INACTIVATED, SIGNIFICANT, DISTANCE, DEPTH_FROM_SURFACE, WAVEFORM_TYPE, QC_PASS,
@@ -158,7 +158,7 @@ SESSION_JSON_PREFIX = "session_json_"  # a session.json value the arrays overrul
 FORMAT_VERSION = 2
 
 # --------------------------------------------------------------------------
-# The published analysis (dataset.md, "The analysis the data was published for")
+# The published analysis (docs/format.md, "The analysis the data was published for")
 # --------------------------------------------------------------------------
 PRE_WINDOW_S: tuple[float, float] = (-0.5, 0.0)
 ACTIVATED_MIN_PCT = 200.0
@@ -212,8 +212,12 @@ CHUNK_CLUSTERS = 64
 CHUNK_TRIALS = 256
 TIME_RESOLUTION_US = 1  # bin widths and window bounds are whole microseconds
 
+# --- conversion (binning.py, store.write_cube, convert.py) ------------------
+WINDOW_COUNTS_CHUNK_BYTES = 64 * 2**20  # window_counts: one chunk along trials unless it would exceed this
+# --- end conversion ---------------------------------------------------------
+
 # --------------------------------------------------------------------------
-# The ALF input (dataset.md)
+# The ALF input (docs/format.md)
 # --------------------------------------------------------------------------
 SESSION_JSON = "session.json"
 SPIKES_TIMES = "spikes.times.npy"
@@ -343,6 +347,9 @@ ARTIFACT_MIN_Z = 5.0  # and that excess this many Poisson SDs above the expectat
 ARTIFACT_MIN_EMITTER_FRACTION = 0.8  # locked at (at least) this fraction of the emitters ("every emitter")
 ARTIFACT_MIN_EMITTERS = 2  # fewer emitters cannot show "whatever the emitter": never flagged
 ARTIFACT_FAR_NEAR_RATIO = 0.5  # no fall-off: lock at the farther half of emitters >= this x the nearer half's
+
+
+# --------------------------------------------------------------------------
 # spatial extent (spatial.py, power_response.py, plot_extent.py): how far the light reaches
 # --------------------------------------------------------------------------
 EXTENT_EFFECT = MAP_EFFECT  # dimension: activated / inactivated
@@ -428,3 +435,15 @@ NWB_METADATA = "opto_cube_metadata"  # DynamicTable of (key, JSON value)
 NWB_BINNED = "spike_counts"  # BinnedAlignedSpikes of the cube (--with-cube)
 NWB_UNKNOWN_AGE = "P0D/"  # ISO 8601 open range: the ALF files give no age (session.json "age" wins)
 NWB_LOCATION = "Isocortex"  # Allen CCF term: the recordings are in mouse cortex
+
+
+# --------------------------------------------------------------------------
+# Analysis layer (conditions.py, psth.py, pipeline.py): options and output files
+# --------------------------------------------------------------------------
+UNKNOWN_WAVEFORM_POLICIES = ("drop", "keep")  # what unit filters do with units of unknown waveform type
+MATCH_RTOL = {EMITTER: 0.0, POWER: POWER_RTOL, DURATION: 1e-9}  # selecting trials / rows by value
+PSTH_NEAR_EMITTER_UM = 100.0  # the maps' population PSTH: units within this distance of their nearest emitter
+PSTH_TARGET_BIN_MS = 5.0  # ... in bins of at least this width (a multiple of the cube's that tiles the pre window)
+TIME_COURSE = "time_course"  # condition_time_course: spikes summed over a condition's trials, (cluster, condition, time)
+MAPS_NETCDF = "maps.nc"  # opto-cube maps: the maps, netCDF4 (HDF5, via h5netcdf)
+MAPS_FIGURES = ("effect_map.png", "depth_vs_emitter.png", "modulation_index.png", "psth.png")

@@ -1,4 +1,4 @@
-"""Synthetic Neuropixels Opto sessions, written in the exact on-disk format of dataset.md.
+"""Synthetic Neuropixels Opto sessions, written in the exact on-disk format of docs/format.md.
 
 A session is drawn from a small generative model with a known answer: Poisson
 units (regular-spiking RS and fast-spiking FS) with a refractory period, spread
@@ -588,7 +588,7 @@ def _write_text(path: pathlib.Path, text: str) -> None:
 def write_session(
     session_dir: str | os.PathLike, spec: SessionSpec = SessionSpec(), *, session_id: str | None = None
 ) -> GroundTruth:
-    """Write one synthetic session folder in the exact format of dataset.md.
+    """Write one synthetic session folder in the exact format of docs/format.md.
 
     Parameters
     ----------

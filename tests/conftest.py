@@ -106,7 +106,7 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> ConvertedDataset:
 @pytest.fixture(scope="session")
 def spatial_dataset(tmp_path_factory: pytest.TempPathFactory) -> SpatialDataset:
     """SPATIAL_SESSIONS small synthetic sessions converted at 10 ms and their responses table. Read-only; slow."""
-    from opto_cube import stats
+    from opto_cube import pipeline
     from opto_cube.catalog import open_catalog
 
     base = tmp_path_factory.mktemp("spatial")
@@ -115,7 +115,7 @@ def spatial_dataset(tmp_path_factory: pytest.TempPathFactory) -> SpatialDataset:
         synth.make_dataset(base / "data", n_sessions=SPATIAL_SESSIONS, size="small", seed=11)
         results = convert.convert(base / "data", base / "stores", bin_ms=10)
         assert all(r.status == "converted" for r in results), [str(r) for r in results]
-        table = stats.responses_table(open_catalog(base / "stores"))
+        table = pipeline.responses_table(open_catalog(base / "stores"))
     return SpatialDataset(base / "data", table)
 
 

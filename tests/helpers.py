@@ -6,7 +6,7 @@
   with numpy from spikes and trials given on the 30 kHz sample grid (the
   hypothesis tests build random sessions with it).
 - :func:`reference_counts`: the independent, obviously-correct window count
-  of interface.md (``onset + a <= t < onset + b`` in float64, per cluster,
+  of docs/contract.md (``onset + a <= t < onset + b`` in float64, per cluster,
   with ``np.searchsorted``), what every exactness test compares against.
 - :func:`raise_if_dask_computes`: a context manager that fails when dask
   computes (modelled on flox's ``tests/__init__.py``), for laziness tests.
@@ -23,6 +23,7 @@ from typing import Any
 
 import dask
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from opto_cube import convert, schema, synth
@@ -157,7 +158,7 @@ def write_alf_session(
     powers: np.ndarray | None = None,
     session_json: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a minimal valid session (every file of dataset.md) from the given spikes and trials.
+    """Write a minimal valid session (every file of docs/format.md) from the given spikes and trials.
 
     Cluster metadata are plain: all clusters pass QC (consistent with their
     metrics), RS, ``good``, template depths 0, 20, 40, ... um and a surface at 2000 um.
@@ -238,7 +239,7 @@ def reference_bins(
     edges_s: np.ndarray,
 ) -> np.ndarray:
     """``counts[k, i, j]``: spikes in ``[onset + e_j, onset + e_{j+1})``; the edge at a trial's duration is
-    ``onset + duration`` as stored (interface.md). ``edges_s`` relative to onset."""
+    ``onset + duration`` as stored (docs/contract.md). ``edges_s`` relative to onset."""
     onsets = np.asarray(onsets, dtype=np.float64)
     durations = np.asarray(durations, dtype=np.float64)
     edges = onsets[:, None] + np.asarray(edges_s)[None, :]
@@ -300,6 +301,23 @@ def assert_exact(folder: Path, store: Path) -> xr.Dataset:
         np.testing.assert_array_equal(
             cube_window_counts(ds, *cube_bounds), folder_reference(folder, *raw_bounds), err_msg=what
         )
+    # window_counts: the raw-spike reference and the cube's window sums, in the smallest unsigned dtype
+    assert list(ds[schema.WINDOW].values) == list(schema.WINDOWS)
+    windows = ds[schema.WINDOW_COUNTS]
+    assert windows.dims == (schema.CLUSTER, schema.TRIAL, schema.WINDOW)
+    stored = np.empty(windows.shape, dtype=np.int64)
+    stored[:, stim_index] = windows.values
+    for index, (name, (raw_bounds, cube_bounds)) in enumerate(
+        zip(schema.WINDOWS, list(checks.values())[:2], strict=True)
+    ):
+        reference = folder_reference(folder, *raw_bounds)
+        np.testing.assert_array_equal(stored[..., index], reference, err_msg=f"window_counts {name}")
+        np.testing.assert_array_equal(
+            stored[..., index], cube_window_counts(ds, *cube_bounds), err_msg=f"window_counts {name} vs cube sums"
+        )
+    assert windows.dtype.kind == "u" and windows.dtype == np.result_type(
+        np.uint8, np.min_scalar_type(int(stored.max(initial=0)))
+    ), windows.dtype
     return ds
 
 
@@ -533,9 +551,9 @@ def report_content(catalog: Any, title: str = "opto_cube report", table: Any = N
     fractions (table and power-response figure), the population PSTH; the parameters used."""
     import matplotlib.pyplot as plt
 
-    from opto_cube import maps, plot, report, stats
+    from opto_cube import maps, pipeline, plot, psth, report
 
-    table = stats.responses_table(catalog) if table is None else table
+    table = pipeline.responses_table(catalog) if table is None else table
     summary = catalog.summary()
     responding = table[table[schema.SIGNIFICANT] & (table[schema.ACTIVATED] | table[schema.INACTIVATED])]
     summary["units_qc"] = [int(catalog[s][schema.QC_PASS].values.sum()) for s in summary["session"]]
@@ -553,7 +571,7 @@ def report_content(catalog: Any, title: str = "opto_cube report", table: Any = N
             ax.plot(near[schema.POWER], values, style, color=plot.WAVEFORM_COLORS[wf], label=f"{wf} {effect_name}")
     ax.set(xlabel="power (mW)", ylabel="fraction near the emitter", title="Power response")
     ax.legend(fontsize=7)
-    rate = maps.population_psth(catalog, duration_s="max").compute()
+    rate = psth.population_psth(catalog, duration_s="max")
     psth_axes = plot.plot_population_psth(rate)
     sections = [
         report.Section(
@@ -745,3 +763,75 @@ def write_foreign_nwb(
     with pynwb.NWBHDF5IO(path, mode="w") as io:
         io.write(nwb)
     return path
+# Responses tables made by hand (maps, plot)
+# --------------------------------------------------------------------------
+NOMINAL_POWERS = (0.5, 1.0, 4.0)
+
+
+def random_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
+    """A responses table with the quirks maps must handle: jittered powers, unknown (NaN, as from a CSV)
+    and empty waveform types, QC failures, NaN distances, distances exactly on bin edges."""
+    rng = np.random.default_rng(seed)
+    distance = rng.uniform(-900.0, 900.0, n)
+    on_edge = rng.random(n) < 0.2
+    distance[on_edge] = 25.0 * rng.integers(-36, 37, on_edge.sum())  # edges of 50, 100, 25-um bins
+    distance[rng.random(n) < 0.02] = np.nan
+    pct = rng.choice([-100.0, -60.0, -10.0, 50.0, 250.0, 900.0], n)
+    pre = rng.uniform(0.5, 20.0, n)
+    waveform = rng.choice(np.array(["RS", "FS", "", None], dtype=object), n, p=[0.55, 0.3, 0.1, 0.05])
+    table = pd.DataFrame(
+        {
+            schema.SESSION_ID: rng.choice(["s0", "s1", "s2"], n),
+            schema.CLUSTER: rng.integers(0, 40, n),
+            schema.EMITTER: rng.integers(1, 15, n),
+            schema.POWER: rng.choice(NOMINAL_POWERS, n) * (1.0 + rng.uniform(-5e-8, 5e-8, n)),
+            schema.DURATION: rng.choice([0.01, 0.05], n),
+            schema.PRE_RATE: pre,
+            schema.STIM_RATE: pre * (1 + pct / 100.0),
+            schema.PCT_CHANGE: pct,
+            schema.P_VALUE: rng.uniform(0, 0.02, n),
+            schema.DISTANCE: distance,
+            schema.DEPTH_FROM_SURFACE: rng.uniform(50.0, 1500.0, n),
+            schema.WAVEFORM_TYPE: waveform,
+            schema.QC_PASS: rng.random(n) < 0.8,
+        }
+    )
+    table[schema.ACTIVATED] = table[schema.PCT_CHANGE] > schema.ACTIVATED_MIN_PCT
+    table[schema.INACTIVATED] = (table[schema.PCT_CHANGE] < schema.INACTIVATED_MAX_PCT) & (
+        table[schema.PRE_RATE] > schema.INACTIVATED_MIN_PRE_HZ
+    )
+    table[schema.SIGNIFICANT] = table[schema.P_VALUE] < schema.SIGNIFICANCE_P
+    return table
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path, min_bytes: int = 5_000) -> None:
+    """A PNG file of a drawn figure: the signature, some size, more than 200 x 200 pixels, not blank."""
+    import matplotlib.image
+
+    data = Path(path).read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) > min_bytes, path
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
+    assert image[..., :3].std() > 0.01  # not a blank canvas
+
+
+def with_window_counts(store_path: Path) -> Path:
+    """Give a store ``window_counts`` (format 2) when it lacks them, summed from its cube; returns the path.
+
+    Stands for a store converted with window counts, so the fast path of the responses is tested on stores
+    of either format.
+    """
+    from opto_cube import response
+    from opto_cube.store import open_cube
+
+    cube = open_cube(store_path)
+    if schema.WINDOW_COUNTS not in cube:
+        counts = response.window_counts(cube).compute().astype(np.uint32)
+        ds = xr.Dataset({schema.WINDOW_COUNTS: counts.assign_coords({schema.WINDOW: list(schema.WINDOWS)})})
+        ds = ds.drop_vars([c for c in ds.coords if c != schema.WINDOW])
+        ds.attrs = dict(cube.attrs)
+        ds.to_zarr(store_path, mode="a", consolidated=True)
+    return store_path

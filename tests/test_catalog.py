@@ -14,7 +14,7 @@ import xarray as xr
 from opto_cube import convert, schema, synth
 from opto_cube.catalog import SUMMARY_COLUMNS, Catalog, open_catalog
 from opto_cube.errors import OptoCubeWarning, StoreError
-from opto_cube.stats import responses_table
+from opto_cube.pipeline import responses_table
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +52,12 @@ def test_open_catalog_is_a_lazy_mapping(stores):
     for session_id, cube in catalog.items():
         assert cube.attrs[schema.ATTR_SESSION_ID] == session_id
         assert cube[schema.SPIKE_COUNTS].chunks is not None  # not loaded
-        xr.testing.assert_identical(cube, xr.open_zarr(stores / f"{session_id}.zarr").pipe(
-            lambda ds: ds.assign_coords({n: c.load() for n, c in ds.coords.items() if n not in ds.indexes})))
+        xr.testing.assert_identical(
+            cube,
+            xr.open_zarr(stores / f"{session_id}.zarr").pipe(
+                lambda ds: ds.assign_coords({n: c.load() for n, c in ds.coords.items() if n not in ds.indexes})
+            ),
+        )
     with pytest.raises(KeyError, match=r"no session 'nope' in the catalog of .*; sessions: AL"):
         catalog["nope"]
 

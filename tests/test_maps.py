@@ -1,5 +1,5 @@
 """Tests of opto_cube.maps: effect maps against an independent pandas computation, depth vs emitter,
-modulation index, lazy PSTHs, and the ground truth of synthetic sessions end to end."""
+modulation index, and the ground truth of synthetic sessions end to end."""
 
 from __future__ import annotations
 
@@ -10,56 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from helpers import raise_if_dask_computes
+from helpers import NOMINAL_POWERS, random_table
 
 from opto_cube import convert, maps, schema, synth
 from opto_cube.catalog import open_catalog
-from opto_cube.errors import OptoCubeError, OptoCubeWarning
-from opto_cube.stats import responses_table
-from opto_cube.store import open_cube
-
-NOMINAL_POWERS = (0.5, 1.0, 4.0)
+from opto_cube.conditions import select_conditions
+from opto_cube.errors import OptoCubeWarning
+from opto_cube.pipeline import responses_table
 
 
 # --------------------------------------------------------------------------
 # A handmade responses table, and the reference computed independently with pandas
 # --------------------------------------------------------------------------
-def random_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
-    """A responses table with the quirks maps must handle: jittered powers, unknown (NaN, as from a CSV)
-    and empty waveform types, QC failures, NaN distances, distances exactly on bin edges."""
-    rng = np.random.default_rng(seed)
-    distance = rng.uniform(-900.0, 900.0, n)
-    on_edge = rng.random(n) < 0.2
-    distance[on_edge] = 25.0 * rng.integers(-36, 37, on_edge.sum())  # edges of 50, 100, 25-um bins
-    distance[rng.random(n) < 0.02] = np.nan
-    pct = rng.choice([-100.0, -60.0, -10.0, 50.0, 250.0, 900.0], n)
-    pre = rng.uniform(0.5, 20.0, n)
-    waveform = rng.choice(np.array(["RS", "FS", "", None], dtype=object), n, p=[0.55, 0.3, 0.1, 0.05])
-    table = pd.DataFrame(
-        {
-            schema.SESSION_ID: rng.choice(["s0", "s1", "s2"], n),
-            schema.CLUSTER: rng.integers(0, 40, n),
-            schema.EMITTER: rng.integers(1, 15, n),
-            schema.POWER: rng.choice(NOMINAL_POWERS, n) * (1.0 + rng.uniform(-5e-8, 5e-8, n)),
-            schema.DURATION: rng.choice([0.01, 0.05], n),
-            schema.PRE_RATE: pre,
-            schema.STIM_RATE: pre * (1 + pct / 100.0),
-            schema.PCT_CHANGE: pct,
-            schema.P_VALUE: rng.uniform(0, 0.02, n),
-            schema.DISTANCE: distance,
-            schema.DEPTH_FROM_SURFACE: rng.uniform(50.0, 1500.0, n),
-            schema.WAVEFORM_TYPE: waveform,
-            schema.QC_PASS: rng.random(n) < 0.8,
-        }
-    )
-    table[schema.ACTIVATED] = table[schema.PCT_CHANGE] > schema.ACTIVATED_MIN_PCT
-    table[schema.INACTIVATED] = (table[schema.PCT_CHANGE] < schema.INACTIVATED_MAX_PCT) & (
-        table[schema.PRE_RATE] > schema.INACTIVATED_MIN_PRE_HZ
-    )
-    table[schema.SIGNIFICANT] = table[schema.P_VALUE] < schema.SIGNIFICANCE_P
-    return table
-
-
 def reference_counts(table, edges, *, significant_only, qc_only, unknown_waveform) -> pd.DataFrame:
     """n, activated, inactivated per (distance bin, nominal power, waveform type), plain pandas."""
     df = table.copy()
@@ -253,23 +215,6 @@ def test_effect_map_refuses(table, kwargs, error, match):
         maps.effect_map(table, **kwargs)
 
 
-def test_maps_passes_tables_through():
-    table = random_table()
-    xr.testing.assert_identical(maps.maps(table, distance_bin_um=50.0), maps.effect_map(table, distance_bin_um=50.0))
-
-
-def test_select_conditions():
-    table = random_table()
-    sub = maps.select_conditions(table, power_mw=4.0, duration_s="max")
-    assert len(sub) == ((table[schema.POWER].round(3) == 4.0) & (table[schema.DURATION] == 0.05)).sum()
-    assert len(maps.select_conditions(table, emitter=[1, 2])) == table[schema.EMITTER].isin([1, 2]).sum()
-    with pytest.raises(ValueError, match=r"no power_mw \[2.0\]; there are \[0.5, 1.0, 4.0\]"):
-        maps.select_conditions(table, power_mw=2.0)
-
-
-# --------------------------------------------------------------------------
-# depth_vs_emitter, modulation_index
-# --------------------------------------------------------------------------
 def test_depth_vs_emitter_against_numpy():
     table = random_table(2000, seed=3)
     result = maps.depth_vs_emitter(table)
@@ -339,70 +284,6 @@ def test_modulation_index_per_unit_takes_the_strongest_stimulation():
 
 
 # --------------------------------------------------------------------------
-# psth: lazy, and equal to a numpy computation
-# --------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_cube(tiny_converted):
-    return open_cube(tiny_converted.stores[10.0])
-
-
-def test_psth_is_lazy_and_equals_numpy(tiny_cube):
-    cube = tiny_cube
-    emitter, power = int(cube[schema.EMITTER].values[0]), float(cube[schema.POWER].values[0])
-    with raise_if_dask_computes():
-        rate = maps.psth(cube, clusters=[1, 2, 5], emitter=emitter, power_mw=power)
-        coarse = maps.psth(cube, emitter=emitter, bin_ms=50)
-        nearest = maps.psth(cube, emitter="nearest", power_mw="max", duration_s="min")
-    for r in (rate, coarse, nearest):
-        assert r.chunks is not None and r.dims == (schema.CLUSTER, schema.TIME)
-        assert r.attrs["units"] == "Hz" and r[schema.TIME].attrs["units"] == "s"
-    counts = cube[schema.SPIKE_COUNTS].values.astype(np.float64)
-    width = cube.attrs[schema.ATTR_BIN_WIDTH]
-    trials = (cube[schema.EMITTER].values == emitter) & np.isclose(cube[schema.POWER].values, power, rtol=1e-6)
-    np.testing.assert_allclose(rate.values, counts[[1, 2, 5]][:, trials].mean(axis=1) / width)
-    assert rate.attrs[schema.N_TRIALS] == trials.sum()
-    # 50 ms bins: five 10-ms bins summed, over 50 ms; onset stays a bin edge
-    trials = cube[schema.EMITTER].values == emitter
-    fine = counts[:, trials].mean(axis=1)
-    n = fine.shape[1] // 5
-    np.testing.assert_allclose(coarse.values, fine[:, : 5 * n].reshape(-1, n, 5).sum(axis=2) / 0.05)
-    assert coarse.attrs[schema.ATTR_BIN_WIDTH] == 0.05
-    assert np.isclose(coarse[schema.TIME].values, 0.025).any()
-
-
-def test_psth_of_the_nearest_emitter(tiny_cube):
-    cube = tiny_cube
-    rate = maps.psth(cube, emitter="nearest").compute()
-    counts = cube[schema.SPIKE_COUNTS].values.astype(np.float64)
-    emitter_depth = cube[schema.EMITTER_DEPTH].values
-    for k, depth in enumerate(cube[schema.DEPTH_FROM_SURFACE].values):  # a handful of clusters
-        if not np.isfinite(depth):
-            assert np.isnan(rate.values[k]).all()
-            continue
-        d = depth - emitter_depth
-        use = np.abs(d) == np.abs(d).min()
-        np.testing.assert_allclose(rate.values[k], counts[k, use].mean(axis=0) / cube.attrs[schema.ATTR_BIN_WIDTH])
-        assert rate[schema.DISTANCE].values[k] == d[use][0] and rate[schema.N_TRIALS].values[k] == use.sum()
-
-
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        ({"bin_ms": 15}, "whole multiple"),
-        ({"bin_ms": 5}, "whole multiple"),
-        ({"bin_ms": 30}, "tiles"),
-        ({"emitter": 99}, r"no emitter \[99.0\]"),
-        ({"power_mw": 2.5}, r"no power_mw \[2.5\]; there are \[1.0, 4.0\]"),
-        ({"duration_s": "longest"}, "'max' or 'min'"),
-        ({"clusters": [0, 1000]}, r"no cluster\(s\) \[1000\]"),
-    ],
-)
-def test_psth_refuses(tiny_cube, kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        maps.psth(tiny_cube, **kwargs)
-
-
-# --------------------------------------------------------------------------
 # Ground truth, end to end: synthetic sessions -> cubes -> responses -> maps
 # --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
@@ -433,7 +314,7 @@ def test_ground_truth_fs_activation_and_rs_inactivation(synthetic):
     """
     _, table = synthetic
     fs = maps.effect_map(table, distance_bin_um=100.0)
-    rs = maps.effect_map(maps.select_conditions(table, duration_s="max"), distance_bin_um=100.0)
+    rs = maps.effect_map(select_conditions(table, duration_s="max"), distance_bin_um=100.0)
     centres = fs[schema.DISTANCE].values
     near = centres[np.abs(centres) <= 100]  # -100, 0, 100: units within 150 um
     far = centres[np.abs(centres) >= 600]
@@ -472,23 +353,3 @@ def test_ground_truth_depth_vs_emitter_and_modulation(synthetic):
     median = mi.groupby(schema.WAVEFORM_TYPE)[schema.MAP_MODULATION_INDEX].median()
     width = mi.groupby(schema.WAVEFORM_TYPE)[schema.TROUGH_TO_PEAK].median()
     assert median["FS"] > 0.5 and median["RS"] < 0 and width["FS"] < width["RS"]
-
-
-def test_maps_of_a_folder_and_run_maps(synthetic, tmp_path):
-    stores, table = synthetic
-    xr.testing.assert_identical(maps.maps(stores), maps.effect_map(table))
-    catalog = open_catalog(stores)  # opening reads the coordinates
-    with raise_if_dask_computes():
-        rate = maps.population_psth(catalog, bin_ms=50)
-    assert rate.dims == (schema.POWER, "unit", schema.TIME) and rate.sizes["unit"] > 0
-    assert (np.abs(rate[schema.DISTANCE].values) <= 100).all()
-    written = maps.run_maps(stores, tmp_path / "out", table=table, figures=False)
-    back = xr.open_dataset(written["maps.nc"]).load()
-    expected = maps.effect_map(table)
-    for name in expected.data_vars:
-        np.testing.assert_array_equal(back[name].values, expected[name].values)
-    np.testing.assert_array_equal(back.attrs[schema.MAP_DISTANCE_EDGES], expected.attrs[schema.MAP_DISTANCE_EDGES])
-    assert back["depth_pearson_r"].dims == (schema.WAVEFORM_TYPE, schema.MAP_EFFECT)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["maps.nc"]  # no temporary file left
-    with pytest.raises(OptoCubeError, match="no sessions to map"):
-        maps.run_maps(tmp_path / "out", tmp_path / "out2")

@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
-from test_maps import random_table
+from helpers import assert_png, random_table
 
-from opto_cube import cli, convert, maps, plot, schema, synth
-from opto_cube.catalog import open_catalog
-from opto_cube.errors import OptoCubeWarning
+from opto_cube import maps, plot, psth, schema
 from opto_cube.store import open_cube
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
-import matplotlib.image  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-FIGURES = ("effect_map.png", "depth_vs_emitter.png", "modulation_index.png", "psth.png")
 
 
 @pytest.fixture(autouse=True)
@@ -32,22 +23,17 @@ def _close_figures():
     plt.close("all")
 
 
-def assert_png(path: Path, min_bytes: int = 5_000) -> None:
-    data = Path(path).read_bytes()
-    assert data[:8] == PNG_SIGNATURE and len(data) > min_bytes, path
-    image = matplotlib.image.imread(path)
-    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
-    assert image[..., :3].std() > 0.01  # not a blank canvas
-
-
 def assert_labelled(ax) -> None:
     assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title(), (ax.get_xlabel(), ax.get_ylabel(), ax.get_title())
 
 
 def test_importing_opto_cube_does_not_import_matplotlib():
-    code = "import sys, opto_cube, opto_cube.maps, opto_cube.plot; print('matplotlib' in sys.modules)"
+    code = (
+        "import sys, opto_cube, opto_cube.maps, opto_cube.plot, opto_cube.pipeline; "
+        "print(sorted({'matplotlib', 'flox', 'distributed'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "[]"
 
 
 # --------------------------------------------------------------------------
@@ -109,7 +95,7 @@ def test_plot_modulation_index(tmp_path):
 
 def test_plot_psth(tiny_converted, tmp_path):
     cube = open_cube(tiny_converted.stores[10.0])
-    rate = maps.psth(cube, power_mw="max")
+    rate = psth.psth(cube, power_mw="max")
     fig, ax = plt.subplots()
     assert plot.plot_psth(rate, ax=ax, label="all clusters") is ax
     assert_labelled(ax)
@@ -128,66 +114,3 @@ def test_save_figure_is_atomic(tmp_path):
     target = tmp_path / "sub" / "f.png"
     plot.save_figure(fig, target)
     assert sorted(p.name for p in target.parent.iterdir()) == ["f.png"]
-
-
-# --------------------------------------------------------------------------
-# the command line, in process
-# --------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_stores(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("maps_cli")
-    synth.make_dataset(root / "data", n_sessions=2, size="tiny", seed=5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", OptoCubeWarning)
-        results = convert.convert(root / "data", root / "stores", bin_ms=10)
-    assert all(r.status == "converted" for r in results)
-    return root / "stores"
-
-
-def test_cli_maps(tiny_stores, tmp_path, capsys):
-    out = tmp_path / "maps"
-    assert cli.main(["maps", str(tiny_stores), "--out", str(out), "--distance-bin-um", "200"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(["maps.nc", *FIGURES])  # nothing temporary left
-    for name in FIGURES:
-        assert_png(out / name)
-    ds = xr.open_dataset(out / "maps.nc")
-    assert np.allclose(np.diff(ds.attrs[schema.MAP_DISTANCE_EDGES]), 200.0)
-    expected = maps.effect_map(maps.responses_of(open_catalog(tiny_stores)), distance_bin_um=200.0)
-    np.testing.assert_array_equal(ds[schema.MAP_N_UNITS].values, expected[schema.MAP_N_UNITS].values)
-    assert "wrote" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize(
-    "argv, match",
-    [
-        (["maps", "{tmp}/nowhere", "--out", "{tmp}/o"], "nowhere: no such folder of stores"),
-        (["maps", "{tmp}", "--out", "{tmp}/o"], "holds no .zarr stores"),
-        (["maps", "{stores}", "--out", "{tmp}/o", "--responses", "{tmp}/missing.csv"], "cannot read the responses"),
-        (["maps", "{stores}", "--out", "{tmp}/o", "--duration-s", "0.02"], r"no duration_s \[0.02\]"),
-    ],
-)
-def test_cli_maps_errors_are_one_line(tiny_stores, tmp_path, capsys, argv, match):
-    argv = [a.format(tmp=tmp_path, stores=tiny_stores) for a in argv]
-    assert cli.main(argv) == cli.EXIT_FAILED
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert pytest.importorskip("re").search(match, err), err
-    assert not (tmp_path / "o").exists()
-
-
-def test_cli_maps_refuses_a_bad_bin_width(tiny_stores, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["maps", str(tiny_stores), "--out", str(tmp_path), "--distance-bin-um", "-5"])
-    assert exit_info.value.code == cli.EXIT_USAGE
-    assert "expected a positive width in um" in capsys.readouterr().err
-
-
-def test_cli_demo(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert cli.main(["demo", "--out", str(out), "--sessions", "2", "--size", "tiny"]) == 0
-    assert (out / "responses.csv").stat().st_size > 0
-    for name in FIGURES:
-        assert_png(out / "maps" / name)
-    assert (out / "maps" / "maps.nc").stat().st_size > 0
-    printed = capsys.readouterr().out
-    assert str(out / "maps") in printed and str(out / "responses.csv") in printed

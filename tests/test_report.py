@@ -108,10 +108,10 @@ def test_summary_table_is_the_catalog(real: dict) -> None:
         assert row[header.index("trials")] == str(want["trials"])
         assert row[header.index("qc_pass")] == str(want["qc_pass"])
     # the responding units, counted again from the cubes' own responses
-    from opto_cube import stats
+    from opto_cube import response
 
     for row in rows:
-        table_s = stats.to_table(stats.responses(cat[row[0]]).compute())
+        table_s = response.to_table(response.responses(cat[row[0]]).compute())
         hits = table_s[table_s[schema.SIGNIFICANT] & (table_s[schema.ACTIVATED] | table_s[schema.INACTIVATED])]
         assert row[header.index("responding_units")] == str(hits[schema.CLUSTER].nunique())
         assert row[header.index("units_qc")] == str(int(cat[row[0]][schema.QC_PASS].values.sum()))

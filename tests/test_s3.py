@@ -22,7 +22,7 @@ import pytest
 import xarray as xr
 from helpers import OTHER_SESSION_ID, SESSION_ID, tiny_spec, write_synth
 
-from opto_cube import catalog, cli, convert, maps, schema, stats, store
+from opto_cube import catalog, cli, convert, pipeline, schema, store
 from opto_cube.errors import OptoCubeWarning
 
 moto_server = pytest.importorskip(
@@ -267,10 +267,10 @@ def test_catalog_on_s3_equals_local(remote: str, local: Path) -> None:
 
 def test_responses_and_maps_on_s3_equal_local(remote: str, local: Path) -> None:
     on_s3, here = catalog.open_catalog(remote), catalog.open_catalog(local)
-    table_s3, table_local = stats.responses_table(on_s3), stats.responses_table(here)
+    table_s3, table_local = pipeline.responses_table(on_s3), pipeline.responses_table(here)
     assert len(table_local) > 0
     pd.testing.assert_frame_equal(table_s3, table_local)
-    xr.testing.assert_identical(maps.maps(on_s3), maps.maps(here))
+    xr.testing.assert_identical(pipeline.maps_dataset(table_s3)[2], pipeline.maps_dataset(table_local)[2])
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of opto_cube.synth: the synthetic sessions match dataset.md and their ground truth."""
+"""Tests of opto_cube.synth: the synthetic sessions match docs/format.md and their ground truth."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def tiny_session(tmp_path, **changes):
 
 
 def check_format(folder) -> None:
-    """Every file of dataset.md with its dtype and shape, consistent across files."""
+    """Every file of docs/format.md with its dtype and shape, consistent across files."""
     for name in (*schema.REQUIRED_FILES, *schema.OPTIONAL_FILES):
         assert (folder / name).is_file(), name
     times, clusters = load(folder, schema.SPIKES_TIMES), load(folder, schema.SPIKES_CLUSTERS)

@@ -1,4 +1,4 @@
-"""Tests of opto_cube.stats (responses): every row equals an independent computation from the raw spike files.
+"""Tests of opto_cube.response (responses): every row equals an independent computation from the raw spike files.
 
 The reference here reads the session's ``spikes.*`` and ``stim.*`` files with
 numpy, counts each window with ``np.searchsorted`` (``onset + a <= t < onset + b``),
@@ -16,13 +16,14 @@ import pandas as pd
 import pytest
 import scipy.stats
 import xarray as xr
-from helpers import SAMPLES_PER_S, raise_if_dask_computes, write_alf_session
+from helpers import SAMPLES_PER_S, folder_reference, load, raise_if_dask_computes, write_alf_session
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opto_cube import cli, convert, schema, store, synth
 from opto_cube.catalog import open_catalog
-from opto_cube.stats import compute_all, responses, responses_table
+from opto_cube.pipeline import responses_table
+from opto_cube.response import compute_all, responses, window_counts
 
 FLOAT_COLUMNS = (schema.PRE_RATE, schema.STIM_RATE, schema.PCT_CHANGE)
 BOOL_COLUMNS = (schema.ACTIVATED, schema.INACTIVATED, schema.SIGNIFICANT)
@@ -34,9 +35,20 @@ KEY = [schema.CLUSTER, schema.EMITTER, "power_key", schema.DURATION]
 # --------------------------------------------------------------------------
 def _synth_spec(**changes):
     base = dict(
-        n_clusters=12, n_trials=60, powers_mw=(0.5, 1.0, 4.0), durations_s=(0.01, 0.02, 0.05), emitters=(2, 7, 12),
-        rs_rate_median_hz=1.0, spikeless_clusters=2, lead_in_s=5.0, tail_s=5.0, jitter_powers=True,
-        shuffle_trials=True, edge_spikes=True, edge_trials=60, seed=11,
+        n_clusters=12,
+        n_trials=60,
+        powers_mw=(0.5, 1.0, 4.0),
+        durations_s=(0.01, 0.02, 0.05),
+        emitters=(2, 7, 12),
+        rs_rate_median_hz=1.0,
+        spikeless_clusters=2,
+        lead_in_s=5.0,
+        tail_s=5.0,
+        jitter_powers=True,
+        shuffle_trials=True,
+        edge_spikes=True,
+        edge_trials=60,
+        seed=11,
     )
     return synth.SessionSpec(**{**base, **changes})
 
@@ -73,18 +85,35 @@ def _edge_case_session(folder: Path) -> Path:
     add(3, (onset_samples - 3000) / SAMPLES_PER_S)
     add(4, np.concatenate([(onset_samples - 9000) / SAMPLES_PER_S, (onset_samples - 6000) / SAMPLES_PER_S]))
     # exactly on the edges, as the analysis's float64 onset + a: in, in, out; and a sample before each
-    add(5, np.concatenate([onsets - 0.5, onsets, onsets + durations, (onset_samples - 15001) / SAMPLES_PER_S,
-                           (onset_samples - 1) / SAMPLES_PER_S]))
+    add(
+        5,
+        np.concatenate(
+            [
+                onsets - 0.5,
+                onsets,
+                onsets + durations,
+                (onset_samples - 15001) / SAMPLES_PER_S,
+                (onset_samples - 1) / SAMPLES_PER_S,
+            ]
+        ),
+    )
     pre_train = onset_samples[:, None] - 15000 + np.where(durations == 0.05, 1500, 300)[:, None] * np.arange(50)
     pre_train = np.where(np.arange(50) < np.where(durations == 0.05, 10, 50)[:, None], pre_train, -1)
     add(7, np.concatenate([pre_train[pre_train >= 0], onset_samples + 90]) / SAMPLES_PER_S)
     n_random = 400
-    add(6, np.sort(rng.integers(9 * SAMPLES_PER_S, int(onset_samples[-1]) + SAMPLES_PER_S, n_random))
-        / SAMPLES_PER_S)
+    add(6, np.sort(rng.integers(9 * SAMPLES_PER_S, int(onset_samples[-1]) + SAMPLES_PER_S, n_random)) / SAMPLES_PER_S)
     t, c = np.concatenate(times), np.concatenate(clusters)
     order = np.argsort(t, kind="stable")
-    return write_alf_session(folder, spike_times=t[order], spike_clusters=c[order], n_clusters=8, onsets=onsets,
-                             durations=durations, emitters=emitters, powers=powers)
+    return write_alf_session(
+        folder,
+        spike_times=t[order],
+        spike_clusters=c[order],
+        n_clusters=8,
+        onsets=onsets,
+        durations=durations,
+        emitters=emitters,
+        powers=powers,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +136,12 @@ def sessions(tmp_path_factory) -> dict[str, Session]:
     made = {}
     specs = {
         "AL0040_2024-11-01_en1_p0": (_synth_spec(), 10.0),
-        "AL0041_2024-11-02_en2_p1": (_synth_spec(n_trials=150, durations_s=(0.02,), emitters=(4, 11), seed=5,
-                                                 rs_rate_median_hz=3.0, n_clusters=10), 5.0),
+        "AL0041_2024-11-02_en2_p1": (
+            _synth_spec(
+                n_trials=150, durations_s=(0.02,), emitters=(4, 11), seed=5, rs_rate_median_hz=3.0, n_clusters=10
+            ),
+            5.0,
+        ),
     }
     for name, (spec, bin_ms) in specs.items():
         folder = root / "data" / name
@@ -138,10 +171,18 @@ def reference_trials(folder: Path) -> pd.DataFrame:
         t = np.sort(times[clusters == k])
         pre = np.searchsorted(t, onset + 0.0, "left") - np.searchsorted(t, onset + -0.5, "left")
         stim = np.searchsorted(t, onset + duration, "left") - np.searchsorted(t, onset + 0.0, "left")
-        frames.append(pd.DataFrame({
-            schema.CLUSTER: k, schema.EMITTER: emitter.astype(int), "power": power, schema.DURATION: duration,
-            "pre": pre / 0.5, "stim": stim / duration,
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    schema.CLUSTER: k,
+                    schema.EMITTER: emitter.astype(int),
+                    "power": power,
+                    schema.DURATION: duration,
+                    "pre": pre / 0.5,
+                    "stim": stim / duration,
+                }
+            )
+        )
     df = pd.concat(frames, ignore_index=True)
     # power levels: the calibrated jitter is far below 1e-5 mW, the nominal levels far apart
     df["power_key"] = df["power"].round(5)
@@ -181,12 +222,21 @@ def reference_per_condition(folder: Path) -> pd.DataFrame:
         diff = stim - pre
         with np.errstate(all="ignore"):
             pct = 100 * (stim.mean() - pre.mean()) / pre.mean()
-        rows.append({
-            schema.CLUSTER: k, schema.EMITTER: e, "power_key": key, schema.DURATION: d,
-            schema.POWER: g[schema.POWER].iloc[0], schema.N_TRIALS: len(g), schema.PRE_RATE: pre.mean(),
-            schema.STIM_RATE: stim.mean(), schema.PCT_CHANGE: pct, schema.P_VALUE: _ttest(stim, pre),
-            "equal_nonzero_differences": len(g) > 1 and np.all(diff == diff[0]) and diff[0] != 0,
-        })
+        rows.append(
+            {
+                schema.CLUSTER: k,
+                schema.EMITTER: e,
+                "power_key": key,
+                schema.DURATION: d,
+                schema.POWER: g[schema.POWER].iloc[0],
+                schema.N_TRIALS: len(g),
+                schema.PRE_RATE: pre.mean(),
+                schema.STIM_RATE: stim.mean(),
+                schema.PCT_CHANGE: pct,
+                schema.P_VALUE: _ttest(stim, pre),
+                "equal_nonzero_differences": len(g) > 1 and np.all(diff == diff[0]) and diff[0] != 0,
+            }
+        )
     return _distances(folder, _classify(pd.DataFrame(rows)))
 
 
@@ -200,11 +250,17 @@ def reference_published(folder: Path) -> pd.DataFrame:
         pre_rate, stim_rate = g["pre"].mean(), g["stim"].mean()
         if pre_rate == 0 or stim_rate == 0:
             continue
-        rows.append({
-            schema.CLUSTER: k, schema.EMITTER: e, schema.N_TRIALS: len(g), schema.PRE_RATE: pre_rate,
-            schema.STIM_RATE: stim_rate, schema.PCT_CHANGE: (stim_rate - pre_rate) / (pre_rate + 1e-8) * 100,
-            schema.P_VALUE: _ttest(g["stim"].to_numpy(), g["pre"].to_numpy()),
-        })
+        rows.append(
+            {
+                schema.CLUSTER: k,
+                schema.EMITTER: e,
+                schema.N_TRIALS: len(g),
+                schema.PRE_RATE: pre_rate,
+                schema.STIM_RATE: stim_rate,
+                schema.PCT_CHANGE: (stim_rate - pre_rate) / (pre_rate + 1e-8) * 100,
+                schema.P_VALUE: _ttest(g["stim"].to_numpy(), g["pre"].to_numpy()),
+            }
+        )
     return _distances(folder, _classify(pd.DataFrame(rows)))
 
 
@@ -212,8 +268,7 @@ def _assert_matches(mine: pd.DataFrame, ref: pd.DataFrame, key: list[str]) -> pd
     merged = mine.merge(ref, on=key, how="outer", suffixes=("", "_ref"), indicator=True, validate="1:1")
     assert (merged["_merge"] == "both").all(), merged[merged["_merge"] != "both"][key]
     for col in (*FLOAT_COLUMNS, schema.DISTANCE, schema.DEPTH_FROM_SURFACE):
-        np.testing.assert_allclose(merged[col], merged[f"{col}_ref"], rtol=1e-12, atol=0, equal_nan=True,
-                                   err_msg=col)
+        np.testing.assert_allclose(merged[col], merged[f"{col}_ref"], rtol=1e-12, atol=0, equal_nan=True, err_msg=col)
     np.testing.assert_array_equal(merged[schema.N_TRIALS], merged[f"{schema.N_TRIALS}_ref"])
     for col in BOOL_COLUMNS:
         np.testing.assert_array_equal(merged[col], merged[f"{col}_ref"], err_msg=col)
@@ -289,8 +344,13 @@ def test_pooling_by_emitter_matches_reference(sessions):
     mine = responses_table([store.open_cube(session.store)], by=("emitter",))
     trials = reference_trials(session.folder)
     grouped = trials.groupby([schema.CLUSTER, schema.EMITTER])
-    ref = pd.DataFrame({schema.PRE_RATE: grouped["pre"].mean(), schema.STIM_RATE: grouped["stim"].mean(),
-                        schema.N_TRIALS: grouped.size()}).reset_index()
+    ref = pd.DataFrame(
+        {
+            schema.PRE_RATE: grouped["pre"].mean(),
+            schema.STIM_RATE: grouped["stim"].mean(),
+            schema.N_TRIALS: grouped.size(),
+        }
+    ).reset_index()
     merged = mine.merge(ref, on=[schema.CLUSTER, schema.EMITTER], suffixes=("", "_ref"), validate="1:1")
     assert len(merged) == len(mine) == len(ref)
     for col in (schema.PRE_RATE, schema.STIM_RATE, schema.N_TRIALS):
@@ -307,6 +367,42 @@ def test_numpy_cube_equals_dask_cube(sessions):
     lazy = responses(cube).compute()
     eager = responses(cube.load())
     xr.testing.assert_identical(lazy, eager)
+
+
+# --------------------------------------------------------------------------
+# Window counts: the store's (format 2) or summed from the cube (format 1), equal to the raw spikes
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["AL0040_2024-11-01_en1_p0", "AL0041_2024-11-02_en2_p1", "AL0042_2024-11-03_en1_p0"])
+def test_window_counts_equal_raw_spikes_and_both_paths_agree(sessions, name):
+    session = sessions[name]
+    cube = store.open_cube(session.store)
+    format1 = cube.drop_vars(schema.WINDOW_COUNTS, errors="ignore")  # a store written before window_counts
+    from_cube = window_counts(format1).compute()
+    durations = load(session.folder, schema.STIM_DURATIONS)
+    expected = np.stack(
+        [folder_reference(session.folder, -0.5, 0.0), folder_reference(session.folder, 0.0, durations)], axis=-1
+    )
+    rows = cube[schema.STIM_INDEX].values  # the cube's trials in onset order, mapped back to file rows
+    np.testing.assert_array_equal(from_cube.values, expected[:, rows])
+    with_counts = format1.assign({schema.WINDOW_COUNTS: from_cube.assign_coords({schema.WINDOW: list(schema.WINDOWS)})})
+    if schema.WINDOW_COUNTS in cube:  # the store's own, as converted
+        np.testing.assert_array_equal(window_counts(cube).values, expected[:, rows])
+        with_counts = cube
+    for mode in schema.RESPONSE_MODES:
+        xr.testing.assert_identical(
+            responses(with_counts, mode=mode).compute(), responses(format1, mode=mode).compute()
+        )
+
+
+def test_the_fast_path_reads_no_cube(sessions):
+    """With window_counts, the responses never touch spike_counts: a cube whose counts raise still works."""
+    cube = store.open_cube(sessions["AL0040_2024-11-01_en1_p0"].store)
+    counts = window_counts(cube.drop_vars(schema.WINDOW_COUNTS, errors="ignore")).compute()
+    fast = cube.drop_vars([schema.SPIKE_COUNTS, schema.WINDOW_COUNTS], errors="ignore").assign(
+        {schema.WINDOW_COUNTS: counts}
+    )
+    fast.attrs = cube.attrs
+    xr.testing.assert_identical(responses(fast).compute(), responses(cube).compute())
 
 
 # --------------------------------------------------------------------------
@@ -338,13 +434,14 @@ def test_chunking_does_not_change_responses(sessions, data):
     expected = responses(cube).compute()
     # any cluster and trial chunks; time chunks of at least a quarter of the bins (responses joins them anyway)
     smallest = {schema.CLUSTER: 1, schema.TRIAL: 1, schema.TIME: cube.sizes[schema.TIME] // 4}
-    chunks = {dim: data.draw(st.integers(smallest[dim], size), label=dim) for dim, size in cube.sizes.items()}
+    chunks = {dim: data.draw(st.integers(smallest.get(dim, 1), size), label=dim) for dim, size in cube.sizes.items()}
     got = responses(cube.chunk(chunks)).compute(scheduler="synchronous")  # many tiny tasks: no thread overhead
     for name in (schema.PRE_RATE, schema.STIM_RATE, schema.PCT_CHANGE, *BOOL_COLUMNS):
         xr.testing.assert_identical(got[name], expected[name])  # exact: integer sums
     np.testing.assert_allclose(got[schema.P_VALUE], expected[schema.P_VALUE], rtol=1e-12, equal_nan=True)
 
 
+@pytest.mark.slow
 def test_distributed_equals_threaded(sessions, tmp_path):
     distributed = pytest.importorskip("distributed")
     cubes = [store.open_cube(s.store) for s in sessions.values()]

@@ -1,0 +1,444 @@
+"""The jobs: ``opto-cube responses`` and ``opto-cube maps``, from stores to saved tables, maps and figures.
+
+This is the only module that imports both the science (:mod:`opto_cube.response`,
+:mod:`opto_cube.psth`, :mod:`opto_cube.maps`) and the drawing
+(:mod:`opto_cube.plot`). The work is one task per session
+(:func:`session_results`): it opens the store itself (on a worker, when a
+``distributed.Client`` is active), reads the small coordinates and
+``window_counts`` with plain numpy, computes that session's rows of the
+responses table and, when the maps need PSTHs, its per-condition time course
+in one pass over the cube, and returns those small results. Many sessions are
+one ``dask.delayed`` task each and one ``dask.compute``: the default threads,
+processes and a ``distributed.Client`` all run them.
+
+Where later jobs go: a time-resolved column of the table (latency, light
+artifact) is computed from :attr:`SessionResults.time_course` in
+:func:`session_results`; a report is a function beside :func:`run_maps` that
+takes the same :class:`SessionResults`.
+
+Examples
+--------
+>>> import tempfile, warnings
+>>> from opto_cube import synth, convert
+>>> root = tempfile.mkdtemp()
+>>> with warnings.catch_warnings():
+...     warnings.simplefilter("ignore")
+...     for folder in synth.make_dataset(root, n_sessions=2, size="tiny"):
+...         _ = convert.convert_session(folder, root + "/stores", bin_ms=10)
+>>> table = responses_table(root + "/stores")
+>>> len(table), table["session_id"].nunique()
+(192, 2)
+>>> written = run_maps(root + "/stores", root + "/maps", table=table)
+>>> sorted(written)
+['depth_vs_emitter.png', 'effect_map.png', 'maps.nc', 'modulation_index.png', 'psth.png']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from . import maps, plot, psth, response, schema
+from .catalog import Catalog, sessions_of
+from .conditions import check_by, select_conditions
+from .errors import OptoCubeError, StoreError
+from .store import StorePath, atomic_file
+
+__all__ = [
+    "SessionResults",
+    "maps_dataset",
+    "responses_table",
+    "run_maps",
+    "save_netcdf",
+    "session_results",
+    "session_tasks",
+    "summary_figures",
+    "write_table",
+]
+
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+# --------------------------------------------------------------------------
+# One session: one task
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SessionResults:
+    """What one session's task returns: small, whatever the size of the cube.
+
+    Attributes
+    ----------
+    session_id
+        The session, as the caller named it (the catalog's key).
+    table
+        The session's rows of the responses table (None when not asked for).
+    clusters
+        ``session_id, cluster, trough_to_peak_ms`` of every cluster.
+    time_course
+        :func:`opto_cube.psth.condition_time_course` of the cube (None unless kept: it is large at 1 ms).
+    psth
+        The session's part of the maps' population PSTH (:func:`opto_cube.psth.session_psth`), when asked for.
+    bin_width_s
+        The cube's bin width.
+    """
+
+    session_id: str
+    table: pd.DataFrame | None
+    clusters: pd.DataFrame
+    time_course: xr.Dataset | None
+    psth: xr.DataArray | None
+    bin_width_s: float
+
+
+class _InMemory:
+    """A cube handed to a task as it is (dask must not compute a Dataset argument before the call)."""
+
+    def __init__(self, cube: xr.Dataset) -> None:
+        self.cube = cube
+
+
+_SMALL = (  # what a task reads besides window_counts: the coordinates of the table and the conditions
+    schema.EMITTER,
+    schema.POWER,
+    schema.DURATION,
+    schema.EMITTER_DEPTH,
+    schema.DEPTH_FROM_SURFACE,
+    schema.WAVEFORM_TYPE,
+    schema.QC_PASS,
+    schema.TROUGH_TO_PEAK,
+)
+_INDEXES = (schema.CLUSTER, schema.TRIAL, schema.TIME, schema.WINDOW)
+
+
+def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool) -> xr.Dataset:
+    """A store opened for one task, numpy-backed (no dask graph).
+
+    For the responses alone (``cube=False``) of a store with ``window_counts``:
+    the consolidated metadata in one read, then ``window_counts`` and the small
+    coordinates the table needs read concurrently (one round trip's latency,
+    not one per array), nothing else. Otherwise the whole store through
+    :func:`xarray.open_zarr`, every array read when asked for.
+    """
+    if not cube:
+        fast = _read_small(path, storage_options)
+        if fast is not None:
+            return fast
+    options = {"storage_options": storage_options} if storage_options else {}
+    try:
+        ds = xr.open_zarr(path, chunks=None, consolidated=True, **options)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise StoreError(f"{path}: not an opto_cube store ({' '.join(str(e).split())})") from e
+    if schema.SPIKE_COUNTS not in ds:
+        raise StoreError(f"{path}: not an opto_cube store (no {schema.SPIKE_COUNTS!r} variable)")
+    return ds
+
+
+def _read_small(path: StorePath, storage_options: dict[str, Any] | None) -> xr.Dataset | None:
+    """``window_counts`` and the small coordinates of a format-2 store, read at once; None for a format-1 store."""
+    import asyncio
+
+    import zarr
+    from zarr.core.sync import sync
+
+    from .store import zarr_store
+
+    try:
+        group = zarr.open_group(zarr_store(path, storage_options, read_only=True), mode="r", use_consolidated=True)
+        members = dict(group.members())
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError) as e:
+        raise StoreError(f"{path}: not an opto_cube store ({' '.join(str(e).split())})") from e
+    names = [n for n in (schema.WINDOW_COUNTS, *_INDEXES, *_SMALL) if n in members]
+    if schema.WINDOW_COUNTS not in names or schema.SPIKE_COUNTS not in members:
+        return None
+
+    async def read_all() -> list[Any]:
+        return await asyncio.gather(*(members[n]._async_array.getitem(...) for n in names))
+
+    values = dict(zip(names, sync(read_all()), strict=True))
+    variables = {
+        n: xr.Variable(
+            tuple(members[n].metadata.dimension_names),
+            np.asarray(values[n]),
+            {k: v for k, v in members[n].attrs.items() if not k.startswith("_")},
+        )
+        for n in names
+    }
+    data = {schema.WINDOW_COUNTS: variables.pop(schema.WINDOW_COUNTS)}
+    return xr.Dataset(data, coords=variables, attrs=dict(group.attrs))
+
+
+def session_results(
+    store_or_cube: Any,
+    session_id: str | None = None,
+    *,
+    by: Any = None,
+    mode: str = schema.MODE_PER_CONDITION,
+    table: bool = True,
+    time_course: bool = False,
+    psth_options: dict[str, Any] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> SessionResults:
+    """One session's results: its responses table and, if asked, its per-condition time course.
+
+    Parameters
+    ----------
+    store_or_cube
+        A store path or URL (opened here, without dask), or an opened cube.
+    session_id
+        The session's id in the results; default the cube's ``session_id`` attribute.
+    by, mode
+        As in :func:`opto_cube.response.responses`.
+    table
+        Compute the responses (from ``window_counts``; no read of the cube).
+    time_course
+        Also sum the cube per condition (one pass over ``spike_counts``) and return it.
+    psth_options
+        Keyword arguments of :func:`opto_cube.psth.session_psth`: compute the session's
+        part of the population PSTH from that pass (and return it, not the time course).
+    storage_options
+        For a URL on object storage.
+
+    Returns
+    -------
+    SessionResults
+    """
+    if isinstance(store_or_cube, _InMemory):
+        store_or_cube = store_or_cube.cube
+    if isinstance(store_or_cube, xr.Dataset):
+        cube, in_memory = store_or_cube, True
+    else:
+        cube, in_memory = _open(store_or_cube, storage_options, cube=time_course or psth_options is not None), False
+    sid = str(cube.attrs.get(schema.ATTR_SESSION_ID, "")) if session_id is None else session_id
+    # a cube passed in may be dask-backed: compute it here, in this task, not on a cluster from inside a task
+    with dask.config.set(scheduler="sync") if in_memory else contextlib.nullcontext():
+        rows = response.to_table(response.responses(cube, by=by, mode=mode), sid) if table else None
+        course = psth.condition_time_course(cube) if time_course or psth_options is not None else None
+        piece = psth.session_psth(course, sid, **psth_options) if psth_options is not None else None
+        clusters = pd.DataFrame(
+            {
+                schema.SESSION_ID: sid,
+                schema.CLUSTER: np.asarray(cube[schema.CLUSTER].values),
+                schema.TROUGH_TO_PEAK: np.asarray(cube[schema.TROUGH_TO_PEAK].values),
+            }
+        )
+    width = float(cube.attrs.get(schema.ATTR_BIN_WIDTH, np.nan))
+    return SessionResults(sid, rows, clusters, course if time_course else None, piece, width)
+
+
+def session_tasks(source: Any, **kwargs: Any) -> list[Any]:
+    """One ``dask.delayed`` :func:`session_results` per session of ``source`` (anything
+    :func:`opto_cube.catalog.sessions_of` accepts); keyword arguments are passed on."""
+    if isinstance(source, Catalog) and source.storage_options:
+        kwargs.setdefault("storage_options", source.storage_options)
+    task = dask.delayed(session_results, pure=True)
+    return [
+        task(_InMemory(item) if isinstance(item, xr.Dataset) else item, sid, **kwargs)
+        for sid, item in sessions_of(source)
+    ]
+
+
+def _compute(tasks: Sequence[Any]) -> list[SessionResults]:
+    return list(dask.compute(*tasks)) if tasks else []
+
+
+# --------------------------------------------------------------------------
+# opto-cube responses
+# --------------------------------------------------------------------------
+def responses_table(source: Any, *, by: Any = None, mode: str = schema.MODE_PER_CONDITION) -> pd.DataFrame:
+    """The long responses table of many sessions: one row per session x cluster x condition.
+
+    Parameters
+    ----------
+    source
+        A :class:`opto_cube.catalog.Catalog` (or any mapping of cubes), one cube,
+        an iterable of cubes or store paths, a store, or a folder of stores.
+    by, mode
+        As in :func:`opto_cube.response.responses`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``session_id, cluster, emitter, power_mw, duration_s, n_trials,
+        pre_rate_hz, stim_rate_hz, pct_change, p_value, activated, inactivated,
+        significant, distance_um, depth_from_surface_um, waveform_type, qc_pass``
+        (``docs/contract.md``), then ``emitter_depth_um``. One task per session,
+        one ``dask.compute``: an active ``distributed.Client`` runs them on its workers.
+    """
+    check_by(by, mode)
+    results = _compute(session_tasks(source, by=by, mode=mode))
+    tables = [r.table for r in results if r.table is not None]
+    return pd.concat(tables, ignore_index=True) if tables else response.empty_table()
+
+
+def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write the table to ``path`` (``.csv`` or ``.parquet``) atomically; OptoCubeError for another suffix."""
+    path = Path(path)
+    if path.suffix not in TABLE_SUFFIXES:
+        raise OptoCubeError(f"{path}: unknown table format {path.suffix!r}; use .csv or .parquet")
+    with atomic_file(path) as tmp:
+        if path.suffix == ".csv":
+            table.to_csv(tmp, index=False)
+        else:
+            table.to_parquet(tmp, index=False)
+    return path
+
+
+# --------------------------------------------------------------------------
+# opto-cube maps
+# --------------------------------------------------------------------------
+def save_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write ``ds`` to a netCDF4 (HDF5) file atomically, with h5netcdf: every dtype kept; booleans in attrs as 0/1.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = save_netcdf(xr.Dataset({"n": ("x", np.array([2**40], np.int64))}, attrs={"ok": True}),
+    ...                    tempfile.mkdtemp() + "/m.nc")
+    >>> back = xr.open_dataset(path, engine="h5netcdf")
+    >>> back.n.dtype, int(back.attrs["ok"])
+    (dtype('int64'), 1)
+    """
+    out = ds.copy()
+    out.attrs = {k: (int(v) if isinstance(v, bool) else v) for k, v in ds.attrs.items()}
+    with atomic_file(path) as tmp:
+        out.to_netcdf(tmp, engine="h5netcdf")
+    return Path(path)
+
+
+def maps_dataset(
+    table: pd.DataFrame, *, distance_bin_um: float = schema.MAP_DEFAULT_DISTANCE_BIN_UM, duration_s: Any = None
+) -> tuple[xr.Dataset, maps.DepthVsEmitter, xr.Dataset]:
+    """The content of ``maps.nc``, and the two maps it is made of.
+
+    Returns the effect map (:func:`opto_cube.maps.effect_map`, default
+    options), the depth-vs-emitter result, and their merge: the effect map
+    plus, over ``waveform_type`` x ``effect``, ``depth_pearson_r``,
+    ``depth_pearson_p`` and ``depth_n_responses``.
+    """
+    try:
+        effect = maps.effect_map(table, distance_bin_um=distance_bin_um)
+    except ValueError as e:
+        raise OptoCubeError(f"nothing to map ({e})") from e
+    depth = maps.depth_vs_emitter(table)
+    stats = depth.stats.rename(
+        {
+            schema.MAP_PEARSON_R: "depth_pearson_r",
+            schema.P_VALUE: "depth_pearson_p",
+            schema.MAP_N_RESPONSES: "depth_n_responses",
+        }
+    )
+    stats[schema.MAP_EFFECT].attrs = {"units": "1", "long_name": "effect (activated / inactivated)"}
+    summary = xr.merge([effect, stats], join="outer", combine_attrs="drop_conflicts", compat="override")
+    summary.attrs = {**effect.attrs}
+    if duration_s is not None:
+        summary.attrs["duration_s"] = str(duration_s)
+    return effect, depth, summary
+
+
+def summary_figures(
+    effect: xr.Dataset,
+    depth: maps.DepthVsEmitter,
+    modulation: pd.DataFrame,
+    rate: xr.DataArray,
+    out_dir: str | os.PathLike,
+) -> dict[str, Path]:
+    """Draw and save the four figures of ``opto-cube maps`` (``schema.MAPS_FIGURES``); file name -> path."""
+    out = Path(out_dir)
+    effect_png, depth_png, modulation_png, psth_png = schema.MAPS_FIGURES
+    return {
+        effect_png: plot.save_figure(plot.plot_effect_map(effect)[0, 0].figure, out / effect_png),
+        depth_png: plot.save_figure(plot.plot_depth_vs_emitter(depth)[0].figure, out / depth_png),
+        modulation_png: plot.save_figure(plot.plot_modulation_index(modulation).figure, out / modulation_png),
+        psth_png: plot.save_figure(plot.plot_population_psth(rate)[0].figure, out / psth_png),
+    }
+
+
+def _bin_widths(source: Any) -> list[float]:
+    """Every session's bin width, from its store's attributes (one small read each) or its cube."""
+    from .store import read_store_attrs
+
+    widths = []
+    for _, item in sessions_of(source):
+        attrs = item.attrs if isinstance(item, xr.Dataset) else (read_store_attrs(item) or {})
+        widths.append(float(attrs.get(schema.ATTR_BIN_WIDTH, 0.0)))
+    return widths
+
+
+def run_maps(
+    source: Any,
+    out_dir: str | os.PathLike,
+    *,
+    distance_bin_um: float = schema.MAP_DEFAULT_DISTANCE_BIN_UM,
+    duration_s: Any = None,
+    table: pd.DataFrame | None = None,
+    figures: bool = True,
+) -> dict[str, Path]:
+    """The ``opto-cube maps`` job: the maps to ``out_dir/maps.nc`` and the four figures as PNGs.
+
+    ``maps.nc`` is netCDF4 (:func:`save_netcdf`) holding :func:`maps_dataset`.
+    The figures: the effect map, depth against emitter depth, the modulation
+    index of each unit at its strongest stimulation (unknown waveform types
+    left out), and the population PSTH of units within 100 um of an emitter
+    (every power; the longest pulse, or ``duration_s``; 5 ms bins when the
+    cubes' bins allow).
+
+    Parameters
+    ----------
+    source
+        A folder of stores, or a catalog (or anything :func:`opto_cube.catalog.sessions_of` accepts).
+    out_dir
+        Output folder (created if needed); each file is written atomically.
+    distance_bin_um
+        Width of the distance bins, um.
+    duration_s
+        Only pulses of this duration, s (or ``"max"``, the longest); default all.
+    table
+        The responses table of ``source`` if already computed (else computed here).
+    figures
+        Also draw the figures (this is what reads each cube once, for the PSTHs).
+
+    Returns
+    -------
+    dict
+        File name -> path of every file written.
+
+    Raises
+    ------
+    OptoCubeError
+        ``source`` holds no session, or no unit to map.
+    """
+    n_sessions = len(sessions_of(source)) if not isinstance(source, Catalog) else len(source)
+    if n_sessions == 0:
+        raise OptoCubeError(f"{source}: no sessions to map (no .zarr stores)")
+    results: list[SessionResults] = []
+    if table is None or figures:
+        psth_options = None
+        if figures:
+            bin_ms = psth.psth_bin_ms(_bin_widths(source))
+            psth_options = {"duration_s": "max" if duration_s is None else duration_s, "bin_ms": bin_ms}
+        results = _compute(session_tasks(source, table=table is None, psth_options=psth_options))
+    if table is None:
+        table = pd.concat([r.table for r in results], ignore_index=True)
+    if duration_s is not None:
+        table = select_conditions(table, duration_s=duration_s)
+    try:
+        effect, depth, summary = maps_dataset(table, distance_bin_um=distance_bin_um, duration_s=duration_s)
+    except OptoCubeError as e:
+        raise OptoCubeError(f"{source}: {e}") from e
+    out = Path(out_dir)
+    written = {schema.MAPS_NETCDF: save_netcdf(summary, out / schema.MAPS_NETCDF)}
+    if figures:
+        widths = pd.concat([r.clusters for r in results], ignore_index=True)
+        modulation = maps.modulation_index(table, widths, per_unit=True, unknown_waveform="drop")
+        rate = psth.combine_psths([r.psth for r in results], max_distance_um=schema.PSTH_NEAR_EMITTER_UM)
+        written.update(summary_figures(effect, depth, modulation, rate, out))
+    return written

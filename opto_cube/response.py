@@ -1,0 +1,495 @@
+"""The statistics: per-condition responses of every cluster, computed lazily from a cube.
+
+Also available as ``opto_cube.responses(cube)`` and ``opto_cube.responses_table(...)``.
+
+The analysis the data was published for (``docs/format.md``) compares, per cluster,
+the spike rate in the stimulation window ``[0, duration)`` with the rate in
+the pre window ``[-0.5, 0)`` of the same trials. :func:`responses` does it on
+a cube without reading raw spikes, as a lazy (dask) :class:`xarray.Dataset`
+with dims ``(cluster, condition)`` (eager when the cube is in memory);
+:func:`to_table` turns it into rows of the long table of ``docs/contract.md``.
+The table of many sessions, one task per session, is
+:func:`opto_cube.pipeline.responses_table`.
+
+Two modes, side by side
+-----------------------
+
+================  ======================================  ======================================
+aspect            ``mode="per_condition"`` (default)      ``mode="published"`` (parity)
+================  ======================================  ======================================
+condition         (emitter, power level, duration);       (emitter): every power and duration
+                  ``by`` pools any of the three           of the emitter pooled
+clusters          all (``qc_pass`` kept as a coordinate)  QC-passing only
+pct_change        ``100 * (stim - pre) / pre``            ``(stim - pre) / (pre + 1e-8) * 100``
+                  (inf or NaN when pre is 0, as IEEE)     (``schema.PARITY_EPSILON``)
+zero rates        kept                                    pairs with a zero mean pre or stim
+                                                          rate dropped (NaN; not in the table)
+================  ======================================  ======================================
+
+In both: per-trial rate = count / window length (0.5 s, the trial's
+``duration_s``); a condition's rates are the means over its trials;
+``activated`` is pct_change > 200, ``inactivated`` is pct_change < -50 and a
+pre rate above 2 Hz (no p-value in either); ``significant`` is the separate
+post-filter p_value < 0.005, the p-value of a paired t-test of per-trial stim
+against pre rates (:func:`scipy.stats.ttest_rel` semantics).
+
+What the per-power analysis adds. Pooling every power of an emitter mixes
+pulses that barely drive a unit with pulses that saturate it, so the pooled
+percent change depends on the session's mix of powers and durations and
+cannot show how the effect grows with power; per condition it can, and the
+t-test compares trials of one stimulus. It also keeps the units the published
+analysis drops: silent baselines (pre rate 0, where a percent change is
+undefined rather than ``stim / 1e-8``) and QC failures, which stay
+selectable through ``qc_pass``.
+
+How it is reduced
+-----------------
+* Window counts. Each trial's spikes in its pre and stim window are the
+  store's ``window_counts`` (cluster, trial, window): two numbers per cluster
+  and trial, all the statistics need, so the cube itself is never read.
+  Stores of format 1 (written before ``window_counts``) still work: the same
+  two numbers are summed from ``spike_counts``, one pass over the cube (the
+  windows are unions of whole bins, bin edges found in integer microseconds),
+  so the results are the same either way.
+* Groups. Trials get integer codes from their (emitter, power level,
+  duration) (:func:`opto_cube.conditions.trial_conditions`); counts are summed
+  per *cell* (condition x duration) as integers, so the sums are exact. A
+  condition's mean stim rate is ``sum over its durations of (count sum /
+  duration)`` divided by its trial count.
+* t-test. Two passes, as scipy: the mean difference ``stim - pre`` per
+  condition, then the sum of squared deviations of the per-trial differences
+  from it; ``t = mean / sqrt(var / n)``, ``p = 2 * stdtr(n - 1, -|t|)``. NaN
+  when n < 2 or every difference is 0; when every difference equals the same
+  non-zero value the variance is exactly 0, t infinite and p = 0.
+
+All of it is one numpy function of a block of clusters x every trial
+(:func:`statistics`); lazily it is one task per block of clusters over the
+window counts, a graph of a handful of tasks per session.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import scipy.special
+import xarray as xr
+
+from . import schema
+from .conditions import TrialConditions, check_by, trial_conditions
+
+__all__ = ["TABLE_COLUMNS", "compute_all", "empty_table", "responses", "statistics", "to_table", "window_counts"]
+
+TABLE_COLUMNS = (*schema.RESPONSE_COLUMNS, schema.EMITTER_DEPTH)  # the long table: the contract's, then one more
+_US_PER_S = 1_000_000
+_STATISTIC = "_statistic"  # pre, stim, pct_change, p_value, stacked last by statistics()
+_BOOLEANS = (schema.ACTIVATED, schema.INACTIVATED, schema.SIGNIFICANT)
+
+_ATTRS = {
+    schema.CONDITION: ("condition index within the session", "1"),
+    schema.N_TRIALS: ("trials of the condition", "1"),
+    schema.PRE_RATE: ("mean rate in the pre window [-0.5, 0) s", "Hz"),
+    schema.STIM_RATE: ("mean rate in the stimulation window [0, duration) s", "Hz"),
+    schema.PCT_CHANGE: ("percent change of the mean rate, stim against pre", "%"),
+    schema.P_VALUE: ("p-value of a paired t-test of per-trial stim against pre rates", "1"),
+    schema.ACTIVATED: (f"pct_change > {schema.ACTIVATED_MIN_PCT:g}", "1"),
+    schema.INACTIVATED: (
+        f"pct_change < {schema.INACTIVATED_MAX_PCT:g} and pre rate > {schema.INACTIVATED_MIN_PRE_HZ:g} Hz",
+        "1",
+    ),
+    schema.SIGNIFICANT: (f"p_value < {schema.SIGNIFICANCE_P:g}", "1"),
+    schema.DISTANCE: ("unit depth minus emitter depth (positive: the unit lies deeper)", "um"),
+}
+
+
+def _attrs(name: str) -> dict[str, str]:
+    if name in _ATTRS:
+        long_name, units = _ATTRS[name]
+        return {"long_name": long_name, "units": units}
+    return dict(schema.VARIABLES[name].attrs)
+
+
+# --------------------------------------------------------------------------
+# The windows, in whole bins of the cube
+# --------------------------------------------------------------------------
+def _us(seconds: float) -> int:
+    return round(float(seconds) * _US_PER_S)
+
+
+@dataclass(frozen=True)
+class _Windows:
+    """The pre window and the stim windows as bin indices of the cube's time axis."""
+
+    pre_s: float  # length of the pre window, s
+    pre: tuple[int, int]  # its bins [start, stop)
+    stim_start: int
+    stops: np.ndarray  # the stim window's end bin, per distinct duration
+
+
+def _bin_index(cube: xr.Dataset, seconds: float, what: str) -> int:
+    """Index of the bin edge at ``seconds`` from onset; refuses an edge that is not one."""
+    session = cube.attrs.get(schema.ATTR_SESSION_ID, "?")
+    try:
+        bin_us = _us(cube.attrs[schema.ATTR_BIN_WIDTH])
+        start_us = _us(cube.attrs[schema.ATTR_WINDOW][0])
+    except (KeyError, TypeError, IndexError) as e:
+        raise ValueError(
+            f"cube {session!r} lacks the {schema.ATTR_BIN_WIDTH!r} and {schema.ATTR_WINDOW!r} attributes of an "
+            "opto_cube store"
+        ) from e
+    index, rest = divmod(_us(seconds) - start_us, bin_us)
+    if rest or not 0 <= index <= cube.sizes[schema.TIME]:
+        raise ValueError(
+            f"cube {session!r}: {what} edge {seconds!r} s is not a bin edge of its window "
+            f"{cube.attrs[schema.ATTR_WINDOW]!r} s in {bin_us} us bins; reconvert with a bin width that tiles it"
+        )
+    return index
+
+
+def _windows(cube: xr.Dataset, durations: np.ndarray) -> _Windows:
+    pre_window = cube.attrs.get(schema.ATTR_PRE_WINDOW, schema.PRE_WINDOW_S)
+    pre = (_bin_index(cube, pre_window[0], "pre window start"), _bin_index(cube, pre_window[1], "pre window end"))
+    stim_start = _bin_index(cube, 0.0, "stim window start")
+    stops = np.array([_bin_index(cube, d, f"stim window [0, {d!r}) s end") for d in durations], np.int64)
+    return _Windows((_us(pre_window[1]) - _us(pre_window[0])) / _US_PER_S, pre, stim_start, stops)
+
+
+def _sum_windows(counts: np.ndarray, stop: np.ndarray, *, pre: tuple[int, int], stim_start: int) -> np.ndarray:
+    """Each trial's spikes in the pre window and in its stim window ``[stim_start, stop)``, stacked last.
+
+    A block function of ``spike_counts``: one slice sum for the pre window, one per distinct stop for the
+    stim window.
+    """
+    stop = np.broadcast_to(stop, counts.shape[:-1])
+    out = np.zeros((*counts.shape[:-1], 2), dtype=np.int64)
+    out[..., 0] = counts[..., pre[0] : pre[1]].sum(axis=-1, dtype=np.int64)
+    for s in np.unique(stop):
+        out[..., 1] += np.where(stop == s, counts[..., stim_start:s].sum(axis=-1, dtype=np.int64), 0)
+    return out
+
+
+def window_counts(cube: xr.Dataset) -> xr.DataArray:
+    """Each cluster's spikes in each trial's pre and stim window: ``(cluster, trial, window)``, lazy if the cube is.
+
+    The store's ``window_counts`` when it has them (format 2); for a store
+    written before them (format 1), the same numbers summed from
+    ``spike_counts`` (a pass over the cube). Refuses windows that are not
+    whole bins of the cube either way.
+
+    Examples
+    --------
+    >>> import tempfile, warnings
+    >>> from opto_cube import synth, convert, store
+    >>> root = tempfile.mkdtemp()
+    >>> folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     cube = store.open_cube(convert.convert_session(folder, root + "/stores", bin_ms=10).store)
+    >>> counts = window_counts(cube)
+    >>> counts.dims, counts.sizes["window"]
+    (('cluster', 'trial', 'window'), 2)
+    """
+    durations, duration_code = np.unique(np.asarray(cube[schema.DURATION].values, np.float64), return_inverse=True)
+    w = _windows(cube, durations)
+    if schema.WINDOW_COUNTS in cube:
+        stored = cube[schema.WINDOW_COUNTS].reset_coords(drop=True)
+        if schema.WINDOW in cube.coords and list(cube[schema.WINDOW].values) != list(schema.WINDOWS):
+            stored = stored.sel({schema.WINDOW: list(schema.WINDOWS)})
+        return stored.drop_vars(schema.WINDOW, errors="ignore")
+    counts = cube[schema.SPIKE_COUNTS].reset_coords(drop=True)
+    stop = xr.DataArray(w.stops[duration_code.reshape(-1)], dims=schema.TRIAL)
+    if counts.chunks is not None:
+        if len(counts.chunksizes[schema.TIME]) > 1:
+            counts = counts.chunk({schema.TIME: -1})  # a window sum needs every bin of a trial in one block
+        stop = stop.chunk({schema.TRIAL: counts.chunksizes[schema.TRIAL]})
+    return xr.apply_ufunc(
+        functools.partial(_sum_windows, pre=w.pre, stim_start=w.stim_start),
+        counts,
+        stop,
+        input_core_dims=[[schema.TIME], []],
+        output_core_dims=[[schema.WINDOW]],
+        dask="parallelized",
+        output_dtypes=[np.int64],
+        dask_gufunc_kwargs={"output_sizes": {schema.WINDOW: 2}},
+    )
+
+
+# --------------------------------------------------------------------------
+# The statistics of a block of clusters (numpy)
+# --------------------------------------------------------------------------
+def _group(x: np.ndarray, groups: np.ndarray, n_groups: int, ufunc: np.ufunc, fill: Any) -> np.ndarray:
+    """``ufunc``-reduce the columns of ``x`` (cluster, trial) by the trials' group: (cluster, group)."""
+    order = np.argsort(groups, kind="stable")
+    g = groups[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if g.size else np.zeros(0, np.int64)
+    out = np.full((x.shape[0], n_groups), fill, dtype=x.dtype)
+    if x.shape[0] and g.size:
+        out[:, g[starts]] = ufunc.reduceat(x[:, order], starts, axis=1)
+    return out
+
+
+def _sequential_sum(x: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Float sums of the columns of ``x`` (cluster, trial) by group, each accumulated in trial order."""
+    flat = (np.arange(x.shape[0])[:, None] * n_groups + groups[None, :]).reshape(-1)
+    return np.bincount(flat, weights=x.reshape(-1), minlength=x.shape[0] * n_groups).reshape(x.shape[0], n_groups)
+
+
+def _means(
+    s_pre: np.ndarray,
+    s_stim: np.ndarray,
+    d_max: np.ndarray,
+    d_min: np.ndarray,
+    *,
+    n: np.ndarray,
+    durations: np.ndarray,
+    pre_s: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean pre and stim rates from the exact count sums per cell, and the centre of the differences.
+
+    ``s_pre``, ``s_stim``: (..., condition * duration) count sums; ``d_max``, ``d_min``:
+    (..., condition) extremes of the per-trial differences stim - pre.
+    """
+    shape = s_pre.shape[:-1] + (n.size, durations.size)
+    pre = s_pre.reshape(shape).sum(axis=-1) / pre_s / n
+    stim = (s_stim.reshape(shape) / durations).sum(axis=-1) / n
+    # the mean difference, or exactly the common value when every difference is the same (then the
+    # deviations are exactly 0: p is NaN when that value is 0, as scipy's 0 / 0, and 0 otherwise)
+    centre = np.where(d_max == d_min, d_max, stim - pre)
+    return pre, stim, centre
+
+
+def _finish(
+    pre: np.ndarray, stim: np.ndarray, mean: np.ndarray, ss: np.ndarray, n: np.ndarray, *, published: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percent change and paired t-test p-value, with numpy's warnings silenced (IEEE results kept).
+
+    ``mean`` is the mean difference (exactly the common value when every difference is the same),
+    ``ss`` the sum of squared deviations from it.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if published:
+            pct = (stim - pre) / (pre + schema.PARITY_EPSILON) * 100
+        else:
+            pct = 100 * (stim - pre) / pre
+        var = ss / (n - 1)
+        t = mean / np.sqrt(var / n)  # 0 / 0 (every difference 0) is NaN, x / 0 is +-inf: p = 0
+        p = 2 * scipy.special.stdtr(np.maximum(n - 1, 1).astype(np.float64), -np.abs(t))
+        p = np.where(n < 2, np.nan, p)
+    return pct, p
+
+
+def statistics(counts: np.ndarray, conditions: TrialConditions, pre_s: float, published: bool) -> np.ndarray:
+    """Mean pre and stim rates, percent change and p-value of every cluster in every condition.
+
+    Parameters
+    ----------
+    counts
+        Window counts (cluster, trial, window), every trial of the session.
+    conditions
+        The trials' conditions (:func:`opto_cube.conditions.trial_conditions`).
+    pre_s
+        Length of the pre window, s.
+    published
+        The published mode's percent change, and its dropped pairs (NaN).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (cluster, condition, 4): pre_rate_hz, stim_rate_hz, pct_change, p_value.
+    """
+    counts = np.asarray(counts)
+    pre_count, stim_count = counts[..., 0].astype(np.int64), counts[..., 1].astype(np.int64)
+    code, n, durations = conditions.code, conditions.coords[schema.N_TRIALS], conditions.durations
+    n_conditions, n_durations = n.size, durations.size
+    cell = code * n_durations + conditions.duration_code  # condition x duration: exact integer sums per cell
+    s_pre = _group(pre_count, cell, n_conditions * n_durations, np.add, 0)
+    s_stim = _group(stim_count, cell, n_conditions * n_durations, np.add, 0)
+    diff = stim_count / durations[conditions.duration_code] - pre_count / pre_s  # per-trial stim - pre rate
+    d_max = _group(diff, code, n_conditions, np.maximum, np.nan)
+    d_min = _group(diff, code, n_conditions, np.minimum, np.nan)
+    pre, stim, centre = _means(s_pre, s_stim, d_max, d_min, n=n, durations=durations, pre_s=pre_s)
+    ss = _sequential_sum((diff - centre[:, code]) ** 2, code, n_conditions)
+    pct, p = _finish(pre, stim, centre, ss, n, published=published)
+    if published:
+        kept = (pre != 0) & (stim != 0)
+        pre, stim, pct, p = (np.where(kept, x, np.nan) for x in (pre, stim, pct, p))
+    return np.stack([pre, stim, pct, p], axis=-1)
+
+
+# --------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------
+def responses(
+    cube: xr.Dataset, *, by: str | Sequence[str] | None = None, mode: str = schema.MODE_PER_CONDITION
+) -> xr.Dataset:
+    """Rates, percent change, t-test and classification of every cluster in every condition, lazily.
+
+    Parameters
+    ----------
+    cube
+        An opened cube (:func:`opto_cube.store.open_cube` or ``xarray.open_zarr``).
+    by
+        What splits the trials into conditions, among ``"emitter"``, ``"power"``
+        (power levels: equal within a relative 1e-6, :func:`opto_cube.schema.power_levels`)
+        and ``"duration"``; the others are pooled. Default ``("emitter", "power",
+        "duration")``; ``mode="published"`` accepts only the default (its conditions are emitters).
+    mode
+        ``"per_condition"`` or ``"published"`` (parity with the dataset's published
+        analysis); see the module docstring for the two side by side.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``(cluster, condition)``, dask-backed until computed when the cube
+        is (in memory when it is): ``pre_rate_hz``, ``stim_rate_hz``,
+        ``pct_change``, ``p_value``, ``activated``, ``inactivated``,
+        ``significant``; coordinates ``distance_um`` (cluster, condition), the
+        cube's per-cluster coordinates and, per condition, ``emitter``,
+        ``power_mw`` (the level's mean power), ``duration_s``, ``n_trials`` and
+        ``emitter_depth_um``. A pooled key's coordinate is NaN (emitter: 0,
+        ``schema.ALL_EMITTERS``). Conditions are sorted by emitter, power, duration.
+        In published mode only QC-passing clusters are kept, and pairs with a
+        zero mean pre or stim rate are NaN (booleans False).
+
+    Raises
+    ------
+    ValueError
+        An unknown ``mode`` or ``by`` key, or a cube whose windows are not whole bins.
+
+    Examples
+    --------
+    >>> import tempfile, warnings
+    >>> from opto_cube import synth, convert, store
+    >>> root = tempfile.mkdtemp()
+    >>> folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     cube = store.open_cube(convert.convert_session(folder, root + "/stores", bin_ms=10).store)
+    >>> r = responses(cube)
+    >>> dict(r.sizes), r[schema.PCT_CHANGE].chunks is not None
+    ({'cluster': 8, 'condition': 12}, True)
+    >>> r = r.compute()
+    >>> int(r[schema.N_TRIALS].sum()) == cube.sizes["trial"]
+    True
+    >>> pooled = responses(cube, by="emitter")
+    >>> pooled[schema.EMITTER].values.tolist(), bool(np.isnan(pooled[schema.POWER]).all())
+    ([3, 8, 13], True)
+    """
+    by_keys = check_by(by, mode)
+    if not isinstance(cube, xr.Dataset) or not ({schema.SPIKE_COUNTS, schema.WINDOW_COUNTS} & set(cube.data_vars)):
+        raise TypeError(f"responses needs a cube (an xarray.Dataset with {schema.SPIKE_COUNTS!r}), got {type(cube)!r}")
+    published = mode == schema.MODE_PUBLISHED
+    if cube.sizes[schema.TRIAL] == 0:
+        raise ValueError(f"cube {cube.attrs.get(schema.ATTR_SESSION_ID, '')!r} has no trials")
+    if published:
+        cube = cube.isel({schema.CLUSTER: np.asarray(cube[schema.QC_PASS].values, dtype=bool)})
+    conditions = trial_conditions(cube, by_keys)
+    pre_s = _windows(cube, conditions.durations).pre_s
+    counts = window_counts(cube).transpose(schema.CLUSTER, schema.TRIAL, schema.WINDOW).data
+    kernel = functools.partial(statistics, conditions=conditions, pre_s=pre_s, published=published)
+    if isinstance(counts, da.Array) and counts.shape[0]:
+        counts = counts.rechunk({1: -1, 2: -1})  # a block of clusters x every trial: a few tasks a session
+        values = da.map_blocks(
+            kernel, counts, chunks=(counts.chunks[0], (conditions.n_conditions,), (4,)), dtype=np.float64
+        )
+    else:
+        values = kernel(np.asarray(counts))
+    stats = xr.DataArray(values, dims=(schema.CLUSTER, schema.CONDITION, _STATISTIC))
+    pre, stim, pct, p = (stats.isel({_STATISTIC: i}, drop=True) for i in range(4))
+    data = {
+        schema.PRE_RATE: pre,
+        schema.STIM_RATE: stim,
+        schema.PCT_CHANGE: pct,
+        schema.P_VALUE: p,
+        schema.ACTIVATED: pct > schema.ACTIVATED_MIN_PCT,
+        schema.INACTIVATED: (pct < schema.INACTIVATED_MAX_PCT) & (pre > schema.INACTIVATED_MIN_PRE_HZ),
+        schema.SIGNIFICANT: p < schema.SIGNIFICANCE_P,
+    }
+    return _dataset(cube, data, conditions.coords, mode, by_keys)
+
+
+def _dataset(
+    cube: xr.Dataset, data: dict[str, xr.DataArray], coords: dict[str, np.ndarray], mode: str, by_keys: tuple[str, ...]
+) -> xr.Dataset:
+    """The responses Dataset: the variables, the cube's per-cluster coordinates, the conditions' and distances."""
+    n_conditions = coords[schema.N_TRIALS].size
+    depth = np.asarray(cube[schema.DEPTH_FROM_SURFACE].values, np.float64)
+    cluster_coords = {name: c.variable for name, c in cube.coords.items() if c.dims == (schema.CLUSTER,)}
+    out = xr.Dataset(
+        {name: x.variable for name, x in data.items()},
+        coords={
+            **cluster_coords,
+            schema.CONDITION: (schema.CONDITION, np.arange(n_conditions, dtype=np.int64)),
+            **{name: (schema.CONDITION, values) for name, values in coords.items()},
+            schema.DISTANCE: (
+                (schema.CLUSTER, schema.CONDITION),
+                depth[:, None] - coords[schema.EMITTER_DEPTH][None, :],
+            ),
+        },
+    )
+    for name in out.variables:
+        if name not in cluster_coords:
+            out[name].attrs = _attrs(name)
+    out.attrs = {
+        schema.ATTR_SESSION_ID: cube.attrs.get(schema.ATTR_SESSION_ID, ""),
+        schema.ATTR_MODE: mode,
+        schema.ATTR_BY: list(by_keys),
+        schema.ATTR_BIN_WIDTH: cube.attrs.get(schema.ATTR_BIN_WIDTH),
+    }
+    return out
+
+
+def compute_all(results: Sequence[xr.Dataset]) -> list[xr.Dataset]:
+    """Compute several lazy :func:`responses` Datasets in one ``dask.compute`` (shared reads)."""
+    lazy = [
+        (i, name, ds[name].data)
+        for i, ds in enumerate(results)
+        for name in ds.data_vars
+        if dask.is_dask_collection(ds[name].data)
+    ]
+    values = dask.compute(*(arr for _, _, arr in lazy))
+    out = [ds.copy() for ds in results]
+    for (i, name, _), value in zip(lazy, values, strict=True):
+        out[i][name] = out[i][name].copy(data=value)
+    return out
+
+
+def empty_table() -> pd.DataFrame:
+    """The long table with no rows (its columns, in order)."""
+    return pd.DataFrame(columns=list(TABLE_COLUMNS))
+
+
+def to_table(result: xr.Dataset, session_id: str | None = None) -> pd.DataFrame:
+    """The long table of one :func:`responses` Dataset: one row per cluster x condition.
+
+    The columns of ``docs/contract.md`` first (``schema.RESPONSE_COLUMNS``),
+    then ``emitter_depth_um``; rows by cluster, then condition. In published
+    mode the dropped pairs are left out. ``session_id`` defaults to the
+    Dataset's ``session_id`` attribute.
+    """
+    unused = [name for name in result.coords if name not in TABLE_COLUMNS and name != schema.CONDITION]
+    result = result.drop_vars(unused).compute()  # only what the table shows is read
+    n_clusters, n_conditions = result.sizes[schema.CLUSTER], result.sizes[schema.CONDITION]
+    sid = result.attrs.get(schema.ATTR_SESSION_ID, "") if session_id is None else session_id
+    columns: dict[str, Any] = {schema.SESSION_ID: np.full(n_clusters * n_conditions, str(sid), dtype=object)}
+    for name in TABLE_COLUMNS[1:]:
+        var = result[name]
+        values = np.asarray(var.values)
+        if var.dims == (schema.CLUSTER,):
+            values = np.repeat(values, n_conditions)
+        elif var.dims == (schema.CONDITION,):
+            values = np.tile(values, n_clusters)
+        else:
+            values = values.reshape(-1)
+        columns[name] = values
+    df = pd.DataFrame(columns)
+    df[schema.WAVEFORM_TYPE] = df[schema.WAVEFORM_TYPE].astype(object).astype(str)
+    if result.attrs.get(schema.ATTR_MODE) == schema.MODE_PUBLISHED:
+        df = df[df[schema.PRE_RATE].notna()].reset_index(drop=True)
+    return df
