@@ -387,16 +387,18 @@ def iter_count_chunks(
     n_clusters: int,
     dtype: np.dtype | type = np.uint8,
     trial_chunk: int = schema.CHUNK_TRIALS,
+    buffers: int = 1,
 ) -> Iterator[CountChunk]:
     """Counts ``[cluster, trial, time]`` and ``[cluster, trial, window]``, chunk by chunk of trials, in onset order.
 
     One pass over the spikes fills both: the bins, and each trial's pre
     ``[-0.5, 0)`` and stim ``[0, duration)`` window (``schema.WINDOWS``, in
     that order) by the same float64 edges. Yields :class:`CountChunk`
-    ``(trials, counts, windows)``: ``counts`` is a view of one reused buffer
-    of ``dtype``, valid until the next chunk is asked for (copy it to keep
-    it); ``windows`` is a new array of the smallest unsigned dtype that holds
-    its largest count.
+    ``(trials, counts, windows)``: ``counts`` is a view of one of ``buffers``
+    reused buffers of ``dtype``, taken in turn, so it stays valid until
+    ``buffers`` more chunks are asked for (with 2, a writer can compress one
+    chunk while the next is binned; copy it to keep it); ``windows`` is a new
+    array of the smallest unsigned dtype that holds its largest count.
 
     Raises
     ------
@@ -410,12 +412,17 @@ def iter_count_chunks(
     trials = _Trials.build(onsets_s, durations_s, bins)
     pre_edge, zero_edge = _Trials.window_edges(bins)
     size = min(trial_chunk, trials.onsets.size)
-    buffer = np.zeros((n_clusters, size, bins.n_bins), dtype=dtype)
+    if buffers < 1:
+        raise ValueError(f"buffers must be at least 1, got {buffers!r}")
+    pool = [
+        np.zeros((n_clusters, size, bins.n_bins), dtype=dtype)
+        for _ in range(min(buffers, -(-trials.onsets.size // max(size, 1))))
+    ]
     scratch = np.zeros((n_clusters, size, len(schema.WINDOWS)), dtype=np.int64)
     rel, inv = bins.edges_s, 1.0 / bins.bin_width_s
-    for sl, part, times, clusters, lo, hi in _iter_windows(spike_blocks, trials, trial_chunk):
+    for index, (sl, part, times, clusters, lo, hi) in enumerate(_iter_windows(spike_blocks, trials, trial_chunk)):
         n = sl.stop - sl.start
-        out, windows = buffer[:, :n], scratch[:, :n]
+        out, windows = pool[index % len(pool)][:, :n], scratch[:, :n]
         out.fill(0)
         windows.fill(0)
         best = _count_chunk(

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dask
-import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -94,10 +92,12 @@ def cube_template(
     tip_offset_um: float = schema.TIP_OFFSET_UM,
     chunks: tuple[int, int, int] | None = None,
 ) -> xr.Dataset:
-    """The cube of a session with every coordinate and attribute, ``spike_counts`` still lazy zeros.
+    """The cube of a session with every coordinate and attribute, ``spike_counts`` zeros taking no memory.
+
+    ``spike_counts`` is a read-only broadcast of one zero with the store's chunks in ``encoding["chunks"]``.
 
     Trials are put in onset order; ``stim_index`` keeps each trial's row in the stim files.
-    ``window_counts`` is lazy zeros too, a placeholder: :func:`opto_cube.store.write_cube` gives it the
+    ``window_counts`` is such zeros too, a placeholder: :func:`opto_cube.store.write_cube` gives it the
     smallest dtype of the counts it writes.
     """
     order = np.argsort(session.stim[schema.ONSET], kind="stable")
@@ -116,8 +116,9 @@ def cube_template(
         schema.TIME: _variable(schema.TIME, bins.centres_s),
         schema.WINDOW: _variable(schema.WINDOW, np.array(schema.WINDOWS, dtype=object)),
     }
-    counts = da.zeros((n_clusters, n_trials, n_bins), dtype=dtype, chunks=chunks)
-    windows = da.zeros((n_clusters, n_trials, len(schema.WINDOWS)), dtype=np.uint8, chunks=-1)
+    # zeros that take no memory (a broadcast scalar) with the store's chunks in their encoding: no dask needed
+    counts = np.broadcast_to(np.zeros((), dtype=dtype), (n_clusters, n_trials, n_bins))
+    windows = np.broadcast_to(np.zeros((), dtype=np.uint8), (n_clusters, n_trials, len(schema.WINDOWS)))
     ours = {
         schema.ATTR_SESSION_ID: session.session_id,
         **conversion_parameters(bins, tip_offset_um),
@@ -141,6 +142,10 @@ def cube_template(
             schema.WINDOW_COUNTS: _variable(schema.WINDOW_COUNTS, windows),
         },
         coords=coords,
+    )
+    shape = (n_clusters, n_trials, n_bins)
+    ds[schema.SPIKE_COUNTS].encoding["chunks"] = tuple(
+        max(1, min(int(c), n)) for c, n in zip(chunks, shape, strict=True)
     )
     ds.attrs = _json_safe(attrs)
     return ds
@@ -239,8 +244,8 @@ def convert_session(
     while True:
         template = cube_template(session, bins, dtype, tip_offset_um, (cluster_chunk, trial_chunk, bins.n_bins))
         blocks: Iterator[binning.CountChunk] = binning.iter_count_chunks(
-            session.spikes.blocks(), onsets, durations, bins, n_clusters, dtype, trial_chunk=trial_chunk
-        )
+            session.spikes.blocks(), onsets, durations, bins, n_clusters, dtype, trial_chunk=trial_chunk, buffers=2
+        )  # two buffers: one is compressed while the next is binned
         blocks = _progress(blocks, -(-n_trials // trial_chunk), session.session_id, progress)
         try:
             store.write_cube(template, blocks, target, overwrite=True, storage_options=storage_options)
@@ -276,6 +281,34 @@ def _convert_reporting(folder: Path, out_dir: store.StorePath, params: dict[str,
     return result
 
 
+def _cube_bytes(folder: Path, bin_ms: float) -> int:
+    """About the bytes of a session's cube (uint8, the default window), from the .npy headers only; 0 if unreadable."""
+    try:
+        n_clusters = io.NpyFile.open(folder / schema.CLUSTERS_QC_PASS).shape[0]
+        n_trials = io.NpyFile.open(folder / schema.STIM_TIMES).shape[0]
+    except (OSError, OptoCubeError, IndexError):
+        return 0
+    window_s = schema.DEFAULT_WINDOW_END_S - schema.PRE_WINDOW_S[0]
+    return int(n_clusters * n_trials * window_s * 1000 / max(float(bin_ms), 1e-3))
+
+
+def _local_workers(folders: Sequence[Path], jobs: int, bin_ms: float) -> int:
+    """Worker processes worth starting: never more than the sessions, and 1 when the work would not pay them.
+
+    A worker process first pays its imports and the numba kernels' loading;
+    small cubes convert faster than that in this process. Measured on 100
+    small sessions (60 clusters, 336-600 trials): 2 processes were slower than
+    1 at 10 ms (0.4 GB of cubes in all) and 1.55x faster at 1 ms (4 GB). So
+    processes start only with ``schema.JOBS_MIN_CUBE_BYTES_PER_WORKER`` cube
+    bytes per worker (see benchmarks/README.md, "Conversion (issue 9)").
+    """
+    jobs = max(1, min(int(jobs), len(folders)))
+    if jobs <= 1:
+        return 1
+    total = sum(_cube_bytes(folder, bin_ms) for folder in folders)
+    return jobs if total >= schema.JOBS_MIN_CUBE_BYTES_PER_WORKER * jobs else 1
+
+
 def convert(
     data_root: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -297,7 +330,8 @@ def convert(
     sessions
         Only these session ids (folder names).
     jobs
-        Sessions converted at once, in local processes (dask's ``processes`` scheduler).
+        Sessions converted at once, in local processes (dask's ``processes`` scheduler); at most one
+        per session, and one (no process) when the sessions' cubes are too small to pay the processes.
     scheduler
         Address of a ``dask.distributed`` scheduler to run the conversions on instead.
     progress
@@ -322,12 +356,16 @@ def convert(
     out = out_dir if store.is_url(out_dir) else Path(out_dir)
     if isinstance(out, Path):
         out.mkdir(parents=True, exist_ok=True)
+    if scheduler is None:
+        jobs = _local_workers(folders, jobs, params.get("bin_ms", schema.DEFAULT_BIN_MS))
     if jobs <= 1 and scheduler is None:
         results = []
         bar = _progress(folders, len(folders), "sessions", progress and len(folders) > 1)
         for folder in bar:
             results.append(_convert_reporting(folder, out, {**params, "progress": progress}))
         return results
+    import dask  # only here (xarray imports it anyway when it is installed, but nothing here needs it)
+
     tasks = [dask.delayed(_convert_reporting, pure=False)(f, out, params) for f in folders]
     if scheduler is not None:
         from distributed import Client

@@ -214,6 +214,7 @@ TIME_RESOLUTION_US = 1  # bin widths and window bounds are whole microseconds
 
 # --- conversion (binning.py, store.write_cube, convert.py) ------------------
 WINDOW_COUNTS_CHUNK_BYTES = 64 * 2**20  # window_counts: one chunk along trials unless it would exceed this
+JOBS_MIN_CUBE_BYTES_PER_WORKER = 10**9  # convert --jobs N: processes only with this many cube bytes per worker
 # --- end conversion ---------------------------------------------------------
 
 # --------------------------------------------------------------------------

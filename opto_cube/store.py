@@ -247,8 +247,8 @@ def write_cube(
     Parameters
     ----------
     template
-        The cube with a lazy (dask) ``spike_counts`` whose chunks are the
-        store's chunks (or any ``spike_counts`` with ``encoding["chunks"]``);
+        The cube with a ``spike_counts`` whose ``encoding["chunks"]`` (or,
+        when it is a dask array, whose chunks) are the store's chunks;
         only its shape, dtype, dims and attributes are read. A
         ``window_counts`` in it is a placeholder (its dtype is not read).
     count_chunks
@@ -256,7 +256,9 @@ def write_cube(
         counts, windows[cluster, trials, window])`` blocks (as
         :func:`opto_cube.binning.iter_count_chunks` yields them) that cover
         every trial once, each a whole number of trial chunks. A block
-        without its window counts has them summed from its bins.
+        without its window counts has them summed from its bins. A block is
+        compressed while the next one is made: it must stay valid until the
+        next-but-one is asked for.
     target
         The store's path (``<session_id>.zarr``).
     overwrite
@@ -272,7 +274,7 @@ def write_cube(
     """
     target = target if is_url(target) else Path(target)
     counts = template[schema.SPIKE_COUNTS]
-    chunks = tuple(c[0] for c in counts.chunks) if counts.chunks else tuple(counts.encoding["chunks"])
+    chunks = tuple(counts.encoding["chunks"]) if "chunks" in counts.encoding else tuple(c[0] for c in counts.chunks)
     if schema.WINDOW_COUNTS not in template:
         template = template.assign(
             {
@@ -313,12 +315,28 @@ def write_cube(
             step = array.chunks[0]
             from concurrent.futures import ThreadPoolExecutor
 
+            # Pipelined: a block's chunks are handed to the threads, then the next block is asked for (binned
+            # by the nogil kernel while zstd runs), and only then are the first block's writes awaited. So a
+            # block must stay valid until the next-but-one is asked for (iter_count_chunks(..., buffers=2)).
             windows: list[tuple[slice, np.ndarray]] = []
+            pending: list[Any] = []
             with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-                for trials, block, *window in count_chunks:
-                    parts = [(slice(c, c + step), trials, slice(None)) for c in range(0, block.shape[0], step)]
-                    list(pool.map(array.__setitem__, parts, [block[part[0]] for part in parts]))
-                    windows.append((trials, window[0] if window else _window_sums(template, trials, block)))
+                try:
+                    for trials, block, *window in count_chunks:
+                        for future in pending:
+                            future.result()
+                        pending = [
+                            pool.submit(
+                                array.__setitem__, (slice(c, c + step), trials, slice(None)), block[c : c + step]
+                            )
+                            for c in range(0, block.shape[0], step)
+                        ]
+                        windows.append((trials, window[0] if window else _window_sums(template, trials, block)))
+                    for future in pending:
+                        future.result()
+                finally:
+                    for future in pending:
+                        future.cancel()
             _write_window_counts(group, template, dict(variables[schema.WINDOW_COUNTS].attrs), windows)
             group = zarr.open_group(zstore, mode="r+")
             group.attrs[schema.ATTR_COMPLETE] = True  # last: the store is whole

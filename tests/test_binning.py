@@ -339,6 +339,15 @@ def test_streamed_chunks_equal_the_whole_cube(case, block_len, trial_chunk):
     assert seen == list(range(onsets.size))
     np.testing.assert_array_equal(streamed, whole)
     np.testing.assert_array_equal(streamed_windows, whole_windows)
+    # two buffers in turn: a chunk is still intact after the next one is made (a writer compresses it meanwhile)
+    previous = None
+    for sl, counts, _ in binning.iter_count_chunks(
+        blocks(), onsets, durations, bins, n_clusters, whole.dtype, trial_chunk, buffers=2
+    ):
+        if previous is not None:
+            np.testing.assert_array_equal(previous[1], whole[:, previous[0]])
+        np.testing.assert_array_equal(counts, whole[:, sl])
+        previous = (sl, counts)
 
 
 # --------------------------------------------------------------------------

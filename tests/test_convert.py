@@ -28,7 +28,6 @@ from helpers import (
     convert_recording,
     load,
     quirky_spec,
-    raise_if_dask_computes,
     store_listing,
     tiny_spec,
     write_alf_session,
@@ -447,12 +446,14 @@ def test_unknown_surface(tmp_path):
     assert np.isnan(ds[schema.EMITTER_DEPTH].values).all() and ds.attrs[schema.ATTR_SURFACE] is None
 
 
-def test_template_is_lazy(session_folder):
+def test_template_takes_no_memory(session_folder):
     session = io.read_session(session_folder)
     bins = binning.plan_time_bins(session.stim[schema.DURATION], bin_ms=1)
-    with raise_if_dask_computes():
-        ds = convert.cube_template(session, bins, np.dtype(np.uint8), chunks=(2, 7, bins.n_bins))
-    assert ds[schema.SPIKE_COUNTS].data.chunksize == (2, 7, bins.n_bins)
+    ds = convert.cube_template(session, bins, np.dtype(np.uint8), chunks=(2, 7, bins.n_bins))
+    assert ds[schema.SPIKE_COUNTS].encoding["chunks"] == (2, 7, bins.n_bins)
+    for name in (schema.SPIKE_COUNTS, schema.WINDOW_COUNTS):  # broadcast zeros: no byte per element
+        data = ds[name].data
+        assert isinstance(data, np.ndarray) and data.strides == (0,) * data.ndim and not data.any(), name
 
 
 # --------------------------------------------------------------------------
@@ -593,8 +594,10 @@ def _cubes(out: Path) -> dict[str, xr.Dataset]:
     return {p.name: xr.open_zarr(p).compute() for p in sorted(out.glob("*.zarr"))}
 
 
-def test_jobs_do_not_change_the_cubes(three_sessions, tmp_path, no_warnings):
+def test_jobs_do_not_change_the_cubes(three_sessions, tmp_path, no_warnings, monkeypatch):
     """Two local processes give the same cubes and the same failure as one, session for session."""
+    monkeypatch.setattr(schema, "JOBS_MIN_CUBE_BYTES_PER_WORKER", 0)  # processes even for tiny cubes
+    assert convert._local_workers(io.find_sessions(three_sessions), 2, 10) == 2
     broken = three_sessions / schema.SESSIONS_DIR / OTHER_SESSION_ID
     (broken / schema.STIM_POWER).write_bytes(b"garbage")
     serial = convert.convert(three_sessions, tmp_path / "serial", jobs=1, bin_ms=10)
@@ -608,6 +611,22 @@ def test_jobs_do_not_change_the_cubes(three_sessions, tmp_path, no_warnings):
     for name in a:
         xr.testing.assert_identical(a[name], b[name])
     assert store_listing(tmp_path / "parallel") == list(b)
+
+
+def test_jobs_start_processes_only_when_they_pay(three_sessions, monkeypatch):
+    """At most one worker per session; one (no process) when the cubes are too small for processes to pay."""
+    folders = io.find_sessions(three_sessions)
+    cube = convert._cube_bytes(folders[0], 10)
+    n_clusters, n_trials = load(folders[0], schema.CLUSTERS_QC_PASS).size, load(folders[0], schema.STIM_TIMES).size
+    assert cube == n_clusters * n_trials * 150  # (-0.5, 1.0) s in 10 ms bins, uint8
+    total = sum(convert._cube_bytes(f, 1) for f in folders)
+    monkeypatch.setattr(schema, "JOBS_MIN_CUBE_BYTES_PER_WORKER", total // 2)
+    assert convert._local_workers(folders, 2, 1) == 2  # enough bytes for two workers
+    assert convert._local_workers(folders, 8, 1) == 1  # not for three (capped at the 3 sessions)
+    assert convert._local_workers(folders, 2, 10) == 1  # 10x fewer bytes at 10 ms
+    assert convert._local_workers(folders[:1], 4, 1) == 1  # one session: never a process
+    monkeypatch.setattr(schema, "JOBS_MIN_CUBE_BYTES_PER_WORKER", 0)
+    assert convert._local_workers(folders, 8, 1) == 3
 
 
 def test_a_broken_session_does_not_stop_the_others(three_sessions, tmp_path):
