@@ -130,8 +130,7 @@ def describe(ds: object) -> str:
         f" {powers.size} powers {powers.min():.3g}..{powers.max():.3g} mW, durations {[float(d) for d in durations]} s",
         f"geometry  surface at {a.get(schema.ATTR_SURFACE)} um on the probe axis,"
         f" tip offset {a.get(schema.ATTR_TIP_OFFSET)} um",
-        f"built by  opto_cube {a.get(schema.ATTR_VERSION)}"
-        f" from {len(a.get(schema.ATTR_SHA256, {}))} checksummed files",
+        f"built by  opto_cube {a.get(schema.ATTR_VERSION)} from {len(a.get(schema.ATTR_SHA256, {}))} checksummed files",
     ]
     return "\n".join(lines)
 
@@ -194,8 +193,13 @@ def _keys(text: str) -> tuple[str, ...]:
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     """``--scheduler`` and ``--workers``, read by :func:`_dask_cluster`."""
     parser.add_argument("--scheduler", metavar="ADDRESS", help="compute on this dask.distributed scheduler")
-    parser.add_argument("--workers", type=_positive_int, default=None, metavar="N",
-                        help="compute on a local cluster of N worker processes")
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="compute on a local cluster of N worker processes",
+    )
 
 
 @contextlib.contextmanager
@@ -234,7 +238,7 @@ def cmd_responses(args: argparse.Namespace) -> int:
     catalog = catalog_of(args.stores)
     with _dask_cluster(args):
         try:
-            table = responses_table(catalog, by=by, mode=args.mode)
+            table = responses_table(catalog, by=by, mode=args.mode, significant_by=args.significant_by)
         except ValueError as e:
             raise OptoCubeError(str(e)) from e
     write_table(table, out)
@@ -285,7 +289,12 @@ def cmd_maps(args: argparse.Namespace) -> int:
     with _dask_cluster(args):
         try:
             written = run_maps(
-                catalog, args.out, distance_bin_um=args.distance_bin_um, duration_s=args.duration_s, table=table
+                catalog,
+                args.out,
+                distance_bin_um=args.distance_bin_um,
+                duration_s=args.duration_s,
+                table=table,
+                keep_artifacts=args.keep_artifacts,
             )
         except ValueError as e:
             raise OptoCubeError(f"{args.stores}: {e}") from e
@@ -344,10 +353,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder of stores (created if needed)")
     p.add_argument("--session", action="append", metavar="ID", help="convert only this session (repeatable)")
     p.add_argument("--bin-ms", type=float, default=schema.DEFAULT_BIN_MS, help="bin width, ms (default %(default)s)")
-    p.add_argument("--window", type=_window, default=None, metavar="START,STOP",
-                   help="window relative to onset, s (default -0.5 to max(1.0, longest pulse + 0.5))")
-    p.add_argument("--tip-offset-um", type=float, default=schema.TIP_OFFSET_UM,
-                   help="where the channel axis's zero lies above the probe tip, um (default %(default)s)")
+    p.add_argument(
+        "--window",
+        type=_window,
+        default=None,
+        metavar="START,STOP",
+        help="window relative to onset, s (default -0.5 to max(1.0, longest pulse + 0.5))",
+    )
+    p.add_argument(
+        "--tip-offset-um",
+        type=float,
+        default=schema.TIP_OFFSET_UM,
+        help="where the channel axis's zero lies above the probe tip, um (default %(default)s)",
+    )
     p.add_argument("--overwrite", action="store_true", help="rebuild stores that are up to date")
     p.add_argument("--jobs", type=_positive_int, default=1, help="sessions at once, local processes")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on this dask.distributed scheduler")
@@ -358,10 +376,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data_root", help="data folder (holding sessions/), a folder of sessions, or one session")
     p.add_argument("--out", required=True, metavar="DIR", help="folder of .nwb files (created if needed)")
     p.add_argument("--session", action="append", metavar="ID", help="only this session (repeatable)")
-    p.add_argument("--tip-offset-um", type=float, default=schema.TIP_OFFSET_UM,
-                   help="where the channel axis's zero lies above the probe tip, um (default %(default)s)")
-    p.add_argument("--with-cube", metavar="STORES",
-                   help="add each session's cube from this folder of stores as ndx-binned-spikes BinnedAlignedSpikes")
+    p.add_argument(
+        "--tip-offset-um",
+        type=float,
+        default=schema.TIP_OFFSET_UM,
+        help="where the channel axis's zero lies above the probe tip, um (default %(default)s)",
+    )
+    p.add_argument(
+        "--with-cube",
+        metavar="STORES",
+        help="add each session's cube from this folder of stores as ndx-binned-spikes BinnedAlignedSpikes",
+    )
     p.set_defaults(func=cmd_to_nwb)
 
     p = sub.add_parser("info", help="what a store (or a folder of stores) holds")
@@ -371,24 +396,55 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("responses", help="per-condition responses of every cluster: the long table (csv/parquet)")
     p.add_argument("stores", nargs="+", metavar="STORES", help="a folder of .zarr stores (or URL), or stores")
     p.add_argument("--out", required=True, metavar="FILE", help="the table to write: FILE.csv or FILE.parquet")
-    p.add_argument("--mode", default=schema.MODE_PER_CONDITION, choices=schema.RESPONSE_MODES,
-                   help="per_condition (default) or published (parity with the dataset's published analysis)")
-    p.add_argument("--by", default=None, metavar="KEYS",
-                   help=f"what splits conditions, comma-separated among {','.join(schema.CONDITION_KEYS)} "
-                        "(default: all three; published: emitter)")
+    p.add_argument(
+        "--mode",
+        default=schema.MODE_PER_CONDITION,
+        choices=schema.RESPONSE_MODES,
+        help="per_condition (default) or published (parity with the dataset's published analysis)",
+    )
+    p.add_argument(
+        "--by",
+        default=None,
+        metavar="KEYS",
+        help=f"what splits conditions, comma-separated among {','.join(schema.CONDITION_KEYS)} "
+        "(default: all three; published: emitter)",
+    )
+    p.add_argument(
+        "--significant-by",
+        default="p",
+        choices=schema.SIGNIFICANT_BY,
+        help="significant is p_value < 0.005 (p, default) or the Benjamini-Hochberg q_value < 0.005 (q)",
+    )
     _add_cluster_options(p)
     p.set_defaults(func=cmd_responses)
 
     p = sub.add_parser("maps", help="effect against distance, power and cell type: DIR/maps.nc and PNG figures")
     p.add_argument("stores", metavar="STORES", help="a folder of .zarr stores")
-    p.add_argument("--out", required=True, metavar="DIR",
-                   help="output folder: maps.nc (netCDF) and effect_map, depth_vs_emitter, modulation_index, "
-                        "psth .png")
-    p.add_argument("--distance-bin-um", type=_positive_um, default=schema.MAP_DEFAULT_DISTANCE_BIN_UM,
-                   help="width of the distance bins, um (default %(default)s)")
-    p.add_argument("--duration-s", type=_duration, default=None, metavar="S",
-                   help="only pulses of this duration, s, or 'max' (default: every duration)")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder: maps.nc (netCDF) and effect_map, depth_vs_emitter, modulation_index, psth .png",
+    )
+    p.add_argument(
+        "--distance-bin-um",
+        type=_positive_um,
+        default=schema.MAP_DEFAULT_DISTANCE_BIN_UM,
+        help="width of the distance bins, um (default %(default)s)",
+    )
+    p.add_argument(
+        "--duration-s",
+        type=_duration,
+        default=None,
+        metavar="S",
+        help="only pulses of this duration, s, or 'max' (default: every duration)",
+    )
     p.add_argument("--responses", metavar="FILE", help="use this responses table (.csv/.parquet) of the stores")
+    p.add_argument(
+        "--keep-artifacts",
+        action="store_true",
+        help="keep the units flagged light_artifact in the maps and depth plots (default: left out)",
+    )
     _add_cluster_options(p)
     p.set_defaults(func=cmd_maps)
 

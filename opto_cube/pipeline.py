@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ import xarray as xr
 from . import maps, plot, psth, response, schema
 from .catalog import Catalog, sessions_of
 from .conditions import check_by, select_conditions
-from .errors import OptoCubeError, StoreError
+from .errors import OptoCubeError, StoreError, TimingWarning
 from .store import StorePath, atomic_file
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "session_results",
     "session_tasks",
     "summary_figures",
+    "warn_timing",
     "write_table",
 ]
 
@@ -89,6 +91,8 @@ class SessionResults:
         The session's part of the maps' population PSTH (:func:`opto_cube.psth.session_psth`), when asked for.
     bin_width_s
         The cube's bin width.
+    timing_note
+        Why the table's timing columns are NaN (:func:`opto_cube.response.timing_status`), or None.
     """
 
     session_id: str
@@ -97,6 +101,7 @@ class SessionResults:
     time_course: xr.Dataset | None
     psth: xr.DataArray | None
     bin_width_s: float
+    timing_note: str | None = None
 
 
 class _InMemory:
@@ -115,8 +120,11 @@ _SMALL = (  # what a task reads besides window_counts: the coordinates of the ta
     schema.WAVEFORM_TYPE,
     schema.QC_PASS,
     schema.TROUGH_TO_PEAK,
+    schema.TRIAL_CONDITION,  # the stored timing's conditions (schema "Stored timing")
+    *schema.STORED_CONDITION_COORDS,
 )
 _INDEXES = (schema.CLUSTER, schema.TRIAL, schema.TIME, schema.WINDOW)
+_ARRAYS = (schema.WINDOW_COUNTS, *schema.TIMING_ARRAYS)  # the small arrays a task reads (never spike_counts)
 
 
 def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool) -> xr.Dataset:
@@ -156,7 +164,7 @@ def _read_small(path: StorePath, storage_options: dict[str, Any] | None) -> xr.D
         members = dict(group.members())
     except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError) as e:
         raise StoreError(f"{path}: not an opto_cube store ({' '.join(str(e).split())})") from e
-    names = [n for n in (schema.WINDOW_COUNTS, *_INDEXES, *_SMALL) if n in members]
+    names = [n for n in (*_ARRAYS, *_INDEXES, *_SMALL) if n in members]
     if schema.WINDOW_COUNTS not in names or schema.SPIKE_COUNTS not in members:
         return None
 
@@ -172,7 +180,7 @@ def _read_small(path: StorePath, storage_options: dict[str, Any] | None) -> xr.D
         )
         for n in names
     }
-    data = {schema.WINDOW_COUNTS: variables.pop(schema.WINDOW_COUNTS)}
+    data = {n: variables.pop(n) for n in _ARRAYS if n in variables}
     return xr.Dataset(data, coords=variables, attrs=dict(group.attrs))
 
 
@@ -182,6 +190,7 @@ def session_results(
     *,
     by: Any = None,
     mode: str = schema.MODE_PER_CONDITION,
+    significant_by: str = "p",
     table: bool = True,
     time_course: bool = False,
     psth_options: dict[str, Any] | None = None,
@@ -195,10 +204,10 @@ def session_results(
         A store path or URL (opened here, without dask), or an opened cube.
     session_id
         The session's id in the results; default the cube's ``session_id`` attribute.
-    by, mode
+    by, mode, significant_by
         As in :func:`opto_cube.response.responses`.
     table
-        Compute the responses (from ``window_counts``; no read of the cube).
+        Compute the responses (from ``window_counts`` and the stored timing arrays; no read of the cube).
     time_course
         Also sum the cube per condition (one pass over ``spike_counts``) and return it.
     psth_options
@@ -220,7 +229,8 @@ def session_results(
     sid = str(cube.attrs.get(schema.ATTR_SESSION_ID, "")) if session_id is None else session_id
     # a cube passed in may be dask-backed: compute it here, in this task, not on a cluster from inside a task
     with dask.config.set(scheduler="sync") if in_memory else contextlib.nullcontext():
-        rows = response.to_table(response.responses(cube, by=by, mode=mode), sid) if table else None
+        result = response.responses(cube, by=by, mode=mode, significant_by=significant_by, warn=False)
+        rows = response.to_table(result, sid) if table else None
         course = psth.condition_time_course(cube) if time_course or psth_options is not None else None
         piece = psth.session_psth(course, sid, **psth_options) if psth_options is not None else None
         clusters = pd.DataFrame(
@@ -231,7 +241,8 @@ def session_results(
             }
         )
     width = float(cube.attrs.get(schema.ATTR_BIN_WIDTH, np.nan))
-    return SessionResults(sid, rows, clusters, course if time_course else None, piece, width)
+    note = response.timing_status(cube) if table else None
+    return SessionResults(sid, rows, clusters, course if time_course else None, piece, width, note)
 
 
 def session_tasks(source: Any, **kwargs: Any) -> list[Any]:
@@ -253,7 +264,17 @@ def _compute(tasks: Sequence[Any]) -> list[SessionResults]:
 # --------------------------------------------------------------------------
 # opto-cube responses
 # --------------------------------------------------------------------------
-def responses_table(source: Any, *, by: Any = None, mode: str = schema.MODE_PER_CONDITION) -> pd.DataFrame:
+def warn_timing(results: Sequence[SessionResults]) -> None:
+    """One :class:`opto_cube.errors.TimingWarning` for every session whose timing columns are NaN."""
+    notes = [r.timing_note for r in results if r.timing_note]
+    if notes:
+        more = f" (and {len(notes) - 1} more session(s) alike)" if len(notes) > 1 else ""
+        warnings.warn(notes[0] + more, TimingWarning, stacklevel=3)
+
+
+def responses_table(
+    source: Any, *, by: Any = None, mode: str = schema.MODE_PER_CONDITION, significant_by: str = "p"
+) -> pd.DataFrame:
     """The long responses table of many sessions: one row per session x cluster x condition.
 
     Parameters
@@ -261,7 +282,7 @@ def responses_table(source: Any, *, by: Any = None, mode: str = schema.MODE_PER_
     source
         A :class:`opto_cube.catalog.Catalog` (or any mapping of cubes), one cube,
         an iterable of cubes or store paths, a store, or a folder of stores.
-    by, mode
+    by, mode, significant_by
         As in :func:`opto_cube.response.responses`.
 
     Returns
@@ -270,11 +291,18 @@ def responses_table(source: Any, *, by: Any = None, mode: str = schema.MODE_PER_
         Columns ``session_id, cluster, emitter, power_mw, duration_s, n_trials,
         pre_rate_hz, stim_rate_hz, pct_change, p_value, activated, inactivated,
         significant, distance_um, depth_from_surface_um, waveform_type, qc_pass``
-        (``docs/contract.md``), then ``emitter_depth_um``. One task per session,
-        one ``dask.compute``: an active ``distributed.Client`` runs them on its workers.
+        (``docs/contract.md``), then ``emitter_depth_um`` and the timing columns
+        ``q_value, latency_ms, first_spike_ms, jitter_ms, reliability,
+        light_artifact``. One task per session, one ``dask.compute``: an active
+        ``distributed.Client`` runs them on its workers. One
+        :class:`opto_cube.errors.TimingWarning` when some session's timing
+        columns are NaN (coarse bins, or a store written before the timing arrays).
     """
     check_by(by, mode)
-    results = _compute(session_tasks(source, by=by, mode=mode))
+    if significant_by not in schema.SIGNIFICANT_BY:
+        raise ValueError(f"significant_by must be one of {schema.SIGNIFICANT_BY}, got {significant_by!r}")
+    results = _compute(session_tasks(source, by=by, mode=mode, significant_by=significant_by))
+    warn_timing(results)
     tables = [r.table for r in results if r.table is not None]
     return pd.concat(tables, ignore_index=True) if tables else response.empty_table()
 
@@ -315,20 +343,25 @@ def save_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
 
 
 def maps_dataset(
-    table: pd.DataFrame, *, distance_bin_um: float = schema.MAP_DEFAULT_DISTANCE_BIN_UM, duration_s: Any = None
+    table: pd.DataFrame,
+    *,
+    distance_bin_um: float = schema.MAP_DEFAULT_DISTANCE_BIN_UM,
+    duration_s: Any = None,
+    keep_artifacts: bool = False,
 ) -> tuple[xr.Dataset, maps.DepthVsEmitter, xr.Dataset]:
     """The content of ``maps.nc``, and the two maps it is made of.
 
     Returns the effect map (:func:`opto_cube.maps.effect_map`, default
-    options), the depth-vs-emitter result, and their merge: the effect map
-    plus, over ``waveform_type`` x ``effect``, ``depth_pearson_r``,
-    ``depth_pearson_p`` and ``depth_n_responses``.
+    options: light-artifact units left out unless ``keep_artifacts``), the
+    depth-vs-emitter result, and their merge: the effect map plus, over
+    ``waveform_type`` x ``effect``, ``depth_pearson_r``, ``depth_pearson_p``
+    and ``depth_n_responses``.
     """
     try:
-        effect = maps.effect_map(table, distance_bin_um=distance_bin_um)
+        effect = maps.effect_map(table, distance_bin_um=distance_bin_um, keep_artifacts=keep_artifacts)
     except ValueError as e:
         raise OptoCubeError(f"nothing to map ({e})") from e
-    depth = maps.depth_vs_emitter(table)
+    depth = maps.depth_vs_emitter(table, keep_artifacts=keep_artifacts)
     stats = depth.stats.rename(
         {
             schema.MAP_PEARSON_R: "depth_pearson_r",
@@ -381,6 +414,7 @@ def run_maps(
     duration_s: Any = None,
     table: pd.DataFrame | None = None,
     figures: bool = True,
+    keep_artifacts: bool = False,
 ) -> dict[str, Path]:
     """The ``opto-cube maps`` job: the maps to ``out_dir/maps.nc`` and the four figures as PNGs.
 
@@ -405,6 +439,8 @@ def run_maps(
         The responses table of ``source`` if already computed (else computed here).
     figures
         Also draw the figures (this is what reads each cube once, for the PSTHs).
+    keep_artifacts
+        Keep the units flagged ``light_artifact`` in the maps and depth plots (default: left out).
 
     Returns
     -------
@@ -431,7 +467,9 @@ def run_maps(
     if duration_s is not None:
         table = select_conditions(table, duration_s=duration_s)
     try:
-        effect, depth, summary = maps_dataset(table, distance_bin_um=distance_bin_um, duration_s=duration_s)
+        effect, depth, summary = maps_dataset(
+            table, distance_bin_um=distance_bin_um, duration_s=duration_s, keep_artifacts=keep_artifacts
+        )
     except OptoCubeError as e:
         raise OptoCubeError(f"{source}: {e}") from e
     out = Path(out_dir)

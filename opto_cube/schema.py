@@ -383,6 +383,7 @@ _VARIABLES += [
     VariableSpec(CONDITION_N_TRIALS, (CONDITION,), "trials of the condition", "1", "int64"),
 ]  # fmt: skip
 VARIABLES.update({v.name: v for v in _VARIABLES})
+SIGNIFICANT_BY = ("p", "q")  # responses(significant_by=...): significant is p_value or q_value < SIGNIFICANCE_P
 # --- end stored timing ------------------------------------------------------
 
 # --------------------------------------------------------------------------
@@ -403,6 +404,7 @@ ARTIFACT_MIN_Z = 5.0  # and that excess this many Poisson SDs above the expectat
 ARTIFACT_MIN_EMITTER_FRACTION = 0.8  # locked at (at least) this fraction of the emitters ("every emitter")
 ARTIFACT_MIN_EMITTERS = 2  # fewer emitters cannot show "whatever the emitter": never flagged
 ARTIFACT_FAR_NEAR_RATIO = 0.5  # no fall-off: lock at the farther half of emitters >= this x the nearer half's
+TIMING_COLUMNS = (Q_VALUE, LATENCY, FIRST_SPIKE, JITTER, RELIABILITY, LIGHT_ARTIFACT)  # after the table's others
 
 
 # --------------------------------------------------------------------------

@@ -240,8 +240,8 @@ def _timing_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
 
     Examples
     --------
-    >>> _timing_chunks((300, 84, 1500), 1), _timing_chunks((300, 4200), 2)
-    ((177, 84, 1500), (300, 4200))
+    >>> _timing_chunks((300, 84, 1500), 2), _timing_chunks((300, 4200), 2)
+    ((266, 84, 1500), (300, 4200))
     """
     per_cluster = max(1, int(np.prod(shape[1:], dtype=np.int64)) * itemsize)
     clusters = max(1, min(shape[0], schema.TIMING_CHUNK_BYTES // per_cluster))
