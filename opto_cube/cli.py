@@ -131,8 +131,19 @@ def describe(ds: object) -> str:
         f"geometry  surface at {a.get(schema.ATTR_SURFACE)} um on the probe axis,"
         f" tip offset {a.get(schema.ATTR_TIP_OFFSET)} um",
         f"built by  opto_cube {a.get(schema.ATTR_VERSION)} from {len(a.get(schema.ATTR_SHA256, {}))} checksummed files",
+        _artifact_line(ds),
     ]
     return "\n".join(lines)
+
+
+def _artifact_line(ds: object) -> str:
+    """The ``opto-cube info`` line counting light-artifact units (from the stored timing arrays)."""
+    from .catalog import light_artifacts
+
+    flags = light_artifacts(ds)  # type: ignore[arg-type]
+    if flags is None:
+        return "artifacts unknown (needs bins of at most 2 ms and a store with condition_counts)"
+    return f"artifacts {int(flags.sum())} light-artifact units (locked to light onset/offset at every emitter)"
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -383,6 +383,7 @@ _VARIABLES += [
     VariableSpec(CONDITION_N_TRIALS, (CONDITION,), "trials of the condition", "1", "int64"),
 ]  # fmt: skip
 VARIABLES.update({v.name: v for v in _VARIABLES})
+SUMMARY_ARTIFACTS = "light_artifacts"  # Catalog.summary() / opto-cube info: units flagged light_artifact
 SIGNIFICANT_BY = ("p", "q")  # responses(significant_by=...): significant is p_value or q_value < SIGNIFICANCE_P
 # --- end stored timing ------------------------------------------------------
 

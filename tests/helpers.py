@@ -763,6 +763,8 @@ def write_foreign_nwb(
     with pynwb.NWBHDF5IO(path, mode="w") as io:
         io.write(nwb)
     return path
+
+
 # Responses tables made by hand (maps, plot)
 # --------------------------------------------------------------------------
 NOMINAL_POWERS = (0.5, 1.0, 4.0)
@@ -835,3 +837,17 @@ def with_window_counts(store_path: Path) -> Path:
         ds.attrs = dict(cube.attrs)
         ds.to_zarr(store_path, mode="a", consolidated=True)
     return store_path
+
+
+# --------------------------------------------------------------------------
+# Timing columns (issue 11): the latency fixture's type
+# --------------------------------------------------------------------------
+LATENCY_WINDOW_S = (-0.5, 0.3)  # the "latency" size's 200-ms pulses and the 1-ms offset lock fit, a small cube
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyDataset:
+    """Sessions converted at 1 ms into one folder of stores, with each session's planted truth (read-only)."""
+
+    out: Path
+    truths: dict[str, synth.GroundTruth]

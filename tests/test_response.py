@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from opto_cube import cli, convert, schema, store, synth
 from opto_cube.catalog import open_catalog
-from opto_cube.errors import OptoCubeWarning, TimingWarning
+from opto_cube.errors import TimingWarning
 from opto_cube.pipeline import responses_table
 from opto_cube.response import compute_all, responses, window_counts
 
@@ -572,23 +572,6 @@ def test_no_cluster_and_single_trial(sessions):
 # --------------------------------------------------------------------------
 # Timing columns (issue 11): q_value, latency, first spikes, light artifacts, from the stored timing arrays
 # --------------------------------------------------------------------------
-LATENCY_WINDOW_S = (-0.5, 0.3)  # the "latency" size's 200-ms pulses and the 1-ms offset lock fit
-
-
-@pytest.fixture(scope="module")
-def latency_stores(tmp_path_factory):
-    """Two sessions of the "latency" size (200-ms pulses, 3 artifact units each) converted at 1 ms, with truth."""
-    base = tmp_path_factory.mktemp("latency_columns")
-    truths = {}
-    for seed in (1, 2):
-        name = f"AL00{40 + seed}_2024-11-0{seed}_en1_p0"
-        truths[name] = synth.write_session(base / "data" / name, dataclasses.replace(synth.SIZES["latency"], seed=seed))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", OptoCubeWarning)  # the generator's quirks
-            convert.convert_session(base / "data" / name, base / "stores", bin_ms=1, window_s=LATENCY_WINDOW_S)
-    return base / "stores", truths
-
-
 def _direction(table: pd.DataFrame) -> np.ndarray:
     responding = table[schema.ACTIVATED] | table[schema.INACTIVATED] | table[schema.SIGNIFICANT]
     return np.where(responding, np.sign(table[schema.STIM_RATE] - table[schema.PRE_RATE]), 0.0)
@@ -730,10 +713,10 @@ def test_store_without_timing_arrays_warns_and_keeps_the_rest(tiny_converted, tm
     xr.testing.assert_identical(result[schema.P_VALUE], full[schema.P_VALUE])
 
 
-def test_planted_latency_and_artifacts_through_the_table(latency_stores):
+def test_planted_latency_and_artifacts_through_the_table(latency_converted):
     """The issue's targets through responses_table: >= 80 % of strongly driven FS units within 2 ms of the
     planted latency; every planted artifact flagged, <= 2 % of the other units."""
-    stores, truths = latency_stores
+    stores, truths = latency_converted.out, latency_converted.truths
     table = responses_table(stores)
     errors, suppression = [], []
     for sid, rows in table.groupby(schema.SESSION_ID):
@@ -755,3 +738,19 @@ def test_planted_latency_and_artifacts_through_the_table(latency_stores):
           suppression.size, "found", np.isfinite(suppression).mean())  # fmt: skip
     assert errors.size >= 8
     assert np.mean(np.abs(errors) <= 2.0) >= 0.8  # NaN (missed) counts as a failure
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_cli_table_has_the_timing_columns(latency_converted, tmp_path, capsys, suffix):
+    out = tmp_path / f"responses{suffix}"
+    args = ["responses", str(latency_converted.out), "--out", str(out), "--significant-by", "q"]
+    assert cli.main(args) == 0
+    table = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)
+    assert list(table.columns[-len(schema.TIMING_COLUMNS) :]) == list(schema.TIMING_COLUMNS)
+    expected = responses_table(latency_converted.out, significant_by="q")
+    for name in (schema.Q_VALUE, schema.LATENCY, schema.FIRST_SPIKE, schema.JITTER, schema.RELIABILITY):
+        np.testing.assert_allclose(table[name], expected[name], rtol=1e-12, equal_nan=True, err_msg=name)
+    np.testing.assert_array_equal(table[schema.LIGHT_ARTIFACT].astype(bool), expected[schema.LIGHT_ARTIFACT])
+    np.testing.assert_array_equal(table[schema.SIGNIFICANT], table[schema.Q_VALUE] < schema.SIGNIFICANCE_P)
+    flagged = table[table[schema.LIGHT_ARTIFACT].astype(bool)].groupby(schema.SESSION_ID)[schema.CLUSTER].nunique()
+    assert flagged.tolist() == [3, 3]  # the 3 planted artifact units of each session
