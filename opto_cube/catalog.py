@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,7 @@ import xarray as xr
 
 from . import schema
 from .errors import StoreError, warn
-from .store import STORE_SUFFIX, is_complete, is_url, open_cube
+from .store import STORE_SUFFIX, is_complete, list_stores, open_cube
 
 __all__ = ["Catalog", "open_catalog"]
 
@@ -125,32 +124,6 @@ def _summary_row(session_id: str, ds: xr.Dataset) -> dict[str, Any]:
     }
 
 
-def _list_stores(folder_or_url: str | os.PathLike, storage_options: dict[str, Any]) -> list[str]:
-    """Paths (or URLs) of the ``*.zarr`` entries of a folder; hidden and temporary entries skipped."""
-    text = os.fspath(folder_or_url)
-    if is_url(text):
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(text, **storage_options)
-        fs.invalidate_cache(root)  # a listing cached earlier in this process would miss stores written since
-        if not fs.isdir(root):
-            raise StoreError(f"{text}: no such folder of stores")
-        names = [entry.rstrip("/") for entry in fs.ls(root, detail=False)]
-        return sorted(
-            fs.unstrip_protocol(name)
-            for name in names
-            if name.rsplit("/", 1)[-1].endswith(STORE_SUFFIX) and not name.rsplit("/", 1)[-1].startswith(".")
-        )
-    folder = Path(text.removeprefix("file://"))
-    if not folder.is_dir():
-        raise StoreError(f"{folder}: no such folder of stores")
-    return [
-        str(p)
-        for p in sorted(folder.iterdir())
-        if p.name.endswith(STORE_SUFFIX) and not p.name.startswith(".") and p.is_dir()
-    ]
-
-
 def open_catalog(folder_or_url: str | os.PathLike, **storage_options: Any) -> Catalog:
     """Open every ``*.zarr`` store of a folder (local path or fsspec URL) lazily.
 
@@ -183,7 +156,7 @@ def open_catalog(folder_or_url: str | os.PathLike, **storage_options: Any) -> Ca
     >>> open_catalog(tempfile.mkdtemp())  # doctest: +ELLIPSIS
     <opto_cube.Catalog: 0 sessions from ...>
     """
-    paths = _list_stores(folder_or_url, storage_options)
+    paths = list_stores(folder_or_url, storage_options)
     cubes: dict[str, xr.Dataset] = {}
     where: dict[str, str] = {}
     for path in paths:

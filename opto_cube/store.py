@@ -105,6 +105,32 @@ def is_complete(path: StorePath, storage_options: dict[str, Any] | None = None) 
     return bool(attrs and attrs.get(schema.ATTR_COMPLETE))
 
 
+def list_stores(folder_or_url: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Paths (or URLs) of the ``*.zarr`` entries of a folder; hidden and temporary entries skipped."""
+    text = os.fspath(folder_or_url)
+    if is_url(text):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(text, **(storage_options or {}))
+        fs.invalidate_cache(root)  # a listing cached earlier in this process would miss stores written since
+        if not fs.isdir(root):
+            raise StoreError(f"{text}: no such folder of stores")
+        names = [entry.rstrip("/") for entry in fs.ls(root, detail=False)]
+        return sorted(
+            fs.unstrip_protocol(name)
+            for name in names
+            if name.rsplit("/", 1)[-1].endswith(STORE_SUFFIX) and not name.rsplit("/", 1)[-1].startswith(".")
+        )
+    folder = Path(text.removeprefix("file://"))
+    if not folder.is_dir():
+        raise StoreError(f"{folder}: no such folder of stores")
+    return [
+        str(p)
+        for p in sorted(folder.iterdir())
+        if p.name.endswith(STORE_SUFFIX) and not p.name.startswith(".") and p.is_dir()
+    ]
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
