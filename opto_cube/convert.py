@@ -125,12 +125,11 @@ def cube_template(
     }
     if session.laser_calibration is not None:
         ours[schema.ATTR_LASER_CALIBRATION] = session.laser_calibration
-    attrs = {}
-    for key, value in session.attrs.items():  # session.json fields; ours win a clash, theirs kept aside
-        if key in ours and key != schema.ATTR_SESSION_ID:
-            key = schema.SESSION_JSON_PREFIX + key
-        attrs[key] = value
+    # session.json, as read, nested under one attribute; top-level copies of its fields (reconciled with the
+    # arrays) except opto_cube's own names, which only opto_cube writes (the completion mark last, by the writer)
+    attrs = {key: value for key, value in session.attrs.items() if not schema.is_own_attr(key)}
     attrs.update(ours)
+    attrs[schema.ATTR_SESSION_JSON] = session.session_json
     ds = xr.Dataset({schema.SPIKE_COUNTS: _variable(schema.SPIKE_COUNTS, counts)}, coords=coords)
     ds.attrs = _json_safe(attrs)
     return ds

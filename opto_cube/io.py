@@ -191,6 +191,7 @@ class Session:
     n_channels: int = 0
     surface_position_um: float = float("nan")
     spikes_per_cluster: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    session_json: dict[str, Any] = field(default_factory=dict)  # session.json as read
 
     @property
     def n_clusters(self) -> int:
@@ -613,6 +614,7 @@ def _read_session(folder: Path, sha: dict[str, str]) -> Session:
         n_channels=n_channels,
         surface_position_um=surface,
         spikes_per_cluster=per_cluster,
+        session_json=info,
     )
 
 

@@ -31,7 +31,7 @@ import zarr
 import zarr.codecs
 
 from . import schema
-from .errors import StoreError
+from .errors import StoreError, warn
 
 STORE_SUFFIX = ".zarr"
 _TMP_TAG = ".tmp-"
@@ -173,8 +173,11 @@ def atomic_store(
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(target)
-    if target.exists() and not overwrite:
-        raise StoreError(f"{target}: store exists; pass overwrite=True (--overwrite) to rebuild it")
+    if target.exists() or target.is_symlink():
+        if target.is_symlink() or not is_ours(target):
+            raise StoreError(f"{target}: exists and is not an opto_cube store; refusing to replace it (left untouched)")
+        if not overwrite:
+            raise StoreError(f"{target}: store exists; pass overwrite=True (--overwrite) to rebuild it")
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = target.with_name(f".{target.name}{_TMP_TAG}{tag}")
     try:
@@ -197,6 +200,8 @@ def _remote_store(target: str, overwrite: bool, storage_options: dict[str, Any])
 
     fs, root = fsspec.core.url_to_fs(target, **storage_options)
     if fs.exists(root):
+        if not is_ours(target, storage_options):
+            raise StoreError(f"{target}: exists and is not an opto_cube store; refusing to replace it (left untouched)")
         if is_complete(target, storage_options) and not overwrite:
             raise StoreError(f"{target}: store exists; pass overwrite=True (--overwrite) to rebuild it")
         fs.rm(root, recursive=True)
@@ -244,7 +249,15 @@ def write_cube(
             # xarray would give it (the same zarr.json): xarray's lazy path (a dask array, compute=False) builds
             # a dask graph and imports distributed for an array written below anyway.
             variables, _ = xr.conventions.encode_dataset_coordinates(template)
-            template.drop_vars(schema.SPIKE_COUNTS).to_zarr(zstore, mode="w-", zarr_format=3, consolidated=False)
+            coords = template.drop_vars(schema.SPIKE_COUNTS)
+            coords.to_zarr(
+                zstore,
+                mode="w-",
+                zarr_format=3,
+                consolidated=False,
+                encoding=checksummed(coords),
+                write_empty_chunks=True,
+            )
             group = zarr.open_group(zstore, mode="r+")
             if "coordinates" in group.attrs:  # xarray lists coordinates no variable claims: spike_counts does
                 del group.attrs["coordinates"]
@@ -264,18 +277,239 @@ def write_cube(
                 for trials, block in count_chunks:
                     parts = [(slice(c, c + step), trials, slice(None)) for c in range(0, block.shape[0], step)]
                     list(pool.map(array.__setitem__, parts, [block[part[0]] for part in parts]))
-            group = zarr.open_group(zstore, mode="r+")
-            group.attrs[schema.ATTR_COMPLETE] = True  # last: the store is whole
-            zarr.consolidate_metadata(zstore)
+            seal(zstore, tmp, storage_options)  # the chunks' checksums, then the completion mark, last
     return target
+
+
+# --------------------------------------------------------------------------
+# Integrity: every chunk present, at its place, and whole
+# --------------------------------------------------------------------------
+def is_ours(path: StorePath, storage_options: dict[str, Any] | None = None) -> bool:
+    """Whether ``path`` holds an opto_cube store, recognised by its own metadata, and nothing else.
+
+    A Zarr group whose attributes carry opto_cube's format version (or version),
+    and, locally, whose entries are only Zarr metadata and array folders. Anything
+    else (a user's folder, a plain file, another Zarr store) is never replaced.
+    """
+    attrs = read_store_attrs(path, storage_options)
+    if not attrs or not (schema.ATTR_FORMAT_VERSION in attrs or schema.ATTR_VERSION in attrs):
+        return False
+    if is_url(path):
+        return True
+    root = Path(path)
+    return root.is_dir() and all(
+        entry.name == "zarr.json" or (entry.is_dir() and (entry / "zarr.json").is_file()) for entry in root.iterdir()
+    )
+
+
+def format_version(attrs: dict[str, Any]) -> int:
+    """The store format of a store's attributes (1 for stores older than the attribute)."""
+    value = attrs.get(schema.ATTR_FORMAT_VERSION, 1)
+    return value if isinstance(value, int) else 1
+
+
+def _open_group(path: StorePath, storage_options: dict[str, Any] | None) -> Any:
+    zstore = zarr_store(path, storage_options, read_only=True)
+    try:
+        return zarr.open_group(zstore, mode="r", use_consolidated=True)
+    except Exception:  # consolidated metadata missing or unreadable: the plain metadata
+        return zarr.open_group(zstore, mode="r", use_consolidated=False)
+
+
+def expected_chunks(group: Any) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``{"<array>/<chunk key>": (array name, chunk coordinates)}`` of every chunk every array of ``group`` has."""
+    out = {}
+    for name, array in group.arrays():
+        encoding = array.metadata.chunk_key_encoding
+        for coords in np.ndindex(*array.cdata_shape):
+            out[f"{name}/{encoding.encode_chunk_key(coords)}"] = (name, tuple(int(c) for c in coords))
+    return out
+
+
+def listed_keys(path: StorePath, storage_options: dict[str, Any] | None = None) -> set[str]:
+    """Every key (file) of a store: one walk locally, one recursive LIST on object storage."""
+    if is_url(path):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
+        fs.invalidate_cache(root)
+        root = root.rstrip("/")
+        return {name[len(root) + 1 :] for name in fs.find(root)}
+    root = Path(path)
+    keys = set()
+    for folder, _, files in os.walk(root):
+        rel = Path(folder).relative_to(root).as_posix()
+        keys.update(f if rel == "." else f"{rel}/{f}" for f in files)
+    return keys
+
+
+def _suffixes(path: StorePath, keys: list[str], storage_options: dict[str, Any] | None) -> dict[str, str | None]:
+    """The last 4 bytes (a chunk's CRC32C), hex, of each key; None when the key is missing."""
+    import asyncio
+
+    from zarr.abc.store import SuffixByteRequest
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    zstore = zarr_store(path, storage_options, read_only=True)
+    prototype = default_buffer_prototype()
+
+    async def one(key: str) -> str | None:
+        buf = await zstore.get(key, prototype, byte_range=SuffixByteRequest(4))
+        return None if buf is None else buf.to_bytes().hex()
+
+    async def every() -> list[str | None]:
+        return list(await asyncio.gather(*(one(k) for k in keys)))
+
+    return dict(zip(keys, sync(every()), strict=True)) if keys else {}
+
+
+def chunk_manifest(path: StorePath, storage_options: dict[str, Any] | None = None) -> dict[str, str]:
+    """``{"<array>/<chunk key>": crc32c hex}`` of every chunk of the store as it is now (see ``ATTR_CHUNK_CRC32C``)."""
+    keys = sorted(expected_chunks(_open_group(path, storage_options)))
+    found = _suffixes(path, keys, storage_options)
+    missing = [k for k, v in found.items() if v is None]
+    if missing:
+        raise StoreError(f"{path}: chunk {missing[0]} was not written ({len(missing)} missing)")
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def seal(zstore: Any, path: StorePath, storage_options: dict[str, Any] | None = None) -> None:
+    """Finish a store: the checksum of every chunk, then the completion mark, then consolidated metadata.
+
+    Called last by the writer, once every chunk is written: the mark is
+    opto_cube's own (never copied from an input), so a store without it is
+    unfinished.
+    """
+    manifest = chunk_manifest(path, storage_options)
+    group = zarr.open_group(zstore, mode="r+")
+    group.attrs.update({schema.ATTR_CHUNK_CRC32C: manifest})
+    group.attrs[schema.ATTR_COMPLETE] = True  # last: the store is whole
+    zarr.consolidate_metadata(zstore)
+
+
+def check_chunks(
+    path: StorePath,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    arrays: Iterable[str] | None = None,
+    suffixes: bool = True,
+) -> list[str]:
+    """Problems with the chunks of a store, one line each (empty when every chunk is present and in place).
+
+    Cheap: one listing of the store's keys, and with ``suffixes`` the last 4
+    bytes of each chunk compared with the CRC32C recorded when it was written
+    (a chunk deleted, emptied, truncated, moved, swapped or re-encoded is
+    found; bytes flipped inside one are found by reading it, which checks its
+    CRC32C). ``arrays`` limits the check to some arrays.
+    """
+    attrs = read_store_attrs(path, storage_options) or {}
+    if format_version(attrs) < 2:
+        return [f"{path}: store format {format_version(attrs)} has no chunk checksums; reconvert it"]
+    manifest = attrs.get(schema.ATTR_CHUNK_CRC32C)
+    if not isinstance(manifest, dict):
+        return [f"{path}: no chunk checksums ({schema.ATTR_CHUNK_CRC32C!r} missing): unfinished or damaged"]
+    expected = expected_chunks(_open_group(path, storage_options))
+    wanted = set(arrays) if arrays is not None else None
+    keys = sorted(k for k, (name, _) in expected.items() if wanted is None or name in wanted)
+    problems = []
+    present = listed_keys(path, storage_options)
+    for key in keys:
+        if key not in present:
+            problems.append(f"{path}: chunk {key} is missing (deleted or never written)")
+        elif key not in manifest:
+            problems.append(f"{path}: chunk {key} has no recorded checksum")
+    if suffixes:
+        checkable = [k for k in keys if k in present and k in manifest]
+        for key, found in _suffixes(path, checkable, storage_options).items():
+            if found != manifest[key]:
+                problems.append(
+                    f"{path}: chunk {key} is not the chunk written there (checksum {found} recorded {manifest[key]}:"
+                    " truncated, moved, swapped or re-encoded)"
+                )
+    return problems
+
+
+class _CheckedChunks:
+    """An array that reads one stored chunk at a time and raises a StoreError naming store and chunk.
+
+    Before decoding, the chunk must exist and end with the CRC32C recorded when
+    it was written at that place; decoding checks the CRC32C against the bytes.
+    """
+
+    def __init__(
+        self, path: StorePath, name: str, storage_options: dict[str, Any] | None, manifest: dict[str, str], array: Any
+    ) -> None:
+        self.path, self.name, self.storage_options, self.manifest = path, name, storage_options, manifest
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+        self.chunks = array.chunks
+        self._encoding = array.metadata.chunk_key_encoding
+        self._array: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_array": None}
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        coords = tuple((s.start or 0) // c for s, c in zip(key, self.chunks, strict=True))
+        chunk = f"{self.name}/{self._encoding.encode_chunk_key(coords)}"
+        where = f"{self.path}: chunk {chunk}"
+        try:
+            found = _suffixes(self.path, [chunk], self.storage_options)[chunk]
+        except Exception as e:
+            raise StoreError(f"{where}: cannot be read ({' '.join(str(e).split())})") from e
+        if found is None:
+            raise StoreError(f"{where} is missing (deleted or never written): the store is damaged")
+        if found != self.manifest.get(chunk):
+            raise StoreError(
+                f"{where} is not the chunk written there (truncated, moved, swapped or re-encoded):"
+                " the store is damaged"
+            )
+        try:
+            if self._array is None:
+                self._array = zarr.open_array(
+                    zarr_store(self.path, self.storage_options, read_only=True), path=self.name, mode="r"
+                )
+            return np.asarray(self._array[key])
+        except Exception as e:
+            raise StoreError(f"{where} is corrupt ({' '.join(str(e).split())}): the store is damaged") from e
+
+
+def _checked(
+    ds: xr.Dataset, path: StorePath, storage_options: dict[str, Any] | None, attrs: dict[str, Any]
+) -> xr.Dataset:
+    """``ds`` with each data variable read through :class:`_CheckedChunks` (same chunks, same attributes)."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    group = _open_group(path, storage_options)
+    manifest = attrs.get(schema.ATTR_CHUNK_CRC32C) or {}
+    for name in list(ds.data_vars):
+        array = group[name]
+        source = _CheckedChunks(path, name, storage_options, manifest, array)
+        token = tokenize(str(path), name, array.shape, str(array.dtype), manifest.get(f"{name}/c/0/0/0"))
+        data = da.from_array(
+            source, chunks=array.chunks, name=f"opto-cube-{name}-{token}", asarray=False, fancy=False, lock=False
+        )
+        ds[name] = ds[name].copy(data=data)
+    return ds
 
 
 def is_up_to_date(target: StorePath, expected: dict[str, Any], storage_options: dict[str, Any] | None = None) -> bool:
     """Whether the complete store at ``target`` was built from the same sources with the same parameters."""
     attrs = read_store_attrs(target, storage_options)
-    if not attrs or not attrs.get(schema.ATTR_COMPLETE):
+    if not attrs or not attrs.get(schema.ATTR_COMPLETE) or format_version(attrs) < schema.FORMAT_VERSION:
         return False
-    return all(_json_equal(attrs.get(k), v) for k, v in expected.items())
+    if not all(_json_equal(attrs.get(k), v) for k, v in expected.items()):
+        return False
+    try:
+        return not check_chunks(target, storage_options)  # cheap: a listing and 4 bytes a chunk
+    except Exception:  # unreadable metadata: not up to date (convert rebuilds it, if it is ours)
+        return False
+
+
+def checksummed(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """xarray ``encoding`` giving every variable of ``ds`` the store's codecs (:data:`COMPRESSORS`)."""
+    return {name: {"compressors": COMPRESSORS} for name in ds.variables}
 
 
 def _json_equal(a: Any, b: Any) -> bool:
@@ -300,13 +534,41 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
     >>> folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
     >>> result = convert.convert_session(folder, root + "/stores", bin_ms=10)  # doctest: +SKIP
     """
+    storage_options = kwargs.get("storage_options")
+    attrs = read_store_attrs(path, storage_options)
+    if attrs is None:
+        raise StoreError(f"{path}: not an opto_cube store (no readable zarr.json)")
+    version = format_version(attrs)
+    ours = schema.ATTR_FORMAT_VERSION in attrs or schema.ATTR_VERSION in attrs
+    if not ours:  # a Zarr store opto_cube did not write: read as it is (and refused below if it holds no cube)
+        version = 0
+    elif version < schema.FORMAT_VERSION:
+        warn(
+            path, f"store format {version} (no window_counts, no chunk checksums): reconvert it with opto-cube convert"
+        )
+    else:
+        group = _open_group(path, storage_options)
+        small = [name for name, array in group.arrays() if array.ndim < 2]
+        problems = check_chunks(path, storage_options, suffixes=False) + check_chunks(
+            path, storage_options, arrays=small
+        )
+        if problems:
+            raise StoreError(f"{problems[0]}: the store is damaged; run opto-cube verify, then convert --overwrite")
     try:
         ds = xr.open_zarr(path, chunks={}, consolidated=True, **kwargs)
-    except (FileNotFoundError, KeyError, ValueError) as e:
+    except (FileNotFoundError, KeyError) as e:
         raise StoreError(f"{path}: not an opto_cube store ({' '.join(str(e).split())})") from e
+    except Exception as e:  # a coordinate that does not decode
+        raise StoreError(f"{path}: cannot be opened ({' '.join(str(e).split())}): the store is damaged") from e
     if schema.SPIKE_COUNTS not in ds:
         raise StoreError(f"{path}: not an opto_cube store (no {schema.SPIKE_COUNTS!r} variable)")
     small = [name for name, c in ds.coords.items() if name not in ds.indexes and c.ndim == 1]
     # the small per-cluster and per-trial coordinates, read here in one go: never a round trip to a cluster
-    values = dask.compute(*(ds[name].variable for name in small), scheduler="synchronous")
-    return ds.assign_coords(dict(zip(small, values, strict=False)))
+    values = []
+    for name in small:
+        try:
+            values.append(dask.compute(ds[name].variable, scheduler="synchronous")[0])
+        except Exception as e:
+            raise StoreError(f"{path}: coordinate {name!r} is corrupt ({' '.join(str(e).split())})") from e
+    ds = ds.assign_coords(dict(zip(small, values, strict=True)))
+    return _checked(ds, path, storage_options, attrs) if version >= schema.FORMAT_VERSION else ds

@@ -80,6 +80,8 @@ def test_write_cube_round_trip(tmp_path, template):
     assert opened[schema.SPIKE_COUNTS].encoding["chunks"] == (3, 16, ds.sizes[schema.TIME])
     attrs = dict(opened.attrs)
     assert attrs.pop(schema.ATTR_COMPLETE) is True
+    manifest = attrs.pop(schema.ATTR_CHUNK_CRC32C)  # one CRC32C per chunk of every array
+    assert sorted(manifest) == sorted(store.expected_chunks(zarr.open_group(target, mode="r")))
     expected = ds.drop_vars(schema.SPIKE_COUNTS)
     actual = opened.drop_vars(schema.SPIKE_COUNTS).compute()
     actual.attrs = attrs
