@@ -553,7 +553,7 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
             path, storage_options, arrays=small
         )
         if problems:
-            raise StoreError(f"{problems[0]}: the store is damaged; run opto-cube verify, then convert --overwrite")
+            raise StoreError(f"{problems[0]}: the store is damaged (opto-cube convert rebuilds it)")
     try:
         ds = xr.open_zarr(path, chunks={}, consolidated=True, **kwargs)
     except (FileNotFoundError, KeyError) as e:

@@ -113,9 +113,10 @@ def test_binning_refusal_is_one_line(capsys, tmp_path, clean_session):
     code, stdout, stderr = run(capsys, "convert", root, "--out", tmp_path / "stores", "--bin-ms", "3", "--quiet")
     assert code == 1
     assert stderr.splitlines() == [
-        "opto-cube: error: bin width 3.0 ms cannot tile the pre window [-0.5, 0) s; choose one that divides 500 ms"
+        "opto-cube: error: --bin-ms 3: bin width 3.0 ms cannot tile the pre window [-0.5, 0) s;"
+        " choose one that divides 500 ms"
     ]
-    assert store_listing(tmp_path / "stores") == []
+    assert not (tmp_path / "stores").exists()  # refused before the output folder is created
 
 
 # --------------------------------------------------------------------------
