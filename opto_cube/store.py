@@ -474,6 +474,26 @@ class _CheckedChunks:
             raise StoreError(f"{where} is corrupt ({' '.join(str(e).split())}): the store is damaged") from e
 
 
+def _corrupt_chunk(path: StorePath, storage_options: dict[str, Any] | None, error: BaseException) -> str:
+    """``"<store>: chunk <key> is corrupt (<why>)"`` for the first small (1-D) array chunk that does not decode."""
+    why = " ".join(str(error).split()) or type(error).__name__
+    try:
+        group = _open_group(path, storage_options)
+        for name, array in group.arrays():
+            if array.ndim >= 2:
+                continue
+            for coords in np.ndindex(*array.cdata_shape):
+                block = tuple(slice(c * n, (c + 1) * n) for c, n in zip(coords, array.chunks, strict=True))
+                try:
+                    array[block]
+                except Exception as e:
+                    key = f"{name}/{array.metadata.chunk_key_encoding.encode_chunk_key(coords)}"
+                    return f"{path}: chunk {key} is corrupt ({' '.join(str(e).split())})"
+    except Exception:  # the metadata itself: say what the first error said
+        pass
+    return f"{path}: cannot be opened ({why})"
+
+
 def _checked(
     ds: xr.Dataset, path: StorePath, storage_options: dict[str, Any] | None, attrs: dict[str, Any]
 ) -> xr.Dataset:
@@ -559,7 +579,7 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
     except (FileNotFoundError, KeyError) as e:
         raise StoreError(f"{path}: not an opto_cube store ({' '.join(str(e).split())})") from e
     except Exception as e:  # a coordinate that does not decode
-        raise StoreError(f"{path}: cannot be opened ({' '.join(str(e).split())}): the store is damaged") from e
+        raise StoreError(f"{_corrupt_chunk(path, storage_options, e)}: the store is damaged") from e
     if schema.SPIKE_COUNTS not in ds:
         raise StoreError(f"{path}: not an opto_cube store (no {schema.SPIKE_COUNTS!r} variable)")
     small = [name for name, c in ds.coords.items() if name not in ds.indexes and c.ndim == 1]
@@ -569,6 +589,6 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
         try:
             values.append(dask.compute(ds[name].variable, scheduler="synchronous")[0])
         except Exception as e:
-            raise StoreError(f"{path}: coordinate {name!r} is corrupt ({' '.join(str(e).split())})") from e
+            raise StoreError(f"{_corrupt_chunk(path, storage_options, e)}: the store is damaged") from e
     ds = ds.assign_coords(dict(zip(small, values, strict=True)))
     return _checked(ds, path, storage_options, attrs) if version >= schema.FORMAT_VERSION else ds

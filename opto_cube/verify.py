@@ -109,7 +109,10 @@ def _check_window_counts(report: StoreReport, group: Any, skip: set[str], path: 
         report.problems.append(f"{path}: no {schema.WINDOW_COUNTS!r} array (every store of format 2 has one)")
     else:
         windows = group[schema.WINDOW_COUNTS]
-        labels = [str(v) for v in group[schema.WINDOW][...]] if schema.WINDOW in group else list(schema.WINDOWS)
+        try:
+            labels = [str(v) for v in group[schema.WINDOW][...]] if schema.WINDOW in group else list(schema.WINDOWS)
+        except Exception:  # a damaged window coordinate: reported by _decode_all
+            labels = []
         order = [labels.index(w) for w in schema.WINDOWS] if sorted(labels) == sorted(schema.WINDOWS) else None
         if order is None or windows.shape != (*counts.shape[:2], len(schema.WINDOWS)):
             report.problems.append(
@@ -117,7 +120,13 @@ def _check_window_counts(report: StoreReport, group: Any, skip: set[str], path: 
                 f" expected {(*counts.shape[:2], len(schema.WINDOWS))} and {list(schema.WINDOWS)}"
             )
             windows = None
-        pre_start, stim_start, stim_end = _window_edges(group)
+        try:
+            pre_start, stim_start, stim_end = _window_edges(group)
+        except Exception as e:  # a damaged time or duration chunk: reported by _decode_all
+            report.problems.append(
+                f"{path}: window_counts not compared: the bins or durations cannot be read ({_one_line(e)})"
+            )
+            windows = None
     mismatched = 0
     for coords in np.ndindex(*counts.cdata_shape):
         key = f"{schema.SPIKE_COUNTS}/{encoding.encode_chunk_key(coords)}"
