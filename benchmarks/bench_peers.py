@@ -80,7 +80,7 @@ def child(method: str, folder: str, store: str, bin_ms: float, check: bool, hist
         source = SpikeSource.from_arrays(times, clusters)  # what convert streams (sorted already: no copy)
         dtype = binning.smallest_uint(binning.max_bin_count(source.blocks(), onsets, durations, bins, n_clusters))
         differing = 0
-        for sl, counts in binning.iter_count_chunks(source.blocks(), onsets, durations, bins, n_clusters, dtype):
+        for sl, counts, _ in binning.iter_count_chunks(source.blocks(), onsets, durations, bins, n_clusters, dtype):
             if reference is not None:
                 differing += int(np.count_nonzero(counts != reference[:, sl]))
         return differing

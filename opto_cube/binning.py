@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -218,11 +219,29 @@ def _bin_of(t, onset, rel_edges, inv_width, stim_edge, stim_end):
 
 
 @numba.njit(cache=True, nogil=True)
-def _count_chunk(times, clusters, lo, hi, onsets, rel_edges, inv_width, stim_edge, stim_end, out):
+def _count_chunk(
+    times, clusters, lo, hi, onsets, rel_edges, inv_width, stim_edge, stim_end, pre_edge, zero_edge, out, windows
+):
+    # One pass: each spike's bin j, counted in out[cluster, trial, j] and, when j lies in the trial's pre window
+    # (edges pre_edge..zero_edge, i.e. onset - 0.5 <= t < onset) or stim window (zero_edge..stim_edge, i.e.
+    # onset <= t < onset + duration), in windows[cluster, trial, 0 or 1]. Returns the largest count reached
+    # (computed in int64, so a dtype too small for it is detected even though out[...] wrapped).
+    best = 0
     for i in range(onsets.size):
+        stim_stop = stim_edge[i]
         for s in range(lo[i], hi[i]):
-            j = _bin_of(times[s], onsets[i], rel_edges, inv_width, stim_edge[i], stim_end[i])
-            out[clusters[s], i, j] += 1
+            j = _bin_of(times[s], onsets[i], rel_edges, inv_width, stim_stop, stim_end[i])
+            k = clusters[s]
+            c = np.int64(out[k, i, j]) + 1
+            out[k, i, j] = c
+            if c > best:
+                best = c
+            if j >= zero_edge:
+                if j < stim_stop:
+                    windows[k, i, 1] += 1
+            elif j >= pre_edge:
+                windows[k, i, 0] += 1
+    return best
 
 
 @numba.njit(cache=True, nogil=True)
@@ -277,6 +296,14 @@ class _Trials:
     stim_end: np.ndarray
     window_start: np.ndarray
     window_stop: np.ndarray
+
+    @staticmethod
+    def window_edges(bins: TimeBins) -> tuple[int, int]:
+        """Edge indices of -0.5 and 0 s: the pre window is bins ``[pre, zero)``; the stim window starts at ``zero``."""
+        pre_us, zero_us = round(schema.PRE_WINDOW_S[0] * _US_PER_S), round(schema.PRE_WINDOW_S[1] * _US_PER_S)
+        if bins.start_us > pre_us or (pre_us - bins.start_us) % bins.bin_us or (zero_us - bins.start_us) % bins.bin_us:
+            raise BinningError(f"{bins!r} does not tile the pre window [-0.5, 0) s; plan with plan_time_bins")
+        return (pre_us - bins.start_us) // bins.bin_us, (zero_us - bins.start_us) // bins.bin_us
 
     @classmethod
     def build(cls, onsets_s: np.ndarray, durations_s: np.ndarray, bins: TimeBins) -> _Trials:
@@ -336,29 +363,101 @@ def max_bin_count(
     return best
 
 
+class CountOverflow(BinningError):
+    """A count reached past what the chunks' dtype holds: bin again with a wider one (see :func:`max_bin_count`)."""
+
+    def __init__(self, count: int, dtype: np.dtype) -> None:
+        super().__init__(f"a bin reached {count} spikes, more than {np.dtype(dtype).name} holds")
+        self.count, self.dtype = count, np.dtype(dtype)
+
+
+class CountChunk(NamedTuple):
+    """The counts of one chunk of trials (in onset order), as :func:`iter_count_chunks` yields them."""
+
+    trials: slice
+    counts: np.ndarray  # [cluster, trial, time]: a view of a reused buffer, valid until the next chunk
+    windows: np.ndarray  # [cluster, trial, window]: pre and stim window counts (schema.WINDOWS), owned by the caller
+
+
 def iter_count_chunks(
     spike_blocks: Iterable[tuple[np.ndarray, np.ndarray]],
     onsets_s: np.ndarray,
     durations_s: np.ndarray,
     bins: TimeBins,
     n_clusters: int,
-    dtype: np.dtype,
+    dtype: np.dtype | type = np.uint8,
     trial_chunk: int = schema.CHUNK_TRIALS,
-) -> Iterator[tuple[slice, np.ndarray]]:
-    """Counts ``[cluster, trial, time]`` chunk by chunk of trials, in onset order.
+) -> Iterator[CountChunk]:
+    """Counts ``[cluster, trial, time]`` and ``[cluster, trial, window]``, chunk by chunk of trials, in onset order.
 
-    Yields ``(trials, counts)``: the slice of trials and a view of one
-    reused buffer, valid until the next chunk is asked for (copy it to keep it).
-    ``dtype`` must hold the largest count (see :func:`max_bin_count`).
+    One pass over the spikes fills both: the bins, and each trial's pre
+    ``[-0.5, 0)`` and stim ``[0, duration)`` window (``schema.WINDOWS``, in
+    that order) by the same float64 edges. Yields :class:`CountChunk`
+    ``(trials, counts, windows)``: ``counts`` is a view of one reused buffer
+    of ``dtype``, valid until the next chunk is asked for (copy it to keep
+    it); ``windows`` is a new array of the smallest unsigned dtype that holds
+    its largest count.
+
+    Raises
+    ------
+    CountOverflow
+        When a bin count exceeds what ``dtype`` holds (the chunk is not
+        yielded): bin again with ``smallest_uint(max_bin_count(...))``. The
+        default, ``uint8``, holds every count of realistic sessions.
     """
+    dtype = np.dtype(dtype)
+    limit = int(np.iinfo(dtype).max)
     trials = _Trials.build(onsets_s, durations_s, bins)
-    buffer = np.zeros((n_clusters, min(trial_chunk, trials.onsets.size), bins.n_bins), dtype=dtype)
+    pre_edge, zero_edge = _Trials.window_edges(bins)
+    size = min(trial_chunk, trials.onsets.size)
+    buffer = np.zeros((n_clusters, size, bins.n_bins), dtype=dtype)
+    scratch = np.zeros((n_clusters, size, len(schema.WINDOWS)), dtype=np.int64)
     rel, inv = bins.edges_s, 1.0 / bins.bin_width_s
     for sl, part, times, clusters, lo, hi in _iter_windows(spike_blocks, trials, trial_chunk):
-        out = buffer[:, : sl.stop - sl.start]
+        n = sl.stop - sl.start
+        out, windows = buffer[:, :n], scratch[:, :n]
         out.fill(0)
-        _count_chunk(times, clusters, lo, hi, part.onsets, rel, inv, part.stim_edge, part.stim_end, out)
-        yield sl, out
+        windows.fill(0)
+        best = _count_chunk(
+            times, clusters, lo, hi, part.onsets, rel, inv, part.stim_edge, part.stim_end, pre_edge, zero_edge,
+            out, windows,
+        )  # fmt: skip
+        if best > limit:
+            raise CountOverflow(int(best), dtype)
+        yield CountChunk(sl, out, windows.astype(smallest_uint(int(windows.max(initial=0)))))
+
+
+def _in_memory(
+    times_s: np.ndarray,
+    clusters: np.ndarray,
+    onsets_s: np.ndarray,
+    durations_s: np.ndarray,
+    bins: TimeBins,
+    n_clusters: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    times_s = np.asarray(times_s, dtype=np.float64)
+    clusters = np.asarray(clusters, dtype=np.int64)
+    order = np.argsort(times_s, kind="stable")
+    blocks = [(times_s[order], clusters[order])]
+    trial_order = np.argsort(onsets_s, kind="stable")
+    onsets = np.asarray(onsets_s, dtype=np.float64)[trial_order]
+    durations = np.asarray(durations_s, dtype=np.float64)[trial_order]
+    dtype = np.dtype(np.uint8)
+    while True:
+        try:
+            cube = np.zeros((n_clusters, onsets.size, bins.n_bins), dtype=dtype)
+            parts = []
+            for sl, counts, windows in iter_count_chunks(blocks, onsets, durations, bins, n_clusters, dtype):
+                cube[:, trial_order[sl]] = counts
+                parts.append((trial_order[sl], windows))
+            break
+        except CountOverflow:
+            dtype = smallest_uint(max_bin_count(blocks, onsets, durations, bins, n_clusters))
+    wdtype = np.result_type(np.uint8, *(w.dtype for _, w in parts))
+    windows_all = np.zeros((n_clusters, onsets.size, len(schema.WINDOWS)), dtype=wdtype)
+    for rows, windows in parts:
+        windows_all[:, rows] = windows
+    return cube, windows_all
 
 
 def spike_counts(
@@ -381,15 +480,28 @@ def spike_counts(
     ...              np.array([0.01, 0.01]), bins, 1)[0, :, 50]
     array([1, 1], dtype=uint8)
     """
-    times_s = np.asarray(times_s, dtype=np.float64)
-    clusters = np.asarray(clusters, dtype=np.int64)
-    order = np.argsort(times_s, kind="stable")
-    blocks = [(times_s[order], clusters[order])]
-    trial_order = np.argsort(onsets_s, kind="stable")
-    onsets = np.asarray(onsets_s, dtype=np.float64)[trial_order]
-    durations = np.asarray(durations_s, dtype=np.float64)[trial_order]
-    dtype = smallest_uint(max_bin_count(blocks, onsets, durations, bins, n_clusters))
-    cube = np.zeros((n_clusters, onsets.size, bins.n_bins), dtype=dtype)
-    for sl, counts in iter_count_chunks(blocks, onsets, durations, bins, n_clusters, dtype):
-        cube[:, trial_order[sl]] = counts
-    return cube
+    return _in_memory(times_s, clusters, onsets_s, durations_s, bins, n_clusters)[0]
+
+
+def window_counts(
+    times_s: np.ndarray,
+    clusters: np.ndarray,
+    onsets_s: np.ndarray,
+    durations_s: np.ndarray,
+    bins: TimeBins,
+    n_clusters: int,
+) -> np.ndarray:
+    """Spikes in each trial's pre ``[-0.5, 0)`` and stim ``[0, duration)`` window, ``[cluster, trial, window]``.
+
+    The in-memory counterpart of the ``windows`` of :func:`iter_count_chunks`
+    (the same pass as :func:`spike_counts`; trials in the order given,
+    windows in the order of ``schema.WINDOWS``).
+
+    Examples
+    --------
+    >>> bins = plan_time_bins([0.01], bin_ms=10, window_s=(-0.5, 0.5))
+    >>> window_counts(np.array([4.5, 4.99, 5.0, 5.0099, 5.01]), np.zeros(5, int), np.array([5.0]),
+    ...               np.array([0.01]), bins, 1)[0]
+    array([[2, 2]], dtype=uint8)
+    """
+    return _in_memory(times_s, clusters, onsets_s, durations_s, bins, n_clusters)[1]

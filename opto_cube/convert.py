@@ -97,6 +97,8 @@ def cube_template(
     """The cube of a session with every coordinate and attribute, ``spike_counts`` still lazy zeros.
 
     Trials are put in onset order; ``stim_index`` keeps each trial's row in the stim files.
+    ``window_counts`` is lazy zeros too, a placeholder: :func:`opto_cube.store.write_cube` gives it the
+    smallest dtype of the counts it writes.
     """
     order = np.argsort(session.stim[schema.ONSET], kind="stable")
     n_clusters, n_trials, n_bins = session.n_clusters, session.n_trials, bins.n_bins
@@ -112,8 +114,10 @@ def cube_template(
             schema.EMITTER_DEPTH, emitter_depth_um(stim[schema.EMITTER], session.surface_position_um, tip_offset_um)
         ),
         schema.TIME: _variable(schema.TIME, bins.centres_s),
+        schema.WINDOW: _variable(schema.WINDOW, np.array(schema.WINDOWS, dtype=object)),
     }
     counts = da.zeros((n_clusters, n_trials, n_bins), dtype=dtype, chunks=chunks)
+    windows = da.zeros((n_clusters, n_trials, len(schema.WINDOWS)), dtype=np.uint8, chunks=-1)
     ours = {
         schema.ATTR_SESSION_ID: session.session_id,
         **conversion_parameters(bins, tip_offset_um),
@@ -130,7 +134,13 @@ def cube_template(
     attrs = {key: value for key, value in session.attrs.items() if not schema.is_own_attr(key)}
     attrs.update(ours)
     attrs[schema.ATTR_SESSION_JSON] = session.session_json
-    ds = xr.Dataset({schema.SPIKE_COUNTS: _variable(schema.SPIKE_COUNTS, counts)}, coords=coords)
+    ds = xr.Dataset(
+        {
+            schema.SPIKE_COUNTS: _variable(schema.SPIKE_COUNTS, counts),
+            schema.WINDOW_COUNTS: _variable(schema.WINDOW_COUNTS, windows),
+        },
+        coords=coords,
+    )
     ds.attrs = _json_safe(attrs)
     return ds
 
@@ -332,19 +342,28 @@ def convert_session(
 
     order = np.argsort(session.stim[schema.ONSET], kind="stable")
     onsets, durations = session.stim[schema.ONSET][order], session.stim[schema.DURATION][order]
-    max_count = binning.max_bin_count(session.spikes.blocks(), onsets, durations, bins, session.n_clusters)
-    dtype = binning.smallest_uint(max_count)
     n_clusters, n_trials = session.n_clusters, session.n_trials
     cluster_chunk, trial_chunk = chunks or store.spike_counts_chunks(n_clusters, n_trials, bins.n_bins)[:2]
-    template = cube_template(session, bins, dtype, tip_offset_um, (cluster_chunk, trial_chunk, bins.n_bins))
-    blocks: Iterator[tuple[slice, np.ndarray]] = binning.iter_count_chunks(
-        session.spikes.blocks(), onsets, durations, bins, n_clusters, dtype, trial_chunk=trial_chunk
-    )
-    blocks = _progress(blocks, -(-n_trials // trial_chunk), session.session_id, progress)
-    try:
-        store.write_cube(template, blocks, target, overwrite=True, storage_options=storage_options)
-    except OSError as e:  # disk full, permissions: atomic_store removed what was written
-        raise StoreError(f"{e.filename or target}: {e.strerror or e} (nothing written)") from e
+    # One pass over the spikes fills spike_counts and window_counts; counts are binned in uint8 (every realistic
+    # count fits) with the kernel tracking the largest: if one does not fit, the store is dropped (atomically)
+    # and the session binned again in the dtype the exact largest count needs. Counts never wrap.
+    dtype = np.dtype(np.uint8)
+    while True:
+        template = cube_template(session, bins, dtype, tip_offset_um, (cluster_chunk, trial_chunk, bins.n_bins))
+        blocks: Iterator[binning.CountChunk] = binning.iter_count_chunks(
+            session.spikes.blocks(), onsets, durations, bins, n_clusters, dtype, trial_chunk=trial_chunk
+        )
+        blocks = _progress(blocks, -(-n_trials // trial_chunk), session.session_id, progress)
+        try:
+            store.write_cube(template, blocks, target, overwrite=True, storage_options=storage_options)
+            break
+        except OSError as e:  # disk full, permissions: atomic_store removed what was written
+            raise StoreError(f"{e.filename or target}: {e.strerror or e} (nothing written)") from e
+        except binning.CountOverflow:
+            if dtype != np.uint8:  # binned in the exact dtype already: cannot happen, never loop
+                raise
+            max_count = binning.max_bin_count(session.spikes.blocks(), onsets, durations, bins, n_clusters)
+            dtype = binning.smallest_uint(max_count)
     return ConversionResult(
         session.session_id,
         "converted",

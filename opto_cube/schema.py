@@ -230,6 +230,10 @@ CHUNK_CLUSTERS = 64
 CHUNK_TRIALS = 256
 TIME_RESOLUTION_US = 1  # bin widths and window bounds are whole microseconds
 
+# --- conversion (binning.py, store.write_cube, convert.py) ------------------
+WINDOW_COUNTS_CHUNK_BYTES = 64 * 2**20  # window_counts: one chunk along trials unless it would exceed this
+# --- end conversion ---------------------------------------------------------
+
 # --------------------------------------------------------------------------
 # The ALF input (dataset.md)
 # --------------------------------------------------------------------------

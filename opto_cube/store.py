@@ -213,53 +213,126 @@ def _remote_store(target: str, overwrite: bool, storage_options: dict[str, Any])
         raise
 
 
+def window_counts_chunks(n_clusters: int, n_trials: int, itemsize: int) -> tuple[int, int, int]:
+    """Chunk shape of ``window_counts``: every cluster and window, every trial unless that exceeds ~64 MiB.
+
+    The array is small (``K x M x 2`` counts) and read whole, so one chunk serves best.
+
+    Examples
+    --------
+    >>> window_counts_chunks(300, 4200, 1)
+    (300, 4200, 2)
+    >>> window_counts_chunks(3000, 1_000_000, 4)
+    (3000, 2796, 2)
+    """
+    per_trial = max(1, n_clusters) * len(schema.WINDOWS) * itemsize
+    trials = max(1, min(n_trials, schema.WINDOW_COUNTS_CHUNK_BYTES // per_trial))
+    return (max(1, n_clusters), trials, len(schema.WINDOWS))
+
+
+def _window_sums(template: xr.Dataset, trials: slice, block: np.ndarray) -> np.ndarray:
+    """Pre and stim window counts of a block of the cube: the sums of the bins inside each window.
+
+    For blocks handed to :func:`write_cube` without their window counts (the
+    binner gives them from its one pass). The windows are unions of whole bins.
+    """
+    centres = template[schema.TIME].values
+    durations = template[schema.DURATION].values[trials]
+    pre = (centres > schema.PRE_WINDOW_S[0]) & (centres < schema.PRE_WINDOW_S[1])
+    stim = (centres[None, :] > 0) & (centres[None, :] < durations[:, None])
+    out = np.empty((*block.shape[:2], len(schema.WINDOWS)), dtype=np.uint64)
+    out[..., 0] = block[:, :, pre].sum(axis=-1, dtype=np.uint64)
+    out[..., 1] = np.einsum("ktj,tj->kt", block, stim, dtype=np.uint64)
+    return out
+
+
+def _write_window_counts(
+    group: zarr.Group, template: xr.Dataset, attrs: dict[str, Any], parts: list[tuple[slice, np.ndarray]]
+) -> None:
+    """Create ``window_counts`` in the smallest unsigned dtype of its counts and write every chunk of it."""
+    from .binning import smallest_uint
+
+    n_clusters, n_trials = template.sizes[schema.CLUSTER], template.sizes[schema.TRIAL]
+    largest = max((int(w.max(initial=0)) for _, w in parts), default=0)
+    windows = np.zeros((n_clusters, n_trials, len(schema.WINDOWS)), dtype=smallest_uint(largest))
+    for trials, part in parts:
+        windows[:, trials] = part
+    array = group.create_array(
+        schema.WINDOW_COUNTS, shape=windows.shape, dtype=windows.dtype,
+        chunks=window_counts_chunks(n_clusters, n_trials, windows.dtype.itemsize), compressors=COMPRESSORS,
+        fill_value=0, dimension_names=schema.VARIABLES[schema.WINDOW_COUNTS].dims, attributes=attrs,
+        config={"write_empty_chunks": True},
+    )  # fmt: skip
+    array[...] = windows
+
+
 def write_cube(
     template: xr.Dataset,
-    count_chunks: Iterable[tuple[slice, np.ndarray]],
+    count_chunks: Iterable[tuple[slice, np.ndarray] | tuple[slice, np.ndarray, np.ndarray]],
     target: StorePath,
     overwrite: bool = False,
     storage_options: dict[str, Any] | None = None,
 ) -> StorePath:
-    """Write a cube atomically: the template's coordinates and attributes, then ``spike_counts`` chunk by chunk.
+    """Write a cube atomically: coordinates and attributes, ``spike_counts`` chunk by chunk, then ``window_counts``.
 
     Parameters
     ----------
     template
         The cube with a lazy (dask) ``spike_counts`` whose chunks are the
         store's chunks (or any ``spike_counts`` with ``encoding["chunks"]``);
-        only its shape, dtype, dims and attributes are read.
+        only its shape, dtype, dims and attributes are read. A
+        ``window_counts`` in it is a placeholder (its dtype is not read).
     count_chunks
-        ``(trial slice, counts[cluster, trials, time])`` blocks that cover
-        every trial once, each a whole number of trial chunks.
+        ``(trial slice, counts[cluster, trials, time])`` or ``(trial slice,
+        counts, windows[cluster, trials, window])`` blocks (as
+        :func:`opto_cube.binning.iter_count_chunks` yields them) that cover
+        every trial once, each a whole number of trial chunks. A block
+        without its window counts has them summed from its bins.
     target
         The store's path (``<session_id>.zarr``).
     overwrite
         Replace an existing store (atomically) instead of refusing.
     storage_options
         fsspec options for a URL target (endpoint, credentials).
+
+    Notes
+    -----
+    ``window_counts`` is written with the smallest unsigned dtype that holds
+    its largest count, in chunks of :func:`window_counts_chunks`, in the same
+    atomic store: a store has both arrays or is not there.
     """
     target = target if is_url(target) else Path(target)
     counts = template[schema.SPIKE_COUNTS]
     chunks = tuple(c[0] for c in counts.chunks) if counts.chunks else tuple(counts.encoding["chunks"])
+    if schema.WINDOW_COUNTS not in template:
+        template = template.assign(
+            {
+                schema.WINDOW_COUNTS: xr.Variable(
+                    schema.VARIABLES[schema.WINDOW_COUNTS].dims,
+                    np.broadcast_to(np.uint8(0), (*counts.shape[:2], len(schema.WINDOWS))),
+                    attrs=schema.VARIABLES[schema.WINDOW_COUNTS].attrs,
+                )
+            }
+        )
+    if schema.WINDOW not in template.coords:
+        template = template.assign_coords(
+            {schema.WINDOW: xr.Variable(schema.WINDOW, np.array(schema.WINDOWS, dtype=object),
+                                        attrs=schema.VARIABLES[schema.WINDOW].attrs)}
+        )  # fmt: skip
+    arrays = (schema.SPIKE_COUNTS, schema.WINDOW_COUNTS)
     with atomic_store(target, overwrite=overwrite, storage_options=storage_options) as tmp:
         zstore = zarr_store(tmp, storage_options)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-            # The coordinates and attributes by xarray, spike_counts created empty by zarr with the metadata
-            # xarray would give it (the same zarr.json): xarray's lazy path (a dask array, compute=False) builds
-            # a dask graph and imports distributed for an array written below anyway.
+            # The coordinates and attributes by xarray, the two arrays created by zarr with the metadata
+            # xarray would give them (the same zarr.json): xarray's lazy path (a dask array, compute=False) builds
+            # a dask graph and imports distributed for arrays written below anyway.
             variables, _ = xr.conventions.encode_dataset_coordinates(template)
-            coords = template.drop_vars(schema.SPIKE_COUNTS)
-            coords.to_zarr(
-                zstore,
-                mode="w-",
-                zarr_format=3,
-                consolidated=False,
-                encoding=checksummed(coords),
-                write_empty_chunks=True,
-            )
+            coords = template.drop_vars(arrays)
+            coords.to_zarr(zstore, mode="w-", zarr_format=3, consolidated=False, encoding=checksummed(coords),
+                           write_empty_chunks=True)  # fmt: skip
             group = zarr.open_group(zstore, mode="r+")
-            if "coordinates" in group.attrs:  # xarray lists coordinates no variable claims: spike_counts does
+            if "coordinates" in group.attrs:  # xarray lists coordinates no variable claims: the arrays do
                 del group.attrs["coordinates"]
             # One call per chunk, from a view of the block: zarr then compresses the block's memory as it is
             # (a call that spans chunks first copies each into a fresh buffer), and write_empty_chunks skips
@@ -269,14 +342,17 @@ def write_cube(
                 schema.SPIKE_COUNTS, shape=counts.shape, chunks=chunks, dtype=counts.dtype,
                 compressors=COMPRESSORS, fill_value=0, dimension_names=counts.dims,
                 attributes=dict(variables[schema.SPIKE_COUNTS].attrs), config={"write_empty_chunks": True},
-            )
+            )  # fmt: skip
             step = array.chunks[0]
             from concurrent.futures import ThreadPoolExecutor
 
+            windows: list[tuple[slice, np.ndarray]] = []
             with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-                for trials, block in count_chunks:
+                for trials, block, *window in count_chunks:
                     parts = [(slice(c, c + step), trials, slice(None)) for c in range(0, block.shape[0], step)]
                     list(pool.map(array.__setitem__, parts, [block[part[0]] for part in parts]))
+                    windows.append((trials, window[0] if window else _window_sums(template, trials, block)))
+            _write_window_counts(group, template, dict(variables[schema.WINDOW_COUNTS].attrs), windows)
             seal(zstore, tmp, storage_options)  # the chunks' checksums, then the completion mark, last
     return target
 

@@ -299,6 +299,23 @@ def assert_exact(folder: Path, store: Path) -> xr.Dataset:
         np.testing.assert_array_equal(
             cube_window_counts(ds, *cube_bounds), folder_reference(folder, *raw_bounds), err_msg=what
         )
+    # window_counts: the raw-spike reference and the cube's window sums, in the smallest unsigned dtype
+    assert list(ds[schema.WINDOW].values) == list(schema.WINDOWS)
+    windows = ds[schema.WINDOW_COUNTS]
+    assert windows.dims == (schema.CLUSTER, schema.TRIAL, schema.WINDOW)
+    stored = np.empty(windows.shape, dtype=np.int64)
+    stored[:, stim_index] = windows.values
+    for index, (name, (raw_bounds, cube_bounds)) in enumerate(
+        zip(schema.WINDOWS, list(checks.values())[:2], strict=True)
+    ):
+        reference = folder_reference(folder, *raw_bounds)
+        np.testing.assert_array_equal(stored[..., index], reference, err_msg=f"window_counts {name}")
+        np.testing.assert_array_equal(
+            stored[..., index], cube_window_counts(ds, *cube_bounds), err_msg=f"window_counts {name} vs cube sums"
+        )
+    assert windows.dtype.kind == "u" and windows.dtype == np.result_type(
+        np.uint8, np.min_scalar_type(int(stored.max(initial=0)))
+    ), windows.dtype
     return ds
 
 

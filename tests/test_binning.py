@@ -324,13 +324,79 @@ def test_streamed_chunks_equal_the_whole_cube(case, block_len, trial_chunk):
     assert binning.max_bin_count(blocks(), onsets, durations, bins, n_clusters, trial_chunk) == int(
         whole.max(initial=0)
     )
+    whole_windows = binning.window_counts(times, clusters, onsets, durations, bins, n_clusters)
     streamed = np.zeros_like(whole)
+    streamed_windows = np.zeros_like(whole_windows)
     seen = []
-    for sl, counts in binning.iter_count_chunks(
+    for sl, counts, windows in binning.iter_count_chunks(
         blocks(), onsets, durations, bins, n_clusters, whole.dtype, trial_chunk
     ):
-        assert counts.shape[1] == sl.stop - sl.start <= trial_chunk
+        assert counts.shape[1] == windows.shape[1] == sl.stop - sl.start <= trial_chunk
+        assert windows.dtype == binning.smallest_uint(int(windows.max(initial=0)))
         streamed[:, sl] = counts
+        streamed_windows[:, sl] = windows
         seen.extend(range(sl.start, sl.stop))
     assert seen == list(range(onsets.size))
     np.testing.assert_array_equal(streamed, whole)
+    np.testing.assert_array_equal(streamed_windows, whole_windows)
+
+
+# --------------------------------------------------------------------------
+# window counts
+# --------------------------------------------------------------------------
+@given(random_binning_case())
+def test_window_counts_equal_the_reference_and_the_cube_sums(case):
+    """Pre and stim window counts equal raw-spike searchsorted counts (edge spikes included) and the cube's sums."""
+    times, clusters, n_clusters, onsets, durations, bins = case
+    windows = binning.window_counts(times, clusters, onsets, durations, bins, n_clusters)
+    assert windows.shape == (n_clusters, onsets.size, len(schema.WINDOWS)) and windows.dtype.kind == "u"
+    pre = reference_counts(times, clusters, n_clusters, onsets, *schema.PRE_WINDOW_S)
+    stim = reference_counts(times, clusters, n_clusters, onsets, 0.0, durations)
+    np.testing.assert_array_equal(windows[..., schema.WINDOWS.index(schema.WINDOW_PRE)], pre)
+    np.testing.assert_array_equal(windows[..., schema.WINDOWS.index(schema.WINDOW_STIM)], stim)
+    assert windows.dtype == binning.smallest_uint(int(max(pre.max(initial=0), stim.max(initial=0))))
+    cube = binning.spike_counts(times, clusters, onsets, durations, bins, n_clusters).astype(np.int64)
+    bin_index = np.arange(bins.n_bins)
+    in_pre = (bin_index >= bins.edge_index(-0.5)) & (bin_index < bins.edge_index(0.0))
+    in_stim = (bin_index[None, :] >= bins.edge_index(0.0)) & (bin_index[None, :] < bins.edge_index(durations)[:, None])
+    np.testing.assert_array_equal(windows[..., 0], cube[:, :, in_pre].sum(axis=-1))
+    np.testing.assert_array_equal(windows[..., 1], (cube * in_stim[None]).sum(axis=-1))
+
+
+def test_window_counts_on_the_edges():
+    """Spikes one sample either side of -0.5 s, 0 and the pulse's end, and exactly on them (float64 sums)."""
+    onset_sample = TRICKY_ONSET_SAMPLE
+    onset = onset_sample / SAMPLES_PER_S
+    bins = binning.plan_time_bins([0.01], bin_ms=10)
+    samples = onset_sample + np.array([PRE_SAMPLES - 1, PRE_SAMPLES, -1, 0, 299, 300])
+    times = np.concatenate([samples / SAMPLES_PER_S, [onset - 0.5, onset + 0.0, onset + 0.01]])
+    windows = binning.window_counts(times, np.zeros(times.size, np.int64), [onset], [0.01], bins, 1)
+    expected = [
+        reference_counts(times, np.zeros(times.size), 1, [onset], a, b)[0, 0] for a, b in ((-0.5, 0.0), (0.0, 0.01))
+    ]
+    assert windows[0, 0].tolist() == expected
+    assert expected[0] >= 2 and expected[1] >= 2  # the edges are exercised on both sides
+
+
+@pytest.mark.parametrize(("n_spikes", "dtype"), [(255, np.uint8), (256, np.uint16)])
+def test_window_counts_never_wrap(n_spikes, dtype):
+    """Window counts take the smallest dtype that holds them, independently of the cube's bins."""
+    onset_sample = TRICKY_ONSET_SAMPLE
+    bins = binning.plan_time_bins([0.01], bin_ms=1)
+    times = (onset_sample + PRE_SAMPLES + 40 * np.arange(n_spikes)) / SAMPLES_PER_S  # 256 x 40 samples < 0.5 s
+    windows = binning.window_counts(
+        times, np.zeros(n_spikes, np.int64), [onset_sample / SAMPLES_PER_S], [0.01], bins, 1
+    )
+    assert windows.dtype == np.dtype(dtype) and windows[0, 0].tolist() == [n_spikes, 0]
+
+
+def test_a_count_past_the_dtype_raises_count_overflow():
+    """Binned optimistically in uint8, a bin of 256 spikes is detected (never silently wrapped)."""
+    onset_sample = TRICKY_ONSET_SAMPLE
+    bins = binning.plan_time_bins([0.01], bin_ms=10)
+    times = (onset_sample + np.arange(256)) / SAMPLES_PER_S
+    blocks = [(times, np.zeros(256, np.int64))]
+    with pytest.raises(binning.CountOverflow, match="256 spikes, more than uint8 holds"):
+        list(binning.iter_count_chunks(blocks, np.array([onset_sample / SAMPLES_PER_S]), [0.01], bins, 1))
+    chunks = list(binning.iter_count_chunks(blocks, [onset_sample / SAMPLES_PER_S], [0.01], bins, 1, np.uint16))
+    assert int(chunks[0].counts.max()) == 256

@@ -123,6 +123,36 @@ def test_smallest_dtype_that_holds_the_largest_count(tmp_path, n_spikes, dtype, 
     assert ds[schema.SPIKE_COUNTS].dtype == np.dtype(dtype) and int(ds[schema.SPIKE_COUNTS].max()) == n_spikes
 
 
+def test_a_count_past_uint8_after_written_chunks_rebins_the_whole_store(tmp_path, no_warnings):
+    """Trial chunks of one trial: the first is written in uint8, the second overflows it; the store is rebuilt."""
+    onset_sample = 40 * SAMPLES_PER_S
+    times = np.concatenate([[10.0], (onset_sample + np.arange(300)) / SAMPLES_PER_S])
+    folder = write_alf_session(
+        tmp_path / SESSION_ID,
+        spike_times=times,
+        spike_clusters=np.ones(times.size),
+        n_clusters=2,
+        onsets=np.array([10.0, onset_sample / SAMPLES_PER_S]),
+        durations=np.array([0.01, 0.01]),
+    )
+    result = convert.convert_session(folder, tmp_path / "stores", bin_ms=10, chunks=(1, 1))
+    assert result.dtype == "uint16" and store_listing(tmp_path / "stores") == [f"{SESSION_ID}.zarr"]
+    ds = assert_exact(folder, result.store)
+    assert int(ds[schema.SPIKE_COUNTS].max()) == 300 and ds[schema.WINDOW_COUNTS].dtype == np.uint16
+
+
+def test_window_counts_layout(tiny_converted):
+    """One chunk (the array is small and read whole), the store's codecs, every chunk written."""
+    path = tiny_converted.stores[10.0]
+    ds = xr.open_zarr(path)
+    windows = ds[schema.WINDOW_COUNTS]
+    assert windows.encoding["chunks"] == windows.shape == (ds.sizes[schema.CLUSTER], ds.sizes[schema.TRIAL], 2)
+    meta = json.loads((path / schema.WINDOW_COUNTS / "zarr.json").read_text())
+    assert [c["name"] for c in meta["codecs"]][1:] == ["zstd", "crc32c"]
+    assert meta["dimension_names"] == [schema.CLUSTER, schema.TRIAL, schema.WINDOW]
+    assert (path / schema.WINDOW_COUNTS / "c" / "0" / "0" / "0").is_file()
+
+
 @pytest.mark.parametrize(
     ("bin_ms", "durations", "window", "match"),
     [
@@ -299,10 +329,13 @@ def test_round_trip_against_the_template(tiny_converted, no_warnings):
     session = io.read_session(folder)
     bins = binning.plan_time_bins(session.stim[schema.DURATION], bin_ms=10)
     template = convert.cube_template(session, bins, opened[schema.SPIKE_COUNTS].dtype)
-    actual = opened.drop_vars(schema.SPIKE_COUNTS).compute()
+    arrays = [schema.SPIKE_COUNTS, schema.WINDOW_COUNTS]  # the template's are placeholders
+    actual = opened.drop_vars(arrays).compute()
     assert actual.attrs.pop(schema.ATTR_COMPLETE) is True
     assert isinstance(actual.attrs.pop(schema.ATTR_CHUNK_CRC32C), dict)  # the chunks' checksums (test_store.py)
-    xr.testing.assert_identical(actual, template.drop_vars(schema.SPIKE_COUNTS))
+    xr.testing.assert_identical(actual, template.drop_vars(arrays))
+    for name in arrays:
+        assert opened[name].attrs == template[name].attrs and opened[name].dims == template[name].dims, name
     again = xr.open_zarr(path)
     xr.testing.assert_identical(opened, again)
     assert opened[schema.SPIKE_COUNTS].dims == (schema.CLUSTER, schema.TRIAL, schema.TIME)

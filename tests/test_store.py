@@ -82,8 +82,16 @@ def test_write_cube_round_trip(tmp_path, template):
     assert attrs.pop(schema.ATTR_COMPLETE) is True
     manifest = attrs.pop(schema.ATTR_CHUNK_CRC32C)  # one CRC32C per chunk of every array
     assert sorted(manifest) == sorted(store.expected_chunks(zarr.open_group(target, mode="r")))
-    expected = ds.drop_vars(schema.SPIKE_COUNTS)
-    actual = opened.drop_vars(schema.SPIKE_COUNTS).compute()
+    # blocks without their window counts: write_cube sums them from the bins, in the smallest dtype
+    in_pre = (ds[schema.TIME].values > -0.5) & (ds[schema.TIME].values < 0)
+    in_stim = (ds[schema.TIME].values[None] > 0) & (ds[schema.TIME].values[None] < ds[schema.DURATION].values[:, None])
+    windows = opened[schema.WINDOW_COUNTS]
+    np.testing.assert_array_equal(windows.sel({schema.WINDOW: schema.WINDOW_PRE}), counts[:, :, in_pre].sum(-1))
+    np.testing.assert_array_equal(windows.sel({schema.WINDOW: schema.WINDOW_STIM}), (counts * in_stim).sum(-1))
+    assert windows.dtype == np.uint16 and windows.dims == (schema.CLUSTER, schema.TRIAL, schema.WINDOW)
+    arrays = [schema.SPIKE_COUNTS, schema.WINDOW_COUNTS]
+    expected = ds.drop_vars(arrays)
+    actual = opened.drop_vars(arrays).compute()
     actual.attrs = attrs
     xr.testing.assert_identical(actual, expected)
 
