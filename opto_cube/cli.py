@@ -493,7 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(os.environ.get("OPTO_CUBE_DEBUG"))
     warnings.showwarning = _one_line_warnings
     out = getattr(args, "out", None)
-    fresh = out is not None and "://" not in str(out) and not os.path.lexists(out)
+    fresh = _first_missing(out) if out is not None and "://" not in str(out) else None
     try:
         code = int(args.func(args) or 0)
     except OptoCubeError as e:
@@ -515,9 +515,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _err(f"error: {type(e).__name__}: {_one_line(e)} (OPTO_CUBE_DEBUG=1 shows the traceback)")
         code = EXIT_FAILED
-    if code and fresh:
-        _remove_if_empty(Path(out))
+    if code and fresh is not None:
+        _remove_if_empty(fresh)
     return code
+
+
+def _first_missing(path: str | os.PathLike) -> Path | None:
+    """The outermost folder of ``path`` (or ``path`` itself) that does not exist yet: what a command would create."""
+    missing, current = None, Path(path).absolute()
+    while not os.path.lexists(current) and current != current.parent:
+        missing, current = current, current.parent
+    return missing
 
 
 def _one_line(e: BaseException) -> str:

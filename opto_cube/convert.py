@@ -358,7 +358,7 @@ def convert_session(
             store.write_cube(template, blocks, target, overwrite=True, storage_options=storage_options)
             break
         except OSError as e:  # disk full, permissions: atomic_store removed what was written
-            raise StoreError(f"{e.filename or target}: {e.strerror or e} (nothing written)") from e
+            raise StoreError(f"{target}: {e.strerror or e} (nothing written)") from e
         except binning.CountOverflow:
             if dtype != np.uint8:  # binned in the exact dtype already: cannot happen, never loop
                 raise

@@ -7,6 +7,7 @@ conversion).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -518,3 +519,55 @@ def test_damaged_store_is_rebuilt_by_convert(capsys, tmp_path, clean_session):
     code, stdout, _ = run(capsys, "convert", root, "--out", out, "--quiet", "--bin-ms", "10")
     assert code == 0 and summary(stdout) == "1 converted, 0 skipped, 0 failed (1 session)"
     assert run(capsys, "verify", target, "--data", root)[0] == 0
+
+
+# --------------------------------------------------------------------------
+# a full disk: one line naming the session and the output, nothing left behind
+# --------------------------------------------------------------------------
+@pytest.fixture
+def full_disk(tmp_path, monkeypatch):
+    """A folder on a 128 kB tmpfs (mounted when the machine allows it), else one whose writers find the disk full."""
+    import errno
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode == 0:
+        yield folder
+        subprocess.run(["umount", str(folder)], check=True)
+        return
+    import pandas as pd
+    import zarr.storage
+
+    async def full(self, key, value, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_csv(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", full)
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full_csv)
+    yield folder
+
+
+def test_convert_on_a_full_disk(capsys, tmp_path, clean_session, full_disk):
+    root, out = tmp_path / "data", full_disk / "stores"
+    folder = add_session(root, clean_session, SESSION_ID)
+    code, _, stderr = run(capsys, "convert", root, "--out", out, "--quiet", "--bin-ms", "10")
+    assert code == 1
+    assert stderr.splitlines() == [
+        f"opto-cube: error: {folder}: {out / f'{SESSION_ID}.zarr'}: No space left on device (nothing written)"
+    ]
+    assert not out.exists()  # created by this run, left empty: removed
+
+
+def test_responses_on_a_full_disk(capsys, tmp_path, tiny_converted, full_disk):
+    filler = full_disk / "filler"
+    if os.path.ismount(full_disk):
+        with open(filler, "wb") as f, contextlib.suppress(OSError):
+            f.write(b"\0" * 200_000)
+    out = full_disk / "table" / "responses.csv"
+    code, _, stderr = run(capsys, "responses", tiny_converted.stores[10.0], "--out", out)
+    assert code == 1
+    assert stderr.splitlines() == [f"opto-cube: error: {out}: No space left on device"]
+    assert sorted(p.name for p in full_disk.iterdir()) == (["filler"] if filler.exists() else [])
