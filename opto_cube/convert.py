@@ -226,10 +226,10 @@ def check_size(
     --------
     >>> bins = binning.plan_time_bins([0.01], bin_ms=1.0)
     >>> check_size("s1", 300, 4200, 256, bins)
-    >>> check_size("s1", 8, 40, 40, binning.plan_time_bins([1e5], bin_ms=10.0))  # doctest: +ELLIPSIS
+    >>> check_size("s1", 8, 40, 40, binning.plan_time_bins([1e5], bin_ms=1.0))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    opto_cube.errors.OptoCubeError: s1: the trial-chunk buffer would take 29.8 GiB ... raise --max-buffer-gib ...
+    opto_cube.errors.OptoCubeError: s1: the trial-chunk buffer would take 35.8 GiB ... raise --max-buffer-gib
     """
     n_bins = bins.n_bins
     buffer = n_clusters * min(trial_chunk, n_trials) * n_bins + n_clusters * n_bins * 8
