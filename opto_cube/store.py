@@ -469,7 +469,9 @@ def check_chunks(
     storage_options: dict[str, Any] | None = None,
     *,
     arrays: Iterable[str] | None = None,
-    suffixes: bool = True,
+    suffixes: bool | Iterable[str] = True,
+    group: Any = None,
+    attrs: dict[str, Any] | None = None,
 ) -> list[str]:
     """Problems with the chunks of a store, one line each (empty when every chunk is present and in place).
 
@@ -477,15 +479,17 @@ def check_chunks(
     bytes of each chunk compared with the CRC32C recorded when it was written
     (a chunk deleted, emptied, truncated, moved, swapped or re-encoded is
     found; bytes flipped inside one are found by reading it, which checks its
-    CRC32C). ``arrays`` limits the check to some arrays.
+    CRC32C). ``arrays`` limits the check to some arrays, and ``suffixes`` the
+    4-byte reads when it names arrays; ``group`` and ``attrs``, when the
+    caller has them open, spare reading the metadata again.
     """
-    attrs = read_store_attrs(path, storage_options) or {}
+    attrs = attrs if attrs is not None else read_store_attrs(path, storage_options) or {}
     if format_version(attrs) < 2:
         return [f"{path}: store format {format_version(attrs)} has no chunk checksums; reconvert it"]
     manifest = attrs.get(schema.ATTR_CHUNK_CRC32C)
     if not isinstance(manifest, dict):
         return [f"{path}: no chunk checksums ({schema.ATTR_CHUNK_CRC32C!r} missing): unfinished or damaged"]
-    expected = expected_chunks(_open_group(path, storage_options))
+    expected = expected_chunks(group if group is not None else _open_group(path, storage_options))
     wanted = set(arrays) if arrays is not None else None
     keys = sorted(k for k, (name, _) in expected.items() if wanted is None or name in wanted)
     problems = []
@@ -496,7 +500,10 @@ def check_chunks(
         elif key not in manifest:
             problems.append(f"{path}: chunk {key} has no recorded checksum")
     if suffixes:
-        checkable = [k for k in keys if k in present and k in manifest]
+        named = None if suffixes is True else set(suffixes)  # type: ignore[arg-type]
+        checkable = [
+            k for k in keys if k in present and k in manifest and (named is None or expected[k][0] in named)
+        ]
         for key, found in _suffixes(path, checkable, storage_options).items():
             if found != manifest[key]:
                 problems.append(
@@ -571,21 +578,22 @@ def _corrupt_chunk(path: StorePath, storage_options: dict[str, Any] | None, erro
 
 
 def _checked(
-    ds: xr.Dataset, path: StorePath, storage_options: dict[str, Any] | None, attrs: dict[str, Any]
+    ds: xr.Dataset, path: StorePath, storage_options: dict[str, Any] | None, attrs: dict[str, Any], group: Any
 ) -> xr.Dataset:
     """``ds`` with each data variable read through :class:`_CheckedChunks` (same chunks, same attributes)."""
     import dask.array as da
     from dask.base import tokenize
 
-    group = _open_group(path, storage_options)
     manifest = attrs.get(schema.ATTR_CHUNK_CRC32C) or {}
     for name in list(ds.data_vars):
         array = group[name]
         source = _CheckedChunks(path, name, storage_options, manifest, array)
         token = tokenize(str(path), name, array.shape, str(array.dtype), manifest.get(f"{name}/c/0/0/0"))
+        meta = np.empty((0,) * array.ndim, dtype=array.dtype)  # else dask reads a slice to learn it
         data = da.from_array(
-            source, chunks=array.chunks, name=f"opto-cube-{name}-{token}", asarray=False, fancy=False, lock=False
-        )
+            source, chunks=array.chunks, name=f"opto-cube-{name}-{token}", asarray=False, fancy=False, lock=False,
+            meta=meta,
+        )  # fmt: skip
         ds[name] = ds[name].copy(data=data)
     return ds
 
@@ -631,9 +639,11 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
     >>> result = convert.convert_session(folder, root + "/stores", bin_ms=10)  # doctest: +SKIP
     """
     storage_options = kwargs.get("storage_options")
-    attrs = read_store_attrs(path, storage_options)
-    if attrs is None:
-        raise StoreError(f"{path}: not an opto_cube store (no readable zarr.json)")
+    try:
+        group = _open_group(path, storage_options)  # the metadata, read once (consolidated)
+    except Exception as e:
+        raise StoreError(f"{path}: not an opto_cube store (no readable Zarr group: {' '.join(str(e).split())})") from e
+    attrs = dict(group.attrs)
     version = format_version(attrs)
     ours = schema.ATTR_FORMAT_VERSION in attrs or schema.ATTR_VERSION in attrs
     if not ours:  # a Zarr store opto_cube did not write: read as it is (and refused below if it holds no cube)
@@ -643,11 +653,8 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
             path, f"store format {version} (no window_counts, no chunk checksums): reconvert it with opto-cube convert"
         )
     else:
-        group = _open_group(path, storage_options)
-        small = [name for name, array in group.arrays() if array.ndim < 2]
-        problems = check_chunks(path, storage_options, suffixes=False) + check_chunks(
-            path, storage_options, arrays=small
-        )
+        small = [name for name, array in group.arrays() if array.ndim < 2]  # read below: their 4 bytes now
+        problems = check_chunks(path, storage_options, suffixes=small, group=group, attrs=attrs)
         if problems:
             raise StoreError(f"{problems[0]}: the store is damaged (opto-cube convert rebuilds it)")
     try:
@@ -660,11 +667,9 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
         raise StoreError(f"{path}: not an opto_cube store (no {schema.SPIKE_COUNTS!r} variable)")
     small = [name for name, c in ds.coords.items() if name not in ds.indexes and c.ndim == 1]
     # the small per-cluster and per-trial coordinates, read here in one go: never a round trip to a cluster
-    values = []
-    for name in small:
-        try:
-            values.append(dask.compute(ds[name].variable, scheduler="synchronous")[0])
-        except Exception as e:
-            raise StoreError(f"{_corrupt_chunk(path, storage_options, e)}: the store is damaged") from e
+    try:
+        values = dask.compute(*(ds[name].variable for name in small), scheduler="synchronous")
+    except Exception as e:
+        raise StoreError(f"{_corrupt_chunk(path, storage_options, e)}: the store is damaged") from e
     ds = ds.assign_coords(dict(zip(small, values, strict=True)))
-    return _checked(ds, path, storage_options, attrs) if version >= schema.FORMAT_VERSION else ds
+    return _checked(ds, path, storage_options, attrs, group) if version >= schema.FORMAT_VERSION else ds
