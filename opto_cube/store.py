@@ -639,6 +639,8 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
     >>> result = convert.convert_session(folder, root + "/stores", bin_ms=10)  # doctest: +SKIP
     """
     storage_options = kwargs.get("storage_options")
+    if not isinstance(path, (str, os.PathLike)):  # a zarr Store object (a wrapper counting reads): as xarray reads it
+        return _open_plain(path, **kwargs)
     try:
         group = _open_group(path, storage_options)  # the metadata, read once (consolidated)
     except Exception as e:
@@ -673,3 +675,16 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
         raise StoreError(f"{_corrupt_chunk(path, storage_options, e)}: the store is damaged") from e
     ds = ds.assign_coords(dict(zip(small, values, strict=True)))
     return _checked(ds, path, storage_options, attrs, group) if version >= schema.FORMAT_VERSION else ds
+
+
+def _open_plain(zstore: Any, **kwargs: Any) -> xr.Dataset:
+    """open_cube of a zarr Store object: no chunk checks (they need the store's path or URL)."""
+    try:
+        ds = xr.open_zarr(zstore, chunks={}, consolidated=True, **kwargs)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise StoreError(f"{zstore}: not an opto_cube store ({' '.join(str(e).split())})") from e
+    if schema.SPIKE_COUNTS not in ds:
+        raise StoreError(f"{zstore}: not an opto_cube store (no {schema.SPIKE_COUNTS!r} variable)")
+    small = [name for name, c in ds.coords.items() if name not in ds.indexes and c.ndim == 1]
+    values = dask.compute(*(ds[name].variable for name in small), scheduler="synchronous")
+    return ds.assign_coords(dict(zip(small, values, strict=True)))
