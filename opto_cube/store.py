@@ -9,6 +9,22 @@ store without the mark is invisible to :func:`open_catalog` and rebuilt by the
 next conversion. Stores are Zarr format 3 with consolidated metadata,
 standard codecs and variable-length UTF-8 strings, so plain
 ``xarray.open_zarr`` and other Zarr implementations read them without opto_cube.
+
+Integrity (format 2, ``docs/contract.md``): every array's chunks end with a
+CRC32C (Zarr v3's ``crc32c`` codec, after zstd), every chunk is written (no
+fill-value elision, so a missing chunk is damage), and the writer records the
+CRC32C of every chunk by key (attribute ``opto_cube_chunk_crc32c``) before
+setting the completion mark, last. :func:`open_cube` refuses a store with a
+missing chunk or a coordinate chunk not in its place, and reading a chunk of
+``spike_counts`` / ``window_counts`` that is missing, moved, truncated or
+corrupt raises a :class:`~opto_cube.errors.StoreError` naming store and chunk;
+it never reads as zeros. Only a folder recognised as an opto_cube store by its
+own metadata is ever replaced; anything else in the way is refused untouched.
+
+The session's ``session.json`` is kept whole under the ``session_json``
+attribute; its fields are also copied to the top level except those named
+like opto_cube's own attributes (``schema.OWN_ATTRS``, or starting with
+``opto_cube``), which only opto_cube writes.
 """
 
 from __future__ import annotations
