@@ -5,9 +5,10 @@ This is the only module that imports both the science (:mod:`opto_cube.response`
 (:mod:`opto_cube.plot`). The work is one task per session
 (:func:`session_results`): it opens the store itself (on a worker, when a
 ``distributed.Client`` is active), reads the small coordinates and
-``window_counts`` with plain numpy, computes that session's rows of the
-responses table and, when the maps need PSTHs, its per-condition time course
-in one pass over the cube, and returns those small results. Many sessions are
+``window_counts`` (and the stored timing arrays) with plain numpy, computes
+that session's rows of the responses table and, when the maps need PSTHs,
+its per-condition time course (the stored ``condition_counts``; one pass over
+the cube only for a store without them), and returns those small results. Many sessions are
 one ``dask.delayed`` task each and one ``dask.compute``: the default threads,
 processes and a ``distributed.Client`` all run them.
 
@@ -209,7 +210,8 @@ def session_results(
     table
         Compute the responses (from ``window_counts`` and the stored timing arrays; no read of the cube).
     time_course
-        Also sum the cube per condition (one pass over ``spike_counts``) and return it.
+        Also return the per-condition time course (:func:`opto_cube.psth.condition_time_course`:
+        the stored ``condition_counts``, or one pass over ``spike_counts`` for a store without them).
     psth_options
         Keyword arguments of :func:`opto_cube.psth.session_psth`: compute the session's
         part of the population PSTH from that pass (and return it, not the time course).
