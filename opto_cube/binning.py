@@ -227,7 +227,8 @@ def _count_chunk(
     # (edges pre_edge..zero_edge, i.e. onset - 0.5 <= t < onset) or stim window (zero_edge..stim_edge, i.e.
     # onset <= t < onset + duration), in windows[cluster, trial, 0 or 1]. With timing, the same incidence also
     # counts in course[cluster, codes[trial], j] (the session's time course per condition, accumulated over
-    # chunks) and, in the stim window, sets first[cluster, trial] = j - zero_edge if unset (-1): a trial's spikes
+    # chunks; laid out (condition, cluster, time): a trial's increments stay within one condition's slab) and,
+    # in the stim window, sets first[cluster, trial] = j - zero_edge if unset (-1): a trial's spikes
     # come in time order, so the first one set is the first spike. Returns the largest count reached (computed
     # in int64, so a dtype too small for it is detected even though out[...] wrapped).
     best = 0
@@ -241,7 +242,7 @@ def _count_chunk(
             if c > best:
                 best = c
             if timing:
-                course[k, codes[i], j] += 1
+                course[codes[i], k, j] += 1
             if j >= zero_edge:
                 if j < stim_stop:
                     windows[k, i, 1] += 1
@@ -406,13 +407,19 @@ class Timing:
     ([[0, -1]], 1, 1)
     """
 
+    @property
+    def time_course(self) -> np.ndarray:
+        """(cluster, condition, time), a view."""
+        return self.by_condition.transpose(1, 0, 2)
+
     def __init__(self, trial_condition: np.ndarray, n_conditions: int, bins: TimeBins, n_clusters: int) -> None:
         self.trial_condition = np.ascontiguousarray(trial_condition, dtype=np.int64)
         if self.trial_condition.size and (self.trial_condition.min() < 0 or self.trial_condition.max() >= n_conditions):
             raise ValueError(f"trial_condition must lie in [0, {n_conditions})")
         self.n_conditions = int(n_conditions)
-        # uint32 holds every sum unless the session has 2**32 spike incidences (checked by iter_count_chunks)
-        self.time_course = np.zeros((n_clusters, self.n_conditions, bins.n_bins), dtype=np.uint32)
+        # uint32 holds every sum unless the session has 2**32 spike incidences (checked by iter_count_chunks);
+        # (condition, cluster, time) in memory: a trial's increments stay within one condition's slab
+        self.by_condition = np.zeros((self.n_conditions, n_clusters, bins.n_bins), dtype=np.uint32)
         stim_bins = bins.n_bins - _Trials.window_edges(bins)[1]
         self.first_spike = np.full(
             (n_clusters, self.trial_condition.size),
@@ -481,9 +488,9 @@ def iter_count_chunks(
         codes, course, first = _NO_TIMING
         if timing is not None:
             incidences += int((hi - lo).sum())
-            if incidences > np.iinfo(timing.time_course.dtype).max:
-                timing.time_course = timing.time_course.astype(np.uint64)
-            codes, course, first = timing.trial_condition[sl], timing.time_course, timing.first_spike[:, sl]
+            if incidences > np.iinfo(timing.by_condition.dtype).max:
+                timing.by_condition = timing.by_condition.astype(np.uint64)
+            codes, course, first = timing.trial_condition[sl], timing.by_condition, timing.first_spike[:, sl]
         best = _count_chunk(
             times, clusters, lo, hi, part.onsets, rel, inv, part.stim_edge, part.stim_end, pre_edge, zero_edge,
             out, windows, codes, course, first, timing is not None,

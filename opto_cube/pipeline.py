@@ -31,7 +31,7 @@ Examples
 (192, 2)
 >>> written = run_maps(root + "/stores", root + "/maps", table=table)
 >>> sorted(written)
-['depth_vs_emitter.png', 'effect_map.png', 'maps.nc', 'modulation_index.png', 'psth.png']
+['depth_vs_emitter.png', 'effect_map.png', 'latency_vs_distance.png', 'maps.nc', 'modulation_index.png', 'psth.png']
 """
 
 from __future__ import annotations
@@ -385,16 +385,29 @@ def summary_figures(
     modulation: pd.DataFrame,
     rate: xr.DataArray,
     out_dir: str | os.PathLike,
+    table: pd.DataFrame | None = None,
+    *,
+    keep_artifacts: bool = False,
 ) -> dict[str, Path]:
-    """Draw and save the four figures of ``opto-cube maps`` (``schema.MAPS_FIGURES``); file name -> path."""
+    """Draw and save the figures of ``opto-cube maps`` (``schema.MAPS_FIGURES``); file name -> path.
+
+    The latency figure (:func:`opto_cube.plot_latency.plot_latency_vs_distance`, light-artifact
+    units left out unless ``keep_artifacts``) is drawn when the responses ``table`` is given.
+    """
+    from .plot_latency import plot_latency_vs_distance
+
     out = Path(out_dir)
-    effect_png, depth_png, modulation_png, psth_png = schema.MAPS_FIGURES
-    return {
+    effect_png, depth_png, modulation_png, psth_png, latency_png = schema.MAPS_FIGURES
+    written = {
         effect_png: plot.save_figure(plot.plot_effect_map(effect)[0, 0].figure, out / effect_png),
         depth_png: plot.save_figure(plot.plot_depth_vs_emitter(depth)[0].figure, out / depth_png),
         modulation_png: plot.save_figure(plot.plot_modulation_index(modulation).figure, out / modulation_png),
         psth_png: plot.save_figure(plot.plot_population_psth(rate)[0].figure, out / psth_png),
     }
+    if table is not None and schema.LATENCY in table.columns:
+        ax = plot_latency_vs_distance(table, include_artifacts=keep_artifacts)
+        written[latency_png] = plot.save_figure(ax.figure, out / latency_png)
+    return written
 
 
 def _bin_widths(source: Any) -> list[float]:
@@ -418,14 +431,15 @@ def run_maps(
     figures: bool = True,
     keep_artifacts: bool = False,
 ) -> dict[str, Path]:
-    """The ``opto-cube maps`` job: the maps to ``out_dir/maps.nc`` and the four figures as PNGs.
+    """The ``opto-cube maps`` job: the maps to ``out_dir/maps.nc`` and the figures as PNGs.
 
     ``maps.nc`` is netCDF4 (:func:`save_netcdf`) holding :func:`maps_dataset`.
     The figures: the effect map, depth against emitter depth, the modulation
     index of each unit at its strongest stimulation (unknown waveform types
     left out), and the population PSTH of units within 100 um of an emitter
     (every power; the longest pulse, or ``duration_s``; 5 ms bins when the
-    cubes' bins allow).
+    cubes' bins allow), and the response latency against distance (FS and RS
+    apart, per power; empty of points for stores binned over 2 ms).
 
     Parameters
     ----------
@@ -480,5 +494,5 @@ def run_maps(
         widths = pd.concat([r.clusters for r in results], ignore_index=True)
         modulation = maps.modulation_index(table, widths, per_unit=True, unknown_waveform="drop")
         rate = psth.combine_psths([r.psth for r in results], max_distance_um=schema.PSTH_NEAR_EMITTER_UM)
-        written.update(summary_figures(effect, depth, modulation, rate, out))
+        written.update(summary_figures(effect, depth, modulation, rate, out, table, keep_artifacts=keep_artifacts))
     return written

@@ -405,7 +405,7 @@ def timing_columns(
     """
     course = np.asarray(course)
     k, c = course.shape[0], pooling.shape[1]
-    pooled = np.einsum("kst,sc->kct", course, pooling, dtype=np.int64)  # exact integer sums
+    pooled = _pool(course, pooling)
     n_trials = stored[schema.N_TRIALS] @ pooling
     durations = np.where(pooling.T > 0, stored[schema.DURATION][None, :], np.inf).min(axis=1)
     durations = np.where(np.isfinite(durations), durations, 0.0)  # the stim window all pooled trials share
@@ -420,6 +420,23 @@ def timing_columns(
         course, stored[schema.N_TRIALS], time_s, stored[schema.DURATION], stored[schema.EMITTER], distance, bin_width_s
     )
     out[..., 4] = artifact[:, None]
+    return out
+
+
+def _pool(course: np.ndarray, pooling: np.ndarray) -> np.ndarray:
+    """``course`` (cluster, stored condition, time) summed into the requested conditions, exact integers.
+
+    The stored array itself when each requested condition is one stored condition in order (the default
+    ``by``): no copy. Otherwise one slice addition per stored condition (never a dense product: the array
+    is clusters x conditions x bins).
+    """
+    members = pooling.sum(axis=0)
+    target = np.argmax(pooling, axis=1)  # each stored condition's requested condition
+    if pooling.shape[0] == pooling.shape[1] and np.all(members == 1) and np.array_equal(target, np.arange(target.size)):
+        return course
+    out = np.zeros((course.shape[0], pooling.shape[1], course.shape[2]), np.int64)
+    for s in np.flatnonzero(pooling.any(axis=1)):
+        out[:, target[s]] += course[:, s]
     return out
 
 

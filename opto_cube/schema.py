@@ -505,7 +505,9 @@ PSTH_NEAR_EMITTER_UM = 100.0  # the maps' population PSTH: units within this dis
 PSTH_TARGET_BIN_MS = 5.0  # ... in bins of at least this width (a multiple of the cube's that tiles the pre window)
 TIME_COURSE = "time_course"  # condition_time_course: spikes summed over its trials, (cluster, condition, time)
 MAPS_NETCDF = "maps.nc"  # opto-cube maps: the maps, netCDF4 (HDF5, via h5netcdf)
-MAPS_FIGURES = ("effect_map.png", "depth_vs_emitter.png", "modulation_index.png", "psth.png")
+MAPS_FIGURES = (  # the last: latency against distance (issue 11, plot_latency)
+    "effect_map.png", "depth_vs_emitter.png", "modulation_index.png", "psth.png", "latency_vs_distance.png",
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------

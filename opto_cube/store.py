@@ -328,7 +328,7 @@ def _write_timing(group: zarr.Group, variables: dict[str, Any], timing: Any) -> 
     course = timing.time_course
     first = timing.first_spike
     stim_bins = int(first.max(initial=-1))
-    course = course.astype(smallest_uint(int(course.max(initial=0))), copy=False)
+    course = course.astype(smallest_uint(int(course.max(initial=0))), order="C")
     first = first.astype(np.int16 if stim_bins <= np.iinfo(np.int16).max else np.int32, copy=False)
     for name, values, fill in ((schema.CONDITION_COUNTS, course, 0), (schema.FIRST_SPIKE_BIN, first, -1)):
         array = group.create_array(
@@ -605,9 +605,7 @@ def check_chunks(
             problems.append(f"{path}: chunk {key} has no recorded checksum")
     if suffixes:
         named = None if suffixes is True else set(suffixes)  # type: ignore[arg-type]
-        checkable = [
-            k for k in keys if k in present and k in manifest and (named is None or expected[k][0] in named)
-        ]
+        checkable = [k for k in keys if k in present and k in manifest and (named is None or expected[k][0] in named)]
         for key, found in _suffixes(path, checkable, storage_options).items():
             if found != manifest[key]:
                 problems.append(
