@@ -199,7 +199,8 @@ def _spike_times_by_unit(
 
 def _metadata(session: io.Session, tip_offset_um: float) -> dict[str, Any]:
     return {
-        "session_json": session.attrs,
+        "session_json": session.attrs,  # the fields as reconciled with the arrays (the store's top level)
+        "session_json_as_read": session.session_json,  # session.json as read (the store's session_json attribute)
         "laser_calibration": session.laser_calibration,
         schema.ATTR_TIP_OFFSET: float(tip_offset_um),
         schema.ATTR_EMITTER_POSITIONS: list(schema.EMITTER_POSITIONS_FROM_TIP_UM),
@@ -769,4 +770,5 @@ def _read(path: Path, nwb: Any, sha: dict[str, str]) -> io.Session:
         n_channels=n_channels,
         surface_position_um=surface,
         spikes_per_cluster=per_cluster,
+        session_json=dict(meta.get("session_json_as_read", {})),
     )
