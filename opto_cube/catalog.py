@@ -222,7 +222,8 @@ def catalog_of(sources: Iterable[str | os.PathLike]) -> Catalog:
         if _is_store(source):
             found = {_session_id(source, read_store_attrs(source)): source}
         else:
-            found = {sid: _path(entry) for sid, entry in open_catalog(source).entries() if not isinstance(entry, xr.Dataset)}
+            listed = open_catalog(source).entries()
+            found = {sid: _path(entry) for sid, entry in listed if not isinstance(entry, xr.Dataset)}
             if not found:
                 raise StoreError(f"{source}: holds no {STORE_SUFFIX} stores")
         twice = sorted(set(found) & set(entries))

@@ -321,7 +321,8 @@ def write_cube(
     """
     target = target if is_url(target) else Path(target)
     counts = template[schema.SPIKE_COUNTS]
-    chunks = tuple(counts.encoding["chunks"]) if "chunks" in counts.encoding else tuple(c[0] for c in counts.chunks or ())
+    stored = counts.encoding.get("chunks")
+    chunks = tuple(stored) if stored is not None else tuple(c[0] for c in counts.chunks or ())
     if schema.WINDOW_COUNTS not in template:
         template = template.assign(
             {
