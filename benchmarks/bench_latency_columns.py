@@ -34,7 +34,9 @@ def _binning_pass(folder: Path, bin_ms: float, timing: bool) -> float:
     from opto_cube.conditions import trial_conditions
     from opto_cube.convert import cube_template
 
-    session = io.read_session(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the synthetic sessions' planted quirks
+        session = io.read_session(folder)
     bins = binning.plan_time_bins(session.stim[schema.DURATION], bin_ms=bin_ms)
     order = np.argsort(session.stim[schema.ONSET], kind="stable")
     onsets, durations = session.stim[schema.ONSET][order], session.stim[schema.DURATION][order]
