@@ -47,7 +47,7 @@ def _binning_pass(folder: Path, bin_ms: float, timing: bool) -> float:
         acc = binning.Timing(conditions.code, conditions.n_conditions, bins, session.n_clusters)
     start = time.perf_counter()
     for _ in binning.iter_count_chunks(
-        session.spikes.blocks(), onsets, durations, bins, session.n_clusters, buffers=2, timing=acc
+        session.spikes.blocks(), onsets, durations, bins, session.n_clusters, np.uint8, buffers=2, timing=acc
     ):
         pass
     return time.perf_counter() - start

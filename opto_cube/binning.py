@@ -412,14 +412,25 @@ class Timing:
         """(cluster, condition, time), a view."""
         return self.by_condition.transpose(1, 0, 2)
 
-    def __init__(self, trial_condition: np.ndarray, n_conditions: int, bins: TimeBins, n_clusters: int) -> None:
+    def __init__(
+        self,
+        trial_condition: np.ndarray,
+        n_conditions: int,
+        bins: TimeBins,
+        n_clusters: int,
+        count_dtype: np.dtype | type = np.uint8,
+    ) -> None:
         self.trial_condition = np.ascontiguousarray(trial_condition, dtype=np.int64)
         if self.trial_condition.size and (self.trial_condition.min() < 0 or self.trial_condition.max() >= n_conditions):
             raise ValueError(f"trial_condition must lie in [0, {n_conditions})")
         self.n_conditions = int(n_conditions)
-        # uint32 holds every sum unless the session has 2**32 spike incidences (checked by iter_count_chunks);
-        # (condition, cluster, time) in memory: a trial's increments stay within one condition's slab
-        self.by_condition = np.zeros((self.n_conditions, n_clusters, bins.n_bins), dtype=np.uint32)
+        # A sum holds at most (the condition's trials) x (the largest count count_dtype holds): the counts of a
+        # pass that completes fit count_dtype (else CountOverflow). So this dtype never wraps (uint16 for up to
+        # 257 trials a condition with uint8 counts). (condition, cluster, time) in memory: a trial's increments
+        # stay within one condition's slab.
+        self.count_dtype = np.dtype(count_dtype)
+        most = int(np.bincount(self.trial_condition, minlength=1).max()) * int(np.iinfo(self.count_dtype).max)
+        self.by_condition = np.zeros((self.n_conditions, n_clusters, bins.n_bins), dtype=smallest_uint(most))
         stim_bins = bins.n_bins - _Trials.window_edges(bins)[1]
         self.first_spike = np.full(
             (n_clusters, self.trial_condition.size),
@@ -479,7 +490,8 @@ def iter_count_chunks(
     rel, inv = bins.edges_s, 1.0 / bins.bin_width_s
     if timing is not None and timing.first_spike.shape != (n_clusters, trials.onsets.size):
         raise ValueError("timing was made for other trials or clusters")
-    incidences = 0
+    if timing is not None and np.iinfo(dtype).max > np.iinfo(timing.count_dtype).max:
+        raise ValueError(f"timing was made for {timing.count_dtype} counts, not {dtype}")
     for index, (sl, part, times, clusters, lo, hi) in enumerate(_iter_windows(spike_blocks, trials, trial_chunk)):
         n = sl.stop - sl.start
         out, windows = pool[index % len(pool)][:, :n], scratch[:, :n]
@@ -487,9 +499,6 @@ def iter_count_chunks(
         windows.fill(0)
         codes, course, first = _NO_TIMING
         if timing is not None:
-            incidences += int((hi - lo).sum())
-            if incidences > np.iinfo(timing.by_condition.dtype).max:
-                timing.by_condition = timing.by_condition.astype(np.uint64)
             codes, course, first = timing.trial_condition[sl], timing.by_condition, timing.first_spike[:, sl]
         best = _count_chunk(
             times, clusters, lo, hi, part.onsets, rel, inv, part.stim_edge, part.stim_end, pre_edge, zero_edge,

@@ -385,7 +385,7 @@ def convert_session(
     while True:
         template = cube_template(session, bins, dtype, tip_offset_um, (cluster_chunk, trial_chunk, bins.n_bins))
         timing = binning.Timing(
-            template[schema.TRIAL_CONDITION].values, template.sizes[schema.CONDITION], bins, n_clusters
+            template[schema.TRIAL_CONDITION].values, template.sizes[schema.CONDITION], bins, n_clusters, dtype
         )
         blocks: Iterator[binning.CountChunk] = binning.iter_count_chunks(
             session.spikes.blocks(), onsets, durations, bins, n_clusters, dtype, trial_chunk=trial_chunk, buffers=2,

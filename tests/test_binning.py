@@ -360,7 +360,7 @@ def test_timing_accumulation_equals_sums_of_the_cube(case, trial_chunk, data):
     whole = binning.spike_counts(times, clusters, onsets, durations, bins, n_clusters)
     n_conditions = data.draw(st.integers(1, 3))
     code = np.array(data.draw(st.lists(st.integers(0, n_conditions - 1), min_size=onsets.size, max_size=onsets.size)))
-    timing = binning.Timing(code, n_conditions, bins, n_clusters)
+    timing = binning.Timing(code, n_conditions, bins, n_clusters, whole.dtype)
     order = np.argsort(times, kind="stable")
     blocks = [(times[order], clusters[order])]
     for _ in binning.iter_count_chunks(blocks, onsets, durations, bins, n_clusters, whole.dtype, trial_chunk,
