@@ -577,7 +577,7 @@ def _read_session(folder: Path, sha: dict[str, str]) -> Session:
         raise SessionFormatError(
             c_file.path, f"has {c_file.shape[0]} spikes but spikes.times.npy has {t_file.shape[0]}; they must agree"
         )
-    is_sorted, per_cluster, time_range = _stream_spikes(t_file, c_file, n_clusters, sha)
+    is_sorted, per_cluster, _time_range = _stream_spikes(t_file, c_file, n_clusters, sha)
     if is_sorted:
         spikes = SpikeSource(t_file.shape[0], files=(t_file, c_file))
     else:

@@ -466,7 +466,7 @@ def _add_cube(nwb: Any, session: io.Session, cube_path: str | os.PathLike) -> No
     condition = np.array([lookup[t] for t in triples], dtype=np.uint64)  # the spec says uint64
     labels = [f"emitter={e} power_mw={power_levels[p]:.6g} duration_s={d:g}" for e, p, d in keys]
     counts = ds[schema.SPIKE_COUNTS].data  # trials already in onset order, as BinnedAlignedSpikes wants
-    n_clusters, n_trials, n_bins = counts.shape
+    _n_clusters, n_trials, n_bins = counts.shape
     rows = max(1, (64 << 20) // max(1, n_trials * n_bins * counts.dtype.itemsize))
     data = _ArrayChunks(counts, rows, (1, min(n_trials, 512), n_bins))
     bin_width = float(ds.attrs[schema.ATTR_BIN_WIDTH])
