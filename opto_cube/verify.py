@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from . import io, schema, store
+from . import chunks, io, schema, store
 from .errors import OptoCubeError, StoreError
 
 __all__ = ["StoreReport", "verify", "verify_store"]
@@ -226,7 +226,7 @@ def verify_store(
     if attrs is None or not store.is_ours(path, storage_options):
         report.problems.append(f"{name}: not an opto_cube store (no opto_cube metadata, or other files in it)")
         return report
-    version = store.format_version(attrs)
+    version = chunks.format_version(attrs)
     if version < schema.FORMAT_VERSION:
         report.problems.append(f"{name}: store format {version}, without checksums; reconvert it (convert rebuilds it)")
         return report
@@ -236,9 +236,9 @@ def verify_store(
         report.checked.append("completion mark")
     try:
         group = zarr.open_group(store.zarr_store(path, storage_options, read_only=True), mode="r")
-        expected = store.expected_chunks(group)
+        expected = chunks.expected_chunks(group)
         report.chunks = len(expected)
-        problems = store.check_chunks(path, storage_options)
+        problems = chunks.check_chunks(path, storage_options)
     except Exception as e:
         report.problems.append(f"{name}: metadata cannot be read ({_one_line(e)})")
         return report

@@ -903,7 +903,7 @@ def add_window_counts(store_dir: Path) -> None:
     """
     import zarr
 
-    from opto_cube import store
+    from opto_cube import chunks, store
 
     if schema.WINDOW_COUNTS in zarr.open_group(store_dir, mode="r"):
         return
@@ -913,18 +913,18 @@ def add_window_counts(store_dir: Path) -> None:
     stim_bins = (centres[None, :] > 0) & (centres[None, :] < ds[schema.DURATION].values[:, None])
     stim = (ds[schema.SPIKE_COUNTS].values * stim_bins[None]).sum(-1)
     counts = np.stack([pre, stim], axis=-1).astype(np.uint32)
-    chunks = ds[schema.SPIKE_COUNTS].encoding["chunks"][:2] + (2,)
+    window_chunks = ds[schema.SPIKE_COUNTS].encoding["chunks"][:2] + (2,)
     extra = xr.Dataset(
         {schema.WINDOW_COUNTS: ((schema.CLUSTER, schema.TRIAL, schema.WINDOW), counts)},
         coords={schema.WINDOW: np.array(schema.WINDOWS, dtype=object)},
     )
     attrs = store.read_store_attrs(store_dir)
     encoding = {name: {"compressors": store.COMPRESSORS} for name in extra.variables}
-    encoding[schema.WINDOW_COUNTS]["chunks"] = chunks
+    encoding[schema.WINDOW_COUNTS]["chunks"] = window_chunks
     zstore = store.zarr_store(store_dir)
     extra.to_zarr(zstore, mode="a", zarr_format=3, consolidated=False, encoding=encoding, write_empty_chunks=True)
     zarr.open_group(zstore, mode="r+").attrs.update(attrs)  # xarray's append replaced the group's attributes
-    store.seal(zstore, store_dir)
+    chunks.seal(zstore, store_dir)
 
 
 # --------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import xarray as xr
 from helpers import OTHER_SESSION_ID, SESSION_ID, assert_exact, store_listing, tiny_spec, write_synth
 from test_io import BROKEN_IDS, BROKEN_INPUTS, MARKER, break_session
 
-from opto_cube import cli, schema, store, synth
+from opto_cube import chunks, cli, schema, store, synth
 
 SCRIPT = Path(sys.executable).with_name("opto-cube")
 
@@ -500,7 +500,7 @@ def test_a_killed_in_place_write_is_never_complete(tmp_path, clean_session, monk
         seen["complete"] = store.is_complete(path)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store, "seal", interrupted)
+    monkeypatch.setattr(chunks, "seal", interrupted)
     from opto_cube import convert
 
     with pytest.raises(KeyboardInterrupt):

@@ -22,7 +22,7 @@ import pytest
 import xarray as xr
 from helpers import OTHER_SESSION_ID, SESSION_ID, tiny_spec, write_synth
 
-from opto_cube import catalog, cli, convert, pipeline, schema, store
+from opto_cube import catalog, chunks, cli, convert, pipeline, schema, store
 from opto_cube.errors import OptoCubeWarning, StoreError
 from opto_cube.verify import verify
 
@@ -356,7 +356,7 @@ def test_interrupted_in_place_write_is_never_listed_nor_skipped(
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patched:
-        patched.setattr(store, "seal", killed)
+        patched.setattr(chunks, "seal", killed)
         with pytest.raises(KeyboardInterrupt):
             convert.convert_session(folder, url, bin_ms=BIN_MS)
     assert seen == {"complete": False}

@@ -15,7 +15,7 @@ import xarray as xr
 import zarr
 from helpers import SESSION_ID, raise_if_dask_computes, write_synth
 
-from opto_cube import binning, convert, io, schema, store
+from opto_cube import binning, chunks, convert, io, schema, store
 from opto_cube.errors import StoreError
 
 
@@ -82,7 +82,7 @@ def test_write_cube_round_trip(tmp_path, template):
     attrs = dict(opened.attrs)
     assert attrs.pop(schema.ATTR_COMPLETE) is True
     manifest = attrs.pop(schema.ATTR_CHUNK_CRC32C)  # one CRC32C per chunk of every array
-    assert sorted(manifest) == sorted(store.expected_chunks(zarr.open_group(target, mode="r")))
+    assert sorted(manifest) == sorted(chunks.expected_chunks(zarr.open_group(target, mode="r")))
     # blocks without their window counts: write_cube sums them from the bins, in the smallest dtype
     in_pre = (ds[schema.TIME].values > -0.5) & (ds[schema.TIME].values < 0)
     in_stim = (ds[schema.TIME].values[None] > 0) & (ds[schema.TIME].values[None] < ds[schema.DURATION].values[:, None])

@@ -14,7 +14,7 @@ from helpers import DAMAGES, SESSION_ID, add_window_counts, chunk_files, convert
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from opto_cube import cli, schema, store
+from opto_cube import chunks, cli, schema, store
 from opto_cube.errors import StoreError
 from opto_cube.verify import verify, verify_store
 
@@ -29,10 +29,10 @@ def sealed(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[int, int], Pa
     root = tmp_path_factory.mktemp("sealed")
     folder = write_synth(root / "data" / schema.SESSIONS_DIR / SESSION_ID)
     out = {}
-    for chunks in CHUNKINGS:
-        result, _ = convert_recording(folder, root / f"stores_{chunks[0]}_{chunks[1]}", bin_ms=10, chunks=chunks)
+    for chunking in CHUNKINGS:
+        result, _ = convert_recording(folder, root / f"stores_{chunking[0]}_{chunking[1]}", bin_ms=10, chunks=chunking)
         add_window_counts(Path(result.store))
-        out[chunks] = Path(result.store)
+        out[chunking] = Path(result.store)
     return out
 
 
@@ -52,7 +52,7 @@ def test_whole_store_verifies_and_reads(sealed, tmp_path):
     path = sealed[(4, 16)]
     (report,) = verify(path, data_root=path.parent.parent / "data")
     assert report.ok, report.problems
-    assert report.chunks == len(store.expected_chunks(zarr.open_group(path, mode="r")))
+    assert report.chunks == len(chunks.expected_chunks(zarr.open_group(path, mode="r")))
     assert "window_counts = window sums" in report.checked
     assert any("SHA-256" in c for c in report.checked)
     ds = store.open_cube(path)
@@ -96,7 +96,7 @@ def test_window_counts_that_disagree_with_the_cube(sealed, tmp_path):
     values = array[:]
     values[2, 5, 1] += 1
     array[:] = values
-    store.seal(store.zarr_store(path), path)  # checksums recorded again: every chunk "in place"
+    chunks.seal(store.zarr_store(path), path)  # checksums recorded again: every chunk "in place"
     report = verify_store(path)
     assert [p for p in report.problems if "differs from the window sums" in p] == [
         f"{path}: window_counts differs from the window sums of chunk spike_counts/c/0/0/0 at cluster 2, trial 5"
@@ -173,7 +173,7 @@ def test_property_any_damage_of_any_chunk_is_detected(sealed, tmp_path_factory, 
     """A random chunk of any array (coordinates included) of a random store, damaged in a random way."""
     source = sealed[data.draw(st.sampled_from(CHUNKINGS), label="chunks")]
     path = _copy(source, tmp_path_factory.mktemp("damaged"))
-    keys = sorted(store.expected_chunks(zarr.open_group(path, mode="r")))
+    keys = sorted(chunks.expected_chunks(zarr.open_group(path, mode="r")))
     key = data.draw(st.sampled_from(keys), label="chunk")
     how = data.draw(st.sampled_from(DAMAGES), label="damage")
     other = None

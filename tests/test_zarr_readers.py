@@ -27,7 +27,7 @@ import xarray as xr
 import zarr
 from helpers import SESSION_ID, convert_recording, damage, quirky_spec, write_synth
 
-from opto_cube import schema, store
+from opto_cube import chunks, schema
 
 ts = pytest.importorskip("tensorstore", reason="tensorstore is not installed (pip install tensorstore)")
 
@@ -206,8 +206,8 @@ def test_group_metadata_is_plain_json(cube_store: Path) -> None:
 def test_every_array_is_checksummed_and_every_chunk_written(cube_store: Path) -> None:
     for name, meta in _metadata(cube_store).items():
         assert [c["name"] for c in meta["codecs"]][-2:] == ["zstd", "crc32c"], name
-    expected = store.expected_chunks(zarr.open_group(cube_store, mode="r"))
-    assert set(expected) <= store.listed_keys(cube_store)
+    expected = chunks.expected_chunks(zarr.open_group(cube_store, mode="r"))
+    assert set(expected) <= chunks.listed_keys(cube_store)
 
 
 def test_tensorstore_refuses_a_flipped_chunk(tmp_path: Path, cube_store: Path) -> None:

@@ -1,0 +1,285 @@
+"""Every chunk present, in place and whole: the sealed CRC32C manifest and the checks.
+
+Integrity (format 2, ``docs/contract.md``): every array's chunks end with a
+CRC32C (Zarr v3's ``crc32c`` codec, after zstd), every chunk is written (no
+fill-value elision, so a missing chunk is damage), and the writer records the
+CRC32C of every chunk by key (attribute ``opto_cube_chunk_crc32c``) before
+setting the completion mark, last (:func:`seal`). :func:`check_chunks` finds a
+missing chunk or one not in its place from one listing of the store's keys and
+the last 4 bytes of each chunk; :func:`opto_cube.store.open_cube` refuses such
+a store, and reading a chunk of ``spike_counts`` / ``window_counts`` that is
+missing, moved, truncated or corrupt (through :func:`checked`) raises a
+:class:`~opto_cube.errors.StoreError` naming store and chunk; it never reads
+as zeros.
+
+The few ways of reaching a store that the checks need (:func:`is_url`,
+:func:`zarr_store`, :func:`read_store_attrs`, :func:`format_version`) live
+here too, so that this module imports none of :mod:`opto_cube.store`; the
+store module imports them and keeps them as its own names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from . import schema
+from .errors import StoreError
+
+StorePath = Path | str  # a local path, or a URL such as s3://bucket/prefix/<id>.zarr
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names object storage (``s3://...``) rather than a local folder."""
+    return "://" in os.fspath(path) and not os.fspath(path).startswith("file://")
+
+
+def zarr_store(path: StorePath, storage_options: dict[str, Any] | None = None, read_only: bool = False) -> Any:
+    """The zarr Store object of a local path or an fsspec URL."""
+    if is_url(path):
+        return zarr.storage.FsspecStore.from_url(str(path), storage_options=storage_options or {}, read_only=read_only)
+    return zarr.storage.LocalStore(Path(path), read_only=read_only)
+
+
+def read_store_attrs(path: StorePath, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The group attributes of a store, or None when there is no readable store there."""
+    try:
+        if is_url(path):
+            import fsspec
+
+            with fsspec.open(f"{str(path).rstrip('/')}/zarr.json", "rb", **(storage_options or {})) as f:
+                meta = json.loads(f.read())
+        else:
+            meta = json.loads((Path(path) / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta.get("attributes", {}) if isinstance(meta, dict) else None
+
+
+def format_version(attrs: dict[str, Any]) -> int:
+    """The store format of a store's attributes (1 for stores older than the attribute)."""
+    value = attrs.get(schema.ATTR_FORMAT_VERSION, 1)
+    return value if isinstance(value, int) else 1
+
+
+# --------------------------------------------------------------------------
+# The manifest and the checks
+# --------------------------------------------------------------------------
+def open_group(path: StorePath, storage_options: dict[str, Any] | None) -> Any:
+    """The store's root Zarr group, read-only: from its consolidated metadata, else from the plain metadata."""
+    zstore = zarr_store(path, storage_options, read_only=True)
+    try:
+        return zarr.open_group(zstore, mode="r", use_consolidated=True)
+    except Exception:  # consolidated metadata missing or unreadable: the plain metadata
+        return zarr.open_group(zstore, mode="r", use_consolidated=False)
+
+
+def expected_chunks(group: Any) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``{"<array>/<chunk key>": (array name, chunk coordinates)}`` of every chunk every array of ``group`` has."""
+    out = {}
+    for name, array in group.arrays():
+        encoding = array.metadata.chunk_key_encoding
+        for coords in np.ndindex(*array.cdata_shape):
+            out[f"{name}/{encoding.encode_chunk_key(coords)}"] = (name, tuple(int(c) for c in coords))
+    return out
+
+
+def listed_keys(path: StorePath, storage_options: dict[str, Any] | None = None) -> set[str]:
+    """Every key (file) of a store: one walk locally, one recursive LIST on object storage."""
+    if is_url(path):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
+        fs.invalidate_cache(root)
+        root = root.rstrip("/")
+        return {name[len(root) + 1 :] for name in fs.find(root)}
+    root = Path(path)
+    keys: set[str] = set()
+    for folder, _, files in os.walk(root):
+        rel = Path(folder).relative_to(root).as_posix()
+        keys.update(f if rel == "." else f"{rel}/{f}" for f in files)
+    return keys
+
+
+def _suffixes(path: StorePath, keys: list[str], storage_options: dict[str, Any] | None) -> dict[str, str | None]:
+    """The last 4 bytes (a chunk's CRC32C), hex, of each key; None when the key is missing."""
+    import asyncio
+
+    from zarr.abc.store import SuffixByteRequest
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    zstore = zarr_store(path, storage_options, read_only=True)
+    prototype = default_buffer_prototype()
+
+    async def one(key: str) -> str | None:
+        buf = await zstore.get(key, prototype, byte_range=SuffixByteRequest(4))
+        return None if buf is None else buf.to_bytes().hex()
+
+    async def every() -> list[str | None]:
+        return list(await asyncio.gather(*(one(k) for k in keys)))
+
+    return dict(zip(keys, sync(every()), strict=True)) if keys else {}
+
+
+def chunk_manifest(path: StorePath, storage_options: dict[str, Any] | None = None) -> dict[str, str]:
+    """``{"<array>/<chunk key>": crc32c hex}`` of every chunk of the store as it is now (see ``ATTR_CHUNK_CRC32C``)."""
+    keys = sorted(expected_chunks(open_group(path, storage_options)))
+    found = _suffixes(path, keys, storage_options)
+    missing = [k for k, v in found.items() if v is None]
+    if missing:
+        raise StoreError(f"{path}: chunk {missing[0]} was not written ({len(missing)} missing)")
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def seal(zstore: Any, path: StorePath, storage_options: dict[str, Any] | None = None) -> None:
+    """Finish a store: the checksum of every chunk, then the completion mark, then consolidated metadata.
+
+    Called last by the writer, once every chunk is written: the mark is
+    opto_cube's own (never copied from an input), so a store without it is
+    unfinished.
+    """
+    manifest = chunk_manifest(path, storage_options)
+    group = zarr.open_group(zstore, mode="r+")
+    group.attrs.update({schema.ATTR_CHUNK_CRC32C: manifest})
+    group.attrs[schema.ATTR_COMPLETE] = True  # last: the store is whole
+    zarr.consolidate_metadata(zstore)
+
+
+def check_chunks(
+    path: StorePath,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    arrays: Iterable[str] | None = None,
+    suffixes: bool | Iterable[str] = True,
+    group: Any = None,
+    attrs: dict[str, Any] | None = None,
+) -> list[str]:
+    """Problems with the chunks of a store, one line each (empty when every chunk is present and in place).
+
+    Cheap: one listing of the store's keys, and with ``suffixes`` the last 4
+    bytes of each chunk compared with the CRC32C recorded when it was written
+    (a chunk deleted, emptied, truncated, moved, swapped or re-encoded is
+    found; bytes flipped inside one are found by reading it, which checks its
+    CRC32C). ``arrays`` limits the check to some arrays, and ``suffixes`` the
+    4-byte reads when it names arrays; ``group`` and ``attrs``, when the
+    caller has them open, spare reading the metadata again.
+    """
+    attrs = attrs if attrs is not None else read_store_attrs(path, storage_options) or {}
+    if format_version(attrs) < 2:
+        return [f"{path}: store format {format_version(attrs)} has no chunk checksums; reconvert it"]
+    manifest = attrs.get(schema.ATTR_CHUNK_CRC32C)
+    if not isinstance(manifest, dict):
+        return [f"{path}: no chunk checksums ({schema.ATTR_CHUNK_CRC32C!r} missing): unfinished or damaged"]
+    expected = expected_chunks(group if group is not None else open_group(path, storage_options))
+    wanted = set(arrays) if arrays is not None else None
+    keys = sorted(k for k, (name, _) in expected.items() if wanted is None or name in wanted)
+    problems = []
+    present = listed_keys(path, storage_options)
+    for key in keys:
+        if key not in present:
+            problems.append(f"{path}: chunk {key} is missing (deleted or never written)")
+        elif key not in manifest:
+            problems.append(f"{path}: chunk {key} has no recorded checksum")
+    if suffixes:
+        named = None if suffixes is True else set(suffixes)  # type: ignore[arg-type]
+        checkable = [k for k in keys if k in present and k in manifest and (named is None or expected[k][0] in named)]
+        for key, found in _suffixes(path, checkable, storage_options).items():
+            if found != manifest[key]:
+                problems.append(
+                    f"{path}: chunk {key} is not the chunk written there (checksum {found} recorded {manifest[key]}:"
+                    " truncated, moved, swapped or re-encoded)"
+                )
+    return problems
+
+
+class _CheckedChunks:
+    """An array that reads one stored chunk at a time and raises a StoreError naming store and chunk.
+
+    Before decoding, the chunk must exist and end with the CRC32C recorded when
+    it was written at that place; decoding checks the CRC32C against the bytes.
+    """
+
+    def __init__(
+        self, path: StorePath, name: str, storage_options: dict[str, Any] | None, manifest: dict[str, str], array: Any
+    ) -> None:
+        self.path, self.name, self.storage_options, self.manifest = path, name, storage_options, manifest
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+        self.chunks = array.chunks
+        self._encoding = array.metadata.chunk_key_encoding
+        self._array: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_array": None}
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        coords = tuple((s.start or 0) // c for s, c in zip(key, self.chunks, strict=True))
+        chunk = f"{self.name}/{self._encoding.encode_chunk_key(coords)}"
+        where = f"{self.path}: chunk {chunk}"
+        try:
+            found = _suffixes(self.path, [chunk], self.storage_options)[chunk]
+        except Exception as e:
+            raise StoreError(f"{where}: cannot be read ({' '.join(str(e).split())})") from e
+        if found is None:
+            raise StoreError(f"{where} is missing (deleted or never written): the store is damaged")
+        if found != self.manifest.get(chunk):
+            raise StoreError(
+                f"{where} is not the chunk written there (truncated, moved, swapped or re-encoded):"
+                " the store is damaged"
+            )
+        try:
+            if self._array is None:
+                self._array = zarr.open_array(
+                    zarr_store(self.path, self.storage_options, read_only=True), path=self.name, mode="r"
+                )
+            return np.asarray(self._array[key])
+        except Exception as e:
+            raise StoreError(f"{where} is corrupt ({' '.join(str(e).split())}): the store is damaged") from e
+
+
+def corrupt_chunk(path: StorePath, storage_options: dict[str, Any] | None, error: BaseException) -> str:
+    """``"<store>: chunk <key> is corrupt (<why>)"`` for the first small (1-D) array chunk that does not decode."""
+    why = " ".join(str(error).split()) or type(error).__name__
+    try:
+        group = open_group(path, storage_options)
+        for name, array in group.arrays():
+            if array.ndim >= 2:
+                continue
+            for coords in np.ndindex(*array.cdata_shape):
+                block = tuple(slice(c * n, (c + 1) * n) for c, n in zip(coords, array.chunks, strict=True))
+                try:
+                    array[block]
+                except Exception as e:
+                    key = f"{name}/{array.metadata.chunk_key_encoding.encode_chunk_key(coords)}"
+                    return f"{path}: chunk {key} is corrupt ({' '.join(str(e).split())})"
+    except Exception:  # the metadata itself: say what the first error said
+        pass
+    return f"{path}: cannot be opened ({why})"
+
+
+def checked(
+    ds: xr.Dataset, path: StorePath, storage_options: dict[str, Any] | None, attrs: dict[str, Any], group: Any
+) -> xr.Dataset:
+    """``ds`` with each data variable read through :class:`_CheckedChunks` (same chunks, same attributes)."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    manifest = attrs.get(schema.ATTR_CHUNK_CRC32C) or {}
+    for name in list(ds.data_vars):
+        array = group[name]
+        source = _CheckedChunks(path, str(name), storage_options, manifest, array)
+        token = tokenize(str(path), name, array.shape, str(array.dtype), manifest.get(f"{name}/c/0/0/0"))
+        meta = np.empty((0,) * array.ndim, dtype=array.dtype)  # else dask reads a slice to learn it
+        data = da.from_array(
+            source, chunks=array.chunks, name=f"opto-cube-{name}-{token}", asarray=False, fancy=False, lock=False,
+            meta=meta,
+        )  # fmt: skip
+        ds[name] = ds[name].copy(data=data)
+    return ds
