@@ -94,12 +94,15 @@ def plot_latency_vs_distance(
     plt = _plt()
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
-    powers = np.sort(table[schema.POWER].dropna().unique())
+    # one line per power as the legend shows it (3 significant digits): calibrated powers of different
+    # sessions differ by more than the within-session tolerance, and would repeat a label otherwise
+    shown = rows[schema.POWER].map(lambda p: float(f"{p:.3g}"))
+    powers = np.sort(table[schema.POWER].dropna().map(lambda p: float(f"{p:.3g}")).unique())
     shades = np.linspace(0.35, 1.0, max(powers.size, 1))
     for waveform in schema.WAVEFORM_TYPES:
         base = np.asarray(plt.matplotlib.colors.to_rgb(WAVEFORM_COLORS.get(waveform, "0.45")))
         for power, strength in zip(powers, shades, strict=False):
-            sub = rows[(rows[schema.WAVEFORM_TYPE] == waveform) & (rows[schema.POWER] == power)]
+            sub = rows[(rows[schema.WAVEFORM_TYPE] == waveform) & (shown == power)]
             if sub.empty:
                 continue
             color = tuple(1 - strength * (1 - base))
