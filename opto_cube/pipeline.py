@@ -57,6 +57,7 @@ from .store import StorePath, atomic_file
 __all__ = [
     "SessionResults",
     "maps_dataset",
+    "report_content",
     "responses_table",
     "run_maps",
     "run_report",
@@ -668,6 +669,57 @@ def _report_sections(r: _ReportResults) -> list[Any]:
     return sections
 
 
+def report_content(
+    source: Any,
+    *,
+    distance_bin_um: float = schema.MAP_DEFAULT_DISTANCE_BIN_UM,
+    duration_s: Any = None,
+    table: pd.DataFrame | None = None,
+    n_boot: int = schema.EXTENT_N_BOOT,
+    seed: int = 0,
+    title: str | None = None,
+) -> Any:
+    """What :func:`run_report` writes, as a :class:`opto_cube.report.ReportContent` (its figures open).
+
+    Computes everything first (one pass over the sessions, then the tables),
+    then draws. Close the figures when done (:func:`run_report` does). The
+    parameters are those of :func:`run_report`.
+
+    Returns
+    -------
+    opto_cube.report.ReportContent
+        The summary (one row per session, with ``responding_units``), the
+        sections ``schema.REPORT_SECTIONS`` in that order, the parameters.
+
+    Raises
+    ------
+    OptoCubeError
+        ``source`` holds no session, or no unit to map.
+    """
+    from .report import ReportContent
+
+    n_sessions = len(sessions_of(source)) if not isinstance(source, Catalog) else len(source)
+    if n_sessions == 0:
+        raise OptoCubeError(f"{source}: no sessions to report (no .zarr stores)")
+    results = _report_results(
+        source, distance_bin_um=distance_bin_um, duration_s=duration_s, table=table, n_boot=n_boot, seed=seed
+    )
+    plt = plot._plt()  # the Agg backend without a display
+    before = set(plt.get_fignums())
+    try:
+        sections = _report_sections(results)
+    except BaseException:
+        for number in set(plt.get_fignums()) - before:
+            plt.close(number)
+        raise
+    return ReportContent(
+        title or f"opto_cube report: {n_sessions} session{'s' * (n_sessions != 1)}",
+        results.summary,
+        sections,
+        parameters=results.parameters,
+    )
+
+
 def run_report(
     source: Any,
     out: str | os.PathLike,
@@ -736,22 +788,19 @@ def run_report(
     >>> page.name, page.read_text(encoding="utf-8").count("<svg") >= 6
     ('report.html', True)
     """
-    from .report import ReportContent, write_report
+    from .report import write_report
 
-    n_sessions = len(sessions_of(source)) if not isinstance(source, Catalog) else len(source)
-    if n_sessions == 0:
-        raise OptoCubeError(f"{source}: no sessions to report (no .zarr stores)")
-    results = _report_results(
-        source, distance_bin_um=distance_bin_um, duration_s=duration_s, table=table, n_boot=n_boot, seed=seed
-    )
-    plt = plot._plt()  # the Agg backend without a display
+    plt = plot._plt()
     before = set(plt.get_fignums())
     try:
-        content = ReportContent(
-            title or f"opto_cube report: {n_sessions} session{'s' * (n_sessions != 1)}",
-            results.summary,
-            _report_sections(results),
-            parameters=results.parameters,
+        content = report_content(
+            source,
+            distance_bin_um=distance_bin_um,
+            duration_s=duration_s,
+            table=table,
+            n_boot=n_boot,
+            seed=seed,
+            title=title,
         )
         return write_report(content, out)
     finally:
