@@ -316,10 +316,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .pipeline import run_report
 
     out = Path(args.out)
-    if out.suffix.lower() not in schema.REPORT_SUFFIXES:
-        raise OptoCubeError(f"{out}: the report is an HTML page; give a file name ending in .html")
     if out.is_dir():
         raise OptoCubeError(f"{out}: is a folder; give the report's file name (for instance {out / 'report.html'})")
+    if out.suffix.lower() not in schema.REPORT_SUFFIXES:
+        raise OptoCubeError(f"{out}: the report is an HTML page; give a file name ending in .html")
     catalog = catalog_of([args.stores])
     table = _read_responses(args.responses) if args.responses else None
     with _dask_cluster(args):
