@@ -1,4 +1,4 @@
-"""The jobs: ``opto-cube responses`` and ``opto-cube maps``, from stores to saved tables, maps and figures.
+"""The jobs: ``opto-cube responses``, ``maps`` and ``report``, from stores to saved tables, maps, figures, a page.
 
 This is the only module that imports both the science (:mod:`opto_cube.response`,
 :mod:`opto_cube.psth`, :mod:`opto_cube.maps`) and the drawing
@@ -13,8 +13,8 @@ processes and a ``distributed.Client`` all run them.
 
 Where later jobs go: a time-resolved column of the table (latency, light
 artifact) is computed from :attr:`SessionResults.time_course` in
-:func:`session_results`; a report is a function beside :func:`run_maps` that
-takes the same :class:`SessionResults`.
+:func:`session_results`; a new job is a function beside :func:`run_maps` that
+takes the same :class:`SessionResults`, as :func:`run_report` (the HTML page) does.
 
 Examples
 --------
