@@ -299,11 +299,12 @@ def plot_p50_vs_distance(
             label=f"{wtype} (n = {len(sub)})",
         )
     if len(shown) and (shown[schema.PR_P50] > 0).all():
-        from matplotlib.ticker import ScalarFormatter
+        from matplotlib.ticker import FuncFormatter
 
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(ScalarFormatter())
-        ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        # minor ticks labelled only at 2 and 5 x 10^k: every minor label crowds the axis over a decade
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
     ax.axvline(0.0, color="0.3", lw=0.8, ls="--")
     ax.set_xlabel(SIGNED_DISTANCE_LABEL)
     ax.set_ylabel("half-maximal power, p50 (mW)")
