@@ -38,7 +38,7 @@ import xarray as xr
 
 from . import schema
 from .errors import StoreError, warn
-from .store import STORE_SUFFIX, StorePath, is_url, open_cube, read_store_attrs
+from .store import STORE_SUFFIX, StorePath, is_url, list_stores, open_cube, read_store_attrs
 
 __all__ = ["Catalog", "catalog_of", "cluster_table", "cubes_of", "open_catalog", "sessions_of"]
 
@@ -145,32 +145,6 @@ def _summary_row(session_id: str, ds: xr.Dataset) -> dict[str, Any]:
     }
 
 
-def _list_stores(folder_or_url: str | os.PathLike, storage_options: dict[str, Any]) -> list[str]:
-    """Paths (or URLs) of the ``*.zarr`` entries of a folder; hidden and temporary entries skipped."""
-    text = os.fspath(folder_or_url)
-    if is_url(text):
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(text, **storage_options)
-        fs.invalidate_cache(root)  # a listing cached earlier in this process would miss stores written since
-        if not fs.isdir(root):
-            raise StoreError(f"{text}: no such folder of stores")
-        names = [entry.rstrip("/") for entry in fs.ls(root, detail=False)]
-        return sorted(
-            fs.unstrip_protocol(name)
-            for name in names
-            if name.rsplit("/", 1)[-1].endswith(STORE_SUFFIX) and not name.rsplit("/", 1)[-1].startswith(".")
-        )
-    folder = Path(text.removeprefix("file://"))
-    if not folder.is_dir():
-        raise StoreError(f"{folder}: no such folder of stores")
-    return [
-        str(p)
-        for p in sorted(folder.iterdir())
-        if p.name.endswith(STORE_SUFFIX) and not p.name.startswith(".") and p.is_dir()
-    ]
-
-
 def open_catalog(folder_or_url: str | os.PathLike, **storage_options: Any) -> Catalog:
     """Every ``*.zarr`` store of a folder (local path or fsspec URL), each opened when first asked for.
 
@@ -204,7 +178,7 @@ def open_catalog(folder_or_url: str | os.PathLike, **storage_options: Any) -> Ca
     <opto_cube.Catalog: 0 sessions from ...>
     """
     paths: dict[str, StorePath] = {}
-    for path in _list_stores(folder_or_url, storage_options):
+    for path in list_stores(folder_or_url, storage_options):
         attrs = read_store_attrs(path, storage_options)
         if not (attrs and attrs.get(schema.ATTR_COMPLETE)):
             warn(path, "incomplete store (no completion mark: unfinished or interrupted conversion); skipped")

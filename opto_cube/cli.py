@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
+import shutil
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -25,12 +27,26 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def escaped(text: str) -> str:
+    """``text`` with control characters shown escaped (a newline in a folder name stays on one line).
+
+    Examples
+    --------
+    >>> escaped("a\\nb\\tc")
+    'a\\\\nb\\\\tc'
+    """
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def _say(*parts: object) -> None:
     print(*parts, flush=True)
 
 
 def _err(message: str) -> None:
-    print(f"opto-cube: {message}", file=sys.stderr, flush=True)
+    print(f"opto-cube: {escaped(message)}", file=sys.stderr, flush=True)
 
 
 def _window(text: str) -> tuple[float, float]:
@@ -39,6 +55,16 @@ def _window(text: str) -> tuple[float, float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected START,STOP in seconds (e.g. -0.5,1.0), got {text!r}") from None
     return start, stop
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -63,7 +89,7 @@ def _report(results: Sequence, quiet: bool = False) -> int:
             failed += 1
             _err(f"error: {r.error}")
         elif not quiet:
-            _say(str(r))
+            _say(escaped(str(r)))
     counts = {s: sum(r.status == s for r in results) for s in ("converted", "skipped", "failed")}
     _say(", ".join(f"{n} {s}" for s, n in counts.items()) + f" ({len(results)} session{'s' * (len(results) != 1)})")
     return EXIT_FAILED if failed else 0
@@ -72,6 +98,7 @@ def _report(results: Sequence, quiet: bool = False) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert
 
+    budgets = {"max_buffer_gib": args.max_buffer_gib, "max_cube_gib": args.max_cube_gib}
     results = convert(
         args.data_root,
         args.out,
@@ -83,6 +110,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         window_s=args.window,
         tip_offset_um=args.tip_offset_um,
         overwrite=args.overwrite,
+        **budgets,
     )
     return _report(results, args.quiet)
 
@@ -110,6 +138,22 @@ def cmd_to_nwb(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------
+# verify
+# --------------------------------------------------------------------------
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import verify
+
+    reports = verify(args.path, data_root=args.data)
+    for report in reports:
+        for problem in report.problems:
+            _err(f"error: {problem}")
+        _say(escaped(str(report)))
+    damaged = sum(not r.ok for r in reports)
+    _say(f"{len(reports) - damaged} ok, {damaged} damaged ({len(reports)} store{'s' * (len(reports) != 1)})")
+    return EXIT_FAILED if damaged else 0
+
+
+# --------------------------------------------------------------------------
 # info
 # --------------------------------------------------------------------------
 def describe(ds: object) -> str:
@@ -134,14 +178,13 @@ def describe(ds: object) -> str:
         f" {powers.size} powers {powers.min():.3g}..{powers.max():.3g} mW, durations {[float(d) for d in durations]} s",
         f"geometry  surface at {a.get(schema.ATTR_SURFACE)} um on the probe axis,"
         f" tip offset {a.get(schema.ATTR_TIP_OFFSET)} um",
-        f"built by  opto_cube {a.get(schema.ATTR_VERSION)}"
-        f" from {len(a.get(schema.ATTR_SHA256, {}))} checksummed files",
+        f"built by  opto_cube {a.get(schema.ATTR_VERSION)} from {len(a.get(schema.ATTR_SHA256, {}))} checksummed files",
     ]
     return "\n".join(lines)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .store import STORE_SUFFIX, is_url, open_cube
+    from .store import STORE_SUFFIX, is_url, list_stores, open_cube
 
     if is_url(args.path):
         return _info_url(args.path.rstrip("/"))
@@ -151,7 +194,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if path.name.endswith(STORE_SUFFIX) or (path / "zarr.json").exists():
         _say(describe(open_cube(path)))
         return 0
-    stores = sorted(p for p in path.glob(f"*{STORE_SUFFIX}") if p.is_dir())
+    stores = [Path(p) for p in list_stores(path)]
     if not stores:
         raise OptoCubeError(f"{path}: holds no {STORE_SUFFIX} stores")
     for p in stores:
@@ -394,14 +437,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder of stores (created if needed)")
     p.add_argument("--session", action="append", metavar="ID", help="convert only this session (repeatable)")
     p.add_argument("--bin-ms", type=float, default=schema.DEFAULT_BIN_MS, help="bin width, ms (default %(default)s)")
-    p.add_argument("--window", type=_window, default=None, metavar="START,STOP",
-                   help="window relative to onset, s (default -0.5 to max(1.0, longest pulse + 0.5))")
-    p.add_argument("--tip-offset-um", type=float, default=schema.TIP_OFFSET_UM,
-                   help="where the channel axis's zero lies above the probe tip, um (default %(default)s)")
+    p.add_argument(
+        "--window",
+        type=_window,
+        default=None,
+        metavar="START,STOP",
+        help="window relative to onset, s (default -0.5 to max(1.0, longest pulse + 0.5))",
+    )
+    p.add_argument(
+        "--tip-offset-um",
+        type=float,
+        default=schema.TIP_OFFSET_UM,
+        help="where the channel axis's zero lies above the probe tip, um (default %(default)s)",
+    )
     p.add_argument("--overwrite", action="store_true", help="rebuild stores that are up to date")
     p.add_argument("--jobs", type=_positive_int, default=1, help="sessions at once, local processes")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on this dask.distributed scheduler")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-session lines")
+    p.add_argument(
+        "--max-buffer-gib",
+        type=_positive_float,
+        default=schema.MAX_BUFFER_GIB,
+        metavar="GIB",
+        help="refuse a session whose trial-chunk buffer would exceed this, GiB (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-cube-gib",
+        type=_positive_float,
+        default=schema.MAX_CUBE_GIB,
+        metavar="GIB",
+        help="refuse a session whose cube would exceed this uncompressed, GiB (default %(default)s)",
+    )
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("to-nwb", help="write one NWB file per ALF session (<session_id>.nwb; docs/nwb.md)")
@@ -413,6 +479,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-cube", metavar="STORES",
                    help="add each session's cube from this folder of stores as ndx-binned-spikes BinnedAlignedSpikes")
     p.set_defaults(func=cmd_to_nwb)
+
+    p = sub.add_parser("verify", help="check stores: every chunk present and whole, window counts, sources")
+    p.add_argument("path", help="a .zarr store or a folder of them (or URL)")
+    p.add_argument("--data", metavar="DATA_ROOT", help="also compare the sources' SHA-256 with the stores'")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("info", help="what a store (or a folder of stores) holds")
     p.add_argument("path", help="a .zarr store or a folder of them")
@@ -483,21 +554,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = bool(os.environ.get("OPTO_CUBE_DEBUG"))
     warnings.showwarning = _one_line_warnings
+    out = getattr(args, "out", None)
+    fresh = _first_missing(out) if out is not None and "://" not in str(out) else None
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except OptoCubeError as e:
         if debug:
             raise
         _err(f"error: {e}")
-        return EXIT_FAILED
+        code = EXIT_FAILED
+    except OSError as e:  # disk full, permissions: name the file (or the output) and the problem
+        if debug:
+            raise
+        where = e.filename or out or getattr(args, "path", None) or ""
+        _err(f"error: {where}: {e.strerror or _one_line(e)}")
+        code = EXIT_FAILED
     except KeyboardInterrupt:
         _err("interrupted")
-        return 130
+        code = 130
     except Exception as e:  # never a traceback for the user: one line, the type and the message
         if debug:
             raise
-        _err(f"error: {type(e).__name__}: {' '.join(str(e).split())} (OPTO_CUBE_DEBUG=1 shows the traceback)")
-        return EXIT_FAILED
+        _err(f"error: {type(e).__name__}: {_one_line(e)} (OPTO_CUBE_DEBUG=1 shows the traceback)")
+        code = EXIT_FAILED
+    if code and fresh is not None:
+        _remove_if_empty(fresh)
+    return code
+
+
+def _first_missing(path: str | os.PathLike) -> Path | None:
+    """The outermost folder of ``path`` (or ``path`` itself) that does not exist yet: what a command would create."""
+    missing, current = None, Path(path).absolute()
+    while not os.path.lexists(current) and current != current.parent:
+        missing, current = current, current.parent
+    return missing
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _remove_if_empty(path: Path) -> None:
+    """Remove an output folder a failed command created and left with nothing in it (empty folders only)."""
+    if not path.is_dir() or path.is_symlink():
+        return
+    for _folder, _, files in os.walk(path):
+        if files:
+            return
+    shutil.rmtree(path, ignore_errors=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

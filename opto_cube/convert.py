@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from . import __version__, binning, io, schema, store
-from .errors import OptoCubeError, OptoCubeWarning
+from .errors import BinningError, OptoCubeError, OptoCubeWarning, ParameterError, StoreError
 
 
 @dataclass
@@ -130,12 +130,11 @@ def cube_template(
     }
     if session.laser_calibration is not None:
         ours[schema.ATTR_LASER_CALIBRATION] = session.laser_calibration
-    attrs = {}
-    for key, value in session.attrs.items():  # session.json fields; ours win a clash, theirs kept aside
-        if key in ours and key != schema.ATTR_SESSION_ID:
-            key = schema.SESSION_JSON_PREFIX + key
-        attrs[key] = value
+    # session.json, as read, nested under one attribute; top-level copies of its fields (reconciled with the
+    # arrays) except opto_cube's own names, which only opto_cube writes (the completion mark last, by the writer)
+    attrs = {key: value for key, value in session.attrs.items() if not schema.is_own_attr(key)}
     attrs.update(ours)
+    attrs[schema.ATTR_SESSION_JSON] = session.session_json
     ds = xr.Dataset(
         {
             schema.SPIKE_COUNTS: _variable(schema.SPIKE_COUNTS, counts),
@@ -149,6 +148,109 @@ def cube_template(
     )
     ds.attrs = _json_safe(attrs)
     return ds
+
+
+# --------------------------------------------------------------------------
+# Early checks: parameters before any session is read, sizes before anything is allocated
+# --------------------------------------------------------------------------
+_GIB = 1 << 30
+
+
+def check_parameters(
+    *,
+    bin_ms: float = schema.DEFAULT_BIN_MS,
+    window_s: tuple[float, float] | None = None,
+    tip_offset_um: float = schema.TIP_OFFSET_UM,
+    chunks: tuple[int, int] | None = None,
+    max_buffer_gib: float = schema.MAX_BUFFER_GIB,
+    max_cube_gib: float = schema.MAX_CUBE_GIB,
+) -> None:
+    """Refuse bad conversion parameters, before any session is read or any folder created.
+
+    What depends on a session (whether the bin width tiles its pulses, the
+    size of its cube) is checked per session by :func:`check_size` and the
+    binning plan.
+
+    Raises
+    ------
+    ParameterError, BinningError
+        One line naming the parameter and its value.
+
+    Examples
+    --------
+    >>> check_parameters(bin_ms=1.0)
+    >>> check_parameters(bin_ms=0)
+    Traceback (most recent call last):
+    ...
+    opto_cube.errors.BinningError: --bin-ms 0: bin width must be positive, got 0.0 ms
+    """
+    try:
+        bin_ms = float(bin_ms)
+    except (TypeError, ValueError):
+        raise ParameterError(f"--bin-ms {bin_ms!r}: expected a bin width in ms") from None
+    if not math.isfinite(bin_ms):
+        raise ParameterError(f"--bin-ms {bin_ms!r}: expected a finite bin width in ms")
+    shown = f"{bin_ms:g}"
+    try:  # what does not depend on a session: the bin width tiles the pre window; the window is whole bins
+        binning.plan_time_bins([bin_ms / 1000], bin_ms=bin_ms, window_s=None)
+        if window_s is not None:
+            if len(window_s) != 2 or not all(math.isfinite(float(v)) for v in window_s):
+                raise ParameterError(f"--window {window_s!r}: expected two finite times in s")
+            binning.plan_time_bins([bin_ms / 1000], bin_ms=bin_ms, window_s=window_s)
+    except BinningError as e:
+        where = f"--bin-ms {shown}" if window_s is None else f"--bin-ms {shown} --window {window_s[0]},{window_s[1]}"
+        raise BinningError(f"{where}: {e}") from None
+    if not math.isfinite(tip_offset_um):
+        raise ParameterError(f"--tip-offset-um {tip_offset_um!r}: tip_offset_um must be a finite distance in um")
+    if chunks is not None and (
+        len(chunks) != 2
+        or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 1 for c in chunks)
+    ):
+        raise ParameterError(f"chunks must be (clusters, trials), two positive whole numbers; got {chunks!r}")
+    for option, value in (("--max-buffer-gib", max_buffer_gib), ("--max-cube-gib", max_cube_gib)):
+        if not (isinstance(value, (int, float)) and 0 < value < math.inf):
+            raise ParameterError(f"{option} {value!r}: expected a positive size in GiB")
+
+
+def check_size(
+    folder: str | os.PathLike,
+    n_clusters: int,
+    n_trials: int,
+    trial_chunk: int,
+    bins: binning.TimeBins,
+    max_buffer_gib: float = schema.MAX_BUFFER_GIB,
+    max_cube_gib: float = schema.MAX_CUBE_GIB,
+) -> None:
+    """Refuse a conversion whose trial-chunk buffer or cube would exceed the budgets, before allocating.
+
+    The buffer holds ``clusters x trial chunk x bins`` counts (one byte each at
+    least) and a ``clusters x bins`` int64 scratch; the cube is ``clusters x
+    trials x bins`` bytes at least, uncompressed.
+
+    Examples
+    --------
+    >>> bins = binning.plan_time_bins([0.01], bin_ms=1.0)
+    >>> check_size("s1", 300, 4200, 256, bins)
+    >>> check_size("s1", 8, 40, 40, binning.plan_time_bins([1e5], bin_ms=1.0))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    opto_cube.errors.OptoCubeError: s1: the trial-chunk buffer would take 35.8 GiB ... raise --max-buffer-gib
+    """
+    n_bins = bins.n_bins
+    buffer = n_clusters * min(trial_chunk, n_trials) * n_bins + n_clusters * n_bins * 8
+    cube = n_clusters * n_trials * n_bins
+    what = f"({n_clusters} clusters x {n_bins} bins of {bins.bin_width_s * 1000:g} ms over {list(bins.window_s)} s"
+    if buffer > max_buffer_gib * _GIB:
+        raise OptoCubeError(
+            f"{folder}: the trial-chunk buffer would take {buffer / _GIB:.1f} GiB {what} x {trial_chunk} trials),"
+            f" over the {max_buffer_gib:g} GiB budget; check the pulse durations and --window,"
+            " or raise --max-buffer-gib"
+        )
+    if cube > max_cube_gib * _GIB:
+        raise OptoCubeError(
+            f"{folder}: the cube would take {cube / _GIB:.1f} GiB uncompressed {what} x {n_trials} trials),"
+            f" over the {max_cube_gib:g} GiB budget; check the pulse durations and --window, or raise --max-cube-gib"
+        )
 
 
 def _progress(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
@@ -170,6 +272,8 @@ def convert_session(
     chunks: tuple[int, int] | None = None,
     progress: bool = False,
     storage_options: dict[str, Any] | None = None,
+    max_buffer_gib: float = schema.MAX_BUFFER_GIB,
+    max_cube_gib: float = schema.MAX_CUBE_GIB,
 ) -> ConversionResult:
     """Convert one session folder into ``out_dir/<session_id>.zarr``.
 
@@ -195,6 +299,8 @@ def convert_session(
     storage_options
         fsspec options when ``out_dir`` is a URL (endpoint, credentials; by
         default taken from the usual environment variables).
+    max_buffer_gib, max_cube_gib
+        Size budgets (:func:`check_size`): a session over either is refused before anything is allocated.
 
     Returns
     -------
@@ -218,17 +324,23 @@ def convert_session(
     >>> result.status
     'converted'
     """
-    if chunks is not None and (
-        len(chunks) != 2
-        or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 1 for c in chunks)
-    ):
-        raise ValueError(f"chunks must be (clusters, trials), two positive whole numbers; got {chunks!r}")
+    check_parameters(
+        bin_ms=bin_ms,
+        window_s=window_s,
+        tip_offset_um=tip_offset_um,
+        chunks=chunks,
+        max_buffer_gib=max_buffer_gib,
+        max_cube_gib=max_cube_gib,
+    )
     started = time.perf_counter()
-    if not math.isfinite(tip_offset_um):
-        raise OptoCubeError(f"tip_offset_um must be a finite distance in um, got {tip_offset_um!r}")
     session = io.read_session(folder)
     target = store.store_path(out_dir, session.session_id)
-    bins = binning.plan_time_bins(session.stim[schema.DURATION], bin_ms=bin_ms, window_s=window_s)
+    try:
+        bins = binning.plan_time_bins(session.stim[schema.DURATION], bin_ms=bin_ms, window_s=window_s)
+    except BinningError as e:
+        raise BinningError(f"{session.folder / schema.STIM_DURATIONS}: {e}") from None
+    trial_chunk = (chunks or store.spike_counts_chunks(session.n_clusters, session.n_trials, bins.n_bins)[:2])[1]
+    check_size(session.folder, session.n_clusters, session.n_trials, trial_chunk, bins, max_buffer_gib, max_cube_gib)
     expected = {**conversion_parameters(bins, tip_offset_um), schema.ATTR_SHA256: dict(sorted(session.sha256.items()))}
     if not overwrite and store.is_up_to_date(target, expected, storage_options):
         return ConversionResult(session.session_id, "skipped", str(target), time.perf_counter() - started)
@@ -250,6 +362,8 @@ def convert_session(
         try:
             store.write_cube(template, blocks, target, overwrite=True, storage_options=storage_options)
             break
+        except OSError as e:  # disk full, permissions: atomic_store removed what was written
+            raise StoreError(f"{target}: {e.strerror or e} (nothing written)") from e
         except binning.CountOverflow:
             if dtype != np.uint8:  # binned in the exact dtype already: cannot happen, never loop
                 raise
@@ -272,8 +386,9 @@ def _convert_reporting(folder: Path, out_dir: store.StorePath, params: dict[str,
         warnings.simplefilter("always", OptoCubeWarning)
         try:
             result = convert_session(folder, out_dir, **params)
-        except OptoCubeError as e:
-            result = ConversionResult(folder.name, "failed", error=str(e))
+        except OptoCubeError as e:  # every line names the session folder (or a file in it)
+            error = str(e) if str(folder) in str(e) else f"{folder}: {e}"
+            result = ConversionResult(folder.name, "failed", error=error)
         except Exception as e:  # a bug or an unforeseen input: still one line, and the others go on
             result = ConversionResult(folder.name, "failed", error=f"{folder}: {type(e).__name__}: {e}")
     result.seconds = time.perf_counter() - started
@@ -346,7 +461,16 @@ def convert(
         One per session, failures included (this function raises only when
         ``data_root`` holds no sessions or names an unknown one).
     """
+    budgets = {k: params[k] for k in ("max_buffer_gib", "max_cube_gib") if k in params}
+    check_parameters(
+        **{k: params[k] for k in ("bin_ms", "window_s", "tip_offset_um", "chunks") if k in params}, **budgets
+    )
     folders = io.find_sessions(data_root)
+    if not store.is_url(out_dir):  # --out inside a flat data folder: its stores are not sessions
+        out_resolved = Path(out_dir).resolve()
+        folders = [f for f in folders if f.resolve() != out_resolved and not (f / "zarr.json").exists()]
+        if not folders:
+            raise OptoCubeError(f"{data_root}: holds no session folders besides --out {out_dir}")
     if sessions:
         by_name = {f.name: f for f in folders}
         unknown = [s for s in sessions if s not in by_name]

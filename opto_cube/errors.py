@@ -36,6 +36,10 @@ class BinningError(OptoCubeError, ValueError):
     """A bin width or window cannot tile the analysis windows exactly."""
 
 
+class ParameterError(OptoCubeError, ValueError):
+    """A conversion parameter (an option) is refused, before any session is read."""
+
+
 class StoreError(OptoCubeError):
     """A store cannot be written or read as asked."""
 

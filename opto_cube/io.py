@@ -66,6 +66,8 @@ class NpyFile:
             raise
         except (ValueError, OSError, EOFError, SyntaxError) as e:
             raise SessionFormatError(path, f"not a readable .npy file ({_one_line(e)})") from e
+        if any(int(n) < 0 for n in shape):
+            raise SessionFormatError(path, f"corrupt header: negative shape {tuple(shape)}")
         if dtype.hasobject:
             raise SessionFormatError(path, "holds Python objects (a pickle); opto_cube never loads pickles")
         header = cls(Path(path), dtype, tuple(int(n) for n in shape), bool(fortran), offset)
@@ -191,6 +193,7 @@ class Session:
     n_channels: int = 0
     surface_position_um: float = float("nan")
     spikes_per_cluster: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    session_json: dict[str, Any] = field(default_factory=dict)  # session.json as read
 
     @property
     def n_clusters(self) -> int:
@@ -333,7 +336,8 @@ def _ks_labels(folder: Path, n_clusters: int, sha: dict[str, str]) -> np.ndarray
     rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in r)]
     if rows and not rows[0][0].strip().lstrip("-").isdigit():
         rows = rows[1:]  # header
-    seen = 0
+    seen: set[int] = set()
+    twice: set[int] = set()
     for i, row in enumerate(rows):
         if len(row) < 2 or not row[0].strip().lstrip("-").isdigit():
             raise SessionFormatError(path, f"row {i + 2} is not 'cluster_id,KSLabel': {','.join(row)!r}")
@@ -341,9 +345,11 @@ def _ks_labels(folder: Path, n_clusters: int, sha: dict[str, str]) -> np.ndarray
         if not 0 <= cid < n_clusters:
             raise SessionFormatError(path, f"cluster_id {cid} outside 0..{n_clusters - 1}")
         out[cid] = row[1].strip()
-        seen += 1
-    if seen != n_clusters:
-        warn(path, f"labels {seen} of {n_clusters} clusters; the others left empty")
+        (twice if cid in seen else seen).add(cid)
+    if twice:
+        warn(path, f"cluster ids listed more than once: {sorted(twice)[:5]} (the last label kept)")
+    if len(seen) != n_clusters:
+        warn(path, f"labels {len(seen)} of {n_clusters} clusters; the others left empty")
     return out
 
 
@@ -493,6 +499,8 @@ def _read_session(folder: Path, sha: dict[str, str]) -> Session:
     channels = _npy(folder, schema.CLUSTERS_CHANNEL_POSITIONS, 2)
     reference = cluster_headers[schema.CLUSTERS_TEMPLATE_DEPTHS]
     n_clusters = reference.shape[0]
+    if n_clusters == 0:
+        raise SessionFormatError(reference.path, "no clusters (0 rows): nothing to convert")
     for header in [*cluster_headers.values(), templates]:
         if header.shape[0] != n_clusters:
             raise SessionFormatError(
@@ -624,6 +632,7 @@ def _read_session(folder: Path, sha: dict[str, str]) -> Session:
         n_channels=n_channels,
         surface_position_um=surface,
         spikes_per_cluster=per_cluster,
+        session_json=info,
     )
 
 

@@ -80,8 +80,23 @@ ATTR_MODE = "responses_mode"
 ATTR_BY = "responses_by"
 # the long table's leading columns, in order (docs/contract.md, Responses)
 RESPONSE_COLUMNS = (
-    SESSION_ID, CLUSTER, EMITTER, POWER, DURATION, N_TRIALS, PRE_RATE, STIM_RATE, PCT_CHANGE, P_VALUE,
-    ACTIVATED, INACTIVATED, SIGNIFICANT, DISTANCE, DEPTH_FROM_SURFACE, WAVEFORM_TYPE, QC_PASS,
+    SESSION_ID,
+    CLUSTER,
+    EMITTER,
+    POWER,
+    DURATION,
+    N_TRIALS,
+    PRE_RATE,
+    STIM_RATE,
+    PCT_CHANGE,
+    P_VALUE,
+    ACTIVATED,
+    INACTIVATED,
+    SIGNIFICANT,
+    DISTANCE,
+    DEPTH_FROM_SURFACE,
+    WAVEFORM_TYPE,
+    QC_PASS,
 )
 # --- end responses ----------------------------------------------------------
 
@@ -107,7 +122,10 @@ class VariableSpec:
 _VARIABLES = [
     VariableSpec(SPIKE_COUNTS, (CLUSTER, TRIAL, TIME), "spikes of the cluster in the time bin", "count", "uint"),
     VariableSpec(
-        WINDOW_COUNTS, (CLUSTER, TRIAL, WINDOW), "spikes of the cluster in the trial's pre / stim window", "count",
+        WINDOW_COUNTS,
+        (CLUSTER, TRIAL, WINDOW),
+        "spikes of the cluster in the trial's pre / stim window",
+        "count",
         "uint",
     ),
     VariableSpec(WINDOW, (WINDOW,), "analysis window: pre [-0.5, 0) s or stim [0, duration) s", "1", "str"),
@@ -454,6 +472,52 @@ UNKNOWN_WAVEFORM_POLICIES = ("drop", "keep")  # what unit filters do with units 
 MATCH_RTOL = {EMITTER: 0.0, POWER: POWER_RTOL, DURATION: 1e-9}  # selecting trials / rows by value
 PSTH_NEAR_EMITTER_UM = 100.0  # the maps' population PSTH: units within this distance of their nearest emitter
 PSTH_TARGET_BIN_MS = 5.0  # ... in bins of at least this width (a multiple of the cube's that tiles the pre window)
-TIME_COURSE = "time_course"  # condition_time_course: spikes summed over a condition's trials, (cluster, condition, time)
+TIME_COURSE = "time_course"  # condition_time_course: spikes summed over its trials, (cluster, condition, time)
 MAPS_NETCDF = "maps.nc"  # opto-cube maps: the maps, netCDF4 (HDF5, via h5netcdf)
 MAPS_FIGURES = ("effect_map.png", "depth_vs_emitter.png", "modulation_index.png", "psth.png")
+
+
+# --------------------------------------------------------------------------
+# Store integrity (store.py, verify.py; docs/contract.md, "Integrity")
+# --------------------------------------------------------------------------
+# group attribute: the CRC32C (the chunk's last 4 bytes, hex) of every chunk of every array, keyed
+# "<array>/<chunk key>", written before the completion mark; a chunk moved, swapped, truncated or
+# re-encoded no longer matches the one written at its place
+ATTR_CHUNK_CRC32C = "opto_cube_chunk_crc32c"
+OWN_ATTR_PREFIX = "opto_cube"  # a session.json key with this prefix lives only under ATTR_SESSION_JSON
+# every attribute opto_cube writes itself: never copied to the top level from session.json
+OWN_ATTRS = frozenset(
+    {
+        ATTR_SESSION_ID,
+        ATTR_BIN_WIDTH,
+        ATTR_WINDOW,
+        ATTR_PRE_WINDOW,
+        ATTR_TIP_OFFSET,
+        ATTR_EMITTER_POSITIONS,
+        ATTR_SURFACE,
+        ATTR_VERSION,
+        ATTR_FORMAT_VERSION,
+        ATTR_SHA256,
+        ATTR_LASER_CALIBRATION,
+        ATTR_COMPLETE,
+        ATTR_SESSION_JSON,
+        ATTR_CHUNK_CRC32C,
+    }
+)
+# size budgets checked before anything is allocated (convert --max-buffer-gib / --max-cube-gib raise them)
+MAX_BUFFER_GIB = 4.0  # the trial-chunk buffer of counts (clusters x trial chunk x bins) and its scratch
+MAX_CUBE_GIB = 64.0  # the cube, uncompressed (clusters x trials x bins, one byte a count at least)
+
+
+def is_own_attr(key: str) -> bool:
+    """Whether ``key`` names one of opto_cube's own store attributes (a session.json field may not take it).
+
+    Examples
+    --------
+    >>> is_own_attr("opto_cube_complete"), is_own_attr("opto_cube_anything"), is_own_attr("subject")
+    (True, True, False)
+    """
+    return key in OWN_ATTRS or key.startswith(OWN_ATTR_PREFIX)
+
+
+# --- end store integrity ----------------------------------------------------

@@ -9,6 +9,22 @@ store without the mark is invisible to :func:`open_catalog` and rebuilt by the
 next conversion. Stores are Zarr format 3 with consolidated metadata,
 standard codecs and variable-length UTF-8 strings, so plain
 ``xarray.open_zarr`` and other Zarr implementations read them without opto_cube.
+
+Integrity (format 2, ``docs/contract.md``): every array's chunks end with a
+CRC32C (Zarr v3's ``crc32c`` codec, after zstd), every chunk is written (no
+fill-value elision, so a missing chunk is damage), and the writer records the
+CRC32C of every chunk by key (attribute ``opto_cube_chunk_crc32c``) before
+setting the completion mark, last. :func:`open_cube` refuses a store with a
+missing chunk or a coordinate chunk not in its place, and reading a chunk of
+``spike_counts`` / ``window_counts`` that is missing, moved, truncated or
+corrupt raises a :class:`~opto_cube.errors.StoreError` naming store and chunk;
+it never reads as zeros. Only a folder recognised as an opto_cube store by its
+own metadata is ever replaced; anything else in the way is refused untouched.
+
+The session's ``session.json`` is kept whole under the ``session_json``
+attribute; its fields are also copied to the top level except those named
+like opto_cube's own attributes (``schema.OWN_ATTRS``, or starting with
+``opto_cube``), which only opto_cube writes.
 """
 
 from __future__ import annotations
@@ -31,7 +47,7 @@ import zarr
 import zarr.codecs
 
 from . import schema
-from .errors import StoreError
+from .errors import StoreError, warn
 
 STORE_SUFFIX = ".zarr"
 _TMP_TAG = ".tmp-"
@@ -105,6 +121,32 @@ def is_complete(path: StorePath, storage_options: dict[str, Any] | None = None) 
     return bool(attrs and attrs.get(schema.ATTR_COMPLETE))
 
 
+def list_stores(folder_or_url: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Paths (or URLs) of the ``*.zarr`` entries of a folder; hidden and temporary entries skipped."""
+    text = os.fspath(folder_or_url)
+    if is_url(text):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(text, **(storage_options or {}))
+        fs.invalidate_cache(root)  # a listing cached earlier in this process would miss stores written since
+        if not fs.isdir(root):
+            raise StoreError(f"{text}: no such folder of stores")
+        names = [entry.rstrip("/") for entry in fs.ls(root, detail=False)]
+        return sorted(
+            fs.unstrip_protocol(name)
+            for name in names
+            if name.rsplit("/", 1)[-1].endswith(STORE_SUFFIX) and not name.rsplit("/", 1)[-1].startswith(".")
+        )
+    folder = Path(text.removeprefix("file://"))
+    if not folder.is_dir():
+        raise StoreError(f"{folder}: no such folder of stores")
+    return [
+        str(p)
+        for p in sorted(folder.iterdir())
+        if p.name.endswith(STORE_SUFFIX) and not p.name.startswith(".") and p.is_dir()
+    ]
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -147,8 +189,11 @@ def atomic_store(
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(target)
-    if target.exists() and not overwrite:
-        raise StoreError(f"{target}: store exists; pass overwrite=True (--overwrite) to rebuild it")
+    if target.exists() or target.is_symlink():
+        if target.is_symlink() or not is_ours(target):
+            raise StoreError(f"{target}: exists and is not an opto_cube store; refusing to replace it (left untouched)")
+        if not overwrite:
+            raise StoreError(f"{target}: store exists; pass overwrite=True (--overwrite) to rebuild it")
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = target.with_name(f".{target.name}{_TMP_TAG}{tag}")
     try:
@@ -171,6 +216,8 @@ def _remote_store(target: str, overwrite: bool, storage_options: dict[str, Any])
 
     fs, root = fsspec.core.url_to_fs(target, **storage_options)
     if fs.exists(root):
+        if not is_ours(target, storage_options):
+            raise StoreError(f"{target}: exists and is not an opto_cube store; refusing to replace it (left untouched)")
         if is_complete(target, storage_options) and not overwrite:
             raise StoreError(f"{target}: store exists; pass overwrite=True (--overwrite) to rebuild it")
         fs.rm(root, recursive=True)
@@ -299,7 +346,9 @@ def write_cube(
             # xarray would give them (the same zarr.json): xarray's lazy path (a dask array, compute=False) builds
             # a dask graph and imports distributed for arrays written below anyway.
             variables, _ = xr.conventions.encode_dataset_coordinates(template)
-            template.drop_vars(arrays).to_zarr(zstore, mode="w-", zarr_format=3, consolidated=False)
+            coords = template.drop_vars(arrays)
+            coords.to_zarr(zstore, mode="w-", zarr_format=3, consolidated=False, encoding=checksummed(coords),
+                           write_empty_chunks=True)  # fmt: skip
             group = zarr.open_group(zstore, mode="r+")
             if "coordinates" in group.attrs:  # xarray lists coordinates no variable claims: the arrays do
                 del group.attrs["coordinates"]
@@ -338,18 +387,267 @@ def write_cube(
                     for future in pending:
                         future.cancel()
             _write_window_counts(group, template, dict(variables[schema.WINDOW_COUNTS].attrs), windows)
-            group = zarr.open_group(zstore, mode="r+")
-            group.attrs[schema.ATTR_COMPLETE] = True  # last: the store is whole
-            zarr.consolidate_metadata(zstore)
+            seal(zstore, tmp, storage_options)  # the chunks' checksums, then the completion mark, last
     return target
+
+
+# --------------------------------------------------------------------------
+# Integrity: every chunk present, at its place, and whole
+# --------------------------------------------------------------------------
+def is_ours(path: StorePath, storage_options: dict[str, Any] | None = None) -> bool:
+    """Whether ``path`` holds an opto_cube store, recognised by its own metadata, and nothing else.
+
+    A Zarr group whose attributes carry opto_cube's format version (or version),
+    and, locally, whose entries are only Zarr metadata and array folders. Anything
+    else (a user's folder, a plain file, another Zarr store) is never replaced.
+    """
+    attrs = read_store_attrs(path, storage_options)
+    if not attrs or not (schema.ATTR_FORMAT_VERSION in attrs or schema.ATTR_VERSION in attrs):
+        return False
+    if is_url(path):
+        return True
+    root = Path(path)
+    return root.is_dir() and all(
+        entry.name == "zarr.json" or (entry.is_dir() and (entry / "zarr.json").is_file()) for entry in root.iterdir()
+    )
+
+
+def format_version(attrs: dict[str, Any]) -> int:
+    """The store format of a store's attributes (1 for stores older than the attribute)."""
+    value = attrs.get(schema.ATTR_FORMAT_VERSION, 1)
+    return value if isinstance(value, int) else 1
+
+
+def _open_group(path: StorePath, storage_options: dict[str, Any] | None) -> Any:
+    zstore = zarr_store(path, storage_options, read_only=True)
+    try:
+        return zarr.open_group(zstore, mode="r", use_consolidated=True)
+    except Exception:  # consolidated metadata missing or unreadable: the plain metadata
+        return zarr.open_group(zstore, mode="r", use_consolidated=False)
+
+
+def expected_chunks(group: Any) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``{"<array>/<chunk key>": (array name, chunk coordinates)}`` of every chunk every array of ``group`` has."""
+    out = {}
+    for name, array in group.arrays():
+        encoding = array.metadata.chunk_key_encoding
+        for coords in np.ndindex(*array.cdata_shape):
+            out[f"{name}/{encoding.encode_chunk_key(coords)}"] = (name, tuple(int(c) for c in coords))
+    return out
+
+
+def listed_keys(path: StorePath, storage_options: dict[str, Any] | None = None) -> set[str]:
+    """Every key (file) of a store: one walk locally, one recursive LIST on object storage."""
+    if is_url(path):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
+        fs.invalidate_cache(root)
+        root = root.rstrip("/")
+        return {name[len(root) + 1 :] for name in fs.find(root)}
+    root = Path(path)
+    keys = set()
+    for folder, _, files in os.walk(root):
+        rel = Path(folder).relative_to(root).as_posix()
+        keys.update(f if rel == "." else f"{rel}/{f}" for f in files)
+    return keys
+
+
+def _suffixes(path: StorePath, keys: list[str], storage_options: dict[str, Any] | None) -> dict[str, str | None]:
+    """The last 4 bytes (a chunk's CRC32C), hex, of each key; None when the key is missing."""
+    import asyncio
+
+    from zarr.abc.store import SuffixByteRequest
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    zstore = zarr_store(path, storage_options, read_only=True)
+    prototype = default_buffer_prototype()
+
+    async def one(key: str) -> str | None:
+        buf = await zstore.get(key, prototype, byte_range=SuffixByteRequest(4))
+        return None if buf is None else buf.to_bytes().hex()
+
+    async def every() -> list[str | None]:
+        return list(await asyncio.gather(*(one(k) for k in keys)))
+
+    return dict(zip(keys, sync(every()), strict=True)) if keys else {}
+
+
+def chunk_manifest(path: StorePath, storage_options: dict[str, Any] | None = None) -> dict[str, str]:
+    """``{"<array>/<chunk key>": crc32c hex}`` of every chunk of the store as it is now (see ``ATTR_CHUNK_CRC32C``)."""
+    keys = sorted(expected_chunks(_open_group(path, storage_options)))
+    found = _suffixes(path, keys, storage_options)
+    missing = [k for k, v in found.items() if v is None]
+    if missing:
+        raise StoreError(f"{path}: chunk {missing[0]} was not written ({len(missing)} missing)")
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def seal(zstore: Any, path: StorePath, storage_options: dict[str, Any] | None = None) -> None:
+    """Finish a store: the checksum of every chunk, then the completion mark, then consolidated metadata.
+
+    Called last by the writer, once every chunk is written: the mark is
+    opto_cube's own (never copied from an input), so a store without it is
+    unfinished.
+    """
+    manifest = chunk_manifest(path, storage_options)
+    group = zarr.open_group(zstore, mode="r+")
+    group.attrs.update({schema.ATTR_CHUNK_CRC32C: manifest})
+    group.attrs[schema.ATTR_COMPLETE] = True  # last: the store is whole
+    zarr.consolidate_metadata(zstore)
+
+
+def check_chunks(
+    path: StorePath,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    arrays: Iterable[str] | None = None,
+    suffixes: bool | Iterable[str] = True,
+    group: Any = None,
+    attrs: dict[str, Any] | None = None,
+) -> list[str]:
+    """Problems with the chunks of a store, one line each (empty when every chunk is present and in place).
+
+    Cheap: one listing of the store's keys, and with ``suffixes`` the last 4
+    bytes of each chunk compared with the CRC32C recorded when it was written
+    (a chunk deleted, emptied, truncated, moved, swapped or re-encoded is
+    found; bytes flipped inside one are found by reading it, which checks its
+    CRC32C). ``arrays`` limits the check to some arrays, and ``suffixes`` the
+    4-byte reads when it names arrays; ``group`` and ``attrs``, when the
+    caller has them open, spare reading the metadata again.
+    """
+    attrs = attrs if attrs is not None else read_store_attrs(path, storage_options) or {}
+    if format_version(attrs) < 2:
+        return [f"{path}: store format {format_version(attrs)} has no chunk checksums; reconvert it"]
+    manifest = attrs.get(schema.ATTR_CHUNK_CRC32C)
+    if not isinstance(manifest, dict):
+        return [f"{path}: no chunk checksums ({schema.ATTR_CHUNK_CRC32C!r} missing): unfinished or damaged"]
+    expected = expected_chunks(group if group is not None else _open_group(path, storage_options))
+    wanted = set(arrays) if arrays is not None else None
+    keys = sorted(k for k, (name, _) in expected.items() if wanted is None or name in wanted)
+    problems = []
+    present = listed_keys(path, storage_options)
+    for key in keys:
+        if key not in present:
+            problems.append(f"{path}: chunk {key} is missing (deleted or never written)")
+        elif key not in manifest:
+            problems.append(f"{path}: chunk {key} has no recorded checksum")
+    if suffixes:
+        named = None if suffixes is True else set(suffixes)  # type: ignore[arg-type]
+        checkable = [
+            k for k in keys if k in present and k in manifest and (named is None or expected[k][0] in named)
+        ]
+        for key, found in _suffixes(path, checkable, storage_options).items():
+            if found != manifest[key]:
+                problems.append(
+                    f"{path}: chunk {key} is not the chunk written there (checksum {found} recorded {manifest[key]}:"
+                    " truncated, moved, swapped or re-encoded)"
+                )
+    return problems
+
+
+class _CheckedChunks:
+    """An array that reads one stored chunk at a time and raises a StoreError naming store and chunk.
+
+    Before decoding, the chunk must exist and end with the CRC32C recorded when
+    it was written at that place; decoding checks the CRC32C against the bytes.
+    """
+
+    def __init__(
+        self, path: StorePath, name: str, storage_options: dict[str, Any] | None, manifest: dict[str, str], array: Any
+    ) -> None:
+        self.path, self.name, self.storage_options, self.manifest = path, name, storage_options, manifest
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+        self.chunks = array.chunks
+        self._encoding = array.metadata.chunk_key_encoding
+        self._array: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_array": None}
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        coords = tuple((s.start or 0) // c for s, c in zip(key, self.chunks, strict=True))
+        chunk = f"{self.name}/{self._encoding.encode_chunk_key(coords)}"
+        where = f"{self.path}: chunk {chunk}"
+        try:
+            found = _suffixes(self.path, [chunk], self.storage_options)[chunk]
+        except Exception as e:
+            raise StoreError(f"{where}: cannot be read ({' '.join(str(e).split())})") from e
+        if found is None:
+            raise StoreError(f"{where} is missing (deleted or never written): the store is damaged")
+        if found != self.manifest.get(chunk):
+            raise StoreError(
+                f"{where} is not the chunk written there (truncated, moved, swapped or re-encoded):"
+                " the store is damaged"
+            )
+        try:
+            if self._array is None:
+                self._array = zarr.open_array(
+                    zarr_store(self.path, self.storage_options, read_only=True), path=self.name, mode="r"
+                )
+            return np.asarray(self._array[key])
+        except Exception as e:
+            raise StoreError(f"{where} is corrupt ({' '.join(str(e).split())}): the store is damaged") from e
+
+
+def _corrupt_chunk(path: StorePath, storage_options: dict[str, Any] | None, error: BaseException) -> str:
+    """``"<store>: chunk <key> is corrupt (<why>)"`` for the first small (1-D) array chunk that does not decode."""
+    why = " ".join(str(error).split()) or type(error).__name__
+    try:
+        group = _open_group(path, storage_options)
+        for name, array in group.arrays():
+            if array.ndim >= 2:
+                continue
+            for coords in np.ndindex(*array.cdata_shape):
+                block = tuple(slice(c * n, (c + 1) * n) for c, n in zip(coords, array.chunks, strict=True))
+                try:
+                    array[block]
+                except Exception as e:
+                    key = f"{name}/{array.metadata.chunk_key_encoding.encode_chunk_key(coords)}"
+                    return f"{path}: chunk {key} is corrupt ({' '.join(str(e).split())})"
+    except Exception:  # the metadata itself: say what the first error said
+        pass
+    return f"{path}: cannot be opened ({why})"
+
+
+def _checked(
+    ds: xr.Dataset, path: StorePath, storage_options: dict[str, Any] | None, attrs: dict[str, Any], group: Any
+) -> xr.Dataset:
+    """``ds`` with each data variable read through :class:`_CheckedChunks` (same chunks, same attributes)."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    manifest = attrs.get(schema.ATTR_CHUNK_CRC32C) or {}
+    for name in list(ds.data_vars):
+        array = group[name]
+        source = _CheckedChunks(path, name, storage_options, manifest, array)
+        token = tokenize(str(path), name, array.shape, str(array.dtype), manifest.get(f"{name}/c/0/0/0"))
+        meta = np.empty((0,) * array.ndim, dtype=array.dtype)  # else dask reads a slice to learn it
+        data = da.from_array(
+            source, chunks=array.chunks, name=f"opto-cube-{name}-{token}", asarray=False, fancy=False, lock=False,
+            meta=meta,
+        )  # fmt: skip
+        ds[name] = ds[name].copy(data=data)
+    return ds
 
 
 def is_up_to_date(target: StorePath, expected: dict[str, Any], storage_options: dict[str, Any] | None = None) -> bool:
     """Whether the complete store at ``target`` was built from the same sources with the same parameters."""
     attrs = read_store_attrs(target, storage_options)
-    if not attrs or not attrs.get(schema.ATTR_COMPLETE):
+    if not attrs or not attrs.get(schema.ATTR_COMPLETE) or format_version(attrs) < schema.FORMAT_VERSION:
         return False
-    return all(_json_equal(attrs.get(k), v) for k, v in expected.items())
+    if not all(_json_equal(attrs.get(k), v) for k, v in expected.items()):
+        return False
+    try:
+        return not check_chunks(target, storage_options)  # cheap: a listing and 4 bytes a chunk
+    except Exception:  # unreadable metadata: not up to date (convert rebuilds it, if it is ours)
+        return False
+
+
+def checksummed(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """xarray ``encoding`` giving every variable of ``ds`` the store's codecs (:data:`COMPRESSORS`)."""
+    return {name: {"compressors": COMPRESSORS} for name in ds.variables}
 
 
 def _json_equal(a: Any, b: Any) -> bool:
@@ -374,16 +672,56 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
     >>> folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
     >>> result = convert.convert_session(folder, root + "/stores", bin_ms=10)  # doctest: +SKIP
     """
+    storage_options = kwargs.get("storage_options")
+    if not isinstance(path, (str, os.PathLike)):  # a zarr Store object (a wrapper counting reads): as xarray reads it
+        return _open_plain(path, **kwargs)
+    try:
+        group = _open_group(path, storage_options)  # the metadata, read once (consolidated)
+    except Exception as e:
+        raise StoreError(f"{path}: not an opto_cube store (no readable Zarr group: {' '.join(str(e).split())})") from e
+    attrs = dict(group.attrs)
+    version = format_version(attrs)
+    ours = schema.ATTR_FORMAT_VERSION in attrs or schema.ATTR_VERSION in attrs
+    if not ours:  # a Zarr store opto_cube did not write: read as it is (and refused below if it holds no cube)
+        version = 0
+    elif version < schema.FORMAT_VERSION:
+        warn(
+            path, f"store format {version} (no window_counts, no chunk checksums): reconvert it with opto-cube convert"
+        )
+    else:
+        small = [name for name, array in group.arrays() if array.ndim < 2]  # read below: their 4 bytes now
+        problems = check_chunks(path, storage_options, suffixes=small, group=group, attrs=attrs)
+        if problems:
+            raise StoreError(f"{problems[0]}: the store is damaged (opto-cube convert rebuilds it)")
     try:
         ds = xr.open_zarr(path, chunks={}, consolidated=True, **kwargs)
-    except (FileNotFoundError, KeyError, ValueError) as e:
+    except (FileNotFoundError, KeyError) as e:
         raise StoreError(f"{path}: not an opto_cube store ({' '.join(str(e).split())})") from e
+    except Exception as e:  # a coordinate that does not decode
+        raise StoreError(f"{_corrupt_chunk(path, storage_options, e)}: the store is damaged") from e
     if schema.SPIKE_COUNTS not in ds:
         raise StoreError(f"{path}: not an opto_cube store (no {schema.SPIKE_COUNTS!r} variable)")
     small = [name for name, c in ds.coords.items() if name not in ds.indexes and c.ndim == 1]
     # the small per-cluster and per-trial coordinates, read here in one go: never a round trip to a cluster
+    try:
+        values = dask.compute(*(ds[name].variable for name in small), scheduler="synchronous")
+    except Exception as e:
+        raise StoreError(f"{_corrupt_chunk(path, storage_options, e)}: the store is damaged") from e
+    ds = ds.assign_coords(dict(zip(small, values, strict=True)))
+    return _checked(ds, path, storage_options, attrs, group) if version >= schema.FORMAT_VERSION else ds
+
+
+def _open_plain(zstore: Any, **kwargs: Any) -> xr.Dataset:
+    """open_cube of a zarr Store object: no chunk checks (they need the store's path or URL)."""
+    try:
+        ds = xr.open_zarr(zstore, chunks={}, consolidated=True, **kwargs)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise StoreError(f"{zstore}: not an opto_cube store ({' '.join(str(e).split())})") from e
+    if schema.SPIKE_COUNTS not in ds:
+        raise StoreError(f"{zstore}: not an opto_cube store (no {schema.SPIKE_COUNTS!r} variable)")
+    small = [name for name, c in ds.coords.items() if name not in ds.indexes and c.ndim == 1]
     values = dask.compute(*(ds[name].variable for name in small), scheduler="synchronous")
-    return ds.assign_coords(dict(zip(small, values, strict=False)))
+    return ds.assign_coords(dict(zip(small, values, strict=True)))
 
 
 @contextlib.contextmanager

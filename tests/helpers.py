@@ -776,3 +776,89 @@ def with_window_counts(store_path: Path) -> Path:
         ds.attrs = dict(cube.attrs)
         ds.to_zarr(store_path, mode="a", consolidated=True)
     return store_path
+# Damaged stores (tests/test_verify.py, tests/test_store.py)
+# --------------------------------------------------------------------------
+DAMAGES = ("delete", "truncate", "flip_start", "flip_middle", "flip_end", "swap", "zero_length", "wrong_codec")
+
+
+def chunk_files(store_dir: Path, name: str) -> list[str]:
+    """Keys (``<array>/c/...``) of the chunk files of one array of a local store, sorted."""
+    root = Path(store_dir)
+    return sorted(p.relative_to(root).as_posix() for p in (root / name / "c").rglob("*") if p.is_file())
+
+
+def damage(store_dir: Path, key: str, how: str, position: float = 0.5, other: str | None = None) -> None:
+    """Damage the chunk file ``key`` of a local store ``how`` (one of :data:`DAMAGES`).
+
+    ``position`` (0..1) places the truncation; ``other`` is the chunk to swap with.
+    ``wrong_codec`` writes the chunk's decoded bytes zlib-compressed, with a valid
+    CRC32C after them: a chunk whose checksum is right but whose codec is not.
+    """
+    import zlib
+
+    import google_crc32c
+    import zarr
+
+    path = Path(store_dir) / key
+    data = path.read_bytes()
+    if how == "delete":
+        path.unlink()
+    elif how == "truncate":
+        path.write_bytes(data[: min(len(data) - 1, max(1, int(len(data) * position)))])
+    elif how.startswith("flip_"):
+        at = {"flip_start": 0, "flip_middle": len(data) // 2 - 1, "flip_end": len(data) - 2}[how]
+        flipped = bytearray(data)
+        flipped[at] ^= 0xFF
+        flipped[at + 1] ^= 0x5A
+        path.write_bytes(bytes(flipped))
+    elif how == "swap":
+        assert other is not None and other != key
+        other_path = Path(store_dir) / other
+        other_data = other_path.read_bytes()
+        assert other_data != data, "swapping two identical chunks changes nothing"
+        path.write_bytes(other_data)
+        other_path.write_bytes(data)
+    elif how == "zero_length":
+        path.write_bytes(b"")
+    elif how == "wrong_codec":
+        name = key.split("/c/")[0]
+        array = zarr.open_array(Path(store_dir), path=name, mode="r")
+        coords = tuple(int(c) for c in key.split("/c/")[1].split("/"))
+        block = tuple(slice(c * n, (c + 1) * n) for c, n in zip(coords, array.chunks, strict=True))
+        raw = zlib.compress(np.ascontiguousarray(array[block]).tobytes())
+        path.write_bytes(raw + google_crc32c.value(raw).to_bytes(4, "little"))
+    else:
+        raise ValueError(f"unknown damage {how!r}")
+
+
+def add_window_counts(store_dir: Path) -> None:
+    """Give a store its ``window_counts`` (interface.md) when its writer did not, and seal it again.
+
+    Until the writer adds the array itself, the integrity tests add it here,
+    written as the contract says: the cube's pre and stim window sums, dims
+    ``(cluster, trial, window)``, the store's codecs, every chunk written.
+    """
+    import zarr
+
+    from opto_cube import store
+
+    if schema.WINDOW_COUNTS in zarr.open_group(store_dir, mode="r"):
+        return
+    ds = xr.open_zarr(store_dir)
+    centres = ds[schema.TIME].values
+    pre = ds[schema.SPIKE_COUNTS].values[:, :, (centres > schema.PRE_WINDOW_S[0]) & (centres < 0)].sum(-1)
+    stim_bins = (centres[None, :] > 0) & (centres[None, :] < ds[schema.DURATION].values[:, None])
+    stim = (ds[schema.SPIKE_COUNTS].values * stim_bins[None]).sum(-1)
+    counts = np.stack([pre, stim], axis=-1).astype(np.uint32)
+    chunks = ds[schema.SPIKE_COUNTS].encoding["chunks"][:2] + (2,)
+    extra = xr.Dataset(
+        {schema.WINDOW_COUNTS: ((schema.CLUSTER, schema.TRIAL, schema.WINDOW), counts)},
+        coords={schema.WINDOW: np.array(schema.WINDOWS, dtype=object)},
+    )
+    attrs = store.read_store_attrs(store_dir)
+    encoding = {name: {"compressors": store.COMPRESSORS} for name in extra.variables}
+    encoding[schema.WINDOW_COUNTS]["chunks"] = chunks
+    zstore = store.zarr_store(store_dir)
+    extra.to_zarr(zstore, mode="a", zarr_format=3, consolidated=False, encoding=encoding, write_empty_chunks=True)
+    zarr.open_group(zstore, mode="r+").attrs.update(attrs)  # xarray's append replaced the group's attributes
+    store.seal(zstore, store_dir)

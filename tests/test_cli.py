@@ -7,6 +7,7 @@ conversion).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -113,9 +114,10 @@ def test_binning_refusal_is_one_line(capsys, tmp_path, clean_session):
     code, stdout, stderr = run(capsys, "convert", root, "--out", tmp_path / "stores", "--bin-ms", "3", "--quiet")
     assert code == 1
     assert stderr.splitlines() == [
-        "opto-cube: error: bin width 3.0 ms cannot tile the pre window [-0.5, 0) s; choose one that divides 500 ms"
+        "opto-cube: error: --bin-ms 3: bin width 3.0 ms cannot tile the pre window [-0.5, 0) s;"
+        " choose one that divides 500 ms"
     ]
-    assert store_listing(tmp_path / "stores") == []
+    assert not (tmp_path / "stores").exists()  # refused before the output folder is created
 
 
 # --------------------------------------------------------------------------
@@ -329,3 +331,243 @@ def test_killed_conversion_leaves_no_store_and_the_rerun_finishes(capsys, tmp_pa
     assert code == 0 and summary(stdout) == "1 converted, 0 skipped, 0 failed (1 session)"
     assert store_listing(out) == [target.name]
     assert_exact(folder, target)
+
+
+# --------------------------------------------------------------------------
+# hostile inputs (issue "store integrity"): one line each, the folders left exactly as they were
+# --------------------------------------------------------------------------
+def tree(*roots: Path) -> dict[str, str]:
+    """Every entry under ``roots``: a folder, or a file's SHA-256 (what "left exactly as it was" compares)."""
+    out = {}
+    for root in roots:
+        for path in sorted(Path(root).rglob("*")) if Path(root).exists() else []:
+            out[str(path)] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def _user_folder(root: Path, out: Path) -> None:
+    (out / f"{SESSION_ID}.zarr").mkdir(parents=True)
+    (out / f"{SESSION_ID}.zarr" / "notes.txt").write_text("x\n")
+
+
+def _plain_file(root: Path, out: Path) -> None:
+    out.mkdir()
+    (out / f"{SESSION_ID}.zarr").write_text("not a store\n")
+
+
+def _foreign_zarr(root: Path, out: Path) -> None:  # another tool's Zarr store of that name
+    xr.Dataset({"x": ("i", np.arange(3))}).to_zarr(out / f"{SESSION_ID}.zarr", zarr_format=3)
+
+
+def _negative_header(root: Path, out: Path) -> None:
+    for name in (schema.SPIKES_TIMES, schema.SPIKES_CLUSTERS):
+        path = root / schema.SESSIONS_DIR / SESSION_ID / name
+        dtype = "<f8" if name == schema.SPIKES_TIMES else "<i4"
+        header = f"{{'descr': '{dtype}', 'fortran_order': False, 'shape': (-5,), }}"
+        header += " " * (118 - 10 - len(header) - 1) + "\n"
+        path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode("latin1"))
+
+
+def _long_pulse(root: Path, out: Path) -> None:
+    path = root / schema.SESSIONS_DIR / SESSION_ID / schema.STIM_DURATIONS
+    durations = np.load(path)
+    durations[0] = 1e5
+    np.save(path, durations)
+
+
+def _no_clusters(root: Path, out: Path) -> None:
+    folder = root / schema.SESSIONS_DIR / SESSION_ID
+    shutil.rmtree(folder)
+    from helpers import write_alf_session
+
+    write_alf_session(
+        folder, spike_times=np.zeros(0), spike_clusters=np.zeros(0, np.int32), n_clusters=0,
+        onsets=np.array([10.0, 20.0]), durations=np.array([0.05, 0.05]),
+    )  # fmt: skip
+
+
+S = re.escape(SESSION_ID)
+HOSTILE = {
+    "user folder in the way": (_user_folder, [], rf"{S}\.zarr: exists and is not an opto_cube store; refusing"),
+    "plain file in the way": (_plain_file, [], rf"{S}\.zarr: exists and is not an opto_cube store; refusing"),
+    "another Zarr store": (_foreign_zarr, ["--overwrite"], rf"{S}\.zarr: exists and is not an opto_cube store"),
+    "negative npy shape": (_negative_header, [], rf"{S}/spikes\.\w+\.npy: corrupt header: negative shape \(-5,\)$"),
+    "1e5 s pulse": (_long_pulse, [], rf"{S}: the trial-chunk buffer would take \d+\.\d GiB .*"
+                    r"raise --max-buffer-gib$"),
+    "1e7 s window": (None, ["--window", "-0.5,1e7"], rf"{S}: the trial-chunk buffer would take \d+\.\d GiB"),
+    "huge cube": (None, ["--window", "-0.5,2000", "--max-cube-gib", "0.1"], rf"{S}: the cube would take"),
+    "zero clusters": (_no_clusters, [], rf"{S}/clusters\.templateDepths\.npy: no clusters \(0 rows\)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(HOSTILE), ids=list(HOSTILE))
+def test_hostile_case_is_one_line_and_touches_nothing(capsys, tmp_path, clean_session, case):
+    prepare, extra, match = HOSTILE[case]
+    root, out = tmp_path / "data", tmp_path / "stores"
+    add_session(root, clean_session, SESSION_ID)
+    if prepare is not None:
+        prepare(root, out)
+    before, out_existed = tree(root, out), out.exists()
+    code, _, stderr = run(capsys, "convert", root, "--out", out, "--quiet", *extra)
+    errors = [line for line in stderr.splitlines() if not line.startswith("opto-cube: warning: ")]
+    assert code == 1 and len(errors) == 1, stderr
+    assert errors[0].startswith(f"opto-cube: error: {root / schema.SESSIONS_DIR / SESSION_ID}") or case.endswith(
+        "in the way"
+    ) or case == "another Zarr store", errors
+    assert re.search(match, errors[0]), errors[0]
+    after = tree(root, out)
+    assert out.exists() == out_existed  # an --out the run created is not left behind, empty
+    assert after == before
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--bin-ms", "0"], "--bin-ms 0: bin width must be positive, got 0.0 ms"),
+        (["--bin-ms", "nan"], "--bin-ms nan: expected a finite bin width in ms"),
+        (["--window", "-0.4,1"], "--bin-ms 1 --window -0.4,1.0: window [-0.4, 1.0) s must cover the pre window"),
+        (["--max-buffer-gib", "0"], None),  # argparse: exit 2
+    ],
+)
+def test_parameters_refused_once_before_anything(capsys, tmp_path, clean_session, args, line):
+    root, out = tmp_path / "data", tmp_path / "stores"
+    for name in (SESSION_ID, OTHER_SESSION_ID):
+        add_session(root, clean_session, name)
+    code, stdout, stderr = run(capsys, "convert", root, "--out", out, "--quiet", *args)
+    if line is None:
+        assert code == 2 and "--max-buffer-gib: expected a positive number" in stderr
+    else:
+        assert code == 1 and len(stderr.splitlines()) == 1 and stdout == ""  # once, not once per session
+        assert stderr.startswith(f"opto-cube: error: {line}"), stderr
+    assert not out.exists()
+
+
+def test_session_json_cannot_set_the_store_attributes(capsys, tmp_path, clean_session):
+    root, out = tmp_path / "data", tmp_path / "stores"
+    folder = add_session(root, clean_session, SESSION_ID)
+    info = json.loads((folder / schema.SESSION_JSON).read_text())
+    hostile = {**info, "opto_cube_complete": True, "opto_cube_format_version": 99, "bin_width_s": 7, "x": 1}
+    (folder / schema.SESSION_JSON).write_text(json.dumps(hostile))
+    assert run(capsys, "convert", root, "--out", out, "--quiet", "--bin-ms", "10")[0] == 0
+    attrs = xr.open_zarr(out / f"{SESSION_ID}.zarr").attrs
+    assert attrs[schema.ATTR_SESSION_JSON] == hostile  # the whole session.json, as read, nested
+    assert attrs[schema.ATTR_FORMAT_VERSION] == schema.FORMAT_VERSION and attrs[schema.ATTR_BIN_WIDTH] == 0.01
+    assert attrs["x"] == 1 and attrs["subject"] == info["subject"]  # other fields copied to the top level
+    assert attrs[schema.ATTR_COMPLETE] is True  # set by the writer, last
+
+
+def test_a_killed_in_place_write_is_never_complete(tmp_path, clean_session, monkeypatch):
+    """A session.json carrying the completion mark: a write interrupted before the seal leaves no complete store."""
+    root = tmp_path / "data"
+    folder = add_session(root, clean_session, SESSION_ID)
+    info = json.loads((folder / schema.SESSION_JSON).read_text())
+    (folder / schema.SESSION_JSON).write_text(json.dumps({**info, "opto_cube_complete": True}))
+    seen = {}
+
+    def interrupted(zstore, path, storage_options=None):
+        seen["complete"] = store.is_complete(path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "seal", interrupted)
+    from opto_cube import convert
+
+    with pytest.raises(KeyboardInterrupt):
+        convert.convert_session(folder, tmp_path / "stores", bin_ms=10)
+    assert seen == {"complete": False}  # everything written but the seal: not complete
+    assert store_listing(tmp_path / "stores") == []
+
+
+def test_control_characters_in_names_are_escaped(capsys, tmp_path, clean_session):
+    root, out = tmp_path / "data", tmp_path / "stores"
+    folder = add_session(root, clean_session, "AL0034_2024-12-05\nen1_p0")
+    (folder / schema.STIM_TIMES).unlink()
+    code, _, stderr = run(capsys, "convert", root, "--out", out, "--quiet")
+    assert code == 1 and len(stderr.splitlines()) == 1
+    assert "AL0034_2024-12-05\\nen1_p0/stim.times.npy: required file is missing" in stderr
+
+
+def test_duplicate_ks_label_ids_are_counted_once(capsys, tmp_path, clean_session):
+    root, out = tmp_path / "data", tmp_path / "stores"
+    folder = add_session(root, clean_session, SESSION_ID)
+    labels = folder / schema.CLUSTERS_KS_LABEL
+    rows = labels.read_text().splitlines()
+    labels.write_text("\n".join([*rows[:2], rows[1], *rows[3:]]) + "\n")  # cluster 0 twice, cluster 1 missing
+    code, _, stderr = run(capsys, "convert", root, "--out", out, "--quiet", "--bin-ms", "10")
+    assert code == 0
+    assert f"{labels}: cluster ids listed more than once: [0] (the last label kept)" in stderr
+    n = len(rows) - 1
+    assert f"{labels}: labels {n - 1} of {n} clusters; the others left empty" in stderr
+
+
+def test_out_inside_a_flat_data_folder(capsys, tmp_path, clean_session):
+    root = tmp_path / "flat"
+    shutil.copytree(clean_session, root / SESSION_ID)
+    for _ in range(2):
+        code, stdout, stderr = run(capsys, "convert", root, "--out", root / "stores", "--bin-ms", "10", "--quiet")
+        assert code == 0, stderr
+    assert summary(stdout) == "0 converted, 1 skipped, 0 failed (1 session)"
+
+
+def test_damaged_store_is_rebuilt_by_convert(capsys, tmp_path, clean_session):
+    from helpers import damage
+
+    root, out = tmp_path / "data", tmp_path / "stores"
+    add_session(root, clean_session, SESSION_ID)
+    assert run(capsys, "convert", root, "--out", out, "--quiet", "--bin-ms", "10")[0] == 0
+    target = out / f"{SESSION_ID}.zarr"
+    damage(target, f"{schema.SPIKE_COUNTS}/c/0/0/0", "delete")
+    code, stdout, _ = run(capsys, "convert", root, "--out", out, "--quiet", "--bin-ms", "10")
+    assert code == 0 and summary(stdout) == "1 converted, 0 skipped, 0 failed (1 session)"
+    assert run(capsys, "verify", target, "--data", root)[0] == 0
+
+
+# --------------------------------------------------------------------------
+# a full disk: one line naming the session and the output, nothing left behind
+# --------------------------------------------------------------------------
+@pytest.fixture
+def full_disk(tmp_path, monkeypatch):
+    """A folder on a 128 kB tmpfs (mounted when the machine allows it), else one whose writers find the disk full."""
+    import errno
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode == 0:
+        yield folder
+        subprocess.run(["umount", str(folder)], check=True)
+        return
+    import pandas as pd
+    import zarr.storage
+
+    async def full(self, key, value, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_csv(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", full)
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full_csv)
+    yield folder
+
+
+def test_convert_on_a_full_disk(capsys, tmp_path, clean_session, full_disk):
+    root, out = tmp_path / "data", full_disk / "stores"
+    folder = add_session(root, clean_session, SESSION_ID)
+    code, _, stderr = run(capsys, "convert", root, "--out", out, "--quiet", "--bin-ms", "10")
+    assert code == 1
+    assert stderr.splitlines() == [
+        f"opto-cube: error: {folder}: {out / f'{SESSION_ID}.zarr'}: No space left on device (nothing written)"
+    ]
+    assert not out.exists()  # created by this run, left empty: removed
+
+
+def test_responses_on_a_full_disk(capsys, tmp_path, tiny_converted, full_disk):
+    filler = full_disk / "filler"
+    if os.path.ismount(full_disk):
+        with open(filler, "wb") as f, contextlib.suppress(OSError):
+            f.write(b"\0" * 200_000)
+    out = full_disk / "table" / "responses.csv"
+    code, _, stderr = run(capsys, "responses", tiny_converted.stores[10.0], "--out", out)
+    assert code == 1
+    assert stderr.splitlines() == [f"opto-cube: error: {out}: No space left on device"]
+    assert sorted(p.name for p in full_disk.iterdir()) == (["filler"] if filler.exists() else [])

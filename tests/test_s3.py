@@ -23,7 +23,8 @@ import xarray as xr
 from helpers import OTHER_SESSION_ID, SESSION_ID, tiny_spec, write_synth
 
 from opto_cube import catalog, cli, convert, pipeline, schema, store
-from opto_cube.errors import OptoCubeWarning
+from opto_cube.errors import OptoCubeWarning, StoreError
+from opto_cube.verify import verify
 
 moto_server = pytest.importorskip(
     "moto.server",
@@ -303,3 +304,56 @@ def test_info_lists_stores_written_since(listings: dict[str, list]) -> None:
 
 def test_open_catalog_lists_stores_written_since(listings: dict[str, list]) -> None:
     assert listings["catalog"] == [[SESSION_ID], sorted([SESSION_ID, OTHER_SESSION_ID])]
+
+
+# --------------------------------------------------------------------------
+# Integrity on S3: the same checksums, damage found, an interrupted in-place write never listed nor skipped
+# --------------------------------------------------------------------------
+def test_s3_store_has_the_local_checksums(s3: S3, remote: str, local: Path) -> None:
+    on_s3 = s3.get_json(f"{remote}/{SESSION_ID}.zarr/zarr.json")["attributes"][schema.ATTR_CHUNK_CRC32C]
+    here = store.read_store_attrs(local / f"{SESSION_ID}.zarr")[schema.ATTR_CHUNK_CRC32C]
+    assert on_s3 == here and set(on_s3) <= set(s3.keys(f"{remote}/{SESSION_ID}.zarr"))
+    assert [r.ok for r in verify(remote)] == [True, True]
+
+
+def test_damage_on_s3_is_found_and_rebuilt(s3: S3, data: Path, local: Path, capsys: pytest.CaptureFixture) -> None:
+    url = s3.prefix()
+    assert [r.status for r in convert.convert(data, url, bin_ms=BIN_MS, sessions=[SESSION_ID])] == ["converted"]
+    target = f"{url}/{SESSION_ID}.zarr"
+    key = f"{schema.SPIKE_COUNTS}/c/0/0/0"
+    s3.client.delete_object(Bucket=BUCKET, Key=f"{target.removeprefix(f's3://{BUCKET}/')}/{key}")
+    _clear_fsspec_caches()
+    with pytest.raises(StoreError, match=rf"^{target}: chunk {key} is missing"):
+        store.open_cube(target)
+    (report,) = verify(target)
+    assert report.problems == [f"{target}: chunk {key} is missing (deleted or never written)"]
+    assert [r.status for r in convert.convert(data, url, bin_ms=BIN_MS, sessions=[SESSION_ID])] == ["converted"]
+    xr.testing.assert_identical(store.open_cube(target).load(), store.open_cube(local / f"{SESSION_ID}.zarr").load())
+
+
+def test_interrupted_in_place_write_is_never_listed_nor_skipped(
+    s3: S3, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session.json carrying the completion mark, and a write stopped just before the seal (its last step)."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(data, root)
+    folder = root / schema.SESSIONS_DIR / SESSION_ID
+    info = json.loads((folder / schema.SESSION_JSON).read_text())
+    (folder / schema.SESSION_JSON).write_text(json.dumps({**info, schema.ATTR_COMPLETE: True}))
+    url = s3.prefix()
+    target = f"{url}/{SESSION_ID}.zarr"
+    seen = {}
+
+    def killed(zstore, path, storage_options=None):  # noqa: ANN001, ANN202
+        seen["complete"] = store.is_complete(path)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "seal", killed)
+        with pytest.raises(KeyboardInterrupt):
+            convert.convert_session(folder, url, bin_ms=BIN_MS)
+    assert seen == {"complete": False}
+    assert [r.status for r in convert.convert(root, url, bin_ms=BIN_MS, sessions=[SESSION_ID])] == ["converted"]
+    assert store.is_complete(target) and [r.ok for r in verify(target)] == [True]

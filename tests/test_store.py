@@ -80,6 +80,8 @@ def test_write_cube_round_trip(tmp_path, template):
     assert opened[schema.SPIKE_COUNTS].encoding["chunks"] == (3, 16, ds.sizes[schema.TIME])
     attrs = dict(opened.attrs)
     assert attrs.pop(schema.ATTR_COMPLETE) is True
+    manifest = attrs.pop(schema.ATTR_CHUNK_CRC32C)  # one CRC32C per chunk of every array
+    assert sorted(manifest) == sorted(store.expected_chunks(zarr.open_group(target, mode="r")))
     # blocks without their window counts: write_cube sums them from the bins, in the smallest dtype
     in_pre = (ds[schema.TIME].values > -0.5) & (ds[schema.TIME].values < 0)
     in_stim = (ds[schema.TIME].values[None] > 0) & (ds[schema.TIME].values[None] < ds[schema.DURATION].values[:, None])
@@ -241,3 +243,26 @@ def test_read_store_attrs_and_up_to_date(tmp_path, template):
     del meta["attributes"][schema.ATTR_COMPLETE]
     (target / "zarr.json").write_text(json.dumps(meta))
     assert not store.is_up_to_date(target, expected)
+
+
+def test_format_1_store_opens_with_one_warning_and_is_reconverted(tmp_path):
+    import warnings
+
+    from opto_cube.errors import OptoCubeWarning
+
+    folder = write_synth(tmp_path / "data" / SESSION_ID)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OptoCubeWarning)
+        result = convert.convert_session(folder, tmp_path / "stores", bin_ms=10)
+    meta_path = Path(result.store) / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["attributes"][schema.ATTR_FORMAT_VERSION] = 1  # what stores written before checksums carry
+    meta_path.write_text(json.dumps(meta))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store.open_cube(result.store)
+    assert [str(w.message) for w in caught if issubclass(w.category, OptoCubeWarning)] == [
+        f"{result.store}: store format 1 (no window_counts, no chunk checksums): reconvert it with opto-cube convert"
+    ]
+    assert convert.convert_session(folder, tmp_path / "stores", bin_ms=10).status == "converted"  # ours: rebuilt
+    assert store.read_store_attrs(result.store)[schema.ATTR_FORMAT_VERSION] == schema.FORMAT_VERSION

@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from helpers import SESSION_ID, convert_recording, quirky_spec, write_synth
+from helpers import SESSION_ID, convert_recording, damage, quirky_spec, write_synth
 
-from opto_cube import schema
+from opto_cube import schema, store
 
 ts = pytest.importorskip("tensorstore", reason="tensorstore is not installed (pip install tensorstore)")
 
@@ -120,11 +122,16 @@ def test_strings_are_vlen_utf8(cube_store: Path, ds: xr.Dataset, name: str) -> N
 
 def _decode_vlen_utf8_chunk(raw: bytes, codecs: list[dict]) -> list[str]:
     """Decode one chunk by the Zarr v3 specs: the bytes -> bytes codecs undone in reverse, then vlen-utf8."""
+    import google_crc32c
     import numcodecs
 
     for codec in reversed(codecs[1:]):
-        assert codec["name"] == "zstd", codec
-        raw = numcodecs.Zstd().decode(raw)
+        assert codec["name"] in {"zstd", "crc32c"}, codec
+        if codec["name"] == "crc32c":  # the last 4 bytes: CRC32C (little-endian) of the bytes before them
+            assert int.from_bytes(raw[-4:], "little") == google_crc32c.value(raw[:-4])
+            raw = raw[:-4]
+        else:
+            raw = numcodecs.Zstd().decode(raw)
     (n,) = struct.unpack_from("<I", raw, 0)
     out, offset = [], 4
     for _ in range(n):
@@ -141,10 +148,7 @@ def test_strings_decode_by_the_spec(cube_store: Path, ds: xr.Dataset, name: str)
     (chunk,) = meta["chunk_grid"]["configuration"]["chunk_shape"]
     assert chunk >= ds.sizes[schema.CLUSTER]  # one chunk
     assert meta["chunk_key_encoding"] == {"name": "default", "configuration": {"separator": "/"}}
-    path = cube_store / name / "c" / "0"
-    if not path.exists():  # a chunk of fill values only is not written (Zarr v3): every value is the fill value
-        assert list(ds[name].values) == [meta["fill_value"]] * ds.sizes[schema.CLUSTER]
-        return
+    path = cube_store / name / "c" / "0"  # every chunk is written, fill values only or not
     assert _decode_vlen_utf8_chunk(path.read_bytes(), meta["codecs"]) == list(ds[name].values)
     assert set(ds[name].values) - {schema.UNKNOWN_LABEL}, "expected some non-empty labels"
 
@@ -190,3 +194,38 @@ def test_group_metadata_is_plain_json(cube_store: Path) -> None:
     assert meta["attributes"][schema.ATTR_COMPLETE] is True
     consolidated = meta["consolidated_metadata"]["metadata"]
     assert set(consolidated) == set(_metadata(cube_store))
+
+
+# --------------------------------------------------------------------------
+# integrity: a CRC32C after every chunk of every array, every chunk written; other readers check it
+# --------------------------------------------------------------------------
+def test_every_array_is_checksummed_and_every_chunk_written(cube_store: Path) -> None:
+    for name, meta in _metadata(cube_store).items():
+        assert [c["name"] for c in meta["codecs"]][-2:] == ["zstd", "crc32c"], name
+    expected = store.expected_chunks(zarr.open_group(cube_store, mode="r"))
+    assert set(expected) <= store.listed_keys(cube_store)
+
+
+def test_tensorstore_refuses_a_flipped_chunk(tmp_path: Path, cube_store: Path) -> None:
+    damaged = Path(shutil.copytree(cube_store, tmp_path / cube_store.name))
+    damage(damaged, f"{schema.SPIKE_COUNTS}/c/1/1/0", "flip_end")  # the CRC32C itself: zstd decodes the rest
+    with pytest.raises(ValueError, match="Digest mismatch"):  # tensorstore checks the CRC32C
+        _tensorstore(damaged, schema.SPIKE_COUNTS)[3:6, 16:32].read().result()
+
+
+JS = Path(__file__).parent / "js"
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+@pytest.mark.skipif(not (JS / "node_modules" / "zarrita").is_dir(), reason="npm install --prefix tests/js (zarrita.js)")
+def test_zarrita_reads_what_xarray_reads(cube_store: Path, ds: xr.Dataset) -> None:
+    names = [*NUMERIC, *(n for n in ds.variables if n not in NUMERIC and n not in STRINGS and n not in LABELS)]
+    done = subprocess.run(
+        ["node", str(JS / "read_zarrita.mjs"), str(cube_store), *names],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    read = json.loads(done.stdout)
+    for name in names:
+        assert "error" not in read[name], (name, read[name])
+        values = np.array([np.nan if v is None else v for v in read[name]["data"]]).reshape(read[name]["shape"])
+        np.testing.assert_array_equal(values, ds[name].values.astype(values.dtype), err_msg=name)

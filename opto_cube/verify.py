@@ -1,0 +1,278 @@
+"""Check stores end to end: every chunk present, in place and whole; window counts; completion; sources.
+
+:func:`verify_store` reads every chunk of a store once (memory bounded by
+one chunk of the cube) and lists every problem it finds, each one line naming
+the store and, where there is one, the chunk:
+
+- every chunk of every array present (one listing of the store's keys), ending
+  with the CRC32C recorded for that place when it was written (a chunk
+  deleted, emptied, truncated, moved, swapped or re-encoded is found), and
+  decoding with its CRC32C right (bytes flipped anywhere are found);
+- ``window_counts`` equal to ``spike_counts`` summed over each trial's pre and
+  stim bins;
+- the completion mark of a finished conversion, and the store format;
+- given the data folder, the SHA-256 of every source file against the one
+  recorded in the store.
+
+:func:`verify` does it for a store or every store of a folder. See
+``docs/contract.md`` ("Integrity").
+
+Examples
+--------
+>>> import tempfile, warnings
+>>> from opto_cube import synth, convert
+>>> root = tempfile.mkdtemp()
+>>> with warnings.catch_warnings():
+...     warnings.simplefilter("ignore")
+...     folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
+...     result = convert.convert_session(folder, root + "/stores", bin_ms=10)
+>>> [report.ok for report in verify(root + "/stores", data_root=root)]
+[True]
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from . import io, schema, store
+from .errors import OptoCubeError, StoreError
+
+__all__ = ["StoreReport", "verify", "verify_store"]
+
+
+@dataclass
+class StoreReport:
+    """What :func:`verify_store` found in one store: ``problems`` (one line each) and what it checked."""
+
+    store: str
+    problems: list[str] = field(default_factory=list)
+    chunks: int = 0
+    checked: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether no problem was found."""
+        return not self.problems
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"ok       {self.store}: {self.chunks} chunks; {', '.join(self.checked)}"
+        return f"damaged  {self.store}: {len(self.problems)} problem{'s' * (len(self.problems) != 1)}"
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _block(coords: tuple[int, ...], chunks: tuple[int, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
+    return tuple(slice(c * n, min((c + 1) * n, s)) for c, n, s in zip(coords, chunks, shape, strict=True))
+
+
+def _decode_all(report: StoreReport, group: Any, skip: set[str], path: str) -> None:
+    """Decode every chunk of every array but ``spike_counts`` (read with the window check), one chunk at a time."""
+    for name, array in group.arrays():
+        if name == schema.SPIKE_COUNTS:
+            continue
+        encoding = array.metadata.chunk_key_encoding
+        for coords in np.ndindex(*array.cdata_shape):
+            key = f"{name}/{encoding.encode_chunk_key(coords)}"
+            if key in skip:
+                continue
+            try:
+                array[_block(coords, array.chunks, array.shape)]
+            except Exception as e:
+                report.problems.append(f"{path}: chunk {key} is corrupt ({_one_line(e)})")
+
+
+def _window_edges(group: Any) -> tuple[int, int, np.ndarray]:
+    """Bin indices: the pre window's first bin, the stim window's first bin, and each trial's stim end."""
+    centres = np.asarray(group[schema.TIME][...], dtype=np.float64)
+    durations = np.asarray(group[schema.DURATION][...], dtype=np.float64)
+    pre_start = int(np.searchsorted(centres, schema.PRE_WINDOW_S[0]))
+    stim_start = int(np.searchsorted(centres, schema.PRE_WINDOW_S[1]))
+    stim_end = np.searchsorted(centres, durations).astype(np.int64)  # centres below the duration: whole bins
+    return pre_start, stim_start, stim_end
+
+
+def _check_window_counts(report: StoreReport, group: Any, skip: set[str], path: str) -> None:
+    """Decode every chunk of ``spike_counts`` and compare its window sums with ``window_counts``."""
+    counts = group[schema.SPIKE_COUNTS]
+    encoding = counts.metadata.chunk_key_encoding
+    windows = None
+    if schema.WINDOW_COUNTS not in group:
+        report.problems.append(f"{path}: no {schema.WINDOW_COUNTS!r} array (every store of format 2 has one)")
+    else:
+        windows = group[schema.WINDOW_COUNTS]
+        try:
+            labels = [str(v) for v in group[schema.WINDOW][...]] if schema.WINDOW in group else list(schema.WINDOWS)
+        except Exception:  # a damaged window coordinate: reported by _decode_all
+            labels = []
+        order = [labels.index(w) for w in schema.WINDOWS] if sorted(labels) == sorted(schema.WINDOWS) else None
+        if order is None or windows.shape != (*counts.shape[:2], len(schema.WINDOWS)):
+            report.problems.append(
+                f"{path}: {schema.WINDOW_COUNTS!r} has shape {windows.shape} and windows {labels};"
+                f" expected {(*counts.shape[:2], len(schema.WINDOWS))} and {list(schema.WINDOWS)}"
+            )
+            windows = None
+        try:
+            pre_start, stim_start, stim_end = _window_edges(group)
+        except Exception as e:  # a damaged time or duration chunk: reported by _decode_all
+            report.problems.append(
+                f"{path}: window_counts not compared: the bins or durations cannot be read ({_one_line(e)})"
+            )
+            windows = None
+    mismatched = 0
+    for coords in np.ndindex(*counts.cdata_shape):
+        key = f"{schema.SPIKE_COUNTS}/{encoding.encode_chunk_key(coords)}"
+        if key in skip:
+            continue
+        region = _block(coords, counts.chunks, counts.shape)
+        try:
+            block = np.asarray(counts[region])
+        except Exception as e:
+            report.problems.append(f"{path}: chunk {key} is corrupt ({_one_line(e)})")
+            continue
+        if windows is None:
+            continue
+        try:
+            stored = np.asarray(windows[region[0], region[1], :])[:, :, order]
+        except Exception as e:  # its chunks are reported by _decode_all
+            report.problems.append(f"{path}: {schema.WINDOW_COUNTS} at chunk {key} cannot be read ({_one_line(e)})")
+            continue
+        total = np.zeros((*block.shape[:2], block.shape[2] + 1), dtype=np.int64)
+        np.cumsum(block, axis=2, dtype=np.int64, out=total[:, :, 1:])
+        ends = stim_end[region[1]]
+        pre = total[:, :, stim_start] - total[:, :, pre_start]
+        stim = np.take_along_axis(total, np.broadcast_to(ends[None, :, None], (*block.shape[:2], 1)), axis=2)[..., 0]
+        stim = stim - total[:, :, stim_start]
+        bad = (pre != stored[..., 0]) | (stim != stored[..., 1])
+        if bad.any():
+            mismatched += int(bad.sum())
+            c, t = (int(i[0]) for i in np.nonzero(bad))
+            report.problems.append(
+                f"{path}: {schema.WINDOW_COUNTS} differs from the window sums of chunk {key} at"
+                f" cluster {region[0].start + c}, trial {region[1].start + t} ({int(bad.sum())} cluster x trial)"
+            )
+    if windows is not None and not mismatched:
+        report.checked.append("window_counts = window sums")
+
+
+def _source_file(folder: Path, name: str) -> Path:
+    for candidate in (folder / name, folder.parent / name, folder.parent.parent / name):
+        if candidate.is_file():
+            return candidate
+    return folder / name
+
+
+def _check_sources(report: StoreReport, attrs: dict[str, Any], data_root: str | os.PathLike, path: str) -> None:
+    session_id = str(attrs.get(schema.ATTR_SESSION_ID, ""))
+    try:
+        folders = {f.name: f for f in io.find_sessions(data_root)}
+    except OptoCubeError as e:
+        report.problems.append(f"{path}: {e}")
+        return
+    if session_id not in folders:
+        report.problems.append(f"{path}: session {session_id!r} has no folder under {data_root}")
+        return
+    folder = folders[session_id]
+    recorded = attrs.get(schema.ATTR_SHA256) or {}
+    if not isinstance(recorded, dict) or not recorded:
+        report.problems.append(f"{path}: no source checksums ({schema.ATTR_SHA256!r})")
+        return
+    changed = 0
+    for name, sha in sorted(recorded.items()):
+        source = _source_file(folder, name)
+        try:
+            found = io.sha256_file(source)
+        except OSError as e:
+            report.problems.append(f"{path}: source {source} cannot be read ({_one_line(e)})")
+            changed += 1
+            continue
+        if found != sha:
+            report.problems.append(f"{path}: source {source} changed since the conversion (SHA-256 differs)")
+            changed += 1
+    if not changed:
+        report.checked.append(f"{len(recorded)} sources' SHA-256")
+
+
+def verify_store(
+    path: store.StorePath, data_root: str | os.PathLike | None = None, storage_options: dict[str, Any] | None = None
+) -> StoreReport:
+    """Check one store completely (see the module's description); never raises on a damaged store.
+
+    Parameters
+    ----------
+    path
+        A store written by ``opto-cube convert`` (local path or URL).
+    data_root
+        The data folder it was converted from: also compare the sources' SHA-256.
+    storage_options
+        fsspec options for a URL.
+
+    Returns
+    -------
+    StoreReport
+        ``problems`` empty when the store is whole.
+    """
+    name = os.fspath(path)
+    report = StoreReport(name)
+    attrs = store.read_store_attrs(path, storage_options)
+    if attrs is None or not store.is_ours(path, storage_options):
+        report.problems.append(f"{name}: not an opto_cube store (no opto_cube metadata, or other files in it)")
+        return report
+    version = store.format_version(attrs)
+    if version < schema.FORMAT_VERSION:
+        report.problems.append(f"{name}: store format {version}, without checksums; reconvert it (convert rebuilds it)")
+        return report
+    if not attrs.get(schema.ATTR_COMPLETE):
+        report.problems.append(f"{name}: no completion mark: the conversion did not finish; convert rebuilds it")
+    else:
+        report.checked.append("completion mark")
+    try:
+        group = zarr.open_group(store.zarr_store(path, storage_options, read_only=True), mode="r")
+        expected = store.expected_chunks(group)
+        report.chunks = len(expected)
+        problems = store.check_chunks(path, storage_options)
+    except Exception as e:
+        report.problems.append(f"{name}: metadata cannot be read ({_one_line(e)})")
+        return report
+    report.problems.extend(problems)
+    skip = {key for key in expected if any(f"chunk {key} " in p for p in problems)}
+    _decode_all(report, group, skip, name)
+    if schema.SPIKE_COUNTS not in group:
+        report.problems.append(f"{name}: no {schema.SPIKE_COUNTS!r} array")
+    else:
+        _check_window_counts(report, group, skip, name)
+    if not any("chunk" in p for p in report.problems):
+        report.checked.insert(0, "every chunk present and its CRC32C right")
+    if data_root is not None:
+        _check_sources(report, attrs, data_root, name)
+    return report
+
+
+def verify(
+    path: str | os.PathLike,
+    data_root: str | os.PathLike | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> list[StoreReport]:
+    """Check a store, or every ``*.zarr`` store of a folder (see :func:`verify_store`).
+
+    Raises
+    ------
+    StoreError
+        ``path`` is neither a store nor a folder holding stores.
+    """
+    text = os.fspath(path).rstrip("/") or os.fspath(path)
+    single = text.endswith(store.STORE_SUFFIX) or store.read_store_attrs(text, storage_options) is not None
+    if not store.is_url(text) and not Path(text).exists():
+        raise StoreError(f"{text}: no such store or folder")
+    paths = [text] if single else store.list_stores(text, storage_options)
+    if not paths:
+        raise StoreError(f"{text}: holds no {store.STORE_SUFFIX} stores")
+    return [verify_store(p, data_root, storage_options) for p in paths]
