@@ -196,6 +196,11 @@ def _session_id(path: StorePath, attrs: Mapping[str, Any] | None) -> str:
     return str((attrs or {}).get(schema.ATTR_SESSION_ID) or name.removesuffix(STORE_SUFFIX))
 
 
+def _path(source: str | os.PathLike) -> StorePath:
+    """A store path or URL as the store module takes it (a URL stays a string)."""
+    return source if isinstance(source, (str, Path)) else Path(source)
+
+
 def _is_store(path: str | os.PathLike) -> bool:
     text = os.fspath(path).rstrip("/")
     return text.endswith(STORE_SUFFIX) or (not is_url(text) and (Path(text) / "zarr.json").exists())
@@ -210,13 +215,15 @@ def catalog_of(sources: Iterable[str | os.PathLike]) -> Catalog:
         A path that does not exist, a folder holding no store, or a session given twice.
     """
     entries: dict[str, StorePath] = {}
-    for source in sources:
+    for given in sources:
+        source = _path(given)
         if not is_url(source) and not Path(source).exists():
             raise StoreError(f"{source}: no such folder of stores (or store)")
         if _is_store(source):
             found = {_session_id(source, read_store_attrs(source)): source}
         else:
-            found = dict(open_catalog(source).entries())
+            listed = open_catalog(source).entries()
+            found = {sid: _path(entry) for sid, entry in listed if not isinstance(entry, xr.Dataset)}
             if not found:
                 raise StoreError(f"{source}: holds no {STORE_SUFFIX} stores")
         twice = sorted(set(found) & set(entries))
@@ -244,7 +251,7 @@ def sessions_of(source: Any) -> list[tuple[str, xr.Dataset | StorePath]]:
         return [(str(source.attrs.get(schema.ATTR_SESSION_ID, "")), source)]
     if isinstance(source, (str, os.PathLike)):
         if _is_store(source):
-            return [(_session_id(source, read_store_attrs(source)), source)]
+            return [(_session_id(_path(source), read_store_attrs(_path(source))), _path(source))]
         return open_catalog(source).entries()
     if isinstance(source, Mapping):
         items: Iterable[tuple[str | None, Any]] = ((str(k), v) for k, v in source.items())
@@ -255,7 +262,8 @@ def sessions_of(source: Any) -> list[tuple[str, xr.Dataset | StorePath]]:
     pairs: list[tuple[str, xr.Dataset | StorePath]] = []
     for key, item in items:
         if isinstance(item, (str, os.PathLike)):
-            pairs.append((key if key is not None else _session_id(item, read_store_attrs(item)), item))
+            path = _path(item)
+            pairs.append((key if key is not None else _session_id(path, read_store_attrs(path)), path))
         elif isinstance(item, xr.Dataset):
             pairs.append((key if key is not None else str(item.attrs.get(schema.ATTR_SESSION_ID, "")), item))
         else:

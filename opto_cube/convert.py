@@ -477,7 +477,7 @@ def convert(
         if unknown:
             raise OptoCubeError(f"{data_root}: no session named {', '.join(map(repr, unknown))}")
         folders = [by_name[s] for s in sessions]
-    out = out_dir if store.is_url(out_dir) else Path(out_dir)
+    out: store.StorePath = os.fspath(out_dir) if store.is_url(out_dir) else Path(out_dir)
     if isinstance(out, Path):
         out.mkdir(parents=True, exist_ok=True)
     if scheduler is None:

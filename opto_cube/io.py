@@ -60,7 +60,7 @@ class NpyFile:
                 elif version == (2, 0):
                     shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
                 else:
-                    shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+                    shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # type: ignore[attr-defined]
                 offset = f.tell()
         except FileNotFoundError:
             raise

@@ -199,7 +199,8 @@ def _spike_times_by_unit(
 
 def _metadata(session: io.Session, tip_offset_um: float) -> dict[str, Any]:
     return {
-        "session_json": session.attrs,
+        "session_json": session.attrs,  # the fields as reconciled with the arrays (the store's top level)
+        "session_json_as_read": session.session_json,  # session.json as read (the store's session_json attribute)
         "laser_calibration": session.laser_calibration,
         schema.ATTR_TIP_OFFSET: float(tip_offset_um),
         schema.ATTR_EMITTER_POSITIONS: list(schema.EMITTER_POSITIONS_FROM_TIP_UM),
@@ -441,7 +442,7 @@ def _add_cube(nwb: Any, session: io.Session, cube_path: str | os.PathLike) -> No
     from .store import open_cube
 
     try:
-        ds = open_cube(cube_path)
+        ds = open_cube(os.fspath(cube_path))
     except Exception as e:
         raise OptoCubeError(f"{cube_path}: cannot open the cube ({e})") from e
     if ds.attrs.get(schema.ATTR_SESSION_ID) != session.session_id:
@@ -609,6 +610,8 @@ def _metadata_of(nwb: Any) -> dict[str, Any]:
         return {}
     table = module[schema.NWB_METADATA]
     keys, values = _column(table, "key"), _column(table, "value")
+    if keys is None or values is None:
+        return {}
     out = {}
     for key, value in zip(keys, values, strict=True):
         key = key.decode() if isinstance(key, bytes) else str(key)
@@ -670,6 +673,8 @@ def _read(path: Path, nwb: Any, sha: dict[str, str]) -> io.Session:
 
     # pulses
     onset = _column(pulses, "start_time")
+    if onset is None:
+        raise _refuse(path, "the pulses table has no start_time column (onset of each pulse, s)")
     emitter = _column(pulses, schema.EMITTER)
     if emitter is None and "optogenetic_sites" in pulses.colnames:
         sites_col = pulses["optogenetic_sites"]
@@ -691,7 +696,10 @@ def _read(path: Path, nwb: Any, sha: dict[str, str]) -> io.Session:
         raise _refuse(path, "the pulses table has no power_in_mW column (power of each pulse, mW)")
     duration = _column(pulses, schema.DURATION)
     if duration is None:
-        duration = _column(pulses, "stop_time") - onset
+        stop = _column(pulses, "stop_time")
+        if stop is None:
+            raise _refuse(path, "the pulses table has no stop_time column (end of each pulse, s)")
+        duration = stop - onset
     if onset.size == 0:
         raise _refuse(path, "the pulses table has no rows")
     stim = {
@@ -769,4 +777,5 @@ def _read(path: Path, nwb: Any, sha: dict[str, str]) -> io.Session:
         n_channels=n_channels,
         surface_position_um=surface,
         spikes_per_cluster=per_cluster,
+        session_json=dict(meta.get("session_json_as_read", {})),
     )

@@ -386,7 +386,7 @@ def plot_psth(
     rate = rate.compute()
     others = [d for d in rate.dims if d != schema.TIME]
     if sem_over is None:
-        sem_over = schema.TRIAL if schema.TRIAL in others else (others[0] if others else None)
+        sem_over = schema.TRIAL if schema.TRIAL in others else (str(others[0]) if others else None)
     rest = [d for d in others if d != sem_over]
     if rest:
         rate = rate.mean(rest)

@@ -95,7 +95,7 @@ def _pairs(extent: xr.Dataset, pairs: Sequence[tuple[str, str]]) -> list[tuple[s
     missing = [p for p in pairs if p[0] not in wt or p[1] not in ef]
     if missing:
         raise ValueError(f"the extent has no {missing!r}; it has waveform types {sorted(wt)} and effects {sorted(ef)}")
-    return [tuple(p) for p in pairs]
+    return [(str(p[0]), str(p[1])) for p in pairs]
 
 
 def plot_extent_profiles(

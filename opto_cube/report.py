@@ -264,11 +264,12 @@ def _n_points(artist: Any) -> int:
     from matplotlib.lines import Line2D
 
     if isinstance(artist, Line2D):
-        return len(artist.get_xdata(orig=False))
+        return int(np.size(artist.get_xdata(orig=False)))
     if isinstance(artist, Collection):
-        offsets = len(artist.get_offsets())
+        offsets = int(np.shape(artist.get_offsets())[0])
         array = artist.get_array()
-        vertices = sum(len(p.vertices) for p in artist.get_paths()) if len(artist.get_paths()) < 10_000 else 10_000
+        paths = artist.get_paths()
+        vertices = sum(int(np.shape(p.vertices)[0]) for p in paths) if len(paths) < 10_000 else 10_000
         return max(offsets, vertices, 0 if array is None else int(np.size(array)))
     return 0
 

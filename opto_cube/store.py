@@ -321,7 +321,8 @@ def write_cube(
     """
     target = target if is_url(target) else Path(target)
     counts = template[schema.SPIKE_COUNTS]
-    chunks = tuple(counts.encoding["chunks"]) if "chunks" in counts.encoding else tuple(c[0] for c in counts.chunks)
+    stored = counts.encoding.get("chunks")
+    chunks = tuple(stored) if stored is not None else tuple(c[0] for c in counts.chunks or ())
     if schema.WINDOW_COUNTS not in template:
         template = template.assign(
             {
@@ -358,7 +359,7 @@ def write_cube(
             # (benchmarks/README.md, "Writing the cube"). The chunks of a block are written concurrently.
             array = group.create_array(
                 schema.SPIKE_COUNTS, shape=counts.shape, chunks=chunks, dtype=counts.dtype,
-                compressors=COMPRESSORS, fill_value=0, dimension_names=counts.dims,
+                compressors=COMPRESSORS, fill_value=0, dimension_names=tuple(map(str, counts.dims)),
                 attributes=dict(variables[schema.SPIKE_COUNTS].attrs), config={"write_empty_chunks": True},
             )  # fmt: skip
             step = array.chunks[0]
@@ -446,7 +447,7 @@ def listed_keys(path: StorePath, storage_options: dict[str, Any] | None = None) 
         root = root.rstrip("/")
         return {name[len(root) + 1 :] for name in fs.find(root)}
     root = Path(path)
-    keys = set()
+    keys: set[str] = set()
     for folder, _, files in os.walk(root):
         rel = Path(folder).relative_to(root).as_posix()
         keys.update(f if rel == "." else f"{rel}/{f}" for f in files)
@@ -621,7 +622,7 @@ def _checked(
     manifest = attrs.get(schema.ATTR_CHUNK_CRC32C) or {}
     for name in list(ds.data_vars):
         array = group[name]
-        source = _CheckedChunks(path, name, storage_options, manifest, array)
+        source = _CheckedChunks(path, str(name), storage_options, manifest, array)
         token = tokenize(str(path), name, array.shape, str(array.dtype), manifest.get(f"{name}/c/0/0/0"))
         meta = np.empty((0,) * array.ndim, dtype=array.dtype)  # else dask reads a slice to learn it
         data = da.from_array(
@@ -647,7 +648,7 @@ def is_up_to_date(target: StorePath, expected: dict[str, Any], storage_options: 
 
 def checksummed(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     """xarray ``encoding`` giving every variable of ``ds`` the store's codecs (:data:`COMPRESSORS`)."""
-    return {name: {"compressors": COMPRESSORS} for name in ds.variables}
+    return {str(name): {"compressors": COMPRESSORS} for name in ds.variables}
 
 
 def _json_equal(a: Any, b: Any) -> bool:

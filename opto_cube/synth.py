@@ -218,8 +218,9 @@ class GroundTruth:
     tip_offset_um: float
     refractory_s: float
     spikeless: np.ndarray
-    latency_s: np.ndarray | None = None
-    artifact: np.ndarray | None = None
+    # None (older ground-truth files) becomes no latency / no artifact unit in __post_init__
+    latency_s: np.ndarray = None  # type: ignore[assignment]
+    artifact: np.ndarray = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         k = self.waveform_type.size
