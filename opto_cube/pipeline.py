@@ -490,14 +490,13 @@ def _guarded(what: str, compute: Any) -> tuple[Any, list[str]]:
     responding unit) warns or raises ValueError; the page is built all the same
     and the section says why. Other warnings are passed on.
     """
+    failed: str | None = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             result = compute()
         except (ValueError, OptoCubeError) as e:
             result, failed = None, f"{what} not computed: {_one_line(e)}"
-        else:
-            failed = None
     notes = []
     for w in caught:
         if issubclass(w.category, OptoCubeWarning):
