@@ -355,6 +355,7 @@ def plot_power_curves(
     top = float(good["max_power_mw"].max()) if "max_power_mw" in good and len(good) else 1.0
     power = np.linspace(0.0, top * 1.05, 200)
     for _, row in good.iterrows():
+        distance = float(np.round(row[schema.DISTANCE])) + 0.0  # + 0.0: no "-0 um" in the legend
         colour = WAVEFORM_COLORS.get(row[schema.WAVEFORM_TYPE], OTHER_COLOR)
         curve = row[schema.PR_MAX_EFFECT] * power / (power + row[schema.PR_P50])  # the fitted saturating curve
         ax.plot(
@@ -363,7 +364,7 @@ def plot_power_curves(
             color=colour,
             lw=1.4,
             alpha=0.85,
-            label=f"{row[schema.WAVEFORM_TYPE]}, d = {row[schema.DISTANCE]:.0f} µm, p50 = {row[schema.PR_P50]:.2g} mW",
+            label=f"{row[schema.WAVEFORM_TYPE]}, d = {distance:.0f} µm, p50 = {row[schema.PR_P50]:.2g} mW",
         )
         if points is not None:
             match = np.ones(len(points), dtype=bool)
