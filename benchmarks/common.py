@@ -81,7 +81,8 @@ def store_tag() -> str:
 
     from opto_cube import schema, store
 
-    text = f"{store.COMPRESSORS!r}{schema.CHUNK_CLUSTERS}x{schema.CHUNK_TRIALS}"
+    # the stored arrays are part of the tag: stores cached before the timing arrays are rebuilt
+    text = f"{store.COMPRESSORS!r}{schema.CHUNK_CLUSTERS}x{schema.CHUNK_TRIALS}{schema.TIMING_ARRAYS}"
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 

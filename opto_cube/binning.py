@@ -220,12 +220,17 @@ def _bin_of(t, onset, rel_edges, inv_width, stim_edge, stim_end):
 
 @numba.njit(cache=True, nogil=True)
 def _count_chunk(
-    times, clusters, lo, hi, onsets, rel_edges, inv_width, stim_edge, stim_end, pre_edge, zero_edge, out, windows
-):
+    times, clusters, lo, hi, onsets, rel_edges, inv_width, stim_edge, stim_end, pre_edge, zero_edge, out, windows,
+    codes, course, first, timing,
+):  # fmt: skip
     # One pass: each spike's bin j, counted in out[cluster, trial, j] and, when j lies in the trial's pre window
     # (edges pre_edge..zero_edge, i.e. onset - 0.5 <= t < onset) or stim window (zero_edge..stim_edge, i.e.
-    # onset <= t < onset + duration), in windows[cluster, trial, 0 or 1]. Returns the largest count reached
-    # (computed in int64, so a dtype too small for it is detected even though out[...] wrapped).
+    # onset <= t < onset + duration), in windows[cluster, trial, 0 or 1]. With timing, the same incidence also
+    # counts in course[cluster, codes[trial], j] (the session's time course per condition, accumulated over
+    # chunks; laid out (condition, cluster, time): a trial's increments stay within one condition's slab) and,
+    # in the stim window, sets first[cluster, trial] = j - zero_edge if unset (-1): a trial's spikes
+    # come in time order, so the first one set is the first spike. Returns the largest count reached (computed
+    # in int64, so a dtype too small for it is detected even though out[...] wrapped).
     best = 0
     for i in range(onsets.size):
         stim_stop = stim_edge[i]
@@ -236,9 +241,13 @@ def _count_chunk(
             out[k, i, j] = c
             if c > best:
                 best = c
+            if timing:
+                course[codes[i], k, j] += 1
             if j >= zero_edge:
                 if j < stim_stop:
                     windows[k, i, 1] += 1
+                    if timing and first[k, i] < 0:
+                        first[k, i] = j - zero_edge
             elif j >= pre_edge:
                 windows[k, i, 0] += 1
     return best
@@ -379,6 +388,60 @@ class CountChunk(NamedTuple):
     windows: np.ndarray  # [cluster, trial, window]: pre and stim window counts (schema.WINDOWS), owned by the caller
 
 
+class Timing:
+    """The stored timing arrays of a session, filled by :func:`iter_count_chunks` in its one pass.
+
+    ``time_course[cluster, condition, time]``: the spikes of each bin summed
+    over the condition's trials (``trial_condition``), exact integers;
+    ``first_spike[cluster, trial]``: the bin of the trial's first spike in its
+    stim window ``[0, duration)``, counted from the window's first bin, -1
+    for none. Both complete once every chunk has been yielded.
+
+    Examples
+    --------
+    >>> bins = plan_time_bins([0.01], bin_ms=5, window_s=(-0.5, 0.5))
+    >>> timing = Timing(np.array([0, 1]), 2, bins, 1)
+    >>> chunks = list(iter_count_chunks([(np.array([1.004, 1.007, 2.2]), np.array([0, 0, 0]))],
+    ...                                 np.array([1.0, 2.0]), np.array([0.01, 0.01]), bins, 1, timing=timing))
+    >>> timing.first_spike.tolist(), int(timing.time_course[0, 0, 100]), int(timing.time_course[0, 1, 140])
+    ([[0, -1]], 1, 1)
+    """
+
+    @property
+    def time_course(self) -> np.ndarray:
+        """(cluster, condition, time), a view."""
+        return self.by_condition.transpose(1, 0, 2)
+
+    def __init__(
+        self,
+        trial_condition: np.ndarray,
+        n_conditions: int,
+        bins: TimeBins,
+        n_clusters: int,
+        count_dtype: np.dtype | type = np.uint8,
+    ) -> None:
+        self.trial_condition = np.ascontiguousarray(trial_condition, dtype=np.int64)
+        if self.trial_condition.size and (self.trial_condition.min() < 0 or self.trial_condition.max() >= n_conditions):
+            raise ValueError(f"trial_condition must lie in [0, {n_conditions})")
+        self.n_conditions = int(n_conditions)
+        # A sum holds at most (the condition's trials) x (the largest count count_dtype holds): the counts of a
+        # pass that completes fit count_dtype (else CountOverflow). So this dtype never wraps (uint16 for up to
+        # 257 trials a condition with uint8 counts). (condition, cluster, time) in memory: a trial's increments
+        # stay within one condition's slab.
+        self.count_dtype = np.dtype(count_dtype)
+        most = int(np.bincount(self.trial_condition, minlength=1).max()) * int(np.iinfo(self.count_dtype).max)
+        self.by_condition = np.zeros((self.n_conditions, n_clusters, bins.n_bins), dtype=smallest_uint(most))
+        stim_bins = bins.n_bins - _Trials.window_edges(bins)[1]
+        self.first_spike = np.full(
+            (n_clusters, self.trial_condition.size),
+            -1,
+            dtype=np.int16 if stim_bins <= np.iinfo(np.int16).max else np.int32,
+        )
+
+
+_NO_TIMING = (np.zeros(0, np.int64), np.zeros((0, 0, 0), np.uint32), np.zeros((0, 0), np.int16))
+
+
 def iter_count_chunks(
     spike_blocks: Iterable[tuple[np.ndarray, np.ndarray]],
     onsets_s: np.ndarray,
@@ -388,6 +451,7 @@ def iter_count_chunks(
     dtype: np.dtype | type = np.uint8,
     trial_chunk: int = schema.CHUNK_TRIALS,
     buffers: int = 1,
+    timing: Timing | None = None,
 ) -> Iterator[CountChunk]:
     """Counts ``[cluster, trial, time]`` and ``[cluster, trial, window]``, chunk by chunk of trials, in onset order.
 
@@ -399,6 +463,10 @@ def iter_count_chunks(
     ``buffers`` more chunks are asked for (with 2, a writer can compress one
     chunk while the next is binned; copy it to keep it); ``windows`` is a new
     array of the smallest unsigned dtype that holds its largest count.
+
+    With ``timing`` (a :class:`Timing` of the same trials, in onset order),
+    the same pass also fills its per-condition time course and first-spike
+    bins.
 
     Raises
     ------
@@ -420,14 +488,21 @@ def iter_count_chunks(
     ]
     scratch = np.zeros((n_clusters, size, len(schema.WINDOWS)), dtype=np.int64)
     rel, inv = bins.edges_s, 1.0 / bins.bin_width_s
+    if timing is not None and timing.first_spike.shape != (n_clusters, trials.onsets.size):
+        raise ValueError("timing was made for other trials or clusters")
+    if timing is not None and np.iinfo(dtype).max > np.iinfo(timing.count_dtype).max:
+        raise ValueError(f"timing was made for {timing.count_dtype} counts, not {dtype}")
     for index, (sl, part, times, clusters, lo, hi) in enumerate(_iter_windows(spike_blocks, trials, trial_chunk)):
         n = sl.stop - sl.start
         out, windows = pool[index % len(pool)][:, :n], scratch[:, :n]
         out.fill(0)
         windows.fill(0)
+        codes, course, first = _NO_TIMING
+        if timing is not None:
+            codes, course, first = timing.trial_condition[sl], timing.by_condition, timing.first_spike[:, sl]
         best = _count_chunk(
             times, clusters, lo, hi, part.onsets, rel, inv, part.stim_edge, part.stim_end, pre_edge, zero_edge,
-            out, windows,
+            out, windows, codes, course, first, timing is not None,
         )  # fmt: skip
         if best > limit:
             raise CountOverflow(int(best), dtype)

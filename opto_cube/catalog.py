@@ -42,7 +42,9 @@ from .store import STORE_SUFFIX, StorePath, is_url, list_stores, open_cube, read
 
 __all__ = ["Catalog", "catalog_of", "cluster_table", "cubes_of", "open_catalog", "sessions_of"]
 
-SUMMARY_COLUMNS = ("session", "subject", "date", "clusters", "qc_pass", "trials", "emitters", "powers")
+SUMMARY_COLUMNS = (
+    "session", "subject", "date", "clusters", "qc_pass", "trials", "emitters", "powers", schema.SUMMARY_ARTIFACTS,
+)  # fmt: skip
 
 
 class Catalog(Mapping[str, xr.Dataset]):
@@ -108,7 +110,10 @@ class Catalog(Mapping[str, xr.Dataset]):
         ``clusters`` and ``trials`` are counts, ``qc_pass`` the number of
         QC-passing clusters, ``emitters`` the number of emitters used and
         ``powers`` the power levels (:func:`opto_cube.schema.power_levels`),
-        mW, 4 significant digits. Only coordinates are read.
+        mW, 4 significant digits, ``light_artifacts`` the number of units
+        flagged light artifacts (:func:`light_artifacts`; None when the
+        store cannot tell: bins over 2 ms, or written before the timing
+        arrays). Only coordinates and the small ``condition_counts`` are read.
         """
         rows = [_summary_row(sid, ds) for sid, ds in self.items()]
         return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
@@ -142,7 +147,37 @@ def _summary_row(session_id: str, ds: xr.Dataset) -> dict[str, Any]:
         "trials": int(ds.sizes.get(schema.TRIAL, 0)),
         "emitters": int(np.unique(values(schema.EMITTER)).size),
         "powers": tuple(float(f"{p:.4g}") for p in levels),
+        schema.SUMMARY_ARTIFACTS: None if (flags := light_artifacts(ds)) is None else int(flags.sum()),
     }
+
+
+def light_artifacts(ds: xr.Dataset) -> np.ndarray | None:
+    """Each cluster's light-artifact flag from a store's stored timing arrays (the responses' ``light_artifact``).
+
+    :func:`opto_cube.latency.light_artifact` of ``condition_counts`` over the
+    stored conditions: reads that array (small) and the coordinates, never
+    ``spike_counts``. None when the store cannot tell: bins coarser than
+    ``schema.LATENCY_MAX_BIN_MS``, or a store written before the timing arrays.
+
+    Examples
+    --------
+    >>> light_artifacts(xr.Dataset(attrs={"bin_width_s": 0.01})) is None
+    True
+    """
+    from .latency import light_artifact
+
+    width = float(ds.attrs.get(schema.ATTR_BIN_WIDTH, np.nan))
+    if schema.CONDITION_COUNTS not in ds.variables or not width * 1000.0 <= schema.LATENCY_MAX_BIN_MS:
+        return None
+    code = np.asarray(ds[schema.TRIAL_CONDITION].values, np.int64)
+    emitter_depth = np.full(ds.sizes[schema.CONDITION], np.nan)
+    emitter_depth[code] = np.asarray(ds[schema.EMITTER_DEPTH].values, np.float64)
+    depth = np.asarray(ds[schema.DEPTH_FROM_SURFACE].values, np.float64)
+    course = ds[schema.CONDITION_COUNTS].transpose(schema.CLUSTER, schema.CONDITION, schema.TIME).values
+    return light_artifact(
+        course, ds[schema.CONDITION_N_TRIALS].values, ds[schema.TIME].values, ds[schema.CONDITION_DURATION].values,
+        ds[schema.CONDITION_EMITTER].values, depth[:, None] - emitter_depth[None, :], width,
+    )  # fmt: skip
 
 
 def open_catalog(folder_or_url: str | os.PathLike, **storage_options: Any) -> Catalog:

@@ -179,8 +179,19 @@ def describe(ds: object) -> str:
         f"geometry  surface at {a.get(schema.ATTR_SURFACE)} um on the probe axis,"
         f" tip offset {a.get(schema.ATTR_TIP_OFFSET)} um",
         f"built by  opto_cube {a.get(schema.ATTR_VERSION)} from {len(a.get(schema.ATTR_SHA256, {}))} checksummed files",
+        _artifact_line(ds),
     ]
     return "\n".join(lines)
+
+
+def _artifact_line(ds: object) -> str:
+    """The ``opto-cube info`` line counting light-artifact units (from the stored timing arrays)."""
+    from .catalog import light_artifacts
+
+    flags = light_artifacts(ds)  # type: ignore[arg-type]
+    if flags is None:
+        return "artifacts unknown (needs bins of at most 2 ms and a store with condition_counts)"
+    return f"artifacts {int(flags.sum())} light-artifact units (locked to light onset/offset at every emitter)"
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -281,7 +292,7 @@ def cmd_responses(args: argparse.Namespace) -> int:
     catalog = catalog_of(args.stores)
     with _dask_cluster(args):
         try:
-            table = responses_table(catalog, by=by, mode=args.mode)
+            table = responses_table(catalog, by=by, mode=args.mode, significant_by=args.significant_by)
         except ValueError as e:
             raise OptoCubeError(str(e)) from e
     write_table(table, out)
@@ -332,7 +343,8 @@ def cmd_maps(args: argparse.Namespace) -> int:
     with _dask_cluster(args):
         try:
             written = run_maps(
-                catalog, args.out, distance_bin_um=args.distance_bin_um, duration_s=args.duration_s, table=table
+                catalog, args.out, distance_bin_um=args.distance_bin_um, duration_s=args.duration_s, table=table,
+                keep_artifacts=args.keep_artifacts,
             )
         except ValueError as e:
             raise OptoCubeError(f"{args.stores}: {e}") from e
@@ -497,6 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default=None, metavar="KEYS",
                    help=f"what splits conditions, comma-separated among {','.join(schema.CONDITION_KEYS)} "
                         "(default: all three; published: emitter)")
+    p.add_argument("--significant-by", default="p", choices=schema.SIGNIFICANT_BY,
+                   help="significant is p_value < 0.005 (p, default) or the Benjamini-Hochberg q_value < 0.005 (q)")
     _add_cluster_options(p)
     p.set_defaults(func=cmd_responses)
 
@@ -510,6 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration-s", type=_duration, default=None, metavar="S",
                    help="only pulses of this duration, s, or 'max' (default: every duration)")
     p.add_argument("--responses", metavar="FILE", help="use this responses table (.csv/.parquet) of the stores")
+    p.add_argument("--keep-artifacts", action="store_true",
+                   help="keep the units flagged light_artifact in the maps and depth plots (default: left out)")
     _add_cluster_options(p)
     p.set_defaults(func=cmd_maps)
 

@@ -43,7 +43,7 @@ __all__ = [
     "waveform_labels",
 ]
 
-_BOOL_COLUMNS = (schema.QC_PASS, schema.ACTIVATED, schema.INACTIVATED, schema.SIGNIFICANT)
+_BOOL_COLUMNS = (schema.QC_PASS, schema.ACTIVATED, schema.INACTIVATED, schema.SIGNIFICANT, schema.LIGHT_ARTIFACT)
 
 
 # --------------------------------------------------------------------------
@@ -279,11 +279,27 @@ def check_unknown_policy(unknown_waveform: str) -> None:
         )
 
 
-def unit_mask(qc_pass: Any, waveform_type: Any, *, qc_only: bool, unknown_waveform: str) -> np.ndarray:
+def unit_mask(
+    qc_pass: Any,
+    waveform_type: Any,
+    *,
+    qc_only: bool,
+    unknown_waveform: str,
+    light_artifact: Any = None,
+    keep_artifacts: bool = True,
+) -> np.ndarray:
     """The units (rows of the table, or clusters of a cube) an analysis keeps.
 
     ``qc_only`` keeps QC-passing units; ``unknown_waveform="drop"`` leaves out
-    units of unknown waveform type (``""``), ``"keep"`` keeps them.
+    units of unknown waveform type (``""``), ``"keep"`` keeps them;
+    ``keep_artifacts=False`` leaves out the units whose ``light_artifact`` is
+    True (ignored when ``light_artifact`` is None).
+
+    Examples
+    --------
+    >>> unit_mask([True, True], ["FS", "RS"], qc_only=True, unknown_waveform="drop",
+    ...           light_artifact=[True, False], keep_artifacts=False).tolist()
+    [False, True]
     """
     check_unknown_policy(unknown_waveform)
     waveform = np.asarray(waveform_type, dtype=object)
@@ -292,14 +308,33 @@ def unit_mask(qc_pass: Any, waveform_type: Any, *, qc_only: bool, unknown_wavefo
         keep &= np.asarray(qc_pass, dtype=bool)
     if unknown_waveform == "drop":
         keep &= waveform != schema.UNKNOWN_LABEL
+    if not keep_artifacts and light_artifact is not None:
+        keep &= ~_as_bool(light_artifact)
     return keep
 
 
-def filter_units(df: pd.DataFrame, *, qc_only: bool, unknown_waveform: str) -> pd.DataFrame:
-    """The rows of a checked table (:func:`check_table`) that :func:`unit_mask` keeps."""
+def _as_bool(values: Any) -> np.ndarray:
+    """Booleans of a column that may have come back from a csv as text or with missing values (False)."""
+    series = pd.Series(np.asarray(values, dtype=object))
+    text = series.astype(str).str.strip().str.lower()
+    return (text.isin(["true", "1", "1.0"])).to_numpy(bool)
+
+
+def filter_units(
+    df: pd.DataFrame, *, qc_only: bool, unknown_waveform: str, keep_artifacts: bool = True
+) -> pd.DataFrame:
+    """The rows of a checked table (:func:`check_table`) that :func:`unit_mask` keeps.
+
+    ``keep_artifacts=False`` also leaves out the rows flagged ``light_artifact``
+    (when the table has that column: tables written before it keep every row).
+    """
+    artifact = df[schema.LIGHT_ARTIFACT] if schema.LIGHT_ARTIFACT in df.columns else None
     return df[
-        unit_mask(df[schema.QC_PASS], df[schema.WAVEFORM_TYPE], qc_only=qc_only, unknown_waveform=unknown_waveform)
-    ]
+        unit_mask(
+            df[schema.QC_PASS], df[schema.WAVEFORM_TYPE], qc_only=qc_only, unknown_waveform=unknown_waveform,
+            light_artifact=artifact, keep_artifacts=keep_artifacts,
+        )
+    ]  # fmt: skip
 
 
 def waveform_labels(values: pd.Series, unknown_waveform: str) -> list[str]:

@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from . import __version__, binning, io, schema, store
+from .conditions import trial_conditions
 from .errors import BinningError, OptoCubeError, OptoCubeWarning, ParameterError, StoreError
 
 
@@ -142,12 +143,39 @@ def cube_template(
         },
         coords=coords,
     )
+    ds = with_stored_conditions(ds)
     shape = (n_clusters, n_trials, n_bins)
     ds[schema.SPIKE_COUNTS].encoding["chunks"] = tuple(
         max(1, min(int(c), n)) for c, n in zip(chunks, shape, strict=True)
     )
     ds.attrs = _json_safe(attrs)
     return ds
+
+
+def with_stored_conditions(template: xr.Dataset) -> xr.Dataset:
+    """The template with the stored conditions and placeholders of the timing arrays (docs/contract.md).
+
+    The conditions are :func:`opto_cube.conditions.trial_conditions` of the
+    trials for the default ``by`` (emitter, power level, duration), sorted;
+    ``trial_condition`` is each trial's index into them. ``condition_counts``
+    and ``first_spike_bin`` are zeros taking no memory, placeholders that
+    :func:`opto_cube.store.write_cube` fills.
+    """
+    conditions = trial_conditions(template, schema.CONDITION_KEYS)
+    n_clusters, n_trials = template.sizes[schema.CLUSTER], template.sizes[schema.TRIAL]
+    n_bins = template.sizes[schema.TIME]
+    coords = {
+        schema.TRIAL_CONDITION: _variable(schema.TRIAL_CONDITION, conditions.code.astype(np.int64)),
+        **{
+            stored: _variable(stored, conditions.coords[name])
+            for stored, name in schema.STORED_CONDITION_COORDS.items()
+        },
+    }
+    zeros = {
+        schema.CONDITION_COUNTS: np.broadcast_to(np.uint8(0), (n_clusters, conditions.n_conditions, n_bins)),
+        schema.FIRST_SPIKE_BIN: np.broadcast_to(np.int16(-1), (n_clusters, n_trials)),
+    }
+    return template.assign_coords(coords).assign({name: _variable(name, zeros[name]) for name in zeros})
 
 
 # --------------------------------------------------------------------------
@@ -352,15 +380,20 @@ def convert_session(
     # One pass over the spikes fills spike_counts and window_counts; counts are binned in uint8 (every realistic
     # count fits) with the kernel tracking the largest: if one does not fit, the store is dropped (atomically)
     # and the session binned again in the dtype the exact largest count needs. Counts never wrap.
+    # The same pass fills the stored timing arrays (condition_counts, first_spike_bin: binning.Timing).
     dtype = np.dtype(np.uint8)
     while True:
         template = cube_template(session, bins, dtype, tip_offset_um, (cluster_chunk, trial_chunk, bins.n_bins))
+        timing = binning.Timing(
+            template[schema.TRIAL_CONDITION].values, template.sizes[schema.CONDITION], bins, n_clusters, dtype
+        )
         blocks: Iterator[binning.CountChunk] = binning.iter_count_chunks(
-            session.spikes.blocks(), onsets, durations, bins, n_clusters, dtype, trial_chunk=trial_chunk, buffers=2
-        )  # two buffers: one is compressed while the next is binned
+            session.spikes.blocks(), onsets, durations, bins, n_clusters, dtype, trial_chunk=trial_chunk, buffers=2,
+            timing=timing,
+        )  # two buffers: one is compressed while the next is binned  # fmt: skip
         blocks = _progress(blocks, -(-n_trials // trial_chunk), session.session_id, progress)
         try:
-            store.write_cube(template, blocks, target, overwrite=True, storage_options=storage_options)
+            store.write_cube(template, blocks, target, overwrite=True, storage_options=storage_options, timing=timing)
             break
         except OSError as e:  # disk full, permissions: atomic_store removed what was written
             raise StoreError(f"{target}: {e.strerror or e} (nothing written)") from e

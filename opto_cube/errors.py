@@ -48,6 +48,14 @@ class OptoCubeWarning(UserWarning):
     """A recoverable quirk of an input: converted correctly, but worth knowing."""
 
 
+class TimingWarning(OptoCubeWarning):
+    """The timing columns of the responses (latency, first spikes, light artifacts) are NaN, and why.
+
+    Bins coarser than ``schema.LATENCY_MAX_BIN_MS`` or a store written before
+    the timing arrays: the other columns are computed as ever.
+    """
+
+
 def warn(path: str | os.PathLike, message: str) -> None:
     """Warn about a recoverable quirk of ``path`` (one line, naming the file)."""
     warnings.warn(f"{os.fspath(path)}: {message}", OptoCubeWarning, stacklevel=3)

@@ -132,6 +132,7 @@ def effect_map(
     qc_only: bool = True,
     power_bins_mw: Sequence[float] | None = None,
     unknown_waveform: str = "drop",
+    keep_artifacts: bool = False,
 ) -> xr.Dataset:
     """Fraction of units activated and inactivated against signed distance from the emitter, power and cell type.
 
@@ -173,6 +174,10 @@ def effect_map(
         out of the map, also when ``waveform_type`` is not in ``by`` (so a
         pooled map is the sum of the RS and FS maps). ``"keep"``: they are
         counted, under the label ``""`` when ``waveform_type`` is in ``by``.
+    keep_artifacts
+        False (default): rows of units flagged ``light_artifact`` (switching
+        artifacts, not neurons) are left out; True keeps them. A table
+        without that column keeps every row.
 
     Returns
     -------
@@ -212,6 +217,7 @@ def effect_map(
         check_table(table, (*_EFFECT_MAP_COLUMNS, *by), "effect_map"),
         qc_only=qc_only,
         unknown_waveform=unknown_waveform,
+        keep_artifacts=keep_artifacts,
     )
 
     edges = distance_edges(df[schema.DISTANCE].to_numpy(dtype=np.float64), distance_bin_um, distance_range_um)
@@ -356,6 +362,7 @@ def depth_vs_emitter(
     significant_only: bool = True,
     qc_only: bool = True,
     unknown_waveform: str = "drop",
+    keep_artifacts: bool = False,
 ) -> DepthVsEmitter:
     """Depth of each responding unit against the depth of the emitter, with Pearson's r per cell type and effect.
 
@@ -368,7 +375,7 @@ def depth_vs_emitter(
     ----------
     table
         The responses table (``docs/contract.md``).
-    significant_only, qc_only, unknown_waveform
+    significant_only, qc_only, unknown_waveform, keep_artifacts
         As in :func:`effect_map`. To look at one power or pulse duration,
         select its rows first (:func:`select_conditions`).
 
@@ -394,7 +401,7 @@ def depth_vs_emitter(
     """
     check_unknown_policy(unknown_waveform)
     df = check_table(table, (*_EFFECT_MAP_COLUMNS, schema.DEPTH_FROM_SURFACE), "depth_vs_emitter")
-    df = filter_units(df, qc_only=qc_only, unknown_waveform=unknown_waveform)
+    df = filter_units(df, qc_only=qc_only, unknown_waveform=unknown_waveform, keep_artifacts=keep_artifacts)
     df = df[
         np.isfinite(df[schema.DEPTH_FROM_SURFACE].to_numpy(float)) & np.isfinite(df[schema.DISTANCE].to_numpy(float))
     ]

@@ -5,9 +5,10 @@ This is the only module that imports both the science (:mod:`opto_cube.response`
 (:mod:`opto_cube.plot`). The work is one task per session
 (:func:`session_results`): it opens the store itself (on a worker, when a
 ``distributed.Client`` is active), reads the small coordinates and
-``window_counts`` with plain numpy, computes that session's rows of the
-responses table and, when the maps need PSTHs, its per-condition time course
-in one pass over the cube, and returns those small results. Many sessions are
+``window_counts`` (and the stored timing arrays) with plain numpy, computes
+that session's rows of the responses table and, when the maps need PSTHs,
+its per-condition time course (the stored ``condition_counts``; one pass over
+the cube only for a store without them), and returns those small results. Many sessions are
 one ``dask.delayed`` task each and one ``dask.compute``: the default threads,
 processes and a ``distributed.Client`` all run them.
 
@@ -30,7 +31,7 @@ Examples
 (192, 2)
 >>> written = run_maps(root + "/stores", root + "/maps", table=table)
 >>> sorted(written)
-['depth_vs_emitter.png', 'effect_map.png', 'maps.nc', 'modulation_index.png', 'psth.png']
+['depth_vs_emitter.png', 'effect_map.png', 'latency_vs_distance.png', 'maps.nc', 'modulation_index.png', 'psth.png']
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ import xarray as xr
 from . import maps, plot, psth, response, schema
 from .catalog import Catalog, sessions_of
 from .conditions import check_by, select_conditions
-from .errors import OptoCubeError, OptoCubeWarning, StoreError
+from .errors import OptoCubeError, OptoCubeWarning, StoreError, TimingWarning
 from .store import StorePath, atomic_file
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "session_results",
     "session_tasks",
     "summary_figures",
+    "warn_timing",
     "write_table",
 ]
 
@@ -92,6 +94,8 @@ class SessionResults:
         The session's part of the maps' population PSTH (:func:`opto_cube.psth.session_psth`), when asked for.
     bin_width_s
         The cube's bin width.
+    timing_note
+        Why the table's timing columns are NaN (:func:`opto_cube.response.timing_status`), or None.
     """
 
     session_id: str
@@ -100,6 +104,7 @@ class SessionResults:
     time_course: xr.Dataset | None
     psth: xr.DataArray | None
     bin_width_s: float
+    timing_note: str | None = None
 
 
 class _InMemory:
@@ -118,8 +123,11 @@ _SMALL = (  # what a task reads besides window_counts: the coordinates of the ta
     schema.WAVEFORM_TYPE,
     schema.QC_PASS,
     schema.TROUGH_TO_PEAK,
+    schema.TRIAL_CONDITION,  # the stored timing's conditions (schema "Stored timing")
+    *schema.STORED_CONDITION_COORDS,
 )
 _INDEXES = (schema.CLUSTER, schema.TRIAL, schema.TIME, schema.WINDOW)
+_ARRAYS = (schema.WINDOW_COUNTS, *schema.TIMING_ARRAYS)  # the small arrays a task reads (never spike_counts)
 
 
 def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool) -> xr.Dataset:
@@ -159,7 +167,7 @@ def _read_small(path: StorePath, storage_options: dict[str, Any] | None) -> xr.D
         members = dict(group.members())
     except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError) as e:
         raise StoreError(f"{path}: not an opto_cube store ({' '.join(str(e).split())})") from e
-    names = [n for n in (schema.WINDOW_COUNTS, *_INDEXES, *_SMALL) if n in members]
+    names = [n for n in (*_ARRAYS, *_INDEXES, *_SMALL) if n in members]
     if schema.WINDOW_COUNTS not in names or schema.SPIKE_COUNTS not in members:
         return None
 
@@ -175,7 +183,7 @@ def _read_small(path: StorePath, storage_options: dict[str, Any] | None) -> xr.D
         )
         for n in names
     }
-    data = {schema.WINDOW_COUNTS: variables.pop(schema.WINDOW_COUNTS)}
+    data = {n: variables.pop(n) for n in _ARRAYS if n in variables}
     return xr.Dataset(data, coords=variables, attrs=dict(group.attrs))
 
 
@@ -185,6 +193,7 @@ def session_results(
     *,
     by: Any = None,
     mode: str = schema.MODE_PER_CONDITION,
+    significant_by: str = "p",
     table: bool = True,
     time_course: bool = False,
     psth_options: dict[str, Any] | None = None,
@@ -198,12 +207,13 @@ def session_results(
         A store path or URL (opened here, without dask), or an opened cube.
     session_id
         The session's id in the results; default the cube's ``session_id`` attribute.
-    by, mode
+    by, mode, significant_by
         As in :func:`opto_cube.response.responses`.
     table
-        Compute the responses (from ``window_counts``; no read of the cube).
+        Compute the responses (from ``window_counts`` and the stored timing arrays; no read of the cube).
     time_course
-        Also sum the cube per condition (one pass over ``spike_counts``) and return it.
+        Also return the per-condition time course (:func:`opto_cube.psth.condition_time_course`:
+        the stored ``condition_counts``, or one pass over ``spike_counts`` for a store without them).
     psth_options
         Keyword arguments of :func:`opto_cube.psth.session_psth`: compute the session's
         part of the population PSTH from that pass (and return it, not the time course).
@@ -223,7 +233,8 @@ def session_results(
     sid = str(cube.attrs.get(schema.ATTR_SESSION_ID, "")) if session_id is None else session_id
     # a cube passed in may be dask-backed: compute it here, in this task, not on a cluster from inside a task
     with dask.config.set(scheduler="sync") if in_memory else contextlib.nullcontext():
-        rows = response.to_table(response.responses(cube, by=by, mode=mode), sid) if table else None
+        result = response.responses(cube, by=by, mode=mode, significant_by=significant_by, warn=False)
+        rows = response.to_table(result, sid) if table else None
         course = psth.condition_time_course(cube) if time_course or psth_options is not None else None
         piece = psth.session_psth(course, sid, **psth_options) if psth_options is not None else None
         clusters = pd.DataFrame(
@@ -234,7 +245,8 @@ def session_results(
             }
         )
     width = float(cube.attrs.get(schema.ATTR_BIN_WIDTH, np.nan))
-    return SessionResults(sid, rows, clusters, course if time_course else None, piece, width)
+    note = response.timing_status(cube) if table else None
+    return SessionResults(sid, rows, clusters, course if time_course else None, piece, width, note)
 
 
 def session_tasks(source: Any, **kwargs: Any) -> list[Any]:
@@ -256,7 +268,17 @@ def _compute(tasks: Sequence[Any]) -> list[SessionResults]:
 # --------------------------------------------------------------------------
 # opto-cube responses
 # --------------------------------------------------------------------------
-def responses_table(source: Any, *, by: Any = None, mode: str = schema.MODE_PER_CONDITION) -> pd.DataFrame:
+def warn_timing(results: Sequence[SessionResults]) -> None:
+    """One :class:`opto_cube.errors.TimingWarning` for every session whose timing columns are NaN."""
+    notes = [r.timing_note for r in results if r.timing_note]
+    if notes:
+        more = f" (and {len(notes) - 1} more session(s) alike)" if len(notes) > 1 else ""
+        warnings.warn(notes[0] + more, TimingWarning, stacklevel=3)
+
+
+def responses_table(
+    source: Any, *, by: Any = None, mode: str = schema.MODE_PER_CONDITION, significant_by: str = "p"
+) -> pd.DataFrame:
     """The long responses table of many sessions: one row per session x cluster x condition.
 
     Parameters
@@ -264,7 +286,7 @@ def responses_table(source: Any, *, by: Any = None, mode: str = schema.MODE_PER_
     source
         A :class:`opto_cube.catalog.Catalog` (or any mapping of cubes), one cube,
         an iterable of cubes or store paths, a store, or a folder of stores.
-    by, mode
+    by, mode, significant_by
         As in :func:`opto_cube.response.responses`.
 
     Returns
@@ -273,11 +295,18 @@ def responses_table(source: Any, *, by: Any = None, mode: str = schema.MODE_PER_
         Columns ``session_id, cluster, emitter, power_mw, duration_s, n_trials,
         pre_rate_hz, stim_rate_hz, pct_change, p_value, activated, inactivated,
         significant, distance_um, depth_from_surface_um, waveform_type, qc_pass``
-        (``docs/contract.md``), then ``emitter_depth_um``. One task per session,
-        one ``dask.compute``: an active ``distributed.Client`` runs them on its workers.
+        (``docs/contract.md``), then ``emitter_depth_um`` and the timing columns
+        ``q_value, latency_ms, first_spike_ms, jitter_ms, reliability,
+        light_artifact``. One task per session, one ``dask.compute``: an active
+        ``distributed.Client`` runs them on its workers. One
+        :class:`opto_cube.errors.TimingWarning` when some session's timing
+        columns are NaN (coarse bins, or a store written before the timing arrays).
     """
     check_by(by, mode)
-    results = _compute(session_tasks(source, by=by, mode=mode))
+    if significant_by not in schema.SIGNIFICANT_BY:
+        raise ValueError(f"significant_by must be one of {schema.SIGNIFICANT_BY}, got {significant_by!r}")
+    results = _compute(session_tasks(source, by=by, mode=mode, significant_by=significant_by))
+    warn_timing(results)
     tables = [r.table for r in results if r.table is not None]
     return pd.concat(tables, ignore_index=True) if tables else response.empty_table()
 
@@ -318,20 +347,25 @@ def save_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
 
 
 def maps_dataset(
-    table: pd.DataFrame, *, distance_bin_um: float = schema.MAP_DEFAULT_DISTANCE_BIN_UM, duration_s: Any = None
+    table: pd.DataFrame,
+    *,
+    distance_bin_um: float = schema.MAP_DEFAULT_DISTANCE_BIN_UM,
+    duration_s: Any = None,
+    keep_artifacts: bool = False,
 ) -> tuple[xr.Dataset, maps.DepthVsEmitter, xr.Dataset]:
     """The content of ``maps.nc``, and the two maps it is made of.
 
     Returns the effect map (:func:`opto_cube.maps.effect_map`, default
-    options), the depth-vs-emitter result, and their merge: the effect map
-    plus, over ``waveform_type`` x ``effect``, ``depth_pearson_r``,
-    ``depth_pearson_p`` and ``depth_n_responses``.
+    options: light-artifact units left out unless ``keep_artifacts``), the
+    depth-vs-emitter result, and their merge: the effect map plus, over
+    ``waveform_type`` x ``effect``, ``depth_pearson_r``, ``depth_pearson_p``
+    and ``depth_n_responses``.
     """
     try:
-        effect = maps.effect_map(table, distance_bin_um=distance_bin_um)
+        effect = maps.effect_map(table, distance_bin_um=distance_bin_um, keep_artifacts=keep_artifacts)
     except ValueError as e:
         raise OptoCubeError(f"nothing to map ({e})") from e
-    depth = maps.depth_vs_emitter(table)
+    depth = maps.depth_vs_emitter(table, keep_artifacts=keep_artifacts)
     stats = depth.stats.rename(
         {
             schema.MAP_PEARSON_R: "depth_pearson_r",
@@ -353,16 +387,29 @@ def summary_figures(
     modulation: pd.DataFrame,
     rate: xr.DataArray,
     out_dir: str | os.PathLike,
+    table: pd.DataFrame | None = None,
+    *,
+    keep_artifacts: bool = False,
 ) -> dict[str, Path]:
-    """Draw and save the four figures of ``opto-cube maps`` (``schema.MAPS_FIGURES``); file name -> path."""
+    """Draw and save the figures of ``opto-cube maps`` (``schema.MAPS_FIGURES``); file name -> path.
+
+    The latency figure (:func:`opto_cube.plot_latency.plot_latency_vs_distance`, light-artifact
+    units left out unless ``keep_artifacts``) is drawn when the responses ``table`` is given.
+    """
+    from .plot_latency import plot_latency_vs_distance
+
     out = Path(out_dir)
-    effect_png, depth_png, modulation_png, psth_png = schema.MAPS_FIGURES
-    return {
+    effect_png, depth_png, modulation_png, psth_png, latency_png = schema.MAPS_FIGURES
+    written = {
         effect_png: plot.save_figure(plot.plot_effect_map(effect)[0, 0].figure, out / effect_png),
         depth_png: plot.save_figure(plot.plot_depth_vs_emitter(depth)[0].figure, out / depth_png),
         modulation_png: plot.save_figure(plot.plot_modulation_index(modulation).figure, out / modulation_png),
         psth_png: plot.save_figure(plot.plot_population_psth(rate)[0].figure, out / psth_png),
     }
+    if table is not None and schema.LATENCY in table.columns:
+        ax = plot_latency_vs_distance(table, include_artifacts=keep_artifacts)
+        written[latency_png] = plot.save_figure(ax.figure, out / latency_png)
+    return written
 
 
 def _bin_widths(source: Any) -> list[float]:
@@ -384,15 +431,17 @@ def run_maps(
     duration_s: Any = None,
     table: pd.DataFrame | None = None,
     figures: bool = True,
+    keep_artifacts: bool = False,
 ) -> dict[str, Path]:
-    """The ``opto-cube maps`` job: the maps to ``out_dir/maps.nc`` and the four figures as PNGs.
+    """The ``opto-cube maps`` job: the maps to ``out_dir/maps.nc`` and the figures as PNGs.
 
     ``maps.nc`` is netCDF4 (:func:`save_netcdf`) holding :func:`maps_dataset`.
     The figures: the effect map, depth against emitter depth, the modulation
     index of each unit at its strongest stimulation (unknown waveform types
     left out), and the population PSTH of units within 100 um of an emitter
     (every power; the longest pulse, or ``duration_s``; 5 ms bins when the
-    cubes' bins allow).
+    cubes' bins allow), and the response latency against distance (FS and RS
+    apart, per power; empty of points for stores binned over 2 ms).
 
     Parameters
     ----------
@@ -408,6 +457,8 @@ def run_maps(
         The responses table of ``source`` if already computed (else computed here).
     figures
         Also draw the figures (this is what reads each cube once, for the PSTHs).
+    keep_artifacts
+        Keep the units flagged ``light_artifact`` in the maps and depth plots (default: left out).
 
     Returns
     -------
@@ -434,7 +485,9 @@ def run_maps(
     if duration_s is not None:
         table = select_conditions(table, duration_s=duration_s)
     try:
-        effect, depth, summary = maps_dataset(table, distance_bin_um=distance_bin_um, duration_s=duration_s)
+        effect, depth, summary = maps_dataset(
+            table, distance_bin_um=distance_bin_um, duration_s=duration_s, keep_artifacts=keep_artifacts
+        )
     except OptoCubeError as e:
         raise OptoCubeError(f"{source}: {e}") from e
     out = Path(out_dir)
@@ -443,7 +496,7 @@ def run_maps(
         widths = pd.concat([r.clusters for r in results], ignore_index=True)
         modulation = maps.modulation_index(table, widths, per_unit=True, unknown_waveform="drop")
         rate = psth.combine_psths([r.psth for r in results], max_distance_um=schema.PSTH_NEAR_EMITTER_UM)
-        written.update(summary_figures(effect, depth, modulation, rate, out))
+        written.update(summary_figures(effect, depth, modulation, rate, out, table, keep_artifacts=keep_artifacts))
     return written
 
 
@@ -599,18 +652,25 @@ def _report_sections(r: _ReportResults) -> list[Any]:
     from .report import FigureItem, Section, TableItem
 
     maps_s, extent_s, power_s, psth_s = schema.REPORT_SECTIONS
+    maps_figures = [
+        FigureItem(plot.plot_effect_map(r.effect)[0, 0].figure, "Effect map"),
+        FigureItem(plot.plot_depth_vs_emitter(r.depth)[0].figure, "Depth of responding units"),
+        FigureItem(plot.plot_modulation_index(r.modulation).figure, "Modulation index"),
+    ]
+    if schema.LATENCY in r.table.columns:  # as in opto-cube maps: light-artifact units left out
+        from .plot_latency import plot_latency_vs_distance
+
+        figure = plot_latency_vs_distance(r.table, include_artifacts=False).figure
+        maps_figures.append(FigureItem(figure, "Response latency against distance"))
     sections = [
         Section(
             maps_s,
             "Fraction of QC-passing units significantly activated / inactivated against signed distance from the "
             f"emitter (bins of {r.parameters['distance_bin_um']:g} µm) and power, RS and FS apart; the depth of "
             "responding units against the emitter's depth; the modulation index of each unit at its strongest "
-            "stimulation against spike width.",
-            figures=[
-                FigureItem(plot.plot_effect_map(r.effect)[0, 0].figure, "Effect map"),
-                FigureItem(plot.plot_depth_vs_emitter(r.depth)[0].figure, "Depth of responding units"),
-                FigureItem(plot.plot_modulation_index(r.modulation).figure, "Modulation index"),
-            ],
+            "stimulation against spike width; the response latency against distance (stores binned at 2 ms or "
+            "finer). Units flagged light_artifact are left out of the effect and depth maps.",
+            figures=maps_figures,
             tables=[TableItem(r.depth.stats, "Depth of responding units against emitter depth: Pearson's r")],
         )
     ]

@@ -212,12 +212,32 @@ def _trial_block(counts: xr.DataArray) -> int:
     return int(stored or schema.CHUNK_TRIALS)
 
 
+def _one_pass(cube: xr.Dataset, conditions: Any) -> np.ndarray:
+    """``spike_counts`` summed per condition, a stored block of trials at a time (int64)."""
+    counts = cube[schema.SPIKE_COUNTS].transpose(schema.CLUSTER, schema.TRIAL, schema.TIME)
+    n_clusters, n_trials, n_bins = counts.shape
+    out = np.zeros((n_clusters, conditions.n_conditions, n_bins), dtype=np.int64)
+    step = _trial_block(counts)
+    for start in range(0, n_trials, step):
+        block = np.asarray(counts[:, start : start + step].values)
+        code = conditions.code[start : start + step]
+        order = np.argsort(code, kind="stable")
+        sorted_code = code[order]
+        starts = np.flatnonzero(np.r_[True, sorted_code[1:] != sorted_code[:-1]])
+        if n_clusters:
+            out[:, sorted_code[starts]] += np.add.reduceat(block[:, order], starts, axis=1, dtype=np.int64)
+    return out
+
+
 def condition_time_course(cube: xr.Dataset, by: tuple[str, ...] = schema.CONDITION_KEYS) -> xr.Dataset:
     """Every cluster's spikes summed over the trials of each condition, bin by bin: exact integers.
 
-    One pass over ``spike_counts``, a stored block of trials at a time (memory
-    bounded by a block and the result); a dask-backed cube computes each block
-    as it goes.
+    For the default ``by``, from the store's ``condition_counts`` (written by
+    the conversion's one pass, ``docs/contract.md``): no read of
+    ``spike_counts``. Otherwise (other ``by``, or a store without it), one
+    pass over ``spike_counts``, a stored block of trials at a time (memory
+    bounded by a block and the result); a dask-backed cube computes each
+    block as it goes. Both give the same result.
 
     Parameters
     ----------
@@ -237,21 +257,22 @@ def condition_time_course(cube: xr.Dataset, by: tuple[str, ...] = schema.CONDITI
         and the attributes ``session_id`` and ``bin_width_s``. A rate is
         ``time_course / n_trials / bin_width_s``.
     """
-    if not isinstance(cube, xr.Dataset) or schema.SPIKE_COUNTS not in cube:
+    if not isinstance(cube, xr.Dataset) or not ({schema.SPIKE_COUNTS, schema.CONDITION_COUNTS} & set(cube.data_vars)):
         raise TypeError(f"condition_time_course expects an opened cube (a Dataset with {schema.SPIKE_COUNTS!r})")
     conditions = trial_conditions(cube, by)
-    counts = cube[schema.SPIKE_COUNTS].transpose(schema.CLUSTER, schema.TRIAL, schema.TIME)
-    n_clusters, n_trials, n_bins = counts.shape
-    out = np.zeros((n_clusters, conditions.n_conditions, n_bins), dtype=np.int64)
-    step = _trial_block(counts)
-    for start in range(0, n_trials, step):
-        block = np.asarray(counts[:, start : start + step].values)
-        code = conditions.code[start : start + step]
-        order = np.argsort(code, kind="stable")
-        sorted_code = code[order]
-        starts = np.flatnonzero(np.r_[True, sorted_code[1:] != sorted_code[:-1]])
-        if n_clusters:
-            out[:, sorted_code[starts]] += np.add.reduceat(block[:, order], starts, axis=1, dtype=np.int64)
+    stored = (
+        tuple(by) == schema.CONDITION_KEYS
+        and schema.CONDITION_COUNTS in cube.data_vars
+        and schema.TRIAL_CONDITION in cube.coords
+        and np.array_equal(cube[schema.TRIAL_CONDITION].values, conditions.code)
+    )
+    if stored:
+        dims = (schema.CLUSTER, schema.CONDITION, schema.TIME)
+        out = np.asarray(cube[schema.CONDITION_COUNTS].transpose(*dims).values, np.int64)
+    elif schema.SPIKE_COUNTS in cube.data_vars:
+        out = _one_pass(cube, conditions)
+    else:
+        raise TypeError(f"condition_time_course by {by!r} needs {schema.SPIKE_COUNTS!r} in the cube")
     cluster_coords = {name: c.variable for name, c in cube.coords.items() if c.dims == (schema.CLUSTER,)}
     coords = {
         **cluster_coords,

@@ -70,6 +70,7 @@ window counts, a graph of a handful of tasks per session.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -81,12 +82,14 @@ import pandas as pd
 import scipy.special
 import xarray as xr
 
-from . import schema
+from . import latency, schema
 from .conditions import TrialConditions, check_by, trial_conditions
+from .errors import TimingWarning
 
 __all__ = ["TABLE_COLUMNS", "compute_all", "empty_table", "responses", "statistics", "to_table", "window_counts"]
 
-TABLE_COLUMNS = (*schema.RESPONSE_COLUMNS, schema.EMITTER_DEPTH)  # the long table: the contract's, then one more
+# the long table: the contract's leading columns, emitter depth, then the timing columns (issue 11)
+TABLE_COLUMNS = (*schema.RESPONSE_COLUMNS, schema.EMITTER_DEPTH, *schema.TIMING_COLUMNS)
 _US_PER_S = 1_000_000
 _STATISTIC = "_statistic"  # pre, stim, pct_change, p_value, stacked last by statistics()
 _BOOLEANS = (schema.ACTIVATED, schema.INACTIVATED, schema.SIGNIFICANT)
@@ -105,6 +108,12 @@ _ATTRS = {
     ),
     schema.SIGNIFICANT: (f"p_value < {schema.SIGNIFICANCE_P:g}", "1"),
     schema.DISTANCE: ("unit depth minus emitter depth (positive: the unit lies deeper)", "um"),
+    schema.Q_VALUE: ("Benjamini-Hochberg adjusted p_value over the session's finite p-values", "1"),
+    schema.LATENCY: ("response onset after light onset, in the direction of the change (Poisson CUSUM)", "ms"),
+    schema.FIRST_SPIKE: ("median over trials of the first spike in the stim window", "ms"),
+    schema.JITTER: ("interquartile range over trials of the first spike in the stim window", "ms"),
+    schema.RELIABILITY: ("fraction of trials with a spike in the stim window", "1"),
+    schema.LIGHT_ARTIFACT: ("spikes locked to light onset / offset at every emitter, no fall-off with distance", "1"),
 }
 
 
@@ -323,10 +332,192 @@ def statistics(counts: np.ndarray, conditions: TrialConditions, pre_s: float, pu
 
 
 # --------------------------------------------------------------------------
+# The timing columns, from the stored timing arrays
+# --------------------------------------------------------------------------
+_TIMING = (schema.LATENCY, schema.FIRST_SPIKE, schema.JITTER, schema.RELIABILITY, schema.LIGHT_ARTIFACT)
+
+
+def timing_status(cube: xr.Dataset) -> str | None:
+    """Why a cube's timing columns are NaN (one line naming the session), or None when they can be computed."""
+    session = cube.attrs.get(schema.ATTR_SESSION_ID, "?")
+    if not set(schema.TIMING_ARRAYS) <= set(cube.data_vars) or schema.TRIAL_CONDITION not in cube.coords:
+        return (
+            f"session {session!r}: the store has no {schema.CONDITION_COUNTS!r} / {schema.FIRST_SPIKE_BIN!r} "
+            "(written before them): latency_ms, first_spike_ms, jitter_ms, reliability are NaN and light_artifact "
+            "False; reconvert it (opto-cube convert --overwrite) to get them"
+        )
+    width_ms = float(cube.attrs.get(schema.ATTR_BIN_WIDTH, np.nan)) * 1000.0
+    if not width_ms <= schema.LATENCY_MAX_BIN_MS:
+        return (
+            f"session {session!r}: {width_ms:g} ms bins are coarser than {schema.LATENCY_MAX_BIN_MS:g} ms: "
+            "latency_ms, first_spike_ms, jitter_ms, reliability are NaN and light_artifact False; convert at 1 ms "
+            "for them"
+        )
+    return None
+
+
+def _pooling(cube: xr.Dataset, conditions: TrialConditions) -> np.ndarray:
+    """(stored condition, condition) 0/1: which stored conditions each requested condition pools."""
+    stored = np.asarray(cube[schema.TRIAL_CONDITION].values, np.int64)
+    n_stored = cube.sizes[schema.CONDITION]
+    out = np.zeros((n_stored, conditions.n_conditions), np.int64)
+    out[stored, conditions.code] = 1
+    if np.any(out.sum(axis=1) > 1):  # cannot happen: every key of a condition is a key of the stored ones
+        raise ValueError("the requested conditions split a stored condition")
+    return out
+
+
+def timing_columns(
+    course: np.ndarray,
+    first: np.ndarray,
+    direction: np.ndarray,
+    *,
+    pooling: np.ndarray,
+    stored: dict[str, np.ndarray],
+    trial_code: np.ndarray,
+    time_s: np.ndarray,
+    bin_width_s: float,
+    depth_um: np.ndarray,
+) -> np.ndarray:
+    """The timing columns of one session's clusters, numpy in and out (the block function of :func:`responses`).
+
+    Parameters
+    ----------
+    course
+        ``condition_counts`` (cluster, stored condition, time).
+    first
+        ``first_spike_bin`` (cluster, trial), -1 for none.
+    direction
+        (cluster, condition): +1, -1 or 0 (no response: latency NaN).
+    pooling
+        (stored condition, condition) from :func:`_pooling`.
+    stored
+        The stored conditions' ``emitter``, ``duration_s``, ``n_trials``, ``emitter_depth_um`` (condition,).
+    trial_code
+        (trial,) each trial's requested condition.
+    time_s, bin_width_s, depth_um
+        Bin centres, bin width and each cluster's depth below the surface.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (cluster, condition, 5): latency_ms, first_spike_ms, jitter_ms, reliability, light_artifact (0/1).
+    """
+    course = np.asarray(course)
+    k, c = course.shape[0], pooling.shape[1]
+    pooled = _pool(course, pooling)
+    n_trials = stored[schema.N_TRIALS] @ pooling
+    durations = np.where(pooling.T > 0, stored[schema.DURATION][None, :], np.inf).min(axis=1)
+    durations = np.where(np.isfinite(durations), durations, 0.0)  # the stim window all pooled trials share
+    out = np.full((k, c, len(_TIMING)), np.nan)
+    if k == 0 or c == 0:
+        return out
+    out[..., 0] = _latency_where_responding(pooled, n_trials, time_s, durations, bin_width_s, np.asarray(direction))
+    stats = latency.first_spike_stats(first, trial_code, c, bin_width_s)
+    out[..., 1], out[..., 2], out[..., 3] = stats.first_spike_ms, stats.jitter_ms, stats.reliability
+    distance = depth_um[:, None] - stored[schema.EMITTER_DEPTH][None, :]
+    artifact = latency.light_artifact(
+        course, stored[schema.N_TRIALS], time_s, stored[schema.DURATION], stored[schema.EMITTER], distance, bin_width_s
+    )
+    out[..., 4] = artifact[:, None]
+    return out
+
+
+def _pool(course: np.ndarray, pooling: np.ndarray) -> np.ndarray:
+    """``course`` (cluster, stored condition, time) summed into the requested conditions, exact integers.
+
+    The stored array itself when each requested condition is one stored condition in order (the default
+    ``by``): no copy. Otherwise one slice addition per stored condition (never a dense product: the array
+    is clusters x conditions x bins).
+    """
+    members = pooling.sum(axis=0)
+    target = np.argmax(pooling, axis=1)  # each stored condition's requested condition
+    if pooling.shape[0] == pooling.shape[1] and np.all(members == 1) and np.array_equal(target, np.arange(target.size)):
+        return course
+    out = np.zeros((course.shape[0], pooling.shape[1], course.shape[2]), np.int64)
+    for s in np.flatnonzero(pooling.any(axis=1)):
+        out[:, target[s]] += course[:, s]
+    return out
+
+
+def _latency_where_responding(
+    course: np.ndarray, n_trials: np.ndarray, time_s: np.ndarray, durations: np.ndarray, width: float, sign: np.ndarray
+) -> np.ndarray:
+    """:func:`opto_cube.latency.onset_latency` with ``direction=sign``, computed only for the responding rows.
+
+    The latency of a (cluster, condition) depends on that pair alone and is NaN where ``sign`` is 0, so the
+    function is called per condition on its responding clusters: the same values, a fraction of the work.
+    """
+    out = np.full(sign.shape, np.nan)
+    for c in np.flatnonzero((sign != 0).any(axis=0)):
+        rows = np.flatnonzero(sign[:, c] != 0)
+        out[rows, c] = latency.onset_latency(
+            course[rows, c : c + 1], n_trials[c : c + 1], time_s, durations[c : c + 1], width,
+            direction=sign[rows, c : c + 1],
+        )[:, 0]  # fmt: skip
+    return out
+
+
+def _stored_conditions(cube: xr.Dataset) -> dict[str, np.ndarray]:
+    code = np.asarray(cube[schema.TRIAL_CONDITION].values, np.int64)
+    n_stored = cube.sizes[schema.CONDITION]
+    depth = np.full(n_stored, np.nan)
+    depth[code] = np.asarray(cube[schema.EMITTER_DEPTH].values, np.float64)
+    return {
+        schema.EMITTER: np.asarray(cube[schema.CONDITION_EMITTER].values, np.int64),
+        schema.DURATION: np.asarray(cube[schema.CONDITION_DURATION].values, np.float64),
+        schema.N_TRIALS: np.asarray(cube[schema.CONDITION_N_TRIALS].values, np.int64),
+        schema.EMITTER_DEPTH: depth,
+    }
+
+
+def _timing(
+    cube: xr.Dataset, conditions: TrialConditions, direction: xr.DataArray
+) -> tuple[xr.DataArray, xr.DataArray] | None:
+    """Lazy (cluster, condition, 5) timing values and the (cluster,) light_artifact flag, or None (NaN columns)."""
+    if timing_status(cube) is not None:
+        return None
+    kernel = functools.partial(
+        timing_columns,
+        pooling=_pooling(cube, conditions),
+        stored=_stored_conditions(cube),
+        trial_code=conditions.code,
+        time_s=np.asarray(cube[schema.TIME].values, np.float64),
+        bin_width_s=float(cube.attrs[schema.ATTR_BIN_WIDTH]),
+        depth_um=np.asarray(cube[schema.DEPTH_FROM_SURFACE].values, np.float64),
+    )
+    course = cube[schema.CONDITION_COUNTS].transpose(schema.CLUSTER, schema.CONDITION, schema.TIME).data
+    first = cube[schema.FIRST_SPIKE_BIN].transpose(schema.CLUSTER, schema.TRIAL).data
+    sign = direction.data
+    k, c = direction.shape
+    if any(isinstance(x, da.Array) for x in (course, first, sign)):  # one task a session: the arrays are small
+        values = da.from_delayed(
+            dask.delayed(kernel, pure=True)(course, first, sign), shape=(k, c, len(_TIMING)), dtype=np.float64
+        )
+    else:
+        values = kernel(np.asarray(course), np.asarray(first), np.asarray(sign))
+    stats = xr.DataArray(values, dims=(schema.CLUSTER, schema.CONDITION, _STATISTIC))
+    return stats, stats.isel({_STATISTIC: len(_TIMING) - 1, schema.CONDITION: 0}, drop=True) > 0
+
+
+def _q_values(p: xr.DataArray) -> xr.DataArray:
+    data = p.data
+    if isinstance(data, da.Array):
+        data = data.rechunk(-1)
+        return p.copy(data=da.map_blocks(latency.q_values, data, dtype=np.float64))
+    return p.copy(data=latency.q_values(np.asarray(data)))
+
+
+# --------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------
 def responses(
-    cube: xr.Dataset, *, by: str | Sequence[str] | None = None, mode: str = schema.MODE_PER_CONDITION
+    cube: xr.Dataset,
+    *,
+    by: str | Sequence[str] | None = None,
+    mode: str = schema.MODE_PER_CONDITION,
+    significant_by: str = "p",
+    warn: bool = True,
 ) -> xr.Dataset:
     """Rates, percent change, t-test and classification of every cluster in every condition, lazily.
 
@@ -342,6 +533,14 @@ def responses(
     mode
         ``"per_condition"`` or ``"published"`` (parity with the dataset's published
         analysis); see the module docstring for the two side by side.
+    significant_by
+        ``"p"`` (default, the seed's rule): ``significant`` is p_value < 0.005;
+        ``"q"``: q_value < 0.005 (Benjamini-Hochberg over the session).
+    warn
+        Emit one :class:`opto_cube.errors.TimingWarning` when the timing
+        columns are NaN (bins coarser than ``schema.LATENCY_MAX_BIN_MS``, or a
+        store without the timing arrays). :func:`opto_cube.pipeline.responses_table`
+        passes False and warns once for all its sessions.
 
     Returns
     -------
@@ -349,7 +548,10 @@ def responses(
         Dims ``(cluster, condition)``, dask-backed until computed when the cube
         is (in memory when it is): ``pre_rate_hz``, ``stim_rate_hz``,
         ``pct_change``, ``p_value``, ``activated``, ``inactivated``,
-        ``significant``; coordinates ``distance_um`` (cluster, condition), the
+        ``significant``, and the timing columns (module docstring, "Timing
+        columns"): ``q_value``, ``latency_ms``, ``first_spike_ms``,
+        ``jitter_ms``, ``reliability`` (cluster, condition) and
+        ``light_artifact`` (cluster); coordinates ``distance_um`` (cluster, condition), the
         cube's per-cluster coordinates and, per condition, ``emitter``,
         ``power_mw`` (the level's mean power), ``duration_s``, ``n_trials`` and
         ``emitter_depth_um``. A pooled key's coordinate is NaN (emitter: 0,
@@ -382,6 +584,8 @@ def responses(
     ([3, 8, 13], True)
     """
     by_keys = check_by(by, mode)
+    if significant_by not in schema.SIGNIFICANT_BY:
+        raise ValueError(f"significant_by must be one of {schema.SIGNIFICANT_BY}, got {significant_by!r}")
     if not isinstance(cube, xr.Dataset) or not ({schema.SPIKE_COUNTS, schema.WINDOW_COUNTS} & set(cube.data_vars)):
         raise TypeError(f"responses needs a cube (an xarray.Dataset with {schema.SPIKE_COUNTS!r}), got {type(cube)!r}")
     published = mode == schema.MODE_PUBLISHED
@@ -402,15 +606,35 @@ def responses(
         values = kernel(np.asarray(counts))
     stats = xr.DataArray(values, dims=(schema.CLUSTER, schema.CONDITION, _STATISTIC))
     pre, stim, pct, p = (stats.isel({_STATISTIC: i}, drop=True) for i in range(4))
+    q = _q_values(p)
+    activated = pct > schema.ACTIVATED_MIN_PCT
+    inactivated = (pct < schema.INACTIVATED_MAX_PCT) & (pre > schema.INACTIVATED_MIN_PRE_HZ)
+    significant = (p if significant_by == "p" else q) < schema.SIGNIFICANCE_P
     data = {
         schema.PRE_RATE: pre,
         schema.STIM_RATE: stim,
         schema.PCT_CHANGE: pct,
         schema.P_VALUE: p,
-        schema.ACTIVATED: pct > schema.ACTIVATED_MIN_PCT,
-        schema.INACTIVATED: (pct < schema.INACTIVATED_MAX_PCT) & (pre > schema.INACTIVATED_MIN_PRE_HZ),
-        schema.SIGNIFICANT: p < schema.SIGNIFICANCE_P,
+        schema.ACTIVATED: activated,
+        schema.INACTIVATED: inactivated,
+        schema.SIGNIFICANT: significant,
+        schema.Q_VALUE: q,
     }
+    # latency in the direction of the change, for the rows that respond by the seed's rules or are significant
+    direction = xr.where(activated | inactivated | significant, np.sign(stim - pre), 0.0).fillna(0.0)
+    timing = _timing(cube, conditions, direction)
+    if timing is None:
+        if warn:
+            warnings.warn(str(timing_status(cube)), TimingWarning, stacklevel=2)
+        nan = xr.full_like(pct, np.nan)
+        data.update({name: nan for name in _TIMING[:-1]})
+        data[schema.LIGHT_ARTIFACT] = xr.DataArray(
+            np.zeros(cube.sizes[schema.CLUSTER], dtype=bool), dims=(schema.CLUSTER,)
+        )
+    else:
+        values, artifact = timing
+        data.update({name: values.isel({_STATISTIC: i}, drop=True) for i, name in enumerate(_TIMING[:-1])})
+        data[schema.LIGHT_ARTIFACT] = artifact
     return _dataset(cube, data, conditions.coords, mode, by_keys)
 
 

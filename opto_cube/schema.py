@@ -349,6 +349,45 @@ MAP_FIRING_RATE = "firing_rate"
 MAP_DEFAULT_DISTANCE_BIN_UM = 100.0
 
 # --------------------------------------------------------------------------
+# Stored timing (binning.Timing, store.write_cube, response.py): arrays of every store, from the conversion's pass
+# --------------------------------------------------------------------------
+CONDITION_COUNTS = "condition_counts"  # (cluster, condition, time): spike_counts summed over the condition's trials
+FIRST_SPIKE_BIN = "first_spike_bin"  # (cluster, trial): bin of the first spike in the stim window, -1 for none
+TRIAL_CONDITION = "trial_condition"  # (trial,): the trial's index into the stored conditions
+CONDITION_EMITTER = "condition_emitter"  # (condition,): the stored conditions' emitter, power level (mean power),
+CONDITION_POWER = "condition_power_mw"  # duration and trial count, the conditions of
+CONDITION_DURATION = "condition_duration_s"  # conditions.trial_conditions(cube, CONDITION_KEYS)
+CONDITION_N_TRIALS = "condition_n_trials"
+STORED_CONDITION_COORDS = {  # stored coordinate -> the trial_conditions coordinate it holds
+    CONDITION_EMITTER: EMITTER,
+    CONDITION_POWER: POWER,
+    CONDITION_DURATION: DURATION,
+    CONDITION_N_TRIALS: N_TRIALS,
+}
+TIMING_ARRAYS = (CONDITION_COUNTS, FIRST_SPIKE_BIN)
+TIMING_CHUNK_BYTES = 64 * 2**20  # condition_counts / first_spike_bin: one chunk unless it would exceed this
+_VARIABLES += [
+    VariableSpec(
+        CONDITION_COUNTS, (CLUSTER, CONDITION, TIME), "spikes of the cluster in the time bin summed over the "
+        "condition's trials", "count", "uint",
+    ),
+    VariableSpec(
+        FIRST_SPIKE_BIN, (CLUSTER, TRIAL), "bin of the first spike in the stim window [0, duration), from its first "
+        "bin (-1: none)", "1", "int16",
+    ),
+    VariableSpec(TRIAL_CONDITION, (TRIAL,), "index of the trial's condition", "1", "int64"),
+    VariableSpec(CONDITION_EMITTER, (CONDITION,), "emitter id of the condition", "1", "int64"),
+    VariableSpec(CONDITION_POWER, (CONDITION,), "power level of the condition (its trials' mean power)", "mW",
+                 "float64"),
+    VariableSpec(CONDITION_DURATION, (CONDITION,), "pulse duration of the condition", "s", "float64"),
+    VariableSpec(CONDITION_N_TRIALS, (CONDITION,), "trials of the condition", "1", "int64"),
+]  # fmt: skip
+VARIABLES.update({v.name: v for v in _VARIABLES})
+SUMMARY_ARTIFACTS = "light_artifacts"  # Catalog.summary() / opto-cube info: units flagged light_artifact
+SIGNIFICANT_BY = ("p", "q")  # responses(significant_by=...): significant is p_value or q_value < SIGNIFICANCE_P
+# --- end stored timing ------------------------------------------------------
+
+# --------------------------------------------------------------------------
 # Latency and artifacts (latency.py): columns of the responses table and their thresholds
 # --------------------------------------------------------------------------
 Q_VALUE = "q_value"  # Benjamini-Hochberg adjusted p-value over the session's finite p-values
@@ -366,6 +405,7 @@ ARTIFACT_MIN_Z = 5.0  # and that excess this many Poisson SDs above the expectat
 ARTIFACT_MIN_EMITTER_FRACTION = 0.8  # locked at (at least) this fraction of the emitters ("every emitter")
 ARTIFACT_MIN_EMITTERS = 2  # fewer emitters cannot show "whatever the emitter": never flagged
 ARTIFACT_FAR_NEAR_RATIO = 0.5  # no fall-off: lock at the farther half of emitters >= this x the nearer half's
+TIMING_COLUMNS = (Q_VALUE, LATENCY, FIRST_SPIKE, JITTER, RELIABILITY, LIGHT_ARTIFACT)  # after the table's others
 
 
 # --------------------------------------------------------------------------
@@ -474,7 +514,9 @@ PSTH_NEAR_EMITTER_UM = 100.0  # the maps' population PSTH: units within this dis
 PSTH_TARGET_BIN_MS = 5.0  # ... in bins of at least this width (a multiple of the cube's that tiles the pre window)
 TIME_COURSE = "time_course"  # condition_time_course: spikes summed over its trials, (cluster, condition, time)
 MAPS_NETCDF = "maps.nc"  # opto-cube maps: the maps, netCDF4 (HDF5, via h5netcdf)
-MAPS_FIGURES = ("effect_map.png", "depth_vs_emitter.png", "modulation_index.png", "psth.png")
+MAPS_FIGURES = (  # the last: latency against distance (issue 11, plot_latency)
+    "effect_map.png", "depth_vs_emitter.png", "modulation_index.png", "psth.png", "latency_vs_distance.png",
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------

@@ -282,12 +282,70 @@ def _write_window_counts(
     array[...] = windows
 
 
+def _timing_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """Chunks of a timing array: whole unless larger than ``schema.TIMING_CHUNK_BYTES``, then split by clusters.
+
+    Examples
+    --------
+    >>> _timing_chunks((300, 84, 1500), 2), _timing_chunks((300, 4200), 2)
+    ((266, 84, 1500), (300, 4200))
+    """
+    per_cluster = max(1, int(np.prod(shape[1:], dtype=np.int64)) * itemsize)
+    clusters = max(1, min(shape[0], schema.TIMING_CHUNK_BYTES // per_cluster))
+    return (clusters, *(max(1, n) for n in shape[1:]))
+
+
+class _BlockTiming:
+    """The timing arrays summed from blocks of the cube, for blocks handed to :func:`write_cube` without them."""
+
+    def __init__(self, template: xr.Dataset) -> None:
+        self.codes = np.asarray(template[schema.TRIAL_CONDITION].values, np.int64)
+        centres = np.asarray(template[schema.TIME].values, np.float64)
+        durations = np.asarray(template[schema.DURATION].values, np.float64)
+        self.start = int(np.searchsorted(centres, 0.0))
+        self.stop = np.searchsorted(centres, durations)  # bins with centre < duration: the stim window's end
+        n_clusters, n_bins = template.sizes[schema.CLUSTER], template.sizes[schema.TIME]
+        self.time_course = np.zeros((n_clusters, template.sizes[schema.CONDITION], n_bins), np.uint64)
+        self.first_spike = np.full((n_clusters, self.codes.size), -1, np.int32)
+
+    def add(self, trials: slice, block: np.ndarray) -> None:
+        from .latency import first_spike_bins
+
+        code = self.codes[trials]
+        order = np.argsort(code, kind="stable")
+        starts = np.flatnonzero(np.r_[True, code[order][1:] != code[order][:-1]])
+        if block.shape[0] and code.size:
+            self.time_course[:, code[order][starts]] += np.add.reduceat(
+                block[:, order], starts, axis=1, dtype=np.uint64
+            )
+        self.first_spike[:, trials] = first_spike_bins(block, self.start, self.stop[trials])
+
+
+def _write_timing(group: zarr.Group, variables: dict[str, Any], timing: Any) -> None:
+    """``condition_counts`` (smallest unsigned dtype of its sums) and ``first_spike_bin``, every chunk written."""
+    from .binning import smallest_uint
+
+    course = timing.time_course
+    first = timing.first_spike
+    stim_bins = int(first.max(initial=-1))
+    course = course.astype(smallest_uint(int(course.max(initial=0))), order="C")
+    first = first.astype(np.int16 if stim_bins <= np.iinfo(np.int16).max else np.int32, copy=False)
+    for name, values, fill in ((schema.CONDITION_COUNTS, course, 0), (schema.FIRST_SPIKE_BIN, first, -1)):
+        array = group.create_array(
+            name, shape=values.shape, dtype=values.dtype, chunks=_timing_chunks(values.shape, values.dtype.itemsize),
+            compressors=COMPRESSORS, fill_value=fill, dimension_names=schema.VARIABLES[name].dims,
+            attributes=dict(variables[name].attrs), config={"write_empty_chunks": True},
+        )  # fmt: skip
+        array[...] = values
+
+
 def write_cube(
     template: xr.Dataset,
     count_chunks: Iterable[tuple[slice, np.ndarray] | tuple[slice, np.ndarray, np.ndarray]],
     target: StorePath,
     overwrite: bool = False,
     storage_options: dict[str, Any] | None = None,
+    timing: Any = None,
 ) -> StorePath:
     """Write a cube atomically: coordinates and attributes, ``spike_counts`` chunk by chunk, then ``window_counts``.
 
@@ -312,6 +370,12 @@ def write_cube(
         Replace an existing store (atomically) instead of refusing.
     storage_options
         fsspec options for a URL target (endpoint, credentials).
+    timing
+        The :class:`opto_cube.binning.Timing` that ``count_chunks`` fills as it
+        is consumed (:func:`opto_cube.binning.iter_count_chunks`). When the
+        template has the stored conditions (``trial_condition``:
+        :func:`opto_cube.convert.with_stored_conditions`) and no ``timing`` is
+        given, the timing arrays are summed from the blocks.
 
     Notes
     -----
@@ -338,7 +402,9 @@ def write_cube(
             {schema.WINDOW: xr.Variable(schema.WINDOW, np.array(schema.WINDOWS, dtype=object),
                                         attrs=schema.VARIABLES[schema.WINDOW].attrs)}
         )  # fmt: skip
-    arrays = (schema.SPIKE_COUNTS, schema.WINDOW_COUNTS)
+    timed = schema.TRIAL_CONDITION in template.coords
+    arrays = (schema.SPIKE_COUNTS, schema.WINDOW_COUNTS) + (schema.TIMING_ARRAYS if timed else ())
+    from_blocks = _BlockTiming(template) if timed and timing is None else None
     with atomic_store(target, overwrite=overwrite, storage_options=storage_options) as tmp:
         zstore = zarr_store(tmp, storage_options)
         with warnings.catch_warnings():
@@ -382,12 +448,16 @@ def write_cube(
                             for c in range(0, block.shape[0], step)
                         ]
                         windows.append((trials, window[0] if window else _window_sums(template, trials, block)))
+                        if from_blocks is not None:
+                            from_blocks.add(trials, block)
                     for future in pending:
                         future.result()
                 finally:
                     for future in pending:
                         future.cancel()
             _write_window_counts(group, template, dict(variables[schema.WINDOW_COUNTS].attrs), windows)
+            if timed:
+                _write_timing(group, variables, timing if timing is not None else from_blocks)
             seal(zstore, tmp, storage_options)  # the chunks' checksums, then the completion mark, last
     return target
 
@@ -536,9 +606,7 @@ def check_chunks(
             problems.append(f"{path}: chunk {key} has no recorded checksum")
     if suffixes:
         named = None if suffixes is True else set(suffixes)  # type: ignore[arg-type]
-        checkable = [
-            k for k in keys if k in present and k in manifest and (named is None or expected[k][0] in named)
-        ]
+        checkable = [k for k in keys if k in present and k in manifest and (named is None or expected[k][0] in named)]
         for key, found in _suffixes(path, checkable, storage_options).items():
             if found != manifest[key]:
                 problems.append(

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Iterator
@@ -16,10 +17,12 @@ from pathlib import Path
 
 import pytest
 from helpers import (
+    LATENCY_WINDOW_S,
     SESSION_ID,
     SPATIAL_SESSIONS,
     Converted,
     ConvertedDataset,
+    LatencyDataset,
     SpatialDataset,
     convert_recording,
     quirky_spec,
@@ -125,3 +128,18 @@ def no_warnings() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("error", OptoCubeWarning)
         yield
+
+
+@pytest.fixture(scope="session")
+def latency_converted(tmp_path_factory: pytest.TempPathFactory) -> LatencyDataset:
+    """Two sessions of the "latency" size (200-ms pulses, 3 artifact units each) converted at 1 ms into one
+    folder, with their planted truth. Read-only."""
+    base = tmp_path_factory.mktemp("latency_columns")
+    truths = {}
+    for seed in (1, 2):
+        name = f"AL00{40 + seed}_2024-11-0{seed}_en1_p0"
+        truths[name] = synth.write_session(base / "data" / name, dataclasses.replace(synth.SIZES["latency"], seed=seed))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OptoCubeWarning)  # the generator's quirks
+            convert.convert_session(base / "data" / name, base / "stores", bin_ms=1, window_s=LATENCY_WINDOW_S)
+    return LatencyDataset(base / "stores", truths)

@@ -776,6 +776,8 @@ def with_window_counts(store_path: Path) -> Path:
         ds.attrs = dict(cube.attrs)
         ds.to_zarr(store_path, mode="a", consolidated=True)
     return store_path
+
+
 # Damaged stores (tests/test_verify.py, tests/test_store.py)
 # --------------------------------------------------------------------------
 DAMAGES = ("delete", "truncate", "flip_start", "flip_middle", "flip_end", "swap", "zero_length", "wrong_codec")
@@ -862,3 +864,17 @@ def add_window_counts(store_dir: Path) -> None:
     extra.to_zarr(zstore, mode="a", zarr_format=3, consolidated=False, encoding=encoding, write_empty_chunks=True)
     zarr.open_group(zstore, mode="r+").attrs.update(attrs)  # xarray's append replaced the group's attributes
     store.seal(zstore, store_dir)
+
+
+# --------------------------------------------------------------------------
+# Timing columns (issue 11): the latency fixture's type
+# --------------------------------------------------------------------------
+LATENCY_WINDOW_S = (-0.5, 0.3)  # the "latency" size's 200-ms pulses and the 1-ms offset lock fit, a small cube
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyDataset:
+    """Sessions converted at 1 ms into one folder of stores, with each session's planted truth (read-only)."""
+
+    out: Path
+    truths: dict[str, synth.GroundTruth]

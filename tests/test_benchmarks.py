@@ -204,3 +204,19 @@ def test_bench_nwb_runs(work: Path) -> None:
     rows = bench_nwb.run("tiny", (10.0,), repeats=1, record=False)
     assert [r["command"] for r in rows] == ["convert ALF 10 ms", "to-nwb", "convert NWB 10 ms"]
     assert rows[1]["file_mb"] > 0 and rows[0]["time_vs_convert"] == 1.0
+
+
+def test_latency_columns_benchmark_runs(tiny: dict) -> None:
+    """Every method of bench_latency_columns at the tiny size, and the two ways of the table agree where they must."""
+    import bench_latency_columns
+
+    from opto_cube import pipeline
+
+    rows = bench_latency_columns.run("tiny", bin_ms=(1.0,), repeats=1, record=False)
+    times = {r["method"]: r["time_s"] for r in rows if r["time_s"] is not None}
+    assert set(times) == {"table", "table_seed", "binning", "binning_seed", "convert"}
+    assert all(t > 0 for t in times.values())
+    assert all(np.isfinite(r["ratio"]) for r in rows if r["time_s"] is None)
+    store = tiny["stores"][1.0]
+    with_timing = pipeline.responses_table(store)
+    assert np.isfinite(with_timing["first_spike_ms"]).any()

@@ -350,6 +350,33 @@ def test_streamed_chunks_equal_the_whole_cube(case, block_len, trial_chunk):
         previous = (sl, counts)
 
 
+@given(random_binning_case(), st.integers(1, 7), st.data())
+def test_timing_accumulation_equals_sums_of_the_cube(case, trial_chunk, data):
+    """The same pass's per-condition time course = numpy sums of the cube over each condition's trials; the first
+    stim-window spike bin = the first non-zero stim bin of the cube (trials overlapping, spikes on edges)."""
+    times, clusters, n_clusters, onsets, durations, bins = case
+    trial_order = np.argsort(onsets, kind="stable")
+    onsets, durations = onsets[trial_order], durations[trial_order]
+    whole = binning.spike_counts(times, clusters, onsets, durations, bins, n_clusters)
+    n_conditions = data.draw(st.integers(1, 3))
+    code = np.array(data.draw(st.lists(st.integers(0, n_conditions - 1), min_size=onsets.size, max_size=onsets.size)))
+    timing = binning.Timing(code, n_conditions, bins, n_clusters, whole.dtype)
+    order = np.argsort(times, kind="stable")
+    blocks = [(times[order], clusters[order])]
+    for _ in binning.iter_count_chunks(blocks, onsets, durations, bins, n_clusters, whole.dtype, trial_chunk,
+                                       timing=timing):  # fmt: skip
+        pass
+    expected = np.stack([whole[:, code == c].sum(axis=1, dtype=np.int64) for c in range(n_conditions)], axis=1)
+    np.testing.assert_array_equal(timing.time_course, expected)
+    zero = bins.edge_index(0.0)
+    stim = (np.arange(bins.n_bins)[None, :] >= zero) & (
+        np.arange(bins.n_bins)[None, :] < bins.edge_index(durations)[:, None]
+    )
+    spiking = (whole > 0) & stim[None]
+    first = np.where(spiking.any(axis=-1), spiking.argmax(axis=-1) - zero, -1)
+    np.testing.assert_array_equal(timing.first_spike, first)
+
+
 # --------------------------------------------------------------------------
 # window counts
 # --------------------------------------------------------------------------

@@ -145,3 +145,22 @@ def test_responses_table_of_a_catalog_and_a_folder(stores):
     assert from_catalog.equals(from_folder)
     assert from_catalog[schema.SESSION_ID].unique().tolist() == list(catalog.sessions)
     assert len(from_catalog) == sum(cube.sizes[schema.CLUSTER] * 12 for cube in catalog.values())
+
+
+def test_summary_and_info_count_light_artifacts(latency_converted, tiny_converted, capsys):
+    """The count of flagged units, from the stored condition_counts: the planted artifact units; None at 10 ms."""
+    from opto_cube import cli
+
+    catalog = open_catalog(latency_converted.out)
+    summary = catalog.summary()
+    for row in summary.itertuples():
+        assert row.light_artifacts == int(latency_converted.truths[row.session].artifact.sum()) == 3
+    table = responses_table(catalog)
+    flagged = table[table[schema.LIGHT_ARTIFACT]].groupby(schema.SESSION_ID)[schema.CLUSTER].nunique()
+    assert flagged.to_dict() == dict(zip(summary["session"], summary["light_artifacts"], strict=True))
+    assert open_catalog(tiny_converted.stores[10.0].parent).summary()["light_artifacts"].isna().all()
+    store_path = sorted(latency_converted.out.glob("*.zarr"))[0]
+    assert cli.main(["info", str(store_path)]) == 0
+    assert "artifacts 3 light-artifact units" in capsys.readouterr().out
+    assert cli.main(["info", str(tiny_converted.stores[10.0])]) == 0
+    assert "artifacts unknown" in capsys.readouterr().out

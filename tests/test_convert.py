@@ -25,9 +25,11 @@ from helpers import (
     SAMPLES_PER_S,
     SESSION_ID,
     assert_exact,
+    condition_courses,
     convert_recording,
     load,
     quirky_spec,
+    reference_first_spikes,
     store_listing,
     tiny_spec,
     write_alf_session,
@@ -328,7 +330,7 @@ def test_round_trip_against_the_template(tiny_converted, no_warnings):
     session = io.read_session(folder)
     bins = binning.plan_time_bins(session.stim[schema.DURATION], bin_ms=10)
     template = convert.cube_template(session, bins, opened[schema.SPIKE_COUNTS].dtype)
-    arrays = [schema.SPIKE_COUNTS, schema.WINDOW_COUNTS]  # the template's are placeholders
+    arrays = [schema.SPIKE_COUNTS, schema.WINDOW_COUNTS, *schema.TIMING_ARRAYS]  # the template's are placeholders
     actual = opened.drop_vars(arrays).compute()
     assert actual.attrs.pop(schema.ATTR_COMPLETE) is True
     assert isinstance(actual.attrs.pop(schema.ATTR_CHUNK_CRC32C), dict)  # the chunks' checksums (test_store.py)
@@ -675,3 +677,46 @@ def test_select_sessions(three_sessions, tmp_path, no_warnings):
 def test_one_session_folder_as_data_root(session_folder, tmp_path, no_warnings):
     (result,) = convert.convert(session_folder, tmp_path / "new" / "stores", bin_ms=10)
     assert result.status == "converted" and Path(result.store).parent == tmp_path / "new" / "stores"
+
+
+# --------------------------------------------------------------------------
+# stored timing: condition_counts, first_spike_bin (one pass with the cube)
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("bin_ms", [1.0, 5.0, 10.0])
+def test_stored_timing_is_exact(quirky_converted, bin_ms):
+    """condition_counts = the cube summed per condition (numpy); first_spike_bin = searchsorted on raw spikes."""
+    from opto_cube.conditions import trial_conditions
+
+    path = quirky_converted.stores[bin_ms]
+    opened = xr.open_zarr(path)
+    cube = opened[schema.SPIKE_COUNTS].values
+    code = opened[schema.TRIAL_CONDITION].values
+    conditions = trial_conditions(opened, schema.CONDITION_KEYS)  # the contract's conditions, reused
+    np.testing.assert_array_equal(code, conditions.code)
+    for stored, name in schema.STORED_CONDITION_COORDS.items():
+        np.testing.assert_array_equal(opened[stored].values, conditions.coords[name], err_msg=stored)
+    course = opened[schema.CONDITION_COUNTS]
+    assert course.dims == (schema.CLUSTER, schema.CONDITION, schema.TIME) and course.dtype.kind == "u"
+    expected = np.stack([cube[:, code == c].sum(axis=1) for c in range(code.max() + 1)], axis=1)
+    np.testing.assert_array_equal(course.values, expected)
+    assert course.dtype == binning.smallest_uint(int(expected.max()))
+    # the same partition of trials as an independent grouping by (emitter, rounded power, duration)
+    reference = condition_courses(path)
+    pairs = set(zip(code.tolist(), reference.trial_condition.tolist(), strict=True))
+    assert len(pairs) == len(set(code.tolist())) == len(set(reference.trial_condition.tolist()))
+    first = opened[schema.FIRST_SPIKE_BIN]
+    assert first.dims == (schema.CLUSTER, schema.TRIAL) and first.dtype == np.int16
+    np.testing.assert_array_equal(first.values, reference_first_spikes(quirky_converted.folder, path))
+    assert (first.values >= 0).any() and (first.values < 0).any()
+
+
+def test_stored_timing_chunks_written_and_compressed(quirky_converted):
+    import zarr
+
+    from opto_cube import store
+
+    group = zarr.open_group(quirky_converted.stores[1.0], mode="r")
+    for name in schema.TIMING_ARRAYS:
+        array = group[name]
+        assert [type(c) for c in array.compressors] == [type(c) for c in store.COMPRESSORS], name
+        assert array.nchunks_initialized == array.nchunks, name

@@ -353,3 +353,24 @@ def test_ground_truth_depth_vs_emitter_and_modulation(synthetic):
     median = mi.groupby(schema.WAVEFORM_TYPE)[schema.MAP_MODULATION_INDEX].median()
     width = mi.groupby(schema.WAVEFORM_TYPE)[schema.TROUGH_TO_PEAK].median()
     assert median["FS"] > 0.5 and median["RS"] < 0 and width["FS"] < width["RS"]
+
+
+def test_light_artifacts_left_out_unless_kept():
+    """effect_map and depth_vs_emitter drop the rows of flagged units by default; keep_artifacts keeps them."""
+    table = random_table(400, seed=3)
+    table[schema.LIGHT_ARTIFACT] = (table[schema.CLUSTER] % 7) == 0
+    clean = table[~table[schema.LIGHT_ARTIFACT]]
+    xr.testing.assert_identical(
+        maps.effect_map(table).drop_attrs(), maps.effect_map(clean.drop(columns=schema.LIGHT_ARTIFACT)).drop_attrs()
+    )
+    kept = maps.effect_map(table, keep_artifacts=True)
+    assert int(kept[schema.MAP_N_UNITS].sum()) > int(maps.effect_map(table)[schema.MAP_N_UNITS].sum())
+    xr.testing.assert_identical(
+        kept.drop_attrs(), maps.effect_map(table.drop(columns=schema.LIGHT_ARTIFACT)).drop_attrs()
+    )
+    points = maps.depth_vs_emitter(table).points
+    assert len(points) == len(maps.depth_vs_emitter(clean).points)
+    assert len(maps.depth_vs_emitter(table, keep_artifacts=True).points) >= len(points)
+    with_missing = table.assign(**{schema.LIGHT_ARTIFACT: table[schema.LIGHT_ARTIFACT].where(table.index % 2 == 0)})
+    n_units = int(maps.effect_map(with_missing)[schema.MAP_N_UNITS].sum())  # a missing flag counts as False
+    assert int(maps.effect_map(table)[schema.MAP_N_UNITS].sum()) <= n_units <= int(kept[schema.MAP_N_UNITS].sum())

@@ -212,3 +212,17 @@ def test_cli_demo(tmp_path, capsys):
     assert str(page) in printed
     headings = [h.text() for h in parse_html(page.read_text(encoding="utf-8"))[0].find_all("h2")]
     assert headings == ["Sessions", *schema.REPORT_SECTIONS, "Parameters and versions"]
+
+
+def test_maps_leave_out_light_artifacts_and_draw_latency(latency_converted, tmp_path):
+    """opto-cube maps on 1 ms stores: the latency figure is drawn; --keep-artifacts counts the flagged units."""
+    default = tmp_path / "default"
+    assert cli.main(["maps", str(latency_converted.out), "--out", str(default)]) == 0
+    assert_png(default / schema.MAPS_FIGURES[-1])
+    kept = tmp_path / "kept"
+    assert cli.main(["maps", str(latency_converted.out), "--out", str(kept), "--keep-artifacts"]) == 0
+    n_default = int(xr.load_dataset(default / schema.MAPS_NETCDF)[schema.MAP_N_UNITS].sum())
+    n_kept = int(xr.load_dataset(kept / schema.MAPS_NETCDF)[schema.MAP_N_UNITS].sum())
+    table = pipeline.responses_table(latency_converted.out)
+    flagged = table[table[schema.LIGHT_ARTIFACT] & table[schema.QC_PASS] & (table[schema.WAVEFORM_TYPE] != "")]
+    assert n_kept - n_default == len(flagged) > 0

@@ -94,9 +94,12 @@ def _reference_course(cube: xr.Dataset) -> tuple[np.ndarray, list[tuple[int, flo
     return out, [(e, float(levels[p]), d) for e, p, d in keys]
 
 
+@pytest.mark.parametrize("source", ["stored", "one_pass"])
 @pytest.mark.parametrize("chunked", [False, True])
-def test_condition_time_course_equals_numpy(tiny_cube, chunked):
+def test_condition_time_course_equals_numpy(tiny_cube, chunked, source):
+    """From the stored condition_counts (no read of spike_counts) or by one pass over the cube: the same sums."""
     cube = tiny_cube.chunk({schema.TRIAL: 7}) if chunked else tiny_cube.load()
+    cube = cube.drop_vars(schema.SPIKE_COUNTS if source == "stored" else list(schema.TIMING_ARRAYS))
     course = psth.condition_time_course(cube)
     expected, keys = _reference_course(tiny_cube)
     got = course[schema.TIME_COURSE]
@@ -115,6 +118,20 @@ def test_condition_time_course_equals_numpy(tiny_cube, chunked):
     )
     assert int(course[schema.N_TRIALS].sum()) == cube.sizes[schema.TRIAL]
     assert int(got.sum()) == int(tiny_cube[schema.SPIKE_COUNTS].sum())  # every spike counted once
+
+
+def test_stored_and_one_pass_time_courses_are_identical(latency_converted):
+    """The maps' PSTH piece is the same from condition_counts as from a pass over the cube (1 ms)."""
+    cube = open_cube(sorted(latency_converted.out.glob("*.zarr"))[0])
+    stored = psth.condition_time_course(cube.drop_vars(schema.SPIKE_COUNTS))
+    one_pass = psth.condition_time_course(cube.drop_vars(list(schema.TIMING_ARRAYS)))
+    xr.testing.assert_identical(stored, one_pass)
+    options = {"duration_s": "max", "bin_ms": 5.0}
+    piece = psth.session_psth(stored, "s", **options)
+    assert piece is not None and np.isfinite(piece.values).any()
+    xr.testing.assert_identical(piece, psth.session_psth(one_pass, "s", **options))
+    with pytest.raises(TypeError, match="needs 'spike_counts'"):
+        psth.condition_time_course(cube.drop_vars(schema.SPIKE_COUNTS), by=(schema.BY_EMITTER,))
 
 
 def test_condition_time_course_refuses_what_is_not_a_cube():

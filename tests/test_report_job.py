@@ -79,7 +79,7 @@ def test_figures_per_section_follow_what_could_be_fitted(job: dict) -> None:
     table, sections = job["table"], job["sections"]
     fits = power_response.power_response(table)
     expected = {
-        "Effect maps": 3,  # effect map, depth vs emitter, modulation index
+        "Effect maps": 3 + (schema.LATENCY in table),  # effect map, depth, modulation index (, latency)
         "Spatial extent": 2,  # profiles, radius against power
         "Power response": 2 if fits[schema.PR_FIT_OK].any() else 0,  # example curves, p50 against distance
         "Population PSTHs near the emitter": 1,
@@ -299,7 +299,7 @@ def test_report_of_realistic_sessions(tmp_path: Path) -> None:
     header, rows = html_table(sections["Power response"].find_all("table")[0])
     fitted = {r[0]: int(r[header.index("fitted")]) for r in rows}
     assert fitted == fits.groupby(schema.WAVEFORM_TYPE).size().to_dict()
-    assert len(root.find_all("figure")) == 8
+    assert len(root.find_all("figure")) == 8 + (schema.LATENCY in table)  # maps 3 (+1), extent 2, power 2, PSTH 1
     assert page.stat().st_size < schema.REPORT_MAX_BYTES
     _, summary_rows = html_table(sections["Sessions"].find_all("table")[0])
     assert len(summary_rows) == 2

@@ -89,7 +89,14 @@ def test_write_cube_round_trip(tmp_path, template):
     np.testing.assert_array_equal(windows.sel({schema.WINDOW: schema.WINDOW_PRE}), counts[:, :, in_pre].sum(-1))
     np.testing.assert_array_equal(windows.sel({schema.WINDOW: schema.WINDOW_STIM}), (counts * in_stim).sum(-1))
     assert windows.dtype == np.uint16 and windows.dims == (schema.CLUSTER, schema.TRIAL, schema.WINDOW)
-    arrays = [schema.SPIKE_COUNTS, schema.WINDOW_COUNTS]
+    # ... and the timing arrays: sums per stored condition, first stim-window bins (numpy, bin by bin)
+    code = ds[schema.TRIAL_CONDITION].values
+    expected_course = np.stack([counts[:, code == c].sum(axis=1) for c in range(ds.sizes[schema.CONDITION])], axis=1)
+    np.testing.assert_array_equal(opened[schema.CONDITION_COUNTS].values, expected_course)
+    spiking = (counts > 0) & in_stim[None]
+    expected_first = np.where(spiking.any(-1), spiking.argmax(-1) - int(np.argmax(ds[schema.TIME].values > 0)), -1)
+    np.testing.assert_array_equal(opened[schema.FIRST_SPIKE_BIN].values, expected_first)
+    arrays = [schema.SPIKE_COUNTS, schema.WINDOW_COUNTS, *schema.TIMING_ARRAYS]
     expected = ds.drop_vars(arrays)
     actual = opened.drop_vars(arrays).compute()
     actual.attrs = attrs
