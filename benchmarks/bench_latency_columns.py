@@ -61,7 +61,7 @@ def _table(store: Path, timing: bool) -> float:
         pipeline.responses_table(store)
     else:
         with (
-            mock.patch.object(response, "_timing", lambda *args: None),
+            mock.patch.object(response, "_timing", return_value=None),
             mock.patch.object(pipeline, "_ARRAYS", (schema.WINDOW_COUNTS,)),
             warnings.catch_warnings(),
         ):

@@ -162,8 +162,8 @@ def window_counts_cube(stores: list[Path]) -> int:
     for s in stores:
         cube = open_cube(s)
         counts, width = cube[schema.SPIKE_COUNTS], cube.attrs[schema.ATTR_BIN_WIDTH]
-        zero = int(round(-cube.attrs[schema.ATTR_WINDOW][0] / width))
-        stop = zero + int(round(float(cube[schema.DURATION].max()) / width))
+        zero = round(-cube.attrs[schema.ATTR_WINDOW][0] / width)
+        stop = zero + round(float(cube[schema.DURATION].max()) / width)
         arrays += [
             counts.isel(time=slice(0, zero)).sum("time", dtype=np.int64).data,
             counts.isel(time=slice(zero, stop)).sum("time", dtype=np.int64).data,
@@ -192,7 +192,7 @@ def compare(cube_table: Any, other: Any) -> dict[str, Any]:
 
 
 def child(method: str, folders: list[str], stores: list[str], loop_clusters: int, check: bool) -> dict[str, Any]:
-    import pandas as pd  # noqa: F401  imports are not timed
+    import pandas as pd
     import scipy.stats  # noqa: F401
     import xarray  # noqa: F401
 

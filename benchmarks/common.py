@@ -600,7 +600,7 @@ def intersected_chunks(path: Path, clusters: np.ndarray, trials: np.ndarray) -> 
 
 
 def selections(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The two selections of the slicing benchmark: 20 clusters x 60 trials, and one emitter at one power x all clusters."""
+    """The two selections of the slicing benchmark: 20 clusters x 60 trials; one emitter at one power x all clusters."""
     import zarr
 
     from opto_cube import schema

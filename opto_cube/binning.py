@@ -206,7 +206,7 @@ def _edge(onset, j, rel_edges, stim_edge, stim_end):
 @numba.njit(cache=True, nogil=True, inline="always")
 def _bin_of(t, onset, rel_edges, inv_width, stim_edge, stim_end):
     n_bins = rel_edges.size - 1
-    j = int(math.floor((t - onset - rel_edges[0]) * inv_width))
+    j = math.floor((t - onset - rel_edges[0]) * inv_width)
     if j < 0:
         j = 0
     elif j > n_bins - 1:

@@ -488,12 +488,53 @@ def read_session(folder: str | os.PathLike) -> Session:
 
 def _read_session(folder: Path, sha: dict[str, str]) -> Session:
     session_id = folder.name
+    json_path, info = _read_session_json(folder, sha)
+    clusters, n_clusters, n_channels = _read_clusters(folder, sha)
+    stim, n_trials = _read_stim(folder, sha)
+    spikes, per_cluster, n_spikes = _read_spikes(folder, n_clusters, sha)
+    qc = clusters[schema.QC_PASS]
+    attrs = _session_attrs(
+        json_path,
+        info,
+        session_id,
+        {
+            "n_spikes": n_spikes,
+            "n_clusters": n_clusters,
+            "n_trials": n_trials,
+            "n_channels": n_channels,
+            "n_qc_pass": int(qc.sum()),
+            "n_qc_fail": int((~qc).sum()),
+        },
+        stim[schema.POWER],
+    )
+    surface = _check_surface(folder, json_path, info, clusters)
+    return Session(
+        session_id=session_id,
+        folder=folder,
+        attrs=attrs,
+        clusters=clusters,
+        stim=stim,
+        spikes=spikes,
+        sha256=sha,
+        laser_calibration=_laser_calibration(folder, sha),
+        n_channels=n_channels,
+        surface_position_um=surface,
+        spikes_per_cluster=per_cluster,
+        session_json=info,
+    )
+
+
+def _read_session_json(folder: Path, sha: dict[str, str]) -> tuple[Path, dict[str, Any]]:
+    """session.json, which must hold a JSON object."""
     json_path = _require(folder, schema.SESSION_JSON)
     info, sha[schema.SESSION_JSON] = _read_json(json_path)
     if not isinstance(info, dict):
         raise SessionFormatError(json_path, f"must hold a JSON object, found {type(info).__name__}")
+    return json_path, info
 
-    # clusters: every clusters.* array has one row per cluster
+
+def _cluster_headers(folder: Path) -> tuple[dict[str, NpyFile], NpyFile, NpyFile, int, int]:
+    """The clusters.* headers, checked to have one row per cluster; also the templates and channel positions."""
     cluster_headers = {name: _npy(folder, name, 1) for name in schema.CLUSTER_FILES}
     templates = _npy(folder, schema.CLUSTERS_TEMPLATES, 3)
     channels = _npy(folder, schema.CLUSTERS_CHANNEL_POSITIONS, 2)
@@ -513,6 +554,12 @@ def _read_session(folder: Path, sha: dict[str, str]) -> Session:
     n_channels = channels.shape[0]
     if templates.shape[2] != n_channels:
         warn(templates.path, f"has {templates.shape[2]} channels but channelPositions has {n_channels}")
+    return cluster_headers, templates, channels, n_clusters, n_channels
+
+
+def _read_clusters(folder: Path, sha: dict[str, str]) -> tuple[dict[str, np.ndarray], int, int]:
+    """The cluster arrays (one row per cluster), with the number of clusters and of channels."""
+    cluster_headers, templates, channels, n_clusters, n_channels = _cluster_headers(folder)
     sha[templates.path.name] = templates.sha256()
     channel_positions, sha[channels.path.name] = channels.load()
     _as_float(channel_positions, channels.path)
@@ -532,8 +579,11 @@ def _read_session(folder: Path, sha: dict[str, str]) -> Session:
     clusters[schema.WAVEFORM_TYPE] = _waveform_types(folder, n_clusters, sha)
     clusters[schema.KS_LABEL] = _ks_labels(folder, n_clusters, sha)
     _check_qc(folder / schema.CLUSTERS_QC_PASS, clusters)
+    return clusters, n_clusters, n_channels
 
-    # stimulation
+
+def _read_stim(folder: Path, sha: dict[str, str]) -> tuple[dict[str, np.ndarray], int]:
+    """The stim.* arrays (one row per trial), checked, with the number of trials."""
     stim_headers = {name: _npy(folder, name, 1) for name in schema.STIM_FILES}
     n_trials = stim_headers[schema.STIM_TIMES].shape[0]
     for header in stim_headers.values():
@@ -547,45 +597,54 @@ def _read_session(folder: Path, sha: dict[str, str]) -> Session:
     for name, header in stim_headers.items():
         arr, sha[name] = header.load()
         stim[schema.STIM_FILES[name]] = arr
-    stim[schema.ONSET] = _check_finite(stim[schema.ONSET], stim_headers[schema.STIM_TIMES].path, "onset", floating=True)
-    emitter = _as_int(stim[schema.EMITTER], stim_headers[schema.STIM_EMISSION_SITES].path, "emitter ids")
+    _check_stim(stim, {name: header.path for name, header in stim_headers.items()})
+    return stim, n_trials
+
+
+def _check_stim(stim: dict[str, np.ndarray], paths: dict[str, Path]) -> None:
+    """Check (and convert in place) onsets, emitter ids, powers and durations; warn on trials out of onset order."""
+    stim[schema.ONSET] = _check_finite(stim[schema.ONSET], paths[schema.STIM_TIMES], "onset", floating=True)
+    emitter = _as_int(stim[schema.EMITTER], paths[schema.STIM_EMISSION_SITES], "emitter ids")
     if np.any((emitter < 1) | (emitter > schema.N_EMITTERS)):
         bad = emitter[(emitter < 1) | (emitter > schema.N_EMITTERS)][0]
-        raise SessionFormatError(
-            stim_headers[schema.STIM_EMISSION_SITES].path, f"emitter id {bad} outside 1..{schema.N_EMITTERS}"
-        )
+        raise SessionFormatError(paths[schema.STIM_EMISSION_SITES], f"emitter id {bad} outside 1..{schema.N_EMITTERS}")
     stim[schema.EMITTER] = emitter.astype(np.int8)
-    power = _check_finite(stim[schema.POWER], stim_headers[schema.STIM_POWER].path, "power")
+    power = _check_finite(stim[schema.POWER], paths[schema.STIM_POWER], "power")
     if np.any(power < 0):
         bad_power = power[power < 0][0].item()
-        raise SessionFormatError(stim_headers[schema.STIM_POWER].path, f"negative power {bad_power!r} mW")
+        raise SessionFormatError(paths[schema.STIM_POWER], f"negative power {bad_power!r} mW")
     stim[schema.POWER] = power
-    duration = _check_finite(stim[schema.DURATION], stim_headers[schema.STIM_DURATIONS].path, "duration")
+    duration = _check_finite(stim[schema.DURATION], paths[schema.STIM_DURATIONS], "duration")
     if np.any(duration <= 0):
         bad_duration = duration[duration <= 0][0].item()
-        raise SessionFormatError(
-            stim_headers[schema.STIM_DURATIONS].path, f"non-positive pulse duration {bad_duration!r} s"
-        )
+        raise SessionFormatError(paths[schema.STIM_DURATIONS], f"non-positive pulse duration {bad_duration!r} s")
     stim[schema.DURATION] = duration
     if np.any(np.diff(stim[schema.ONSET]) < 0):
-        warn(stim_headers[schema.STIM_TIMES].path, "trials are not in onset order; sorted by onset")
+        warn(paths[schema.STIM_TIMES], "trials are not in onset order; sorted by onset")
 
-    # spikes
+
+def _read_spikes(folder: Path, n_clusters: int, sha: dict[str, str]) -> tuple[SpikeSource, np.ndarray, int]:
+    """The spikes as a stream (sorted in memory when out of time order), spikes per cluster and their number."""
     t_file = _npy(folder, schema.SPIKES_TIMES, 1)
     c_file = _npy(folder, schema.SPIKES_CLUSTERS, 1)
     if t_file.shape[0] != c_file.shape[0]:
         raise SessionFormatError(
             c_file.path, f"has {c_file.shape[0]} spikes but spikes.times.npy has {t_file.shape[0]}; they must agree"
         )
-    is_sorted, per_cluster, time_range = _stream_spikes(t_file, c_file, n_clusters, sha)
+    is_sorted, per_cluster, _time_range = _stream_spikes(t_file, c_file, n_clusters, sha)
     if is_sorted:
         spikes = SpikeSource(t_file.shape[0], files=(t_file, c_file))
     else:
         warn(t_file.path, "spikes are not sorted in time; sorted in memory")
         times, ids = (np.load(f.path, allow_pickle=False) for f in (t_file, c_file))
         spikes = SpikeSource.from_arrays(times, ids)
+    return spikes, per_cluster, t_file.shape[0]
 
-    # session attributes: the session.json fields, reconciled with the arrays
+
+def _session_attrs(
+    json_path: Path, info: dict[str, Any], session_id: str, actual: dict[str, int], power: np.ndarray
+) -> dict[str, Any]:
+    """The session attributes: the session.json fields, reconciled with the folder name and the arrays."""
     attrs: dict[str, Any] = dict(info)
     stated_id = info.get("session_id")
     if stated_id is not None and stated_id != session_id:
@@ -594,22 +653,14 @@ def _read_session(folder: Path, sha: dict[str, str]) -> Session:
         )
         attrs[schema.SESSION_JSON_PREFIX + "session_id"] = stated_id
     attrs[schema.ATTR_SESSION_ID] = session_id
-    qc = clusters[schema.QC_PASS]
-    _reconcile_counts(
-        json_path,
-        info,
-        {
-            "n_spikes": t_file.shape[0],
-            "n_clusters": n_clusters,
-            "n_trials": n_trials,
-            "n_channels": n_channels,
-            "n_qc_pass": int(qc.sum()),
-            "n_qc_fail": int((~qc).sum()),
-        },
-        attrs,
-    )
+    _reconcile_counts(json_path, info, actual, attrs)
     if schema.ATTR_POWER_RANGE not in attrs:
         attrs[schema.ATTR_POWER_RANGE] = [float(power.min()), float(power.max())]
+    return attrs
+
+
+def _check_surface(folder: Path, json_path: Path, info: dict[str, Any], clusters: dict[str, np.ndarray]) -> float:
+    """The surface position from the cluster depths, warned about when unknown or far from top_of_shank_um."""
     surface = _surface_position(clusters[schema.TEMPLATE_DEPTH], clusters[schema.DEPTH_FROM_SURFACE])
     if math.isnan(surface):
         warn(
@@ -619,21 +670,7 @@ def _read_session(folder: Path, sha: dict[str, str]) -> Session:
     far = isinstance(top, (int, float)) and abs(top - surface) > schema.TOP_OF_SHANK_TOLERANCE_UM
     if far and not math.isnan(surface):
         warn(json_path, f"top_of_shank_um = {top} but the cluster depths put the surface at {surface:.1f} um")
-
-    return Session(
-        session_id=session_id,
-        folder=folder,
-        attrs=attrs,
-        clusters=clusters,
-        stim=stim,
-        spikes=spikes,
-        sha256=sha,
-        laser_calibration=_laser_calibration(folder, sha),
-        n_channels=n_channels,
-        surface_position_um=surface,
-        spikes_per_cluster=per_cluster,
-        session_json=info,
-    )
+    return surface
 
 
 def _check_finite(arr: np.ndarray, path: Path, what: str, floating: bool = False) -> np.ndarray:

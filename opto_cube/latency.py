@@ -109,7 +109,7 @@ def _check_course(time_course: ArrayLike, n_trials: ArrayLike, time_s: ArrayLike
     trials = np.asarray(n_trials)
     time = np.asarray(time_s, dtype=np.float64)
     durations = np.asarray(durations_s, dtype=np.float64)
-    k, c, t = course.shape
+    _k, c, t = course.shape
     for name, array, shape in (("n_trials", trials, (c,)), ("time_s", time, (t,)), ("durations_s", durations, (c,))):
         if array.shape != shape:
             raise ValueError(f"{name} must have shape {shape} to match time_course {course.shape}, got {array.shape}")

@@ -466,7 +466,7 @@ def _add_cube(nwb: Any, session: io.Session, cube_path: str | os.PathLike) -> No
     condition = np.array([lookup[t] for t in triples], dtype=np.uint64)  # the spec says uint64
     labels = [f"emitter={e} power_mw={power_levels[p]:.6g} duration_s={d:g}" for e, p, d in keys]
     counts = ds[schema.SPIKE_COUNTS].data  # trials already in onset order, as BinnedAlignedSpikes wants
-    n_clusters, n_trials, n_bins = counts.shape
+    _n_clusters, n_trials, n_bins = counts.shape
     rows = max(1, (64 << 20) // max(1, n_trials * n_bins * counts.dtype.itemsize))
     data = _ArrayChunks(counts, rows, (1, min(n_trials, 512), n_bins))
     bin_width = float(ds.attrs[schema.ATTR_BIN_WIDTH])
@@ -631,6 +631,45 @@ def _pulses_table(nwb: Any) -> Any:
 
 
 def _read(path: Path, nwb: Any, sha: dict[str, str]) -> io.Session:
+    units, pulses = _required_tables(path, nwb)
+    meta = _metadata_of(nwb)
+    k = len(units)
+    clusters, absent = _clusters_of(units)
+    stim = _stim_of(path, pulses)
+    spikes, per_cluster, n_spikes = _spikes_of(path, units)
+    session_id = path.stem
+    n_channels = int(meta.get("n_channels", len(nwb.electrodes) if nwb.electrodes is not None else 0))
+    qc = clusters[schema.QC_PASS]
+    actual = {
+        "n_spikes": n_spikes,
+        "n_clusters": k,
+        "n_trials": int(stim[schema.ONSET].size),
+        "n_channels": n_channels,
+        "n_qc_pass": int(qc.sum()),
+        "n_qc_fail": int((~qc).sum()),
+    }
+    attrs = _attrs_of(path, nwb, meta, session_id, actual, stim[schema.POWER])
+    if absent:  # warned once the file is known to hold what the cube needs
+        warn(path, f"units lack {', '.join(absent)}: left empty / NaN / -1 / False (see {DOCS})")
+    surface = io._surface_position(clusters[schema.TEMPLATE_DEPTH], clusters[schema.DEPTH_FROM_SURFACE])
+    return io.Session(
+        session_id=session_id,
+        folder=path,
+        attrs=attrs,
+        clusters=clusters,
+        stim=stim,
+        spikes=spikes,
+        sha256=sha,
+        laser_calibration=meta.get("laser_calibration"),
+        n_channels=n_channels,
+        surface_position_um=surface,
+        spikes_per_cluster=per_cluster,
+        session_json=dict(meta.get("session_json_as_read", {})),
+    )
+
+
+def _required_tables(path: Path, nwb: Any) -> tuple[Any, Any]:
+    """The units table (with spike times and depths) and the pulses table, refused when absent."""
     units = nwb.units
     if units is None or len(units) == 0:
         raise _refuse(path, "no units table (the spike times of the clusters)")
@@ -642,51 +681,69 @@ def _read(path: Path, nwb: Any, sha: dict[str, str]) -> io.Session:
     pulses = _pulses_table(nwb)
     if pulses is None:
         raise _refuse(path, f"no pulses table (intervals/{schema.NWB_PULSES}, an OptogeneticPulsesTable)")
-    meta = _metadata_of(nwb)
+    return units, pulses
 
-    # clusters
+
+_CLUSTER_DEFAULTS: dict[str, Any] = {
+    schema.QC_PASS: False,
+    schema.PEAK_CHANNEL: -1,
+    schema.WAVEFORM_TYPE: schema.UNKNOWN_LABEL,
+    schema.KS_LABEL: schema.UNKNOWN_LABEL,
+}
+
+
+def _clusters_of(units: Any) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The cluster coordinates from the units columns, and the names of those absent (filled with defaults)."""
     k = len(units)
     clusters: dict[str, np.ndarray] = {}
-    defaults = {
-        schema.QC_PASS: False,
-        schema.PEAK_CHANNEL: -1,
-        schema.WAVEFORM_TYPE: schema.UNKNOWN_LABEL,
-        schema.KS_LABEL: schema.UNKNOWN_LABEL,
-    }
     absent = []
     for name in schema.CLUSTER_COORDS:
         values = _column(units, name)
         kind = schema.VARIABLES[name].dtype
         if values is None:
             absent.append(name)
-            fill = defaults.get(name, math.nan)
+            fill = _CLUSTER_DEFAULTS.get(name, math.nan)
             values = np.full(k, fill, dtype=object if kind == "str" else None)
-        if kind == "str":
-            values = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values], dtype=object)
-        elif kind == "bool":
-            values = values.astype(bool)
-        elif kind == "int32":
-            values = values.astype(np.int32)
-        else:
-            values = values.astype(np.float64)
-        clusters[name] = values
+        clusters[name] = _as_kind(values, kind)
+    return clusters, absent
 
-    # pulses
+
+def _as_kind(values: np.ndarray, kind: str) -> np.ndarray:
+    """A column converted to the dtype of its variable (str, bool, int32, otherwise float64)."""
+    if kind == "str":
+        return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values], dtype=object)
+    if kind == "bool":
+        return values.astype(bool)
+    if kind == "int32":
+        return values.astype(np.int32)
+    return values.astype(np.float64)
+
+
+def _pulse_emitter(pulses: Any) -> np.ndarray | None:
+    """Each pulse's emitter id: the pulses table's column, or else that of its single optogenetic site."""
+    emitter = _column(pulses, schema.EMITTER)
+    if emitter is not None or "optogenetic_sites" not in pulses.colnames:
+        return emitter
+    sites_col = pulses["optogenetic_sites"]
+    site_table = sites_col.target.table
+    site_emitter = _column(site_table, schema.EMITTER)
+    if site_emitter is None:
+        return None
+    rows = [
+        np.asarray(sites_col.target.data[:])[a:b]
+        for a, b in zip(np.r_[0, sites_col.data[:-1]], sites_col.data[:], strict=True)
+    ]
+    if all(r.size == 1 for r in rows):
+        return site_emitter[np.concatenate(rows)]
+    return None
+
+
+def _pulse_columns(path: Path, pulses: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Onset, emitter, power and duration of each pulse, refused when a column is missing or there are no rows."""
     onset = _column(pulses, "start_time")
     if onset is None:
         raise _refuse(path, "the pulses table has no start_time column (onset of each pulse, s)")
-    emitter = _column(pulses, schema.EMITTER)
-    if emitter is None and "optogenetic_sites" in pulses.colnames:
-        sites_col = pulses["optogenetic_sites"]
-        site_table = sites_col.target.table
-        site_emitter = _column(site_table, schema.EMITTER)
-        if site_emitter is not None:
-            rows = [
-                np.asarray(sites_col.target.data[:])[a:b]
-                for a, b in zip(np.r_[0, sites_col.data[:-1]], sites_col.data[:], strict=True)
-            ]
-            if all(r.size == 1 for r in rows):
-                emitter = site_emitter[np.concatenate(rows)]
+    emitter = _pulse_emitter(pulses)
     if emitter is None:
         raise _refuse(path, f"the pulses table has no {schema.EMITTER} column (emitter id 1..14 of each pulse)")
     power = _column(pulses, "power_in_mW")
@@ -702,6 +759,12 @@ def _read(path: Path, nwb: Any, sha: dict[str, str]) -> io.Session:
         duration = stop - onset
     if onset.size == 0:
         raise _refuse(path, "the pulses table has no rows")
+    return onset, emitter, power, duration
+
+
+def _stim_of(path: Path, pulses: Any) -> dict[str, np.ndarray]:
+    """The stim arrays from the pulses table, checked (finite onsets and durations, emitter ids, durations > 0)."""
+    onset, emitter, power, duration = _pulse_columns(path, pulses)
     stim = {
         schema.ONSET: onset.astype(np.float64),
         schema.EMITTER: emitter.astype(np.int64),
@@ -720,20 +783,25 @@ def _read(path: Path, nwb: Any, sha: dict[str, str]) -> io.Session:
     stim[schema.EMITTER] = stim[schema.EMITTER].astype(np.int8)
     # pulses out of onset order are not warned about: the file keeps the source's row order on purpose
     # (the cube sorts them by onset and its stim_index gives each trial's row)
+    return stim
 
-    # spikes: each unit's times, merged into one time-sorted stream (held in memory)
+
+def _spikes_of(path: Path, units: Any) -> tuple[io.SpikeSource, np.ndarray, int]:
+    """Each unit's spike times merged into one time-sorted stream (held in memory), spikes per unit, their number."""
     index_col = units["spike_times"]
     ends = np.asarray(index_col.data[:], dtype=np.int64)
     times = np.asarray(index_col.target.data[:], dtype=np.float64)
     per_cluster = np.diff(np.r_[0, ends])
-    ids = np.repeat(np.arange(k, dtype=np.int64), per_cluster)
+    ids = np.repeat(np.arange(len(units), dtype=np.int64), per_cluster)
     if times.size and not np.all(np.isfinite(times)):
         raise SessionFormatError(path, "a spike time is not finite")
-    spikes = io.SpikeSource.from_arrays(times, ids)
+    return io.SpikeSource.from_arrays(times, ids), per_cluster, int(times.size)
 
-    # attributes
-    session_id = path.stem
-    n_channels = int(meta.get("n_channels", len(nwb.electrodes) if nwb.electrodes is not None else 0))
+
+def _attrs_of(
+    path: Path, nwb: Any, meta: dict[str, Any], session_id: str, actual: dict[str, int], power: np.ndarray
+) -> dict[str, Any]:
+    """The session attributes: the stored session.json (else the NWB file's own), reconciled with the arrays."""
     if "session_json" in meta:
         attrs = dict(meta["session_json"])
     else:
@@ -746,36 +814,11 @@ def _read(path: Path, nwb: Any, sha: dict[str, str]) -> io.Session:
     if stated is not None and stated != session_id and schema.SESSION_JSON_PREFIX + "session_id" not in attrs:
         attrs[schema.SESSION_JSON_PREFIX + "session_id"] = stated
     attrs[schema.ATTR_SESSION_ID] = session_id
-    qc = clusters[schema.QC_PASS]
-    actual = {
-        "n_spikes": int(times.size),
-        "n_clusters": k,
-        "n_trials": int(onset.size),
-        "n_channels": n_channels,
-        "n_qc_pass": int(qc.sum()),
-        "n_qc_fail": int((~qc).sum()),
-    }
     for key, value in actual.items():
         if key in attrs and attrs[key] != value:
             warn(path, f"{key} = {attrs[key]!r} but the arrays hold {value}; using {value}")
             attrs[schema.SESSION_JSON_PREFIX + key] = attrs[key]
         attrs[key] = value
     if schema.ATTR_POWER_RANGE not in attrs:
-        attrs[schema.ATTR_POWER_RANGE] = [float(stim[schema.POWER].min()), float(stim[schema.POWER].max())]
-    if absent:  # warned once the file is known to hold what the cube needs
-        warn(path, f"units lack {', '.join(absent)}: left empty / NaN / -1 / False (see {DOCS})")
-    surface = io._surface_position(clusters[schema.TEMPLATE_DEPTH], clusters[schema.DEPTH_FROM_SURFACE])
-    return io.Session(
-        session_id=session_id,
-        folder=path,
-        attrs=attrs,
-        clusters=clusters,
-        stim=stim,
-        spikes=spikes,
-        sha256=sha,
-        laser_calibration=meta.get("laser_calibration"),
-        n_channels=n_channels,
-        surface_position_um=surface,
-        spikes_per_cluster=per_cluster,
-        session_json=dict(meta.get("session_json_as_read", {})),
-    )
+        attrs[schema.ATTR_POWER_RANGE] = [float(power.min()), float(power.max())]
+    return attrs

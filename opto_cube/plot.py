@@ -308,7 +308,7 @@ def plot_modulation_index(mi: pd.DataFrame, *, ax: Any = None) -> Any:
     >>> mi = pd.DataFrame({"modulation_index": [0.8, -0.5], "trough_to_peak_ms": [0.3, 0.8],
     ...                    "waveform_type": ["FS", "RS"]})
     >>> plot_modulation_index(mi).get_ylabel()
-    'modulation index (stim − pre) / (stim + pre)'
+    'modulation index (stim - pre) / (stim + pre)'
     """
     if ax is None:
         _, ax = _plt().subplots(figsize=(6.0, 4.5), layout="constrained")
@@ -332,7 +332,7 @@ def plot_modulation_index(mi: pd.DataFrame, *, ax: Any = None) -> Any:
     ax.axhline(0.0, color="0.4", lw=0.8, ls="--")
     ax.set_ylim(-1.05, 1.05)
     ax.set_xlabel("spike width, trough to peak (ms)")
-    ax.set_ylabel("modulation index (stim − pre) / (stim + pre)")
+    ax.set_ylabel("modulation index (stim - pre) / (stim + pre)")
     ax.set_title("Light drives narrow-spiking cells and silences broad-spiking ones", fontsize=10)
     ax.legend(loc="best", fontsize=8)
     return ax

@@ -68,7 +68,7 @@ def _coarsen_factor(cube: xr.Dataset, width: float, bin_ms: float) -> int:
             f"bin_ms={bin_ms!r} must be a whole multiple of the cube's {width * 1000:g} ms bins that tiles the "
             f"window from {start:g} s to onset (pre window {pre!r} s)"
         )
-    return int(round(factor))
+    return round(factor)
 
 
 def psth_bin_ms(bin_widths_s: Any, target_ms: float = schema.PSTH_TARGET_BIN_MS) -> float | None:
@@ -166,7 +166,7 @@ def psth(
     if nearest:
         # in memory, (cluster, trial): which of the selected trials are those of the cluster's nearest emitter
         distance = selected[schema.DEPTH_FROM_SURFACE] - selected[schema.EMITTER_DEPTH]
-        use = np.abs(distance) == np.abs(distance).min(schema.TRIAL)
+        use = abs(distance) == abs(distance).min(schema.TRIAL)
         rate = selected.astype(np.float64).where(use).mean(schema.TRIAL)
         rate = rate.assign_coords(
             {
@@ -273,8 +273,8 @@ def condition_time_course(cube: xr.Dataset, by: tuple[str, ...] = schema.CONDITI
         out = _one_pass(cube, conditions)
     else:
         raise TypeError(f"condition_time_course by {by!r} needs {schema.SPIKE_COUNTS!r} in the cube")
-    cluster_coords = {name: c.variable for name, c in cube.coords.items() if c.dims == (schema.CLUSTER,)}
-    coords = {
+    cluster_coords = {str(name): c.variable for name, c in cube.coords.items() if c.dims == (schema.CLUSTER,)}
+    coords: dict[str, Any] = {
         **cluster_coords,
         schema.CONDITION: np.arange(conditions.n_conditions, dtype=np.int64),
         **{name: (schema.CONDITION, values) for name, values in conditions.coords.items()},
@@ -446,24 +446,24 @@ def session_psth(
 
 def combine_psths(pieces: list[xr.DataArray | None], *, max_distance_um: float) -> xr.DataArray:
     """Sessions' :func:`session_psth` as one population PSTH, power levels matched across sessions (relative 1e-6)."""
-    pieces = [p for p in pieces if p is not None]
-    if not pieces:
+    found = [p for p in pieces if p is not None]
+    if not found:
         raise ValueError("population_psth: no unit passes the filters")
-    levels = [np.asarray(p[schema.POWER].values, np.float64) for p in pieces]
+    levels = [np.asarray(p[schema.POWER].values, np.float64) for p in found]
     global_index, global_levels = schema.power_levels(np.concatenate(levels))
     offsets = np.cumsum([0, *(lv.size for lv in levels)])
-    pieces = [
+    matched = [
         p.assign_coords({schema.POWER: global_levels[global_index[offsets[k] : offsets[k + 1]]]})
-        for k, p in enumerate(pieces)
+        for k, p in enumerate(found)
     ]
-    out = xr.concat(pieces, dim="unit", join="outer", coords="minimal", compat="override")
+    out = xr.concat(matched, dim="unit", join="outer", coords="minimal", compat="override")
     out = out.assign_coords(unit=np.arange(out.sizes["unit"]))
     out.attrs = {
         **_RATE_ATTRS,
-        schema.ATTR_BIN_WIDTH: pieces[0].attrs[schema.ATTR_BIN_WIDTH],
+        schema.ATTR_BIN_WIDTH: matched[0].attrs[schema.ATTR_BIN_WIDTH],
         "max_distance_um": float(max_distance_um),
-        "n_sessions": len(pieces),
-        "stim_durations_s": np.unique(np.concatenate([np.atleast_1d(p.attrs["stim_durations_s"]) for p in pieces])),
+        "n_sessions": len(matched),
+        "stim_durations_s": np.unique(np.concatenate([np.atleast_1d(p.attrs["stim_durations_s"]) for p in matched])),
     }
     out[schema.TIME].attrs = dict(_TIME_ATTRS)
     out[schema.POWER].attrs = {"units": "mW", "long_name": "power level (mean)"}

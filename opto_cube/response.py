@@ -264,7 +264,7 @@ def _means(
     ``s_pre``, ``s_stim``: (..., condition * duration) count sums; ``d_max``, ``d_min``:
     (..., condition) extremes of the per-trial differences stim - pre.
     """
-    shape = s_pre.shape[:-1] + (n.size, durations.size)
+    shape = (*s_pre.shape[:-1], n.size, durations.size)
     pre = s_pre.reshape(shape).sum(axis=-1) / pre_s / n
     stim = (s_stim.reshape(shape) / durations).sum(axis=-1) / n
     # the mean difference, or exactly the common value when every difference is the same (then the
@@ -659,7 +659,7 @@ def _dataset(
     )
     for name in out.variables:
         if name not in cluster_coords:
-            out[name].attrs = _attrs(name)
+            out[name].attrs = _attrs(str(name))
     out.attrs = {
         schema.ATTR_SESSION_ID: cube.attrs.get(schema.ATTR_SESSION_ID, ""),
         schema.ATTR_MODE: mode,

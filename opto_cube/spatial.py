@@ -61,6 +61,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numba
@@ -394,6 +395,143 @@ def _quantiles(values: np.ndarray, confidence: float) -> tuple[np.ndarray, np.nd
     return low, high
 
 
+def _check_extent_args(
+    n_boot: Any,
+    confidence: Any,
+    grid_step_um: Any,
+    bin_um: Any,
+    waveform_types: Sequence[str],
+    effects: Sequence[str],
+) -> tuple[list[str], list[str]]:
+    """Check spatial_extent's parameters (ValueError naming the bad one); the groups to fit, as lists."""
+    if not isinstance(n_boot, (int, np.integer)) or isinstance(n_boot, bool) or n_boot < 0:
+        raise ValueError(f"spatial_extent: n_boot must be a whole number >= 0, got {n_boot!r}")
+    if not (isinstance(confidence, (int, float)) and 0 < confidence < 1):
+        raise ValueError(f"spatial_extent: confidence must lie in (0, 1), got {confidence!r}")
+    for name, value in (("grid_step_um", grid_step_um), ("bin_um", bin_um)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"spatial_extent: {name} must be a positive number of um, got {value!r}")
+    waveform_types, effects = list(waveform_types), list(effects)
+    bad = [w for w in waveform_types if w not in schema.WAVEFORM_TYPES] + [
+        e for e in effects if e not in schema.EFFECTS
+    ]
+    if bad or not waveform_types or not effects:
+        raise ValueError(
+            f"spatial_extent: waveform_types must be among {schema.WAVEFORM_TYPES} and effects among "
+            f"{schema.EFFECTS}, got {waveform_types!r} and {effects!r}"
+        )
+    return waveform_types, effects
+
+
+def _empty_results(n_w: int, n_e: int, n_p: int, n_grid: int, n_bins: int) -> dict[str, np.ndarray]:
+    """The result arrays, NaN (or 0 for counts) until a group is fitted."""
+    shape = (n_w, n_e, n_p)
+    return {
+        schema.EXTENT_RADIUS: np.full(shape, np.nan),
+        schema.EXTENT_RADIUS_LOW: np.full(shape, np.nan),
+        schema.EXTENT_RADIUS_HIGH: np.full(shape, np.nan),
+        schema.EXTENT_AT_EMITTER: np.full(shape, np.nan),
+        schema.EXTENT_N_RESPONDING: np.zeros(shape, np.int64),
+        schema.EXTENT_FAILED_RESAMPLES: np.zeros(shape, np.int64),
+        schema.EXTENT_COEFFICIENTS: np.full((*shape, 2), np.nan),
+        schema.EXTENT_PROFILE: np.full((*shape, n_grid), np.nan),
+        schema.EXTENT_PROFILE_LOW: np.full((*shape, n_grid), np.nan),
+        schema.EXTENT_PROFILE_HIGH: np.full((*shape, n_grid), np.nan),
+        schema.EXTENT_OBSERVED: np.full((*shape, n_bins), np.nan),
+        schema.EXTENT_N_UNITS: np.zeros((n_w, n_p), np.int64),
+        schema.EXTENT_N_OBSERVATIONS: np.zeros((n_w, n_p), np.int64),
+        schema.EXTENT_N_SESSIONS: np.zeros((n_w, n_p), np.int64),
+        schema.EXTENT_N_IN_BIN: np.zeros((n_w, n_p, n_bins), np.int64),
+    }
+
+
+@dataclass(frozen=True)
+class _FitSettings:
+    """What every group's fit shares: the effects, power levels, profile grid, bins and bootstrap settings."""
+
+    effects: list[str]
+    levels: np.ndarray
+    grid: np.ndarray
+    bin_um: float
+    n_bins: int
+    n_boot: int
+    confidence: float
+
+
+def _fit_waveform_type(
+    data: dict[str, np.ndarray], i: int, wtype: str, sub: pd.DataFrame, fit: _FitSettings, rng: np.random.Generator
+) -> list[str]:
+    """Fit every effect at every power level for one waveform type (row ``i`` of ``data``); the NaN reasons."""
+    session_code = pd.factorize(sub[schema.SESSION_ID])[0]
+    cluster = sub[schema.CLUSTER].to_numpy(dtype=np.int64)
+    unit_code, uniques = pd.factorize(session_code * (int(cluster.max()) + 1) + cluster - int(cluster.min()))
+    unit_session = uniques // (int(cluster.max()) + 1)
+    weights = _bootstrap_weights(unit_session, fit.n_boot, rng) if fit.n_boot else np.zeros((0, uniques.size))
+    problems: list[str] = []
+    for k in range(fit.levels.size):
+        here = (sub[LEVEL] == k).to_numpy()
+        if not here.any():
+            continue
+        d = sub[ABS_DISTANCE].to_numpy()[here]
+        u = unit_code[here]
+        data[schema.EXTENT_N_UNITS][i, k] = np.unique(u).size
+        data[schema.EXTENT_N_OBSERVATIONS][i, k] = d.size
+        data[schema.EXTENT_N_SESSIONS][i, k] = sub[schema.SESSION_ID][here].nunique()
+        bins = np.minimum((d // fit.bin_um).astype(np.int64), fit.n_bins - 1)
+        data[schema.EXTENT_N_IN_BIN][i, k] = np.bincount(bins, minlength=fit.n_bins)
+        compact, u_local = np.unique(u, return_inverse=True)  # the units tested at this power
+        w = np.ascontiguousarray(weights[:, compact])
+        unit_rows = np.bincount(u_local, minlength=compact.size).astype(np.float64)
+        for j, effect in enumerate(fit.effects):
+            y = (sub[effect].to_numpy() & sub[schema.SIGNIFICANT].to_numpy())[here].astype(np.float64)
+            data[schema.EXTENT_N_RESPONDING][i, j, k] = int(y.sum())
+            with np.errstate(invalid="ignore", divide="ignore"):
+                data[schema.EXTENT_OBSERVED][i, j, k] = (
+                    np.bincount(bins, weights=y, minlength=fit.n_bins) / data[schema.EXTENT_N_IN_BIN][i, k]
+                )
+            label = f"{wtype} {effect} at {fit.levels[k]:.6g} mW"
+            if y.sum() == 0 or y.sum() == y.size:
+                problems.append(f"{label}: {'no' if y.sum() == 0 else 'every'} unit responding of {y.size}")
+                continue
+            problems += _fit_group(data, (i, j, k), d, y, u_local, w, unit_rows, fit, label)
+    return problems
+
+
+def _fit_group(
+    data: dict[str, np.ndarray],
+    at: tuple[int, int, int],
+    d: np.ndarray,
+    y: np.ndarray,
+    u_local: np.ndarray,
+    w: np.ndarray,
+    unit_rows: np.ndarray,
+    fit: _FitSettings,
+    label: str,
+) -> list[str]:
+    """Fit one group's profile (and its bootstrap interval) into ``data`` at ``at``; the NaN reason, if any."""
+    problems = []
+    coef, _ = fit_profile(d, y)
+    data[schema.EXTENT_COEFFICIENTS][at] = coef[0]
+    data[schema.EXTENT_RADIUS][at] = _radius(coef[0])
+    data[schema.EXTENT_AT_EMITTER][at] = expit(coef[0, 0])
+    data[schema.EXTENT_PROFILE][at] = expit(coef[0, 0] + coef[0, 1] * fit.grid)
+    if not np.isfinite(data[schema.EXTENT_RADIUS][at]):
+        problems.append(f"{label}: the fitted fraction does not fall with distance")
+        data[schema.EXTENT_RADIUS][at] = np.nan
+    if not fit.n_boot:
+        return problems
+    boot, _ = fit_profile(d, y, unit=u_local, weights=w, start=coef[0])
+    responders = w @ np.bincount(u_local, weights=y, minlength=w.shape[1])
+    total = w @ unit_rows
+    ok = (responders > 0) & (responders < total)
+    data[schema.EXTENT_FAILED_RESAMPLES][at] = int((~ok).sum())
+    boot = boot[ok]
+    data[schema.EXTENT_RADIUS_LOW][at], data[schema.EXTENT_RADIUS_HIGH][at] = _quantiles(_radius(boot), fit.confidence)
+    curves = expit(boot[:, :1] + boot[:, 1:] * fit.grid[None, :])
+    data[schema.EXTENT_PROFILE_LOW][at], data[schema.EXTENT_PROFILE_HIGH][at] = _quantiles(curves, fit.confidence)
+    return problems
+
+
 # --------------------------------------------------------------------------
 # The public function
 # --------------------------------------------------------------------------
@@ -473,22 +611,7 @@ def spatial_extent(
     >>> bool(ext.radius_um.item() > 0), int(ext.n_units.item())
     (True, 8)
     """
-    if not isinstance(n_boot, (int, np.integer)) or isinstance(n_boot, bool) or n_boot < 0:
-        raise ValueError(f"spatial_extent: n_boot must be a whole number >= 0, got {n_boot!r}")
-    if not (isinstance(confidence, (int, float)) and 0 < confidence < 1):
-        raise ValueError(f"spatial_extent: confidence must lie in (0, 1), got {confidence!r}")
-    for name, value in (("grid_step_um", grid_step_um), ("bin_um", bin_um)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise ValueError(f"spatial_extent: {name} must be a positive number of um, got {value!r}")
-    waveform_types, effects = list(waveform_types), list(effects)
-    bad = [w for w in waveform_types if w not in schema.WAVEFORM_TYPES] + [
-        e for e in effects if e not in schema.EFFECTS
-    ]
-    if bad or not waveform_types or not effects:
-        raise ValueError(
-            f"spatial_extent: waveform_types must be among {schema.WAVEFORM_TYPES} and effects among "
-            f"{schema.EFFECTS}, got {waveform_types!r} and {effects!r}"
-        )
+    waveform_types, effects = _check_extent_args(n_boot, confidence, grid_step_um, bin_um, waveform_types, effects)
     rows, levels, info = extent_rows(table, duration_s=duration_s, exclude_artifacts=exclude_artifacts)
     if rows[schema.SESSION_ID].nunique() < 2:
         _warn(
@@ -500,69 +623,14 @@ def spatial_extent(
     grid = grid_step_um * np.arange(math.ceil(dmax / grid_step_um - 1e-9) + 1, dtype=np.float64)
     n_bins = max(1, math.ceil(float(rows[ABS_DISTANCE].max()) / bin_um + 1e-12))
     bin_edges = bin_um * np.arange(n_bins + 1, dtype=np.float64)
-    n_w, n_e, n_p = len(waveform_types), len(effects), levels.size
-    shape = (n_w, n_e, n_p)
-    radius, low, high, at_emitter = (np.full(shape, np.nan) for _ in range(4))
-    n_responding, failed = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
-    n_units, n_obs, n_sessions = (np.zeros((n_w, n_p), np.int64) for _ in range(3))
-    coefficients = np.full((*shape, 2), np.nan)
-    profile, profile_low, profile_high = (np.full((*shape, grid.size), np.nan) for _ in range(3))
-    observed = np.full((*shape, n_bins), np.nan)
-    n_in_bin = np.zeros((n_w, n_p, n_bins), np.int64)
+    data = _empty_results(len(waveform_types), len(effects), levels.size, grid.size, n_bins)
     rng = np.random.default_rng(seed)
     problems: list[str] = []
-
+    fit = _FitSettings(effects, levels, grid, bin_um, n_bins, n_boot, confidence)
     for i, wtype in enumerate(waveform_types):
         sub = rows[rows[schema.WAVEFORM_TYPE] == wtype]
-        if sub.empty:
-            continue
-        session_code = pd.factorize(sub[schema.SESSION_ID])[0]
-        cluster = sub[schema.CLUSTER].to_numpy(dtype=np.int64)
-        unit_code, uniques = pd.factorize(session_code * (int(cluster.max()) + 1) + cluster - int(cluster.min()))
-        unit_session = uniques // (int(cluster.max()) + 1)
-        weights = _bootstrap_weights(unit_session, n_boot, rng) if n_boot else np.zeros((0, uniques.size))
-        for k in range(n_p):
-            here = (sub[LEVEL] == k).to_numpy()
-            if not here.any():
-                continue
-            d = sub[ABS_DISTANCE].to_numpy()[here]
-            u = unit_code[here]
-            n_units[i, k] = np.unique(u).size
-            n_obs[i, k] = d.size
-            n_sessions[i, k] = sub[schema.SESSION_ID][here].nunique()
-            bins = np.minimum((d // bin_um).astype(np.int64), n_bins - 1)
-            n_in_bin[i, k] = np.bincount(bins, minlength=n_bins)
-            compact, u_local = np.unique(u, return_inverse=True)  # the units tested at this power
-            w = np.ascontiguousarray(weights[:, compact])
-            unit_rows = np.bincount(u_local, minlength=compact.size).astype(np.float64)
-            for j, effect in enumerate(effects):
-                y = (sub[effect].to_numpy() & sub[schema.SIGNIFICANT].to_numpy())[here].astype(np.float64)
-                n_responding[i, j, k] = int(y.sum())
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    observed[i, j, k] = np.bincount(bins, weights=y, minlength=n_bins) / n_in_bin[i, k]
-                label = f"{wtype} {effect} at {levels[k]:.6g} mW"
-                if y.sum() == 0 or y.sum() == y.size:
-                    problems.append(f"{label}: {'no' if y.sum() == 0 else 'every'} unit responding of {y.size}")
-                    continue
-                coef, _ = fit_profile(d, y)
-                coefficients[i, j, k] = coef[0]
-                radius[i, j, k] = _radius(coef[0])
-                at_emitter[i, j, k] = expit(coef[0, 0])
-                profile[i, j, k] = expit(coef[0, 0] + coef[0, 1] * grid)
-                if not np.isfinite(radius[i, j, k]):
-                    problems.append(f"{label}: the fitted fraction does not fall with distance")
-                    radius[i, j, k] = np.nan
-                if not n_boot:
-                    continue
-                boot, _ = fit_profile(d, y, unit=u_local, weights=w, start=coef[0])
-                responders = w @ np.bincount(u_local, weights=y, minlength=compact.size)
-                total = w @ unit_rows
-                ok = (responders > 0) & (responders < total)
-                failed[i, j, k] = int((~ok).sum())
-                boot = boot[ok]
-                low[i, j, k], high[i, j, k] = _quantiles(_radius(boot), confidence)
-                curves = expit(boot[:, :1] + boot[:, 1:] * grid[None, :])
-                profile_low[i, j, k], profile_high[i, j, k] = _quantiles(curves, confidence)
+        if not sub.empty:
+            problems += _fit_waveform_type(data, i, wtype, sub, fit, rng)
     if problems:
         _warn("spatial_extent: NaN radius where " + "; ".join(problems))
 
@@ -572,23 +640,7 @@ def spatial_extent(
         levels,
         grid,
         bin_edges,
-        {
-            schema.EXTENT_RADIUS: radius,
-            schema.EXTENT_RADIUS_LOW: low,
-            schema.EXTENT_RADIUS_HIGH: high,
-            schema.EXTENT_AT_EMITTER: at_emitter,
-            schema.EXTENT_N_RESPONDING: n_responding,
-            schema.EXTENT_FAILED_RESAMPLES: failed,
-            schema.EXTENT_COEFFICIENTS: coefficients,
-            schema.EXTENT_PROFILE: profile,
-            schema.EXTENT_PROFILE_LOW: profile_low,
-            schema.EXTENT_PROFILE_HIGH: profile_high,
-            schema.EXTENT_OBSERVED: observed,
-            schema.EXTENT_N_UNITS: n_units,
-            schema.EXTENT_N_OBSERVATIONS: n_obs,
-            schema.EXTENT_N_SESSIONS: n_sessions,
-            schema.EXTENT_N_IN_BIN: n_in_bin,
-        },
+        data,
         {
             "n_boot": n_boot,
             "confidence": confidence,

@@ -42,7 +42,7 @@ import numpy as np
 
 from opto_cube import schema
 
-__all__ = ["SessionSpec", "SIZES", "GroundTruth", "write_session", "make_dataset", "load_ground_truth"]
+__all__ = ["SIZES", "GroundTruth", "SessionSpec", "load_ground_truth", "make_dataset", "write_session"]
 
 SAMPLES_PER_S = schema.SAMPLING_RATE_HZ
 TEMPLATE_SAMPLES = 82

@@ -24,9 +24,13 @@ TRICKY_ONSET_SAMPLE = 55202739
 # --------------------------------------------------------------------------
 def test_plan_default_window_and_edges():
     bins = binning.plan_time_bins([0.01, 0.05])
-    assert bins.bin_width_s == 0.001 and bins.window_s == (-0.5, 1.0) and bins.n_bins == 1500
+    assert bins.bin_width_s == 0.001
+    assert bins.window_s == (-0.5, 1.0)
+    assert bins.n_bins == 1500
     edges = bins.edges_s
-    assert edges.size == 1501 and edges[0] == -0.5 and edges[-1] == 1.0
+    assert edges.size == 1501
+    assert edges[0] == -0.5
+    assert edges[-1] == 1.0
     # the analysis's edges are exactly the doubles the analysis adds to the onset
     for edge in (-0.5, 0.0, 0.01, 0.05):
         assert edge in edges
@@ -129,7 +133,8 @@ def test_spikes_exactly_on_window_edges():
     alone = binning.spike_counts(
         np.array([onset + duration]), np.zeros(1, np.int64), np.array([onset]), np.array([duration]), bins, 1
     )
-    assert alone[0, 0, first_stim + 1] == 1 and alone.sum() == 1
+    assert alone[0, 0, first_stim + 1] == 1
+    assert alone.sum() == 1
     naive = math.floor((onset + duration - onset) / bins.bin_width_s)
     assert naive == 0, "the tricky onset no longer fools the naive binner; the test lost its teeth"
 
@@ -138,8 +143,10 @@ def test_overlapping_windows_count_a_spike_in_every_trial():
     bins = binning.plan_time_bins([0.01], bin_ms=10)
     onsets = np.array([10.0, 10.3])
     counts = binning.spike_counts(np.array([10.305]), np.array([0]), onsets, np.array([0.01, 0.01]), bins, 1)
-    assert counts[0, 0].sum() == 1 and counts[0, 1].sum() == 1
-    assert counts[0, 0, bins.edge_index(0.3)] == 1 and counts[0, 1, bins.edge_index(0.0)] == 1
+    assert counts[0, 0].sum() == 1
+    assert counts[0, 1].sum() == 1
+    assert counts[0, 0, bins.edge_index(0.3)] == 1
+    assert counts[0, 1, bins.edge_index(0.0)] == 1
 
 
 def test_window_ending_with_the_longest_pulse():
@@ -174,7 +181,9 @@ def test_trials_in_the_order_given_and_unsorted_spikes():
 def test_no_spikes():
     bins = binning.plan_time_bins([0.01], bin_ms=10)
     counts = binning.spike_counts(np.zeros(0), np.zeros(0, np.int64), np.array([1.0]), np.array([0.01]), bins, 2)
-    assert counts.shape == (2, 1, bins.n_bins) and counts.dtype == np.uint8 and not counts.any()
+    assert counts.shape == (2, 1, bins.n_bins)
+    assert counts.dtype == np.uint8
+    assert not counts.any()
 
 
 # --------------------------------------------------------------------------
@@ -268,7 +277,7 @@ def random_binning_case(draw):
     for _ in range(n_spikes):
         i = draw(st.integers(0, n_trials - 1))
         cluster = draw(st.integers(0, n_clusters - 1))
-        kind = draw(st.sampled_from(EDGE_KINDS + ("random",)))
+        kind = draw(st.sampled_from((*EDGE_KINDS, "random")))
         if kind == "random":
             times.append((onset_samples[i] + draw(st.integers(-20000, 40000))) / SAMPLES_PER_S)
         else:
@@ -385,7 +394,8 @@ def test_window_counts_equal_the_reference_and_the_cube_sums(case):
     """Pre and stim window counts equal raw-spike searchsorted counts (edge spikes included) and the cube's sums."""
     times, clusters, n_clusters, onsets, durations, bins = case
     windows = binning.window_counts(times, clusters, onsets, durations, bins, n_clusters)
-    assert windows.shape == (n_clusters, onsets.size, len(schema.WINDOWS)) and windows.dtype.kind == "u"
+    assert windows.shape == (n_clusters, onsets.size, len(schema.WINDOWS))
+    assert windows.dtype.kind == "u"
     pre = reference_counts(times, clusters, n_clusters, onsets, *schema.PRE_WINDOW_S)
     stim = reference_counts(times, clusters, n_clusters, onsets, 0.0, durations)
     np.testing.assert_array_equal(windows[..., schema.WINDOWS.index(schema.WINDOW_PRE)], pre)
@@ -411,7 +421,8 @@ def test_window_counts_on_the_edges():
         reference_counts(times, np.zeros(times.size), 1, [onset], a, b)[0, 0] for a, b in ((-0.5, 0.0), (0.0, 0.01))
     ]
     assert windows[0, 0].tolist() == expected
-    assert expected[0] >= 2 and expected[1] >= 2  # the edges are exercised on both sides
+    assert expected[0] >= 2
+    assert expected[1] >= 2
 
 
 @pytest.mark.parametrize(("n_spikes", "dtype"), [(255, np.uint8), (256, np.uint16)])
@@ -423,7 +434,8 @@ def test_window_counts_never_wrap(n_spikes, dtype):
     windows = binning.window_counts(
         times, np.zeros(n_spikes, np.int64), [onset_sample / SAMPLES_PER_S], [0.01], bins, 1
     )
-    assert windows.dtype == np.dtype(dtype) and windows[0, 0].tolist() == [n_spikes, 0]
+    assert windows.dtype == np.dtype(dtype)
+    assert windows[0, 0].tolist() == [n_spikes, 0]
 
 
 def test_a_count_past_the_dtype_raises_count_overflow():

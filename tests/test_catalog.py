@@ -46,9 +46,11 @@ def _copy(stores: Path, tmp_path: Path) -> tuple[Path, Path]:
 
 def test_open_catalog_is_a_lazy_mapping(stores):
     catalog = open_catalog(stores)
-    assert len(catalog) == 2 and isinstance(catalog, Catalog)
+    assert len(catalog) == 2
+    assert isinstance(catalog, Catalog)
     names = sorted(p.name.removesuffix(".zarr") for p in stores.glob("[!.]*.zarr"))
-    assert list(catalog) == names and catalog.sessions == tuple(names)
+    assert list(catalog) == names
+    assert catalog.sessions == tuple(names)
     for session_id, cube in catalog.items():
         assert cube.attrs[schema.ATTR_SESSION_ID] == session_id
         assert cube[schema.SPIKE_COUNTS].chunks is not None  # not loaded
@@ -68,28 +70,35 @@ def test_summary_repr_and_html(stores):
     assert tuple(summary.columns) == SUMMARY_COLUMNS
     assert summary["session"].tolist() == list(catalog.sessions)
     for row, cube in zip(summary.itertuples(), catalog.values(), strict=True):
-        assert row.subject == cube.attrs["subject"] and row.date == cube.attrs["date"]
-        assert row.clusters == cube.sizes[schema.CLUSTER] == 8 and row.trials == cube.sizes[schema.TRIAL] == 40
+        assert row.subject == cube.attrs["subject"]
+        assert row.date == cube.attrs["date"]
+        assert row.clusters == cube.sizes[schema.CLUSTER] == 8
+        assert row.trials == cube.sizes[schema.TRIAL] == 40
         assert row.qc_pass == int(cube[schema.QC_PASS].values.sum())
-        assert row.emitters == 3 and row.powers == (1.0, 4.0)
+        assert row.emitters == 3
+        assert row.powers == (1.0, 4.0)
     text = repr(catalog)
     assert text.startswith(f"<opto_cube.Catalog: 2 sessions from {stores}>")
     assert all(sid in text for sid in catalog.sessions)
     html = catalog._repr_html_()
-    assert "<table" in html and all(sid in html for sid in catalog.sessions)
+    assert "<table" in html
+    assert all(sid in html for sid in catalog.sessions)
 
 
 def test_to_datatree(stores):
     catalog = open_catalog(stores)
     tree = catalog.to_datatree()
-    assert isinstance(tree, xr.DataTree) and tuple(tree.children) == catalog.sessions
+    assert isinstance(tree, xr.DataTree)
+    assert tuple(tree.children) == catalog.sessions
     for session_id, cube in catalog.items():
         xr.testing.assert_identical(tree[session_id].to_dataset(), cube)
 
 
 def test_empty_folder(tmp_path):
     catalog = open_catalog(tmp_path)
-    assert len(catalog) == 0 and list(catalog) == [] and catalog.summary().empty
+    assert len(catalog) == 0
+    assert list(catalog) == []
+    assert catalog.summary().empty
     assert repr(catalog) == f"<opto_cube.Catalog: 0 sessions from {tmp_path}>"
     assert responses_table(catalog).columns[0] == schema.SESSION_ID
 
@@ -117,7 +126,8 @@ def test_incomplete_store_is_skipped_with_a_warning(stores, tmp_path):
     (first / "zarr.json").write_text(json.dumps(meta))
     with pytest.warns(OptoCubeWarning, match=r"incomplete store .*skipped"):
         catalog = open_catalog(out)
-    assert len(catalog) == 1 and first.name.removesuffix(".zarr") not in catalog
+    assert len(catalog) == 1
+    assert first.name.removesuffix(".zarr") not in catalog
 
 
 @pytest.mark.parametrize(

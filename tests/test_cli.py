@@ -78,14 +78,15 @@ def test_broken_session_one_line_exit_1_others_convert(capsys, tmp_path, clean_s
     lines = stderr.splitlines()
     assert len(lines) == 1, stderr
     assert lines[0].startswith(f"opto-cube: error: {bad / broken.file}: ")
-    assert re.search(match, lines[0]) and "Traceback" not in stderr
+    assert re.search(match, lines[0])
+    assert "Traceback" not in stderr
     assert summary(stdout) == "1 converted, 0 skipped, 1 failed (2 sessions)"
     assert store_listing(out) == [f"{SESSION_ID}.zarr"]  # no store, no temp dir of the broken session
     assert not (bad.parent / MARKER).exists()
     attrs = store.read_store_attrs(out / f"{SESSION_ID}.zarr")
+    assert attrs[schema.ATTR_COMPLETE] is True
     assert (
-        attrs[schema.ATTR_COMPLETE] is True
-        and attrs[schema.ATTR_SHA256][schema.SESSION_JSON]
+        attrs[schema.ATTR_SHA256][schema.SESSION_JSON]
         == hashlib.sha256((good / schema.SESSION_JSON).read_bytes()).hexdigest()
     )
 
@@ -111,7 +112,7 @@ def test_broken_session_through_the_console_script(tmp_path, clean_session):
 def test_binning_refusal_is_one_line(capsys, tmp_path, clean_session):
     root = tmp_path / "data"
     add_session(root, clean_session, SESSION_ID)
-    code, stdout, stderr = run(capsys, "convert", root, "--out", tmp_path / "stores", "--bin-ms", "3", "--quiet")
+    code, _stdout, stderr = run(capsys, "convert", root, "--out", tmp_path / "stores", "--bin-ms", "3", "--quiet")
     assert code == 1
     assert stderr.splitlines() == [
         "opto-cube: error: --bin-ms 3: bin width 3.0 ms cannot tile the pre window [-0.5, 0) s;"
@@ -128,7 +129,8 @@ def test_convert_summary_skip_and_overwrite(capsys, tmp_path, clean_session):
     add_session(root, clean_session, SESSION_ID)
     add_session(root, clean_session, OTHER_SESSION_ID)
     code, stdout, stderr = run(capsys, "convert", root, "--out", out, "--bin-ms", "10")
-    assert code == 0 and stderr == ""
+    assert code == 0
+    assert stderr == ""
     k, m = np.load(clean_session / schema.CLUSTERS_QC_PASS).size, np.load(clean_session / schema.STIM_TIMES).size
     for name in (SESSION_ID, OTHER_SESSION_ID):
         assert re.search(
@@ -139,19 +141,22 @@ def test_convert_summary_skip_and_overwrite(capsys, tmp_path, clean_session):
     stamp = (store / "zarr.json").stat().st_mtime_ns
 
     code, stdout, _ = run(capsys, "convert", root, "--out", out, "--bin-ms", "10")
-    assert code == 0 and re.search(rf"^skipped +{SESSION_ID}", stdout, re.M)
+    assert code == 0
+    assert re.search(rf"^skipped +{SESSION_ID}", stdout, re.M)
     assert summary(stdout) == "0 converted, 2 skipped, 0 failed (2 sessions)"
     assert (store / "zarr.json").stat().st_mtime_ns == stamp
 
     code, stdout, _ = run(
         capsys, "convert", root, "--out", out, "--bin-ms", "10", "--overwrite", "--session", SESSION_ID
     )
-    assert code == 0 and summary(stdout) == "1 converted, 0 skipped, 0 failed (1 session)"
+    assert code == 0
+    assert summary(stdout) == "1 converted, 0 skipped, 0 failed (1 session)"
     assert (store / "zarr.json").stat().st_mtime_ns != stamp
     assert store_listing(out) == [f"{SESSION_ID}.zarr", f"{OTHER_SESSION_ID}.zarr"]
 
     code, stdout, _ = run(capsys, "convert", root, "--out", out, "--bin-ms", "5", "--quiet")  # new parameters
-    assert code == 0 and summary(stdout) == "2 converted, 0 skipped, 0 failed (2 sessions)"
+    assert code == 0
+    assert summary(stdout) == "2 converted, 0 skipped, 0 failed (2 sessions)"
     assert xr.open_zarr(store).attrs[schema.ATTR_BIN_WIDTH] == 0.005
 
 
@@ -176,18 +181,23 @@ def test_convert_options_reach_the_store(capsys, tmp_path, clean_session):
     )
     assert code == 0, stderr
     ds = assert_exact(folder, out / f"{SESSION_ID}.zarr")
-    assert ds.attrs[schema.ATTR_WINDOW] == [-0.6, 0.3] and ds.attrs[schema.ATTR_TIP_OFFSET] == 25.0
-    assert ds.attrs[schema.ATTR_BIN_WIDTH] == 0.005 and ds.sizes[schema.TIME] == 180
+    assert ds.attrs[schema.ATTR_WINDOW] == [-0.6, 0.3]
+    assert ds.attrs[schema.ATTR_TIP_OFFSET] == 25.0
+    assert ds.attrs[schema.ATTR_BIN_WIDTH] == 0.005
+    assert ds.sizes[schema.TIME] == 180
 
 
 def test_warnings_are_one_line_each_on_stderr(capsys, tmp_path):
     root = tmp_path / "data"
     folder = write_synth(root / schema.SESSIONS_DIR / SESSION_ID, tiny_spec(omit_ks_label=True, shuffle_trials=True))
     code, stdout, stderr = run(capsys, "convert", root, "--out", tmp_path / "stores", "--bin-ms", "10", "--quiet")
-    assert code == 0 and summary(stdout) == "1 converted, 0 skipped, 0 failed (1 session)"
+    assert code == 0
+    assert summary(stdout) == "1 converted, 0 skipped, 0 failed (1 session)"
     lines = stderr.splitlines()
-    assert len(lines) == 2 and all(line.startswith(f"opto-cube: warning: {folder}/") for line in lines)
-    assert any("ks_label left empty" in line for line in lines) and any("onset order" in line for line in lines)
+    assert len(lines) == 2
+    assert all(line.startswith(f"opto-cube: warning: {folder}/") for line in lines)
+    assert any("ks_label left empty" in line for line in lines)
+    assert any("onset order" in line for line in lines)
 
 
 def test_select_sessions(capsys, tmp_path, clean_session):
@@ -195,10 +205,12 @@ def test_select_sessions(capsys, tmp_path, clean_session):
     add_session(root, clean_session, SESSION_ID)
     add_session(root, clean_session, OTHER_SESSION_ID)
     code, stdout, _ = run(capsys, "convert", root, "--out", out, "--bin-ms", "10", "--session", OTHER_SESSION_ID)
-    assert code == 0 and summary(stdout) == "1 converted, 0 skipped, 0 failed (1 session)"
+    assert code == 0
+    assert summary(stdout) == "1 converted, 0 skipped, 0 failed (1 session)"
     assert store_listing(out) == [f"{OTHER_SESSION_ID}.zarr"]
     code, stdout, stderr = run(capsys, "convert", root, "--out", out, "--session", "AL0099_nope", "--quiet")
-    assert code == 1 and stdout == ""
+    assert code == 1
+    assert stdout == ""
     assert stderr.splitlines() == [f"opto-cube: error: {root}: no session named 'AL0099_nope'"]
 
 
@@ -215,7 +227,9 @@ def test_one_line_errors(capsys, tmp_path, args, match):
     root = tmp_path / "data"
     (root / schema.SESSIONS_DIR).mkdir(parents=True)
     code, _, stderr = run(capsys, *(a.format(root=root, out=tmp_path / "stores") for a in args))
-    assert code == 1 and len(stderr.splitlines()) == 1 and re.search(match, stderr.strip()), stderr
+    assert code == 1, stderr
+    assert len(stderr.splitlines()) == 1, stderr
+    assert re.search(match, stderr.strip()), stderr
 
 
 # --------------------------------------------------------------------------
@@ -238,10 +252,12 @@ def test_one_line_errors(capsys, tmp_path, args, match):
 )
 def test_usage_errors_exit_2(capsys, tmp_path, args, match):
     full = ["convert", tmp_path, *(["--out", tmp_path / "stores"] if args else []), *args]
-    code, stdout, stderr = run(capsys, *full)
+    code, _stdout, stderr = run(capsys, *full)
     assert code == 2
-    assert "usage: opto-cube convert" in stderr and re.search(match, stderr), stderr
-    assert "Traceback" not in stderr and not (tmp_path / "stores").exists()
+    assert "usage: opto-cube convert" in stderr, stderr
+    assert re.search(match, stderr), stderr
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "stores").exists()
 
 
 @pytest.mark.parametrize("form", [["--window", "-0.6,0.2"], ["--window=-0.6,0.2"]], ids=["space", "equals"])
@@ -257,9 +273,11 @@ def test_window_with_a_negative_start(capsys, tmp_path, clean_session, form):
 
 def test_no_command_and_version(capsys):
     code, _, stderr = run(capsys)
-    assert code == 2 and "usage: opto-cube" in stderr
+    assert code == 2
+    assert "usage: opto-cube" in stderr
     code, stdout, _ = run(capsys, "--version")
-    assert code == 0 and stdout.startswith("opto_cube ")
+    assert code == 0
+    assert stdout.startswith("opto_cube ")
 
 
 # --------------------------------------------------------------------------
@@ -268,15 +286,18 @@ def test_no_command_and_version(capsys):
 def test_info_on_a_store_and_on_a_folder(capsys, tiny_converted):
     store = tiny_converted.stores[10.0]
     code, stdout, stderr = run(capsys, "info", store)
-    assert code == 0 and stderr == ""
+    assert code == 0
+    assert stderr == ""
     ds = xr.open_zarr(store)
     k, m = ds.sizes[schema.CLUSTER], ds.sizes[schema.TRIAL]
     assert stdout.splitlines()[0].startswith(f"session   {SESSION_ID}  (subject AL_0034")
     assert f"spike_counts {{'cluster': {k}, 'trial': {m}, 'time': 150}} uint8" in stdout
     assert "bins      10 ms over [-0.5, 1.0] s from onset" in stdout
-    assert f"clusters  {k} (" in stdout and f"trials    {m}:" in stdout
+    assert f"clusters  {k} (" in stdout
+    assert f"trials    {m}:" in stdout
     code, folder_out, _ = run(capsys, "info", store.parent)
-    assert code == 0 and folder_out.strip() == stdout.strip()
+    assert code == 0
+    assert folder_out.strip() == stdout.strip()
 
 
 # --------------------------------------------------------------------------
@@ -313,7 +334,8 @@ def test_killed_conversion_leaves_no_store_and_the_rerun_finishes(capsys, tmp_pa
     if killed_mid_write and proc.returncode == -signal.SIGKILL:
         leftovers = list(out.glob(tmp_pattern))
         if leftovers:  # killed before the rename: no store at all, only the hidden leftover
-            assert store_listing(out) == [leftovers[0].name] and not target.exists()
+            assert store_listing(out) == [leftovers[0].name]
+            assert not target.exists()
         else:  # the rename won the race: the store is complete
             assert xr.open_zarr(target).attrs[schema.ATTR_COMPLETE] is True
     else:
@@ -325,10 +347,12 @@ def test_killed_conversion_leaves_no_store_and_the_rerun_finishes(capsys, tmp_pa
     assert xr.open_zarr(target).attrs[schema.ATTR_COMPLETE] is True
     # unchanged: skipped; --overwrite: rebuilt
     code, stdout, _ = run(capsys, "convert", root, "--out", out, "--bin-ms", "1")
-    assert code == 0 and re.search(rf"^skipped +{SESSION_ID}", stdout, re.M)
+    assert code == 0
+    assert re.search(rf"^skipped +{SESSION_ID}", stdout, re.M)
     assert summary(stdout) == "0 converted, 1 skipped, 0 failed (1 session)"
     code, stdout, _ = run(capsys, "convert", root, "--out", out, "--bin-ms", "1", "--overwrite")
-    assert code == 0 and summary(stdout) == "1 converted, 0 skipped, 0 failed (1 session)"
+    assert code == 0
+    assert summary(stdout) == "1 converted, 0 skipped, 0 failed (1 session)"
     assert store_listing(out) == [target.name]
     assert_exact(folder, target)
 
@@ -410,10 +434,13 @@ def test_hostile_case_is_one_line_and_touches_nothing(capsys, tmp_path, clean_se
     before, out_existed = tree(root, out), out.exists()
     code, _, stderr = run(capsys, "convert", root, "--out", out, "--quiet", *extra)
     errors = [line for line in stderr.splitlines() if not line.startswith("opto-cube: warning: ")]
-    assert code == 1 and len(errors) == 1, stderr
-    assert errors[0].startswith(f"opto-cube: error: {root / schema.SESSIONS_DIR / SESSION_ID}") or case.endswith(
-        "in the way"
-    ) or case == "another Zarr store", errors
+    assert code == 1, stderr
+    assert len(errors) == 1, stderr
+    assert (
+        errors[0].startswith(f"opto-cube: error: {root / schema.SESSIONS_DIR / SESSION_ID}")
+        or case.endswith("in the way")
+        or case == "another Zarr store"
+    ), errors
     assert re.search(match, errors[0]), errors[0]
     after = tree(root, out)
     assert out.exists() == out_existed  # an --out the run created is not left behind, empty
@@ -435,9 +462,12 @@ def test_parameters_refused_once_before_anything(capsys, tmp_path, clean_session
         add_session(root, clean_session, name)
     code, stdout, stderr = run(capsys, "convert", root, "--out", out, "--quiet", *args)
     if line is None:
-        assert code == 2 and "--max-buffer-gib: expected a positive number" in stderr
+        assert code == 2
+        assert "--max-buffer-gib: expected a positive number" in stderr
     else:
-        assert code == 1 and len(stderr.splitlines()) == 1 and stdout == ""  # once, not once per session
+        assert code == 1
+        assert len(stderr.splitlines()) == 1
+        assert stdout == ""
         assert stderr.startswith(f"opto-cube: error: {line}"), stderr
     assert not out.exists()
 
@@ -451,8 +481,10 @@ def test_session_json_cannot_set_the_store_attributes(capsys, tmp_path, clean_se
     assert run(capsys, "convert", root, "--out", out, "--quiet", "--bin-ms", "10")[0] == 0
     attrs = xr.open_zarr(out / f"{SESSION_ID}.zarr").attrs
     assert attrs[schema.ATTR_SESSION_JSON] == hostile  # the whole session.json, as read, nested
-    assert attrs[schema.ATTR_FORMAT_VERSION] == schema.FORMAT_VERSION and attrs[schema.ATTR_BIN_WIDTH] == 0.01
-    assert attrs["x"] == 1 and attrs["subject"] == info["subject"]  # other fields copied to the top level
+    assert attrs[schema.ATTR_FORMAT_VERSION] == schema.FORMAT_VERSION
+    assert attrs[schema.ATTR_BIN_WIDTH] == 0.01
+    assert attrs["x"] == 1
+    assert attrs["subject"] == info["subject"]
     assert attrs[schema.ATTR_COMPLETE] is True  # set by the writer, last
 
 
@@ -482,7 +514,8 @@ def test_control_characters_in_names_are_escaped(capsys, tmp_path, clean_session
     folder = add_session(root, clean_session, "AL0034_2024-12-05\nen1_p0")
     (folder / schema.STIM_TIMES).unlink()
     code, _, stderr = run(capsys, "convert", root, "--out", out, "--quiet")
-    assert code == 1 and len(stderr.splitlines()) == 1
+    assert code == 1
+    assert len(stderr.splitlines()) == 1
     assert "AL0034_2024-12-05\\nen1_p0/stim.times.npy: required file is missing" in stderr
 
 
@@ -517,7 +550,8 @@ def test_damaged_store_is_rebuilt_by_convert(capsys, tmp_path, clean_session):
     target = out / f"{SESSION_ID}.zarr"
     damage(target, f"{schema.SPIKE_COUNTS}/c/0/0/0", "delete")
     code, stdout, _ = run(capsys, "convert", root, "--out", out, "--quiet", "--bin-ms", "10")
-    assert code == 0 and summary(stdout) == "1 converted, 0 skipped, 0 failed (1 session)"
+    assert code == 0
+    assert summary(stdout) == "1 converted, 0 skipped, 0 failed (1 session)"
     assert run(capsys, "verify", target, "--data", root)[0] == 0
 
 

@@ -54,9 +54,8 @@ def test_trial_conditions_group_like_pandas(trials, by):
     if "emitter" in by:  # one depth per emitter, that of its trials
         np.testing.assert_array_equal(c.coords[schema.EMITTER_DEPTH], 100.0 * c.coords[schema.EMITTER])
     else:
-        assert (c.coords[schema.EMITTER] == schema.ALL_EMITTERS).all() and np.isnan(
-            c.coords[schema.EMITTER_DEPTH]
-        ).all()
+        assert (c.coords[schema.EMITTER] == schema.ALL_EMITTERS).all()
+        assert np.isnan(c.coords[schema.EMITTER_DEPTH]).all()
 
 
 def test_trial_conditions_refuse_an_emitter_at_two_depths():

@@ -81,14 +81,15 @@ def test_every_quirk_warned_about(quirky_converted):
     for pattern in ALL_QUIRKS_WARNINGS:
         assert any(re.search(pattern, m) for m in quirky_converted.warnings), pattern
     for message in quirky_converted.warnings:
-        assert message.startswith(str(quirky_converted.folder)) and "\n" not in message
+        assert message.startswith(str(quirky_converted.folder))
+        assert "\n" not in message
 
 
 @pytest.mark.parametrize(("bin_ms", "window"), [(10.0, (-0.6, 0.2)), (5.0, (-0.5, 0.05)), (1.0, (-0.75, 0.06))])
 def test_exact_with_custom_windows(tmp_path, bin_ms, window):
     """Windows wider than the pre window, and one that ends exactly with the longest pulse."""
     folder = write_synth(tmp_path / SESSION_ID, quirky_spec(omit_waveform_type=False, omit_ks_label=False))
-    result, caught = convert_recording(folder, tmp_path / "stores", bin_ms=bin_ms, window_s=window)
+    result, _caught = convert_recording(folder, tmp_path / "stores", bin_ms=bin_ms, window_s=window)
     ds = assert_exact(folder, result.store)
     assert ds.attrs[schema.ATTR_WINDOW] == list(window)
     assert ds[schema.TIME].values[0] == pytest.approx(window[0] + bin_ms / 2000)
@@ -121,7 +122,8 @@ def test_smallest_dtype_that_holds_the_largest_count(tmp_path, n_spikes, dtype, 
     result = convert.convert_session(folder, tmp_path / "stores", bin_ms=10)
     assert result.dtype == dtype
     ds = assert_exact(folder, result.store)
-    assert ds[schema.SPIKE_COUNTS].dtype == np.dtype(dtype) and int(ds[schema.SPIKE_COUNTS].max()) == n_spikes
+    assert ds[schema.SPIKE_COUNTS].dtype == np.dtype(dtype)
+    assert int(ds[schema.SPIKE_COUNTS].max()) == n_spikes
 
 
 def test_a_count_past_uint8_after_written_chunks_rebins_the_whole_store(tmp_path, no_warnings):
@@ -137,9 +139,11 @@ def test_a_count_past_uint8_after_written_chunks_rebins_the_whole_store(tmp_path
         durations=np.array([0.01, 0.01]),
     )
     result = convert.convert_session(folder, tmp_path / "stores", bin_ms=10, chunks=(1, 1))
-    assert result.dtype == "uint16" and store_listing(tmp_path / "stores") == [f"{SESSION_ID}.zarr"]
+    assert result.dtype == "uint16"
+    assert store_listing(tmp_path / "stores") == [f"{SESSION_ID}.zarr"]
     ds = assert_exact(folder, result.store)
-    assert int(ds[schema.SPIKE_COUNTS].max()) == 300 and ds[schema.WINDOW_COUNTS].dtype == np.uint16
+    assert int(ds[schema.SPIKE_COUNTS].max()) == 300
+    assert ds[schema.WINDOW_COUNTS].dtype == np.uint16
 
 
 def test_window_counts_layout(tiny_converted):
@@ -212,7 +216,8 @@ def _check_counts_from_arrays(ds: xr.Dataset, folder: Path) -> None:
     }
     for key, value in truth.items():
         assert info[key] != value  # the quirk is there
-        assert ds.attrs[key] == value and ds.attrs[f"{schema.SESSION_JSON_PREFIX}{key}"] == info[key]
+        assert ds.attrs[key] == value
+        assert ds.attrs[f"{schema.SESSION_JSON_PREFIX}{key}"] == info[key]
 
 
 def _check_session_id(ds: xr.Dataset, folder: Path) -> None:
@@ -239,7 +244,8 @@ def _check_top_of_shank(ds: xr.Dataset, folder: Path) -> None:
 
 def _check_spikeless(ds: xr.Dataset, folder: Path) -> None:
     spikeless = np.bincount(load(folder, schema.SPIKES_CLUSTERS), minlength=ds.sizes[schema.CLUSTER]) == 0
-    assert spikeless.sum() >= 2 and ds.sizes[schema.CLUSTER] == load(folder, schema.CLUSTERS_QC_PASS).size
+    assert spikeless.sum() >= 2
+    assert ds.sizes[schema.CLUSTER] == load(folder, schema.CLUSTERS_QC_PASS).size
     assert not ds[schema.SPIKE_COUNTS].values[spikeless].any()
 
 
@@ -302,7 +308,8 @@ def test_recoverable_quirks_convert_exactly(tmp_path, changes, mutate, match, ch
         with pytest.warns(OptoCubeWarning, match=match):
             result = convert.convert_session(folder, tmp_path / "stores", bin_ms=10)
     ds = assert_exact(folder, result.store)
-    assert ds.attrs[schema.ATTR_SESSION_ID] == folder.name and Path(result.store).name == f"{folder.name}.zarr"
+    assert ds.attrs[schema.ATTR_SESSION_ID] == folder.name
+    assert Path(result.store).name == f"{folder.name}.zarr"
     if check:
         check(ds, folder)
 
@@ -318,7 +325,8 @@ def test_big_endian_and_narrow_dtypes_convert_exactly(session_folder, tmp_path, 
     np.save(folder / schema.STIM_EMISSION_SITES, load(folder, schema.STIM_EMISSION_SITES).astype(np.int64))
     result = convert.convert_session(folder, tmp_path / "stores", bin_ms=5)
     ds = assert_exact(folder, result.store)
-    assert ds[schema.ONSET].dtype == np.float64 and ds[schema.EMITTER].dtype == np.int8
+    assert ds[schema.ONSET].dtype == np.float64
+    assert ds[schema.EMITTER].dtype == np.int8
 
 
 # --------------------------------------------------------------------------
@@ -336,7 +344,8 @@ def test_round_trip_against_the_template(tiny_converted, no_warnings):
     assert isinstance(actual.attrs.pop(schema.ATTR_CHUNK_CRC32C), dict)  # the chunks' checksums (test_store.py)
     xr.testing.assert_identical(actual, template.drop_vars(arrays))
     for name in arrays:
-        assert opened[name].attrs == template[name].attrs and opened[name].dims == template[name].dims, name
+        assert opened[name].attrs == template[name].attrs, name
+        assert opened[name].dims == template[name].dims, name
     again = xr.open_zarr(path)
     xr.testing.assert_identical(opened, again)
     assert opened[schema.SPIKE_COUNTS].dims == (schema.CLUSTER, schema.TRIAL, schema.TIME)
@@ -349,7 +358,8 @@ def test_every_variable_has_units_and_long_name(tiny_converted):
     assert set(names) == set(schema.VARIABLES)
     for name in names:
         spec = schema.VARIABLES[name]
-        assert ds[name].attrs.get("units") == spec.units and ds[name].attrs.get("long_name") == spec.long_name, name
+        assert ds[name].attrs.get("units") == spec.units, name
+        assert ds[name].attrs.get("long_name") == spec.long_name, name
         assert ds[name].dims == spec.dims, name
 
 
@@ -366,7 +376,8 @@ def test_coordinates(tiny_converted):
         np.testing.assert_array_equal(ds[coord].values, load(folder, name)[order], err_msg=coord)
     assert list(ds[schema.WAVEFORM_TYPE].values) == (folder / schema.CLUSTERS_WAVEFORM_TYPE).read_text().split()
     np.testing.assert_allclose(ds[schema.TIME].values, np.arange(-0.495, 1.0, 0.01), rtol=0, atol=1e-12)
-    assert ds[schema.EMITTER].dtype == np.int8 and ds[schema.QC_PASS].dtype == bool
+    assert ds[schema.EMITTER].dtype == np.int8
+    assert ds[schema.QC_PASS].dtype == bool
 
 
 def test_zarr_metadata(tiny_converted):
@@ -374,7 +385,8 @@ def test_zarr_metadata(tiny_converted):
     assert json.loads((path / "zarr.json").read_text())["zarr_format"] == 3
     for name in (schema.WAVEFORM_TYPE, schema.KS_LABEL):
         meta = json.loads((path / name / "zarr.json").read_text())
-        assert meta["zarr_format"] == 3 and meta["data_type"] == "string", name  # variable-length UTF-8
+        assert meta["zarr_format"] == 3, name
+        assert meta["data_type"] == "string", name  # variable-length UTF-8
         assert "vlen-utf8" in [c["name"] for c in meta["codecs"]]
     for meta_path in path.glob("*/zarr.json"):
         assert json.loads(meta_path.read_text())["zarr_format"] == 3
@@ -387,7 +399,8 @@ def test_attributes(tiny_converted):
         assert attrs[key] == value, key  # a clean session: every session.json field, as given
     assert attrs[schema.ATTR_SESSION_ID] == folder.name
     assert attrs[schema.ATTR_BIN_WIDTH] == 0.01
-    assert attrs[schema.ATTR_WINDOW] == [-0.5, 1.0] and attrs[schema.ATTR_PRE_WINDOW] == [-0.5, 0.0]
+    assert attrs[schema.ATTR_WINDOW] == [-0.5, 1.0]
+    assert attrs[schema.ATTR_PRE_WINDOW] == [-0.5, 0.0]
     assert attrs[schema.ATTR_EMITTER_POSITIONS] == [70.0 + 100.0 * i for i in range(14)]
     assert attrs[schema.ATTR_TIP_OFFSET] == 0.0
     assert attrs[schema.ATTR_VERSION] == opto_cube.__version__
@@ -426,7 +439,8 @@ def test_emitter_depth_geometry(tmp_path, tip_offset_um):
     ds = xr.open_zarr(result.store)
     both = load(folder, schema.CLUSTERS_TEMPLATE_DEPTHS) + load(folder, schema.CLUSTERS_DEPTHS_FROM_SURFACE)
     surface = float(np.median(both[np.isfinite(both)]))
-    assert ds.attrs[schema.ATTR_SURFACE] == surface and ds.attrs[schema.ATTR_TIP_OFFSET] == tip_offset_um
+    assert ds.attrs[schema.ATTR_SURFACE] == surface
+    assert ds.attrs[schema.ATTR_TIP_OFFSET] == tip_offset_um
     emitter = ds[schema.EMITTER].values.astype(int)
     expected = surface - (70.0 + 100.0 * (emitter - 1) - tip_offset_um)
     np.testing.assert_allclose(ds[schema.EMITTER_DEPTH].values, expected, rtol=0, atol=1e-9)
@@ -446,7 +460,8 @@ def test_unknown_surface(tmp_path):
     with pytest.warns(OptoCubeWarning, match="no finite depths"):
         result = convert.convert_session(folder, tmp_path / "stores", bin_ms=10)
     ds = assert_exact(folder, result.store)
-    assert np.isnan(ds[schema.EMITTER_DEPTH].values).all() and ds.attrs[schema.ATTR_SURFACE] is None
+    assert np.isnan(ds[schema.EMITTER_DEPTH].values).all()
+    assert ds.attrs[schema.ATTR_SURFACE] is None
 
 
 def test_template_takes_no_memory(session_folder):
@@ -456,7 +471,9 @@ def test_template_takes_no_memory(session_folder):
     assert ds[schema.SPIKE_COUNTS].encoding["chunks"] == (2, 7, bins.n_bins)
     for name in (schema.SPIKE_COUNTS, schema.WINDOW_COUNTS):  # broadcast zeros: no byte per element
         data = ds[name].data
-        assert isinstance(data, np.ndarray) and data.strides == (0,) * data.ndim and not data.any(), name
+        assert isinstance(data, np.ndarray), name
+        assert data.strides == (0,) * data.ndim, name
+        assert not data.any(), name
 
 
 # --------------------------------------------------------------------------
@@ -465,7 +482,8 @@ def test_template_takes_no_memory(session_folder):
 def test_skip_rebuild_and_overwrite(session_folder, tmp_path, no_warnings):
     out = tmp_path / "stores"
     first = convert.convert_session(session_folder, out, bin_ms=10)
-    assert first.status == "converted" and first.shape[0] == load(session_folder, schema.CLUSTERS_QC_PASS).size
+    assert first.status == "converted"
+    assert first.shape[0] == load(session_folder, schema.CLUSTERS_QC_PASS).size
     assert convert.convert_session(session_folder, out, bin_ms=10).status == "skipped"
     assert convert.convert_session(session_folder, out, bin_ms=5).status == "converted"  # other parameters
     assert convert.convert_session(session_folder, out, bin_ms=5, tip_offset_um=10).status == "converted"
@@ -642,8 +660,10 @@ def test_a_broken_session_does_not_stop_the_others(three_sessions, tmp_path):
     status = {r.session_id: r.status for r in results}
     assert status == {SESSION_ID: "converted", OTHER_SESSION_ID: "failed", "AL0036_2024-12-07_en3_p0": "converted"}
     failed = next(r for r in results if r.status == "failed")
-    assert failed.error.startswith(str(broken / schema.STIM_POWER)) and "\n" not in failed.error
-    assert "failed" in str(failed) and OTHER_SESSION_ID in str(failed)
+    assert failed.error.startswith(str(broken / schema.STIM_POWER))
+    assert "\n" not in failed.error
+    assert "failed" in str(failed)
+    assert OTHER_SESSION_ID in str(failed)
     assert store_listing(out) == [f"{SESSION_ID}.zarr", "AL0036_2024-12-07_en3_p0.zarr"]
     for name in (SESSION_ID, "AL0036_2024-12-07_en3_p0"):
         assert_exact(three_sessions / schema.SESSIONS_DIR / name, out / f"{name}.zarr")
@@ -663,7 +683,8 @@ def test_warnings_are_part_of_the_result(data_root, tmp_path):
     write_synth(data_root / schema.SESSIONS_DIR / SESSION_ID, tiny_spec(omit_ks_label=True))
     (result,) = convert.convert(data_root, tmp_path / "stores", bin_ms=10)  # no warning escapes: recorded instead
     assert result.status == "converted"
-    assert len(result.warnings) == 1 and "ks_label left empty" in result.warnings[0]
+    assert len(result.warnings) == 1
+    assert "ks_label left empty" in result.warnings[0]
 
 
 def test_select_sessions(three_sessions, tmp_path, no_warnings):
@@ -676,7 +697,8 @@ def test_select_sessions(three_sessions, tmp_path, no_warnings):
 
 def test_one_session_folder_as_data_root(session_folder, tmp_path, no_warnings):
     (result,) = convert.convert(session_folder, tmp_path / "new" / "stores", bin_ms=10)
-    assert result.status == "converted" and Path(result.store).parent == tmp_path / "new" / "stores"
+    assert result.status == "converted"
+    assert Path(result.store).parent == tmp_path / "new" / "stores"
 
 
 # --------------------------------------------------------------------------
@@ -696,7 +718,8 @@ def test_stored_timing_is_exact(quirky_converted, bin_ms):
     for stored, name in schema.STORED_CONDITION_COORDS.items():
         np.testing.assert_array_equal(opened[stored].values, conditions.coords[name], err_msg=stored)
     course = opened[schema.CONDITION_COUNTS]
-    assert course.dims == (schema.CLUSTER, schema.CONDITION, schema.TIME) and course.dtype.kind == "u"
+    assert course.dims == (schema.CLUSTER, schema.CONDITION, schema.TIME)
+    assert course.dtype.kind == "u"
     expected = np.stack([cube[:, code == c].sum(axis=1) for c in range(code.max() + 1)], axis=1)
     np.testing.assert_array_equal(course.values, expected)
     assert course.dtype == binning.smallest_uint(int(expected.max()))
@@ -705,9 +728,11 @@ def test_stored_timing_is_exact(quirky_converted, bin_ms):
     pairs = set(zip(code.tolist(), reference.trial_condition.tolist(), strict=True))
     assert len(pairs) == len(set(code.tolist())) == len(set(reference.trial_condition.tolist()))
     first = opened[schema.FIRST_SPIKE_BIN]
-    assert first.dims == (schema.CLUSTER, schema.TRIAL) and first.dtype == np.int16
+    assert first.dims == (schema.CLUSTER, schema.TRIAL)
+    assert first.dtype == np.int16
     np.testing.assert_array_equal(first.values, reference_first_spikes(quirky_converted.folder, path))
-    assert (first.values >= 0).any() and (first.values < 0).any()
+    assert (first.values >= 0).any()
+    assert (first.values < 0).any()
 
 
 def test_stored_timing_chunks_written_and_compressed(quirky_converted):

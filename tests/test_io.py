@@ -283,7 +283,8 @@ def break_session(folder: Path, broken: Broken) -> str:
 
 def check_error(error: SessionFormatError, folder: Path, broken: Broken, match: str) -> None:
     assert Path(error.path) == folder / broken.file, error.path
-    assert broken.file in str(error) and "\n" not in str(error)
+    assert broken.file in str(error)
+    assert "\n" not in str(error)
     assert str(error).startswith(str(folder / broken.file))
     assert re.search(match, error.problem), f"{match!r} not in {error.problem!r}"
     assert not _marker(folder).exists(), "an object array was unpickled"
@@ -361,7 +362,8 @@ def test_read_session(session_folder, no_warnings):
     # clusters and stim in file order, with the cube's dtypes
     for name, coord in schema.CLUSTER_FILES.items():
         np.testing.assert_array_equal(session.clusters[coord], load(folder, name))
-    assert session.clusters[schema.QC_PASS].dtype == bool and session.clusters[schema.PEAK_CHANNEL].dtype == np.int32
+    assert session.clusters[schema.QC_PASS].dtype == bool
+    assert session.clusters[schema.PEAK_CHANNEL].dtype == np.int32
     assert list(session.clusters[schema.WAVEFORM_TYPE]) == (folder / WAVEFORM).read_text().split()
     assert set(session.clusters[schema.KS_LABEL]) <= {"good", "mua"}
     for name, coord in schema.STIM_FILES.items():
@@ -386,14 +388,16 @@ def test_read_session(session_folder, no_warnings):
 
 def test_spikes_streamed_in_blocks(session_folder, no_warnings):
     session = io.read_session(session_folder)
-    assert not session.spikes.in_memory and "streamed" in repr(session.spikes)
+    assert not session.spikes.in_memory
+    assert "streamed" in repr(session.spikes)
     times, clusters = load(session_folder, SPIKES_T), load(session_folder, SPIKES_C)
     for block_len in (1, 7, times.size, 10 * times.size):
         blocks = list(session.spikes.blocks(block_len))
         assert all(t.size <= block_len for t, _ in blocks)
         np.testing.assert_array_equal(np.concatenate([t for t, _ in blocks]), times)
         np.testing.assert_array_equal(np.concatenate([c for _, c in blocks]), clusters)
-        assert blocks[0][0].dtype == np.float64 and blocks[0][1].dtype == np.int64
+        assert blocks[0][0].dtype == np.float64
+        assert blocks[0][1].dtype == np.int64
 
 
 @pytest.mark.parametrize("block_len", [1, 5, 64])
@@ -488,7 +492,8 @@ def test_quirks_warn_naming_the_file(session_folder, mutate, match):
     with pytest.warns(OptoCubeWarning, match=match) as record:
         session = io.read_session(session_folder)
     for w in record:
-        assert str(w.message).startswith(str(session_folder)) and "\n" not in str(w.message)
+        assert str(w.message).startswith(str(session_folder))
+        assert "\n" not in str(w.message)
     assert session.n_clusters == load(session_folder, DEPTHS).size
 
 
@@ -506,7 +511,8 @@ def test_session_json_nan_and_extra_fields(session_folder, no_warnings):
     info.update(extra_field={"nested": [1, 2]}, broken_value=float("nan"))
     (session_folder / JSON).write_text(json.dumps(info))
     session = io.read_session(session_folder)
-    assert session.attrs["extra_field"] == {"nested": [1, 2]} and np.isnan(session.attrs["broken_value"])
+    assert session.attrs["extra_field"] == {"nested": [1, 2]}
+    assert np.isnan(session.attrs["broken_value"])
 
 
 def test_unsorted_spikes_sorted_stably(tmp_path):

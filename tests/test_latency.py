@@ -104,7 +104,8 @@ def test_latency_of_suppression_is_reported(latency_sessions):
         "/",
         errors.size,
     )
-    assert errors.size >= 20 and finite.size >= 0.8 * errors.size
+    assert errors.size >= 20
+    assert finite.size >= 0.8 * errors.size
     assert np.mean(np.abs(errors) <= 5.0) >= 0.5
 
 
@@ -141,7 +142,8 @@ def test_planted_artifacts_over_seeds(tmp_path):
         missed += int((p.truth.artifact & ~flagged).sum())
         false += int((~p.truth.artifact & flagged).sum())
         others += int((~p.truth.artifact).sum())
-    assert missed == 0 and false <= 0.02 * others, (missed, false, others)
+    assert missed == 0, (missed, false, others)
+    assert false <= 0.02 * others, (missed, false, others)
 
 
 def test_near_fast_responder_is_no_artifact():
@@ -219,7 +221,8 @@ def test_first_spike_stats_against_numpy(quirky_converted):
                 q75, q25 = np.percentile(ms, [75, 25])
                 assert stats.jitter_ms[k, cond] == pytest.approx(q75 - q25)
             else:
-                assert np.isnan(stats.first_spike_ms[k, cond]) and np.isnan(stats.jitter_ms[k, cond])
+                assert np.isnan(stats.first_spike_ms[k, cond])
+                assert np.isnan(stats.jitter_ms[k, cond])
 
 
 def test_first_spike_stats_of_planted_fs_units(latency_sessions):
@@ -286,7 +289,8 @@ def test_q_values_equal_scipy(values):
 
 def test_q_values_keep_shape_and_refuse_bad_p():
     q = latency.q_values(np.array([[0.01, np.nan], [0.02, 0.5]]))
-    assert q.shape == (2, 2) and np.isnan(q[0, 1])
+    assert q.shape == (2, 2)
+    assert np.isnan(q[0, 1])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         latency.q_values(np.array([0.2, 1.5]))
 
@@ -329,7 +333,9 @@ def test_latency_within_each_conditions_pulse():
     course = np.full((1, 3, 600), 3, dtype=np.int64)
     course[0, :, 530:590] = 30  # from 30 ms on
     found = latency.onset_latency(course, np.array([50, 50, 0]), time_s, np.array([0.02, 0.08, 0.08]), 0.001)
-    assert np.isnan(found[0, 0]) and found[0, 1] == 30.0 and np.isnan(found[0, 2])
+    assert np.isnan(found[0, 0])
+    assert found[0, 1] == 30.0
+    assert np.isnan(found[0, 2])
 
 
 BAD = [

@@ -56,7 +56,7 @@ def map_counts(m: xr.Dataset) -> pd.DataFrame:
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("bin_um", [25.0, 100.0, 137.5])
 @pytest.mark.parametrize(
-    "significant_only, qc_only, unknown_waveform, range_um",
+    ("significant_only", "qc_only", "unknown_waveform", "range_um"),
     [
         (True, True, "drop", None),
         (False, True, "drop", None),
@@ -78,10 +78,12 @@ def test_effect_map_equals_pandas(bin_um, significant_only, qc_only, unknown_wav
     np.testing.assert_allclose(np.diff(edges), bin_um)
     np.testing.assert_allclose(m[schema.DISTANCE].values, (edges[:-1] + edges[1:]) / 2)
     if range_um is None:
-        assert np.isclose(edges[0], -edges[-1]) and np.any(np.isclose(m[schema.DISTANCE].values, 0.0))
+        assert np.isclose(edges[0], -edges[-1])
+        assert np.any(np.isclose(m[schema.DISTANCE].values, 0.0))
         assert np.nanmax(np.abs(table[schema.DISTANCE])) < edges[-1]
     else:
-        assert edges[0] == range_um[0] and edges[-1] >= range_um[1]
+        assert edges[0] == range_um[0]
+        assert edges[-1] >= range_um[1]
 
     ref = reference_counts(
         table, edges, significant_only=significant_only, qc_only=qc_only, unknown_waveform=unknown_waveform
@@ -106,8 +108,11 @@ def test_effect_map_labels_units_and_edges():
     m = maps.effect_map(random_table(200))
     for name in m.variables:
         assert {"units", "long_name"} <= set(m[name].attrs), name
-    assert m[schema.DISTANCE].attrs["units"] == "um" and m[schema.POWER].attrs["units"] == "mW"
-    assert m.attrs["significant_only"] == 1 and m.attrs["qc_only"] == 1 and m.attrs["n_sessions"] == 3
+    assert m[schema.DISTANCE].attrs["units"] == "um"
+    assert m[schema.POWER].attrs["units"] == "mW"
+    assert m.attrs["significant_only"] == 1
+    assert m.attrs["qc_only"] == 1
+    assert m.attrs["n_sessions"] == 3
     assert m[schema.MAP_N_UNITS].dtype.kind == "i"
 
 
@@ -132,10 +137,12 @@ def test_empty_bins_have_zero_units_and_nan_fractions():
     m = maps.effect_map(table, distance_range_um=(-3000.0, 3000.0), distance_bin_um=500.0)
     outer = m.sel({schema.DISTANCE: [-2750.0, 2750.0]})
     assert (outer[schema.MAP_N_UNITS] == 0).all()
-    assert outer[schema.MAP_FRACTION_ACTIVATED].isnull().all() and outer[schema.MAP_FRACTION_INACTIVATED].isnull().all()
+    assert outer[schema.MAP_FRACTION_ACTIVATED].isnull().all()
+    assert outer[schema.MAP_FRACTION_INACTIVATED].isnull().all()
     # a table with no rows at all still maps, over the given range
     empty = maps.effect_map(table.iloc[:0], distance_range_um=(-100.0, 100.0))
-    assert int(empty[schema.MAP_N_UNITS].sum()) == 0 and empty[schema.MAP_FRACTION_ACTIVATED].isnull().all()
+    assert int(empty[schema.MAP_N_UNITS].sum()) == 0
+    assert empty[schema.MAP_FRACTION_ACTIVATED].isnull().all()
 
 
 def test_pooling_and_other_dimensions():
@@ -194,7 +201,7 @@ def test_a_table_read_back_from_csv_maps_the_same(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "table, kwargs, error, match",
+    ("table", "kwargs", "error", "match"),
     [
         ([1, 2], {}, TypeError, "pandas DataFrame"),
         (random_table(20).drop(columns=schema.QC_PASS), {}, ValueError, "lacks the column.*qc_pass"),
@@ -237,7 +244,8 @@ def test_depth_vs_emitter_against_numpy():
 def test_depth_vs_emitter_too_few_points_gives_nan():
     table = random_table(30).assign(**{schema.SIGNIFICANT: False})
     result = maps.depth_vs_emitter(table)
-    assert len(result.points) == 0 and result.stats[schema.MAP_PEARSON_R].isnull().all()
+    assert len(result.points) == 0
+    assert result.stats[schema.MAP_PEARSON_R].isnull().all()
     assert (result.stats[schema.MAP_N_RESPONSES] == 0).all()
 
 
@@ -280,7 +288,8 @@ def test_modulation_index_per_unit_takes_the_strongest_stimulation():
         }
     )
     mi = maps.modulation_index(table, per_unit=True)
-    assert mi[schema.CLUSTER].tolist() == [0, 1] and mi[schema.STIM_RATE].tolist() == [4.0, 5.0]
+    assert mi[schema.CLUSTER].tolist() == [0, 1]
+    assert mi[schema.STIM_RATE].tolist() == [4.0, 5.0]
 
 
 # --------------------------------------------------------------------------
@@ -330,7 +339,8 @@ def test_ground_truth_fs_activation_and_rs_inactivation(synthetic):
         "RS inact far hi": _fraction(rs, schema.INACTIVATED, "RS", hi, far),
     }
     print({k: round(v, 3) for k, v in numbers.items()})
-    assert numbers["FS act near hi"] >= 0.8 and numbers["FS act far hi"] <= 0.1
+    assert numbers["FS act near hi"] >= 0.8
+    assert numbers["FS act far hi"] <= 0.1
     assert numbers["FS act flank hi"] >= numbers["FS act flank lo"] + 0.15  # spreads farther at high power
     assert numbers["RS inact near hi"] >= numbers["RS inact far hi"] + 0.2
     assert numbers["RS inact near hi"] >= numbers["RS inact near lo"] + 0.1
@@ -352,7 +362,9 @@ def test_ground_truth_depth_vs_emitter_and_modulation(synthetic):
     mi = maps.modulation_index(table, open_catalog(stores), per_unit=True, unknown_waveform="drop")
     median = mi.groupby(schema.WAVEFORM_TYPE)[schema.MAP_MODULATION_INDEX].median()
     width = mi.groupby(schema.WAVEFORM_TYPE)[schema.TROUGH_TO_PEAK].median()
-    assert median["FS"] > 0.5 and median["RS"] < 0 and width["FS"] < width["RS"]
+    assert median["FS"] > 0.5
+    assert median["RS"] < 0
+    assert width["FS"] < width["RS"]
 
 
 def test_light_artifacts_left_out_unless_kept():

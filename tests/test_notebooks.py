@@ -25,11 +25,11 @@ DATA_VARIABLE = "OPTO_CUBE_NOTEBOOK_DATA"
 CELL_TIMEOUT_S = 300
 
 
-def _read(name: str):  # noqa: ANN202
+def _read(name: str):
     return nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
 
 
-def _execute(name: str, data: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN202
+def _execute(name: str, data: Path, monkeypatch: pytest.MonkeyPatch):
     """Run the notebook in a new kernel (cwd notebooks/, data under ``data``); return the executed notebook."""
     monkeypatch.setenv(DATA_VARIABLE, str(data))  # the kernel inherits the environment
     nb = _read(name)
@@ -45,7 +45,7 @@ def _execute(name: str, data: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: A
     return nb
 
 
-def _text(nb) -> str:  # noqa: ANN001
+def _text(nb) -> str:
     """Everything the notebook printed or displayed as text."""
     parts = []
     for cell in nb.cells:
@@ -113,7 +113,8 @@ def test_03_maps_on_a_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
     nb = _execute("03_maps_on_a_cluster.ipynb", tmp_path, monkeypatch)
     table = pd.read_csv(tmp_path / "results" / "responses.csv")
-    assert table["session_id"].nunique() == 3 and len(table) > 0
+    assert table["session_id"].nunique() == 3
+    assert len(table) > 0
     assert (tmp_path / "results" / "maps.nc").stat().st_size > 0
     assert "processes=2 threads=2" in _text(nb)  # the LocalCluster's client
     figures = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))

@@ -72,8 +72,10 @@ def test_round_trip_every_quirk(quirky_nwb, tmp_path, bin_ms):
     assert_same_cube(alf, through, path)
     ds = assert_exact(folder, through)  # and exact against the raw files
     assert ds.attrs[schema.ATTR_LASER_CALIBRATION] == {"laser_1": {"slope_mW": 0.00123}}
-    assert (ds[schema.WAVEFORM_TYPE].values == "").all() and (ds[schema.PEAK_CHANNEL].values == -1).any()
-    assert np.isnan(ds[schema.PRESENCE_RATIO].values).any() and np.isnan(ds[schema.DEPTH_FROM_SURFACE].values).any()
+    assert (ds[schema.WAVEFORM_TYPE].values == "").all()
+    assert (ds[schema.PEAK_CHANNEL].values == -1).any()
+    assert np.isnan(ds[schema.PRESENCE_RATIO].values).any()
+    assert np.isnan(ds[schema.DEPTH_FROM_SURFACE].values).any()
 
 
 def test_round_trip_dataset_with_tip_offset(tmp_path):
@@ -161,9 +163,11 @@ def test_readable_with_plain_pynwb(quirky_nwb):
     k = load(folder, schema.CLUSTERS_TEMPLATE_DEPTHS).size
     with pynwb.NWBHDF5IO(path, mode="r") as reader:
         f = reader.read()
-        assert f.session_id == SESSION_ID and f.subject.subject_id
+        assert f.session_id == SESSION_ID
+        assert f.subject.subject_id
         units = f.units.to_dataframe()
-        assert len(units) == k and (units.index.values == np.arange(k)).all()
+        assert len(units) == k
+        assert (units.index.values == np.arange(k)).all()
         for cid in range(k):  # every cluster's spikes, sorted; spikeless rows kept
             np.testing.assert_array_equal(units["spike_times"].iloc[cid], np.sort(times[ids == cid]))
         assert (units["spike_times"].map(len) == 0).any()
@@ -195,7 +199,8 @@ def test_readable_with_plain_pynwb(quirky_nwb):
         assert {
             k: v for k, v in session_json.items() if k not in schema.SESSION_JSON_COUNTS and k != "session_id"
         }.items() <= meta["session_json"].items()
-        assert meta[schema.ATTR_TIP_OFFSET] == 0.0 and meta[schema.ATTR_VERSION]
+        assert meta[schema.ATTR_TIP_OFFSET] == 0.0
+        assert meta[schema.ATTR_VERSION]
         assert meta[schema.ATTR_SHA256][schema.SPIKES_TIMES] == io.sha256_file(folder / schema.SPIKES_TIMES)
         assert meta["laser_calibration"] == {"laser_1": {"slope_mW": 0.00123}}
 
@@ -212,7 +217,8 @@ def test_with_cube_binned_aligned_spikes(quirky_nwb, tmp_path):
         binned = reader.read().processing[schema.NWB_MODULE][schema.NWB_BINNED]
         data, onsets = binned.data[:], binned.event_timestamps[:]
         indices, labels = binned.condition_indices[:], list(binned.condition_labels[:])
-        assert binned.bin_width_in_ms == 10.0 and binned.event_to_bin_offset_in_ms == -500.0
+        assert binned.bin_width_in_ms == 10.0
+        assert binned.event_to_bin_offset_in_ms == -500.0
     np.testing.assert_array_equal(onsets, ds[schema.ONSET].values)  # pulses in onset order, as the cube's trials
     np.testing.assert_array_equal(data, ds[schema.SPIKE_COUNTS].values)
     level_of, levels = schema.power_levels(ds[schema.POWER].values)
@@ -227,9 +233,9 @@ def test_with_cube_binned_aligned_spikes(quirky_nwb, tmp_path):
 
 def test_with_cube_of_another_session_refused(quirky_nwb, tmp_path, tiny_converted):
     folder, _ = quirky_nwb
-    with pytest.raises(OptoCubeError, match="not the cube of this session"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", OptoCubeWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OptoCubeWarning)
+        with pytest.raises(OptoCubeError, match="not the cube of this session"):
             nwb.write_nwb(folder, tmp_path / "out" / "other.nwb", cube=tiny_converted.stores[10.0])
     assert not list((tmp_path / "out").iterdir()), "nothing half-written"
 
@@ -245,7 +251,8 @@ def test_foreign_file_converts_exactly(session_folder, tmp_path):
         result = convert.convert_session(path, tmp_path / "stores", bin_ms=10)
     ds = xr.open_zarr(result.store)
     assert ds.attrs[schema.ATTR_SESSION_ID] == "foreign_session"
-    assert (ds[schema.PEAK_CHANNEL].values == -1).all() and (ds[schema.KS_LABEL].values == "").all()
+    assert (ds[schema.PEAK_CHANNEL].values == -1).all()
+    assert (ds[schema.KS_LABEL].values == "").all()
     np.testing.assert_array_equal(ds[schema.QC_PASS].values, load(session_folder, schema.CLUSTERS_QC_PASS))
     durations = ds[schema.DURATION].values  # stop - start: within a rounding of the stored durations
     np.testing.assert_allclose(
@@ -279,7 +286,9 @@ def test_incomplete_file_refused(session_folder, tmp_path, capsys, missing, mess
     code = cli.main(["convert", str(path), "--out", str(tmp_path / "stores"), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == cli.EXIT_FAILED
-    assert len(err) == 1 and "docs/nwb.md" in err[0] and "Traceback" not in err[0]
+    assert len(err) == 1
+    assert "docs/nwb.md" in err[0]
+    assert "Traceback" not in err[0]
     assert not (tmp_path / "stores" / "lab.zarr").exists()
 
 
@@ -307,7 +316,9 @@ def test_cli_to_nwb_then_convert(tmp_path, capsys):
     code = cli.main(["to-nwb", str(root), "--out", str(tmp_path / "nwb"), "--session", SESSION_ID])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert f"{SESSION_ID}.nwb" in out and " MB, " in out and "1 written, 0 failed" in out
+    assert f"{SESSION_ID}.nwb" in out
+    assert " MB, " in out
+    assert "1 written, 0 failed" in out
     assert [p.name for p in (tmp_path / "nwb").iterdir()] == [f"{SESSION_ID}.nwb"]  # no temp file left
     umask = os.umask(0)
     os.umask(umask)
@@ -334,7 +345,9 @@ def test_cli_to_nwb_broken_session_leaves_nothing(tmp_path, capsys):
     code = cli.main(["to-nwb", str(root), "--out", str(tmp_path / "nwb")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == cli.EXIT_FAILED
-    assert len(err) == 1 and schema.STIM_POWER in err[0] and "required file is missing" in err[0]
+    assert len(err) == 1
+    assert schema.STIM_POWER in err[0]
+    assert "required file is missing" in err[0]
     assert not (tmp_path / "nwb").exists() or not list((tmp_path / "nwb").iterdir())
 
 
@@ -342,7 +355,8 @@ def test_cli_to_nwb_unknown_session(tmp_path, capsys):
     root = tmp_path / "data"
     write_synth(root / schema.SESSIONS_DIR / SESSION_ID, tiny_spec(seed=5))
     code = cli.main(["to-nwb", str(root), "--out", str(tmp_path / "nwb"), "--session", "nope"])
-    assert code == cli.EXIT_FAILED and "no session named 'nope'" in capsys.readouterr().err
+    assert code == cli.EXIT_FAILED
+    assert "no session named 'nope'" in capsys.readouterr().err
 
 
 def test_warnings_of_the_source_are_reported(quirky_nwb, tmp_path):
@@ -360,7 +374,8 @@ def test_cli_to_nwb_with_cube(tmp_path, capsys):
     folder = write_synth(root / schema.SESSIONS_DIR / SESSION_ID, tiny_spec(seed=5))
     code = cli.main(["to-nwb", str(root), "--out", str(tmp_path / "nwb"), "--with-cube", str(tmp_path / "stores")])
     err = capsys.readouterr().err
-    assert code == cli.EXIT_FAILED and "no such store (convert the session first)" in err
+    assert code == cli.EXIT_FAILED
+    assert "no such store (convert the session first)" in err
     assert cli.main(["convert", str(root), "--out", str(tmp_path / "stores"), "--bin-ms", "10", "--quiet"]) == 0
     code = cli.main(["to-nwb", str(root), "--out", str(tmp_path / "nwb"), "--with-cube", str(tmp_path / "stores")])
     assert code == 0, capsys.readouterr().err

@@ -24,7 +24,9 @@ def _close_figures():
 
 
 def assert_labelled(ax) -> None:
-    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title(), (ax.get_xlabel(), ax.get_ylabel(), ax.get_title())
+    assert ax.get_xlabel(), (ax.get_xlabel(), ax.get_ylabel(), ax.get_title())
+    assert ax.get_ylabel(), (ax.get_xlabel(), ax.get_ylabel(), ax.get_title())
+    assert ax.get_title(), (ax.get_xlabel(), ax.get_ylabel(), ax.get_title())
 
 
 def test_importing_opto_cube_does_not_import_matplotlib():
@@ -45,14 +47,16 @@ def test_plot_effect_map(tmp_path):
     assert axes.shape == (2, 2)
     for ax in axes.ravel():
         assert_labelled(ax)
-        assert ax.get_xlabel() == plot.DISTANCE_LABEL and ax.get_ylabel() == "power (mW)"
-    assert "RS" in axes[0, 0].get_title() and "FS" in axes[1, 0].get_title()
+        assert ax.get_xlabel() == plot.DISTANCE_LABEL
+        assert ax.get_ylabel() == "power (mW)"
+    assert "RS" in axes[0, 0].get_title()
+    assert "FS" in axes[1, 0].get_title()
     assert "inactivated" in axes[0, 1].get_title()
     colorbar_labels = {a.get_ylabel() for a in axes[0, 0].figure.axes} - {"power (mW)"}
     assert colorbar_labels == {"fraction activated", "fraction inactivated"}
     assert_png(plot.save_figure(axes[0, 0].figure, tmp_path / "effect.png"))
     # into given axes, other shapes of map
-    fig, given = plt.subplots(1, 2)
+    _fig, given = plt.subplots(1, 2)
     pooled = maps.effect_map(table, by=(schema.POWER,))
     assert (plot.plot_effect_map(pooled, axes=given, annotate=True).ravel() == given).all()
     single = plot.plot_effect_map(maps.effect_map(table, by=()), effects=(schema.ACTIVATED,))
@@ -70,13 +74,14 @@ def test_plot_depth_vs_emitter(tmp_path):
     for ax, effect in zip(axes, schema.EFFECTS, strict=True):
         assert_labelled(ax)
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert labels[-1] == "identity" and any(label.startswith("FS (r = ") for label in labels)
+        assert labels[-1] == "identity"
+        assert any(label.startswith("FS (r = ") for label in labels)
         r = float(result.stats[schema.MAP_PEARSON_R].sel({schema.WAVEFORM_TYPE: "FS", schema.MAP_EFFECT: effect}))
         assert f"r = {r:.2f}" in " ".join(labels)
         assert ax.get_ylim()[0] > ax.get_ylim()[1]  # depth grows downward
     assert_png(plot.save_figure(axes[0].figure, tmp_path / "depth.png"))
     empty = maps.depth_vs_emitter(random_table(30).assign(**{schema.SIGNIFICANT: False}))
-    fig, ax = plt.subplots()
+    _fig, ax = plt.subplots()
     assert list(plot.plot_depth_vs_emitter(empty, axes=[ax], effects=(schema.ACTIVATED,))) == [ax]
 
 
@@ -99,7 +104,8 @@ def test_plot_psth(tiny_converted, tmp_path):
     fig, ax = plt.subplots()
     assert plot.plot_psth(rate, ax=ax, label="all clusters") is ax
     assert_labelled(ax)
-    assert ax.get_xlabel() == "time from light onset (ms)" and ax.get_ylabel() == "firing rate (Hz)"
+    assert ax.get_xlabel() == "time from light onset (ms)"
+    assert ax.get_ylabel() == "firing rate (Hz)"
     assert len(ax.patches) >= 1  # the light pulse, shaded
     line = ax.get_lines()[0]
     np.testing.assert_allclose(line.get_ydata(), rate.mean(schema.CLUSTER).values)

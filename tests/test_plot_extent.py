@@ -71,16 +71,19 @@ def test_profiles_draw_every_power_with_labels(extent: xr.Dataset) -> None:
     assert axes.shape == (2,)
     for ax, (wtype, effect) in zip(axes, plot_extent.PAIRS, strict=True):
         assert ax.get_title() == f"{wtype} {effect}"
-        assert "µm" in ax.get_xlabel() and effect in ax.get_ylabel()
+        assert "µm" in ax.get_xlabel()
+        assert effect in ax.get_ylabel()
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert len(labels) == 2 and all("n = 120" in t for t in labels)
+        assert len(labels) == 2
+        assert all("n = 120" in t for t in labels)
         radius = extent[schema.EXTENT_RADIUS].sel(waveform_type=wtype, effect=effect).values
         assert all(f"r = {r:.0f} µm" in t for r, t in zip(radius, labels, strict=True))
 
 
 def test_radius_against_power(extent: xr.Dataset) -> None:
     ax = plot_extent.plot_radius_vs_power(extent)
-    assert ax.get_xlabel() == "power (mW)" and "µm" in ax.get_ylabel()
+    assert ax.get_xlabel() == "power (mW)"
+    assert "µm" in ax.get_ylabel()
     lines = [line for line in ax.get_lines() if len(line.get_xdata()) == 2]
     colours = {line.get_color() for line in lines}
     assert {WAVEFORM_COLORS["FS"], WAVEFORM_COLORS["RS"]} <= colours
@@ -92,10 +95,13 @@ def test_p50_and_power_curves(fits: pd.DataFrame) -> None:
     ax = plot_extent.plot_p50_vs_distance(fits)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     n_fs = int((fits.fit_ok & fits.responding & (fits.waveform_type == "FS")).sum())
-    assert f"FS (n = {n_fs})" in labels and "mW" in ax.get_ylabel()
+    assert f"FS (n = {n_fs})" in labels
+    assert "mW" in ax.get_ylabel()
     ax = plot_extent.plot_power_curves(fits, fits.attrs["points"], n_examples=4)
-    assert len(ax.get_legend().get_texts()) == 4 and len(ax.collections) == 4  # 4 curves, 4 sets of points
-    assert ax.get_xlabel() == "power (mW)" and "%" in ax.get_ylabel()
+    assert len(ax.get_legend().get_texts()) == 4
+    assert len(ax.collections) == 4
+    assert ax.get_xlabel() == "power (mW)"
+    assert "%" in ax.get_ylabel()
 
 
 def test_draws_into_given_axes(extent: xr.Dataset) -> None:
@@ -103,7 +109,8 @@ def test_draws_into_given_axes(extent: xr.Dataset) -> None:
 
     fig, axes = plt.subplots(1, 3)
     out = plot_extent.plot_extent_profiles(extent, axes=axes[:2])
-    assert out[0] is axes[0] and plot_extent.plot_radius_vs_power(extent, ax=axes[2]) is axes[2]
+    assert out[0] is axes[0]
+    assert plot_extent.plot_radius_vs_power(extent, ax=axes[2]) is axes[2]
     with pytest.raises(ValueError, match="expected 2 axes, got 3"):
         plot_extent.plot_extent_profiles(extent, axes=axes)
     plt.close(fig)

@@ -40,7 +40,8 @@ def _table(n: int = 200, seed: int = 0) -> pd.DataFrame:
 def test_axes_labels_and_series():
     table = _table()
     ax = plot_latency_vs_distance(table)
-    assert ax.get_xlabel() == "distance from emitter (µm; + deeper)" and "(ms)" in ax.get_ylabel()
+    assert ax.get_xlabel() == "distance from emitter (µm; + deeper)"
+    assert "(ms)" in ax.get_ylabel()
     labels = sorted(t.get_text() for t in ax.get_legend().get_texts())
     assert labels == ["FS, 1 mW", "FS, 4 mW", "RS, 1 mW", "RS, 4 mW"]
     kept = table[~table[schema.LIGHT_ARTIFACT] & table[schema.LATENCY].notna()]

@@ -51,7 +51,9 @@ def test_noise_free_model_is_recovered_exactly(gain, half_power, length, distanc
     row = fits.iloc[0]
     np.testing.assert_allclose(row.p50_mw, half_power, rtol=1e-5)
     np.testing.assert_allclose(row.max_effect_pct, 100.0 * gain * np.exp(-abs(distance) / length), rtol=1e-5)
-    assert row.fit_ok and row.r_squared > 1 - 1e-9 and row.n_power_levels == p.size
+    assert row.fit_ok
+    assert row.r_squared > 1 - 1e-9
+    assert row.n_power_levels == p.size
 
 
 def test_noisy_fits_equal_scipy_curve_fit() -> None:
@@ -87,16 +89,20 @@ def test_flags_and_selection() -> None:
     fits = power_response(pd.concat(tables, ignore_index=True)).set_index("cluster")
     assert fits.fit_flag.to_dict() == {0: "ok", 1: "undefined", 2: "poor_fit", 3: "p50_out_of_range"}
     assert fits.fit_ok.tolist() == [True, False, False, False]
-    assert np.isnan(fits.loc[1, "p50_mw"]) and fits.loc[0, "responding"] and not fits.loc[3, "responding"]
+    assert np.isnan(fits.loc[1, "p50_mw"])
+    assert fits.loc[0, "responding"]
+    assert not fits.loc[3, "responding"]
     np.testing.assert_allclose(fits.loc[0, ["p50_mw", "max_effect_pct"]].astype(float), [1.0, 350.0], rtol=1e-6)
-    assert fits.loc[0, "min_power_mw"] == 1.0 and fits.loc[0, "max_power_mw"] == 4.0
+    assert fits.loc[0, "min_power_mw"] == 1.0
+    assert fits.loc[0, "max_power_mw"] == 4.0
 
 
 def test_jittered_powers_are_one_level_and_longest_pulse_is_used() -> None:
     table = _unit_table([1.0, 1.0000001, 2.0, 4.0], [100.0, 100.0, 150.0, 175.0])
     table.loc[0, "duration_s"] = 0.01
     fits = power_response(table)
-    assert fits.n_power_levels.tolist() == [3] and fits.duration_s.tolist() == [0.05]
+    assert fits.n_power_levels.tolist() == [3]
+    assert fits.duration_s.tolist() == [0.05]
     with pytest.raises(ValueError, match="several rows for emitter 1"):
         power_response(table, duration_s=None)
 
@@ -123,7 +129,8 @@ def test_bad_input_is_one_clear_error(table, kw, error, match) -> None:
 
 def test_too_few_levels_everywhere_gives_an_empty_table() -> None:
     fits = power_response(_unit_table([1.0, 4.0], [100.0, 150.0]))
-    assert fits.empty and "p50_mw" in fits.columns
+    assert fits.empty
+    assert "p50_mw" in fits.columns
 
 
 @pytest.mark.slow

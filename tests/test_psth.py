@@ -26,8 +26,10 @@ def test_psth_is_lazy_and_equals_numpy(tiny_cube):
         coarse = psth.psth(cube, emitter=emitter, bin_ms=50)
         nearest = psth.psth(cube, emitter="nearest", power_mw="max", duration_s="min")
     for r in (rate, coarse, nearest):
-        assert r.chunks is not None and r.dims == (schema.CLUSTER, schema.TIME)
-        assert r.attrs["units"] == "Hz" and r[schema.TIME].attrs["units"] == "s"
+        assert r.chunks is not None
+        assert r.dims == (schema.CLUSTER, schema.TIME)
+        assert r.attrs["units"] == "Hz"
+        assert r[schema.TIME].attrs["units"] == "s"
     counts = cube[schema.SPIKE_COUNTS].values.astype(np.float64)
     width = cube.attrs[schema.ATTR_BIN_WIDTH]
     trials = (cube[schema.EMITTER].values == emitter) & np.isclose(cube[schema.POWER].values, power, rtol=1e-6)
@@ -54,11 +56,12 @@ def test_psth_of_the_nearest_emitter(tiny_cube):
         d = depth - emitter_depth
         use = np.abs(d) == np.abs(d).min()
         np.testing.assert_allclose(rate.values[k], counts[k, use].mean(axis=0) / cube.attrs[schema.ATTR_BIN_WIDTH])
-        assert rate[schema.DISTANCE].values[k] == d[use][0] and rate[schema.N_TRIALS].values[k] == use.sum()
+        assert rate[schema.DISTANCE].values[k] == d[use][0]
+        assert rate[schema.N_TRIALS].values[k] == use.sum()
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    ("kwargs", "match"),
     [
         ({"bin_ms": 15}, "whole multiple"),
         ({"bin_ms": 5}, "whole multiple"),
@@ -103,7 +106,8 @@ def test_condition_time_course_equals_numpy(tiny_cube, chunked, source):
     course = psth.condition_time_course(cube)
     expected, keys = _reference_course(tiny_cube)
     got = course[schema.TIME_COURSE]
-    assert got.dims == (schema.CLUSTER, schema.CONDITION, schema.TIME) and got.dtype == np.int64
+    assert got.dims == (schema.CLUSTER, schema.CONDITION, schema.TIME)
+    assert got.dtype == np.int64
     np.testing.assert_array_equal(got.values, expected)
     assert (
         list(
@@ -128,7 +132,8 @@ def test_stored_and_one_pass_time_courses_are_identical(latency_converted):
     xr.testing.assert_identical(stored, one_pass)
     options = {"duration_s": "max", "bin_ms": 5.0}
     piece = psth.session_psth(stored, "s", **options)
-    assert piece is not None and np.isfinite(piece.values).any()
+    assert piece is not None
+    assert np.isfinite(piece.values).any()
     xr.testing.assert_identical(piece, psth.session_psth(one_pass, "s", **options))
     with pytest.raises(TypeError, match="needs 'spike_counts'"):
         psth.condition_time_course(cube.drop_vars(schema.SPIKE_COUNTS), by=(schema.BY_EMITTER,))
@@ -145,7 +150,8 @@ def test_condition_time_course_refuses_what_is_not_a_cube():
 def test_population_psth_equals_psth_of_the_nearest_emitter(tiny_dataset):
     catalog = open_catalog(tiny_dataset.out)
     rate = psth.population_psth(catalog, max_distance_um=10_000.0, bin_ms=50)
-    assert rate.dims == (schema.POWER, "unit", schema.TIME) and rate.sizes["unit"] > 0
+    assert rate.dims == (schema.POWER, "unit", schema.TIME)
+    assert rate.sizes["unit"] > 0
     assert rate.attrs[schema.ATTR_BIN_WIDTH] == 0.05
     for sid, cube in cubes_of(catalog):
         units = np.flatnonzero(rate[schema.SESSION_ID].values == sid)
@@ -161,13 +167,15 @@ def test_population_psth_equals_psth_of_the_nearest_emitter(tiny_dataset):
 def test_population_psth_keeps_near_qc_units_of_known_type(tiny_dataset):
     rate = psth.population_psth(open_catalog(tiny_dataset.out))
     assert (np.abs(rate[schema.DISTANCE].values) <= schema.PSTH_NEAR_EMITTER_UM).all()
-    assert rate[schema.QC_PASS].values.all() and (rate[schema.WAVEFORM_TYPE].values != "").all()
+    assert rate[schema.QC_PASS].values.all()
+    assert (rate[schema.WAVEFORM_TYPE].values != "").all()
     with pytest.raises(ValueError, match="unknown_waveform must be one of"):
         psth.population_psth(open_catalog(tiny_dataset.out), unknown_waveform="maybe")
 
 
 def test_psth_bin_ms():
-    assert psth.psth_bin_ms([0.001]) == 5.0 and psth.psth_bin_ms([0.01, 0.01]) == 10.0
+    assert psth.psth_bin_ms([0.001]) == 5.0
+    assert psth.psth_bin_ms([0.01, 0.01]) == 10.0
     assert psth.psth_bin_ms([0.004]) == 20.0  # 8, 12 and 16 ms do not tile the 500-ms pre window
     assert psth.psth_bin_ms([0.003]) is None  # no multiple of 3 ms tiles it
     assert psth.psth_bin_ms([0.001, 0.002]) is None

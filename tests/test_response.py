@@ -289,7 +289,8 @@ def _assert_p_values(merged: pd.DataFrame) -> None:
     p, ref = merged[schema.P_VALUE].to_numpy(), merged[f"{schema.P_VALUE}_ref"].to_numpy()
     np.testing.assert_allclose(p[~degenerate], ref[~degenerate], rtol=1e-9, atol=0, equal_nan=True)
     # every difference the same non-zero value: t is infinite, p exactly 0 (scipy: 0, or a rounding residue)
-    assert np.all(p[degenerate] == 0) and np.all(ref[degenerate] <= 1e-12)
+    assert np.all(p[degenerate] == 0)
+    assert np.all(ref[degenerate] <= 1e-12)
 
 
 def _mine(store_path: Path, **kw) -> pd.DataFrame:
@@ -320,12 +321,17 @@ def test_edge_cases_are_present_and_right(sessions):
     table = _mine(sessions["AL0042_2024-11-03_en1_p0"].store)
     by_cluster = dict(tuple(table.groupby(schema.CLUSTER)))
     single = by_cluster[0][schema.N_TRIALS] == 1
-    assert single.any() and (~single).any()
-    assert np.isposinf(by_cluster[0][schema.PCT_CHANGE]).all() and by_cluster[0][schema.ACTIVATED].all()
-    assert by_cluster[0][schema.P_VALUE][single].isna().all() and (by_cluster[0][schema.P_VALUE][~single] == 0).all()
-    assert by_cluster[2][schema.PCT_CHANGE].isna().all() and by_cluster[2][schema.P_VALUE].isna().all()
+    assert single.any()
+    assert (~single).any()
+    assert np.isposinf(by_cluster[0][schema.PCT_CHANGE]).all()
+    assert by_cluster[0][schema.ACTIVATED].all()
+    assert by_cluster[0][schema.P_VALUE][single].isna().all()
+    assert (by_cluster[0][schema.P_VALUE][~single] == 0).all()
+    assert by_cluster[2][schema.PCT_CHANGE].isna().all()
+    assert by_cluster[2][schema.P_VALUE].isna().all()
     assert not by_cluster[2][[schema.ACTIVATED, schema.INACTIVATED, schema.SIGNIFICANT]].any().any()
-    assert (by_cluster[3][schema.PRE_RATE] == 2).all() and (by_cluster[3][schema.PCT_CHANGE] == -100).all()
+    assert (by_cluster[3][schema.PRE_RATE] == 2).all()
+    assert (by_cluster[3][schema.PCT_CHANGE] == -100).all()
     assert not by_cluster[3][schema.INACTIVATED].any()  # pre rate must exceed 2 Hz
     assert by_cluster[4][schema.INACTIVATED].all()
     edge = by_cluster[5]  # one spike at onset - 0.5 (in), one at onset (in), one at onset + duration (out)
@@ -335,7 +341,8 @@ def test_edge_cases_are_present_and_right(sessions):
     np.testing.assert_allclose(equal[schema.PRE_RATE], 1 / equal[schema.DURATION], rtol=1e-15)
     np.testing.assert_allclose(equal[schema.STIM_RATE], 1 / equal[schema.DURATION], rtol=1e-15)
     assert equal[schema.P_VALUE].isna().all()
-    assert sorted(table[schema.EMITTER].unique()) == [2, 9] and table[schema.POWER].nunique() == 2
+    assert sorted(table[schema.EMITTER].unique()) == [2, 9]
+    assert table[schema.POWER].nunique() == 2
 
 
 def test_published_mode_equals_published_rules(sessions):
@@ -345,7 +352,8 @@ def test_published_mode_equals_published_rules(sessions):
         merged = _assert_matches(mine, ref, [schema.CLUSTER, schema.EMITTER])
         _assert_p_values(merged)
         assert mine[schema.QC_PASS].all(), name
-        assert mine[schema.POWER].isna().all() and mine[schema.DURATION].isna().all()
+        assert mine[schema.POWER].isna().all()
+        assert mine[schema.DURATION].isna().all()
 
 
 def test_pooling_by_emitter_matches_reference(sessions):
@@ -368,7 +376,8 @@ def test_pooling_by_emitter_matches_reference(sessions):
     everything = responses(store.open_cube(session.store), by=()).compute()
     assert everything.sizes[schema.CONDITION] == 1
     assert everything[schema.N_TRIALS].item() == trials[schema.CLUSTER].eq(0).sum()
-    assert everything[schema.EMITTER].item() == schema.ALL_EMITTERS and everything[schema.DISTANCE].isnull().all()
+    assert everything[schema.EMITTER].item() == schema.ALL_EMITTERS
+    assert everything[schema.DISTANCE].isnull().all()
 
 
 def test_numpy_cube_equals_dask_cube(sessions):
@@ -541,7 +550,8 @@ def test_cli_errors_are_one_line(sessions, tmp_path, capsys, args, match):
     stores = next(iter(sessions.values())).store.parent
     code = cli.main(["responses", str(stores), *[a.format(tmp=tmp_path) for a in args]])
     err = capsys.readouterr().err
-    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert code == 1, err
+    assert len(err.strip().splitlines()) == 1, err
     assert pytest.importorskip("re").search(match, err), err
     assert list(tmp_path.iterdir()) == []
 
@@ -550,23 +560,29 @@ def test_cli_session_given_twice(sessions, tmp_path, capsys):
     session = next(iter(sessions.values()))
     code = cli.main(["responses", str(session.store.parent), str(session.store), "--out", str(tmp_path / "t.csv")])
     err = capsys.readouterr().err
-    assert code == 1 and "given twice" in err and len(err.strip().splitlines()) == 1
+    assert code == 1
+    assert "given twice" in err
+    assert len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_no_stores(tmp_path, capsys):
     code = cli.main(["responses", str(tmp_path), "--out", str(tmp_path / "t.csv")])
     err = capsys.readouterr().err
-    assert code == 1 and "holds no .zarr stores" in err and len(err.strip().splitlines()) == 1
+    assert code == 1
+    assert "holds no .zarr stores" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_no_cluster_and_single_trial(sessions):
     cube = store.open_cube(sessions["AL0040_2024-11-01_en1_p0"].store)
     none_pass = cube.assign_coords({schema.QC_PASS: cube[schema.QC_PASS] & False})
     table = responses_table([none_pass], mode="published")
-    assert table.empty and list(table.columns[: len(schema.RESPONSE_COLUMNS)]) == list(schema.RESPONSE_COLUMNS)
+    assert table.empty
+    assert list(table.columns[: len(schema.RESPONSE_COLUMNS)]) == list(schema.RESPONSE_COLUMNS)
     one = responses(cube.isel({schema.TRIAL: [0]})).compute()
-    assert one.sizes[schema.CONDITION] == 1 and one[schema.P_VALUE].isnull().all()
+    assert one.sizes[schema.CONDITION] == 1
+    assert one[schema.P_VALUE].isnull().all()
 
 
 # --------------------------------------------------------------------------
@@ -626,7 +642,8 @@ def test_timing_columns_equal_independent_computations(quirky_converted):
             assert row.first_spike_ms == pytest.approx(np.median(hit))
             assert row.jitter_ms == pytest.approx(np.percentile(hit, 75) - np.percentile(hit, 25))
         else:
-            assert np.isnan(row.first_spike_ms) and np.isnan(row.jitter_ms)
+            assert np.isnan(row.first_spike_ms)
+            assert np.isnan(row.jitter_ms)
     # light_artifact: the flag of the independently summed course, repeated on the cluster's rows
     flags = latency.light_artifact(
         reference.time_course, reference.n_trials, reference.time_s, reference.duration_s, reference.emitter,
@@ -651,7 +668,8 @@ def test_timing_columns_are_lazy(quirky_converted):
         result = responses(cube)
         pooled = responses(cube, by="emitter", mode="published")
     for name in (*schema.TIMING_COLUMNS,):
-        assert result[name].chunks is not None and pooled[name].chunks is not None, name
+        assert result[name].chunks is not None, name
+        assert pooled[name].chunks is not None, name
     assert np.isfinite(result[schema.FIRST_SPIKE].values).any()
 
 
@@ -693,7 +711,8 @@ def test_coarse_bins_give_nan_timing_and_one_warning(tiny_converted):
         warnings.simplefilter("always")
         result = responses(cube).compute()
     timing = [w for w in caught if issubclass(w.category, TimingWarning)]
-    assert len(timing) == 1 and "10 ms bins are coarser than 2 ms" in str(timing[0].message)
+    assert len(timing) == 1
+    assert "10 ms bins are coarser than 2 ms" in str(timing[0].message)
     for name in schema.TIMING_COLUMNS[1:-1]:
         assert np.isnan(result[name].values).all(), name
     assert not result[schema.LIGHT_ARTIFACT].values.any()

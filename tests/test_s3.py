@@ -203,13 +203,16 @@ def test_cli_info_on_s3(remote: str, capsys: pytest.CaptureFixture[str]) -> None
     assert f"session   {SESSION_ID}" in out
     assert cli.main(["info", remote]) == 0
     out = capsys.readouterr().out
-    assert f"session   {SESSION_ID}" in out and f"session   {OTHER_SESSION_ID}" in out
+    assert f"session   {SESSION_ID}" in out
+    assert f"session   {OTHER_SESSION_ID}" in out
 
 
 def test_cli_info_on_a_missing_url(s3: S3, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["info", s3.prefix()]) == cli.EXIT_FAILED
     err = capsys.readouterr().err
-    assert err.startswith("opto-cube: error: s3://") and "Traceback" not in err and len(err.splitlines()) == 1
+    assert err.startswith("opto-cube: error: s3://")
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1
 
 
 # --------------------------------------------------------------------------
@@ -244,14 +247,15 @@ def test_a_store_without_its_mark_is_invisible_and_rebuilt(
 def test_a_failed_conversion_leaves_nothing_on_s3(s3: S3, data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from opto_cube import binning
 
-    def broken_blocks(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def broken_blocks(*args, **kwargs):
         yield from ()
         raise OSError("disk on fire")
 
     monkeypatch.setattr(binning, "iter_count_chunks", broken_blocks)
     url = s3.prefix()
     results = convert.convert(data, url, bin_ms=BIN_MS, sessions=[SESSION_ID])
-    assert [r.status for r in results] == ["failed"] and "disk on fire" in results[0].error
+    assert [r.status for r in results] == ["failed"]
+    assert "disk on fire" in results[0].error
     assert s3.keys(url) == []
 
 
@@ -312,7 +316,8 @@ def test_open_catalog_lists_stores_written_since(listings: dict[str, list]) -> N
 def test_s3_store_has_the_local_checksums(s3: S3, remote: str, local: Path) -> None:
     on_s3 = s3.get_json(f"{remote}/{SESSION_ID}.zarr/zarr.json")["attributes"][schema.ATTR_CHUNK_CRC32C]
     here = store.read_store_attrs(local / f"{SESSION_ID}.zarr")[schema.ATTR_CHUNK_CRC32C]
-    assert on_s3 == here and set(on_s3) <= set(s3.keys(f"{remote}/{SESSION_ID}.zarr"))
+    assert on_s3 == here
+    assert set(on_s3) <= set(s3.keys(f"{remote}/{SESSION_ID}.zarr"))
     assert [r.ok for r in verify(remote)] == [True, True]
 
 
@@ -346,7 +351,7 @@ def test_interrupted_in_place_write_is_never_listed_nor_skipped(
     target = f"{url}/{SESSION_ID}.zarr"
     seen = {}
 
-    def killed(zstore, path, storage_options=None):  # noqa: ANN001, ANN202
+    def killed(zstore, path, storage_options=None):
         seen["complete"] = store.is_complete(path)
         raise KeyboardInterrupt
 
@@ -356,4 +361,5 @@ def test_interrupted_in_place_write_is_never_listed_nor_skipped(
             convert.convert_session(folder, url, bin_ms=BIN_MS)
     assert seen == {"complete": False}
     assert [r.status for r in convert.convert(root, url, bin_ms=BIN_MS, sessions=[SESSION_ID])] == ["converted"]
-    assert store.is_complete(target) and [r.ok for r in verify(target)] == [True]
+    assert store.is_complete(target)
+    assert [r.ok for r in verify(target)] == [True]

@@ -129,7 +129,8 @@ def test_same_seed_same_result_and_n_boot_zero_has_no_interval() -> None:
     b = spatial_extent(table, n_boot=50, seed=4, waveform_types=["FS"], effects=["activated"])
     assert a.identical(b)
     none = spatial_extent(table, n_boot=0, waveform_types=["FS"], effects=["activated"])
-    assert np.isnan(none.radius_low_um).all() and np.isfinite(none.radius_um).all()
+    assert np.isnan(none.radius_low_um).all()
+    assert np.isfinite(none.radius_um).all()
     np.testing.assert_allclose(none.radius_um, a.radius_um)
 
 
@@ -162,7 +163,8 @@ def test_fs_radius_against_the_generator_truth(spatial_dataset: SpatialDataset) 
     rows, levels, _ = extent_rows(spatial_dataset.table)
     fs = ext.sel(waveform_type="FS", effect="activated")
     radius = fs.radius_um.values
-    assert levels.size == 3 and np.all(np.diff(radius) > 0), radius
+    assert levels.size == 3, radius
+    assert np.all(np.diff(radius) > 0), radius
     for k, power in enumerate(levels):
         units = rows[(rows.waveform_type == "FS") & (rows.power_level == k)]
         truth = noise_free_fs_radius(units, spatial_dataset.root, power)
@@ -191,7 +193,9 @@ def test_longest_pulse_per_session_and_powers_pooled() -> None:
         }
     )
     rows, levels, info = extent_rows(table)
-    assert rows.index.tolist() == [1, 2, 3] and levels.size == 1 and info["rows_other_duration"] == 1
+    assert rows.index.tolist() == [1, 2, 3]
+    assert levels.size == 1
+    assert info["rows_other_duration"] == 1
     rows, _, _ = extent_rows(table, duration_s="min")
     assert rows.index.tolist() == [0, 2, 3]
     with pytest.raises(ValueError, match="several rows for emitter 1"):
@@ -242,11 +246,14 @@ def test_dataset_is_labelled() -> None:
     np.testing.assert_allclose(ext.power_mw.values, [1.0, 4.0])
     for name in [*ext.data_vars, *ext.coords]:
         assert {"units", "long_name"} <= set(ext[name].attrs), name
-    assert ext.radius_um.attrs["units"] == "um" and "logistic" in ext.attrs["method"]
-    assert ext.attrs["n_boot"] == 20 and ext.attrs["confidence"] == 0.95
+    assert ext.radius_um.attrs["units"] == "um"
+    assert "logistic" in ext.attrs["method"]
+    assert ext.attrs["n_boot"] == 20
+    assert ext.attrs["confidence"] == 0.95
     assert np.isnan(ext.radius_um.sel(waveform_type="RS", effect="activated")).all()
     assert np.isfinite(ext.radius_um.sel(waveform_type="RS", effect="inactivated")).all()
-    assert (ext.n_units.values == 200).all() and (ext.n_sessions.values == 4).all()
+    assert (ext.n_units.values == 200).all()
+    assert (ext.n_sessions.values == 4).all()
     assert opto_cube.spatial_extent is spatial_extent
 
 
@@ -286,8 +293,10 @@ def test_no_responding_unit_is_nan_with_a_warning() -> None:
     table = _GOOD.assign(activated=False)
     with pytest.warns(OptoCubeWarning, match="FS activated at 1 mW: no unit responding of 60"):
         ext = spatial_extent(table, n_boot=10, waveform_types=["FS"], effects=["activated"])
-    assert np.isnan(ext.radius_um).all() and np.isnan(ext.radius_high_um).all()
-    assert int(ext.n_responding.sum()) == 0 and int(ext.n_units.item()) == 20
+    assert np.isnan(ext.radius_um).all()
+    assert np.isnan(ext.radius_high_um).all()
+    assert int(ext.n_responding.sum()) == 0
+    assert int(ext.n_units.item()) == 20
 
 
 def test_every_unit_responding_or_rising_is_nan_with_a_warning() -> None:
@@ -305,4 +314,5 @@ def test_one_session_warns_and_one_power_works() -> None:
     one = _GOOD[_GOOD.session_id == "S0"]
     with pytest.warns(OptoCubeWarning, match="one session .'S0'."):
         ext = spatial_extent(one, n_boot=50, waveform_types=["FS"], effects=["activated"])
-    assert ext.power_mw.size == 1 and np.isfinite(ext.radius_um).all()
+    assert ext.power_mw.size == 1
+    assert np.isfinite(ext.radius_um).all()

@@ -73,7 +73,8 @@ def test_write_cube_round_trip(tmp_path, template):
     target = tmp_path / "stores" / f"{SESSION_ID}.zarr"  # parent does not exist yet
     with raise_if_dask_computes():  # the template's lazy zeros are never computed: chunks come from the blocks
         written = store.write_cube(ds, blocks_of(counts, 16), target)
-    assert Path(written) == target and sorted(p.name for p in target.parent.iterdir()) == [target.name]
+    assert Path(written) == target
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name]
     opened = xr.open_zarr(target)
     np.testing.assert_array_equal(opened[schema.SPIKE_COUNTS].values, counts)
     assert opened[schema.SPIKE_COUNTS].dtype == np.uint16
@@ -88,7 +89,8 @@ def test_write_cube_round_trip(tmp_path, template):
     windows = opened[schema.WINDOW_COUNTS]
     np.testing.assert_array_equal(windows.sel({schema.WINDOW: schema.WINDOW_PRE}), counts[:, :, in_pre].sum(-1))
     np.testing.assert_array_equal(windows.sel({schema.WINDOW: schema.WINDOW_STIM}), (counts * in_stim).sum(-1))
-    assert windows.dtype == np.uint16 and windows.dims == (schema.CLUSTER, schema.TRIAL, schema.WINDOW)
+    assert windows.dtype == np.uint16
+    assert windows.dims == (schema.CLUSTER, schema.TRIAL, schema.WINDOW)
     # ... and the timing arrays: sums per stored condition, first stim-window bins (numpy, bin by bin)
     code = ds[schema.TRIAL_CONDITION].values
     expected_course = np.stack([counts[:, code == c].sum(axis=1) for c in range(ds.sizes[schema.CONDITION])], axis=1)
@@ -111,7 +113,8 @@ def test_zarr_layout(tmp_path, template):
     ds = ds.assign_coords({schema.KS_LABEL: ds[schema.KS_LABEL].copy(data=labels)})
     target = store.write_cube(ds, blocks_of(counts, 16), tmp_path / "x.zarr")
     root = json.loads((target / "zarr.json").read_text())
-    assert root["zarr_format"] == 3 and root["node_type"] == "group"
+    assert root["zarr_format"] == 3
+    assert root["node_type"] == "group"
     assert schema.SPIKE_COUNTS in root["consolidated_metadata"]["metadata"]
     counts_meta = json.loads((target / schema.SPIKE_COUNTS / "zarr.json").read_text())
     assert counts_meta["data_type"] == "uint16"
@@ -168,12 +171,14 @@ def test_existing_store_needs_overwrite(tmp_path, template):
 def test_atomic_store_writes_beside_the_target(tmp_path):
     target = tmp_path / "out" / "s.zarr"
     with store.atomic_store(target) as tmp:
-        assert tmp.parent == target.parent and tmp.name.startswith(".s.zarr.tmp-")
+        assert tmp.parent == target.parent
+        assert tmp.name.startswith(".s.zarr.tmp-")
         assert f"-{os.getpid()}-" in tmp.name
         tmp.mkdir()
         (tmp / "zarr.json").write_text("{}")
         assert not target.exists()
-    assert (target / "zarr.json").exists() and not tmp.exists()
+    assert (target / "zarr.json").exists()
+    assert not tmp.exists()
 
 
 def test_remove_leftovers(tmp_path):
@@ -199,7 +204,8 @@ def test_remove_leftovers_of_a_name_with_glob_characters(tmp_path):
     target = tmp_path / "s[1]*?.zarr"
     leftover = tmp_path / f".s[1]*?.zarr.tmp-{dead_pid()}-0123abcd"
     leftover.mkdir()
-    assert store.remove_leftovers(target) == [leftover] and not leftover.exists()
+    assert store.remove_leftovers(target) == [leftover]
+    assert not leftover.exists()
 
 
 # --------------------------------------------------------------------------
@@ -210,7 +216,8 @@ def test_open_cube_is_lazy(tmp_path, template):
     target = store.write_cube(ds, blocks_of(counts, 16), tmp_path / "x.zarr")
     cube = store.open_cube(target)
     data = cube[schema.SPIKE_COUNTS].data
-    assert isinstance(data, dask.array.Array) and data.chunksize == (3, 16, ds.sizes[schema.TIME])
+    assert isinstance(data, dask.array.Array)
+    assert data.chunksize == (3, 16, ds.sizes[schema.TIME])
     for name in (*schema.CLUSTER_COORDS, *schema.TRIAL_COORDS):  # small coordinates are in memory
         assert isinstance(cube[name].data, np.ndarray), name
     with raise_if_dask_computes():

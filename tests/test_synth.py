@@ -88,12 +88,18 @@ def check_format(folder) -> None:
     times, clusters = load(folder, schema.SPIKES_TIMES), load(folder, schema.SPIKES_CLUSTERS)
     templates, channels = load(folder, schema.CLUSTERS_TEMPLATES), load(folder, schema.CLUSTERS_CHANNEL_POSITIONS)
     n_clusters, n_samples, n_channels = templates.shape
-    assert times.dtype == np.float64 and clusters.dtype == np.int32 and times.shape == clusters.shape
-    assert templates.dtype == np.float64 and n_samples == synth.TEMPLATE_SAMPLES
-    assert channels.dtype == np.float64 and channels.shape == (n_channels, 2)
-    assert clusters.min() >= 0 and clusters.max() < n_clusters
+    assert times.dtype == np.float64
+    assert clusters.dtype == np.int32
+    assert times.shape == clusters.shape
+    assert templates.dtype == np.float64
+    assert n_samples == synth.TEMPLATE_SAMPLES
+    assert channels.dtype == np.float64
+    assert channels.shape == (n_channels, 2)
+    assert clusters.min() >= 0
+    assert clusters.max() < n_clusters
     for name in FLOAT64_PER_CLUSTER:
-        assert load(folder, name).dtype == np.float64 and load(folder, name).shape == (n_clusters,), name
+        assert load(folder, name).dtype == np.float64, name
+        assert load(folder, name).shape == (n_clusters,), name
     assert load(folder, schema.CLUSTERS_QC_PASS).dtype == np.bool_
     assert load(folder, schema.CLUSTERS_PEAK_CHANNEL).dtype == np.int32
     assert load(folder, schema.CLUSTERS_PEAK_CHANNEL).shape == (n_clusters,)
@@ -104,18 +110,26 @@ def check_format(folder) -> None:
         (schema.STIM_POWER, np.float64),
         (schema.STIM_DURATIONS, np.float64),
     ):
-        assert load(folder, name).dtype == dtype and load(folder, name).shape == onset.shape, name
+        assert load(folder, name).dtype == dtype, name
+        assert load(folder, name).shape == onset.shape, name
     emitters = load(folder, schema.STIM_EMISSION_SITES)
-    assert emitters.min() >= 1 and emitters.max() <= schema.N_EMITTERS
+    assert emitters.min() >= 1
+    assert emitters.max() <= schema.N_EMITTERS
     lines = (folder / schema.CLUSTERS_WAVEFORM_TYPE).read_text().split("\n")
-    assert lines[-1] == "" and len(lines) == n_clusters + 1 and set(lines[:-1]) <= set(schema.WAVEFORM_TYPES)
+    assert lines[-1] == ""
+    assert len(lines) == n_clusters + 1
+    assert set(lines[:-1]) <= set(schema.WAVEFORM_TYPES)
     rows = (folder / schema.CLUSTERS_KS_LABEL).read_text().splitlines()
-    assert rows[0] == "cluster_id,KSLabel" and len(rows) == n_clusters + 1
+    assert rows[0] == "cluster_id,KSLabel"
+    assert len(rows) == n_clusters + 1
     assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(n_clusters))
     assert {r.split(",")[1] for r in rows[1:]} <= {"good", "mua"}
     meta = session_json(folder)
-    assert meta["n_spikes"] == times.size and meta["n_clusters"] == n_clusters and meta["n_trials"] == onset.size
-    assert meta["n_channels"] == n_channels and meta["n_qc_pass"] + meta["n_qc_fail"] == n_clusters
+    assert meta["n_spikes"] == times.size
+    assert meta["n_clusters"] == n_clusters
+    assert meta["n_trials"] == onset.size
+    assert meta["n_channels"] == n_channels
+    assert meta["n_qc_pass"] + meta["n_qc_fail"] == n_clusters
 
 
 @pytest.mark.parametrize("size", ["tiny", "small"])
@@ -141,7 +155,8 @@ def test_realistic_size(tmp_path):
     assert time.perf_counter() - start < 20.0
     check_format(folder)
     meta = session_json(folder)
-    assert meta["n_clusters"] == 300 and meta["n_trials"] == 4200
+    assert meta["n_clusters"] == 300
+    assert meta["n_trials"] == 4200
     assert 5_500_000 <= meta["n_spikes"] <= 7_500_000
     assert 3000.0 <= meta["spike_time_range_s"][1] <= 4000.0
 
@@ -158,7 +173,8 @@ def test_powers_and_durations(small):
     spec = synth.SIZES["small"]
     power = load(folder, schema.STIM_POWER)
     nominal = np.asarray(spec.powers_mw)[np.argmin(np.abs(power[:, None] - np.asarray(spec.powers_mw)), axis=1)]
-    assert np.all(np.abs(power / nominal - 1) < 1e-7) and np.any(power != nominal)
+    assert np.all(np.abs(power / nominal - 1) < 1e-7)
+    assert np.any(power != nominal)
     assert set(load(folder, schema.STIM_DURATIONS).tolist()) == set(spec.durations_s)  # exact float64 values
     sites = load(folder, schema.STIM_EMISSION_SITES)
     assert set(sites.tolist()) == set(spec.emitters)
@@ -168,7 +184,8 @@ def test_trials_cover_conditions_and_spacing(small):
     folder, _ = small
     onset = np.sort(load(folder, schema.STIM_TIMES))
     gaps = np.diff(onset)
-    assert gaps.min() >= 0.6 - 1e-9 and gaps.max() <= 1.0 + 1e-9
+    assert gaps.min() >= 0.6 - 1e-9
+    assert gaps.max() <= 1.0 + 1e-9
     conditions = set(
         zip(
             load(folder, schema.STIM_EMISSION_SITES).tolist(),
@@ -189,7 +206,8 @@ def test_surface_constant_and_depth_range(small):
     assert session_json(folder)["top_of_shank_um"] == truth.surface_position_um
     assert np.all(np.isfinite(load(folder, schema.CLUSTERS_TEMPLATE_DEPTHS)))
     depth = truth.depth_from_surface_um
-    assert depth.min() >= 0 and depth.max() <= 1600
+    assert depth.min() >= 0
+    assert depth.max() <= 1600
     emitter_depth = truth.emitter_depth_um(np.arange(1, 15))
     assert np.sum((emitter_depth > depth.min()) & (emitter_depth < depth.max())) >= 10
 
@@ -220,7 +238,8 @@ def test_templates_and_widths(small):
     folder, truth = small
     width = load(folder, schema.CLUSTERS_TROUGH_TO_PEAK)
     fs = truth.waveform_type == "FS"
-    assert np.nanmax(width[fs]) <= 0.45 and np.nanmin(width[~fs]) >= 0.5
+    assert np.nanmax(width[fs]) <= 0.45
+    assert np.nanmin(width[~fs]) >= 0.5
     peak = load(folder, schema.CLUSTERS_PEAK_CHANNEL)
     channels = load(folder, schema.CLUSTERS_CHANNEL_POSITIONS)
     known = peak >= 0
@@ -232,11 +251,13 @@ def test_window_edge_spikes_exist(small):
     folder, _ = small
     times = load(folder, schema.SPIKES_TIMES)
     onset, duration = load(folder, schema.STIM_TIMES), load(folder, schema.STIM_DURATIONS)
-    assert np.isin(onset - 0.5, times).any() and np.isin(onset + duration, times).any()
+    assert np.isin(onset - 0.5, times).any()
+    assert np.isin(onset + duration, times).any()
     assert np.isin(onset, times).any()
     grid = np.rint(times * schema.SAMPLING_RATE_HZ)
     onset_grid = np.rint(onset * schema.SAMPLING_RATE_HZ)
-    assert np.isin(onset_grid - 15000 - 1, grid).any() and np.isin(onset_grid + 1, grid).any()
+    assert np.isin(onset_grid - 15000 - 1, grid).any()
+    assert np.isin(onset_grid + 1, grid).any()
 
 
 def test_session_json_fields(small):
@@ -244,8 +265,11 @@ def test_session_json_fields(small):
     meta = session_json(folder)
     assert set(SESSION_JSON_FIELDS) <= set(meta)
     assert meta["session_id"] == folder.name == truth.session_id
-    assert meta["subject"] == "AL_0034" and meta["date"] == "2024-12-05" and meta["en"] == 1
-    assert meta["probe_index"] == 0 and meta["sampling_rate"] == schema.SAMPLING_RATE_HZ
+    assert meta["subject"] == "AL_0034"
+    assert meta["date"] == "2024-12-05"
+    assert meta["en"] == 1
+    assert meta["probe_index"] == 0
+    assert meta["sampling_rate"] == schema.SAMPLING_RATE_HZ
     assert meta["qc_thresholds"] == {
         "presence_ratio_min": schema.QC_PRESENCE_RATIO_MIN,
         "isi_violations_ratio_max": schema.QC_ISI_VIOLATIONS_MAX,
@@ -255,7 +279,8 @@ def test_session_json_fields(small):
     assert meta["spike_time_range_s"] == [times.min(), times.max()]
     assert meta["stim_time_range_s"] == [onset.min(), onset.max()]
     qc_pass = load(folder, schema.CLUSTERS_QC_PASS)
-    assert meta["n_qc_pass"] == qc_pass.sum() and meta["n_qc_fail"] == (~qc_pass).sum()
+    assert meta["n_qc_pass"] == qc_pass.sum()
+    assert meta["n_qc_fail"] == (~qc_pass).sum()
     channels = load(folder, schema.CLUSTERS_CHANNEL_POSITIONS)
     assert channels[meta["top_chan"], 1] == meta["top_of_shank_um"]
 
@@ -361,7 +386,9 @@ def test_ground_truth_multipliers(small):
     fs = np.broadcast_to(truth.waveform_type[clusters] == "FS", distance.shape)
     neuron = np.broadcast_to(~truth.artifact[clusters], distance.shape)  # artifact units have no opto effect
     near, far = distance <= 50, distance >= 1300
-    assert (fs & near).any() and (~fs & near).any() and far.any()
+    assert (fs & near).any()
+    assert (~fs & near).any()
+    assert far.any()
     assert np.all(multiplier[fs & near & neuron] > 3)
     assert np.all(multiplier[~fs & near & neuron] < 0.5)
     assert np.all(multiplier[~neuron] == 1.0)
@@ -424,7 +451,8 @@ def test_same_seed_same_files(tmp_path):
 
 def test_make_dataset(tmp_path):
     folders = synth.make_dataset(tmp_path, n_sessions=4, size="tiny", seed=3)
-    assert len({f.name for f in folders}) == 4 and all(f.parent == tmp_path / schema.SESSIONS_DIR for f in folders)
+    assert len({f.name for f in folders}) == 4
+    assert all(f.parent == tmp_path / schema.SESSIONS_DIR for f in folders)
     assert len({f.name.split("_")[0] for f in folders}) >= 2
     assert not (tmp_path / schema.LASER_CALIBRATION_MAT).exists()  # odd seed: json only by default
     calibration = json.loads((tmp_path / schema.LASER_CALIBRATION_JSON).read_text())
@@ -432,12 +460,11 @@ def test_make_dataset(tmp_path):
         meta = session_json(folder)
         assert meta["session_id"] == folder.name
         laser = calibration[meta["calibration"]]
-        assert (
-            laser["slope_mW"] == meta["calibration_slope_mW"]
-            and laser["intercept_mW"] == meta["calibration_intercept_mW"]
-        )
+        assert laser["slope_mW"] == meta["calibration_slope_mW"]
+        assert laser["intercept_mW"] == meta["calibration_intercept_mW"]
         truth = synth.load_ground_truth(tmp_path, folder.name)
-        assert truth.session_id == folder.name and truth.surface_position_um == meta["top_of_shank_um"]
+        assert truth.session_id == folder.name
+        assert truth.surface_position_um == meta["top_of_shank_um"]
         assert not any(p.name.startswith("ground") for p in folder.iterdir())
     assert {"slope_mW", "intercept_mW", "levels"} <= set(next(iter(calibration.values())))
 
@@ -506,9 +533,11 @@ def test_latency_and_artifact_truth(small):
         assert np.all((latency_ms[mask] >= lo - 1e-9) & (latency_ms[mask] <= hi + 1e-9))
     samples = truth.latency_s[responding] * synth.SAMPLES_PER_S
     np.testing.assert_allclose(samples, np.rint(samples), rtol=0, atol=1e-6)  # on the 30 kHz grid
-    assert truth.artifact.sum() == spec.artifact_clusters and not np.any(truth.artifact & truth.spikeless)
+    assert truth.artifact.sum() == spec.artifact_clusters
+    assert not np.any(truth.artifact & truth.spikeless)
     assert np.all(truth.gain[truth.artifact] == 0.0)
-    assert synth.SIZES["tiny"].artifact_clusters == 0 and synth.SIZES["realistic"].artifact_clusters >= 1
+    assert synth.SIZES["tiny"].artifact_clusters == 0
+    assert synth.SIZES["realistic"].artifact_clusters >= 1
 
 
 def test_artifact_units_fire_after_onset_and_offset(tmp_path):
@@ -564,4 +593,5 @@ def test_ground_truth_json_keeps_latency_and_artifacts(tmp_path):
     np.testing.assert_array_equal(np.isnan(truth.latency_s), truth.artifact | truth.spikeless)
     old = {k: v for k, v in truth.to_json().items() if k not in ("latency_s", "artifact")}  # a truth of before
     again = synth.GroundTruth.from_json(old)
-    assert not again.artifact.any() and np.all(again.latency_s == 0.0)
+    assert not again.artifact.any()
+    assert np.all(again.latency_s == 0.0)

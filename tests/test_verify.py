@@ -53,7 +53,8 @@ def test_whole_store_verifies_and_reads(sealed, tmp_path):
     (report,) = verify(path, data_root=path.parent.parent / "data")
     assert report.ok, report.problems
     assert report.chunks == len(store.expected_chunks(zarr.open_group(path, mode="r")))
-    assert "window_counts = window sums" in report.checked and any("SHA-256" in c for c in report.checked)
+    assert "window_counts = window sums" in report.checked
+    assert any("SHA-256" in c for c in report.checked)
     ds = store.open_cube(path)
     np.testing.assert_array_equal(ds[schema.SPIKE_COUNTS].values, zarr.open_array(path, path=schema.SPIKE_COUNTS)[:])
 
@@ -144,7 +145,8 @@ def test_cli_verify(sealed, tmp_path, capsys):
     whole = _copy(sealed[(4, 16)], folder)
     assert cli.main(["verify", str(folder)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith(f"ok       {whole}: ") and out[-1] == "1 ok, 0 damaged (1 store)"
+    assert out[0].startswith(f"ok       {whole}: ")
+    assert out[-1] == "1 ok, 0 damaged (1 store)"
     damage(whole, f"{schema.SPIKE_COUNTS}/c/1/0/0", "delete")
     assert cli.main(["verify", str(folder)]) == 1
     captured = capsys.readouterr()

@@ -72,7 +72,7 @@ def _metadata(store: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(store.glob("*/zarr.json"))}
 
 
-def _tensorstore(store: Path, name: str):  # noqa: ANN202
+def _tensorstore(store: Path, name: str):
     spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(store / name)}}
     return ts.open(spec, read=True).result()
 
@@ -80,7 +80,8 @@ def _tensorstore(store: Path, name: str):  # noqa: ANN202
 def test_fixture_has_several_chunks_and_quirks(cube_store: Path, ds: xr.Dataset) -> None:
     meta = _metadata(cube_store)[schema.SPIKE_COUNTS]
     assert meta["chunk_grid"]["configuration"]["chunk_shape"][:2] == [3, 16]
-    assert ds.sizes[schema.CLUSTER] > 3 and ds.sizes[schema.TRIAL] > 16
+    assert ds.sizes[schema.CLUSTER] > 3
+    assert ds.sizes[schema.TRIAL] > 16
     assert np.isnan(ds[schema.PRESENCE_RATIO].values).any() or (ds[schema.PEAK_CHANNEL].values == -1).any()
 
 
@@ -157,7 +158,8 @@ def test_only_standard_codecs(cube_store: Path) -> None:
     metas = _metadata(cube_store)
     assert set(metas) >= {*NUMERIC, *STRINGS}
     for name, meta in metas.items():
-        assert meta["zarr_format"] == 3 and meta["node_type"] == "array", name
+        assert meta["zarr_format"] == 3, name
+        assert meta["node_type"] == "array", name
         names = [c["name"] for c in meta["codecs"]]
         assert set(names) <= STANDARD_CODECS, (name, names)
         assert sum(n in {"bytes", "vlen-utf8"} for n in names) == 1, (name, names)  # one array -> bytes codec
@@ -168,7 +170,8 @@ def test_only_standard_codecs(cube_store: Path) -> None:
         assert meta.get("storage_transformers", []) == [], name
         assert meta["chunk_grid"]["name"] == "regular", name
         assert meta["chunk_key_encoding"]["name"] == "default", name
-        assert "filters" not in meta and "compressor" not in meta, name  # no Zarr v2 leftovers
+        assert "filters" not in meta, name
+        assert "compressor" not in meta, name  # no Zarr v2 leftovers
         assert set(meta.get("attributes", {})) <= CF_ATTRIBUTES, (name, meta["attributes"])
 
 
@@ -190,7 +193,8 @@ def test_group_metadata_is_plain_json(cube_store: Path) -> None:
     text = (cube_store / "zarr.json").read_text()
     assert "NaN" not in text.split('"consolidated_metadata"')[0]
     meta = json.loads(text)
-    assert meta["zarr_format"] == 3 and meta["node_type"] == "group"
+    assert meta["zarr_format"] == 3
+    assert meta["node_type"] == "group"
     assert meta["attributes"][schema.ATTR_COMPLETE] is True
     consolidated = meta["consolidated_metadata"]["metadata"]
     assert set(consolidated) == set(_metadata(cube_store))
