@@ -33,7 +33,8 @@ HEADINGS = ["Sessions", *REPORT_SECTIONS, "Parameters and versions"]
 
 def _parse(path: Path) -> tuple:
     root, errors, doctype = parse_html(path.read_text(encoding="utf-8"))
-    assert doctype.lower() == "doctype html" and errors == []
+    assert doctype.lower() == "doctype html"
+    assert errors == []
     return root, page_sections(root)
 
 
@@ -88,7 +89,7 @@ def test_figures_per_section_follow_what_could_be_fitted(job: dict) -> None:
         figures = sections[heading].find_all("figure")
         assert len(figures) == n, heading
         for figure in figures:
-            assert [c.tag for c in figure.children][0] == "svg"
+            assert next(c.tag for c in figure.children) == "svg"
     numbers = [f.find_all("figcaption")[0].text() for f in job["root"].find_all("figure")]
     assert [int(re.match(r"Figure (\d+)\.", t).group(1)) for t in numbers] == list(range(1, len(numbers) + 1))
     assert not job["root"].find_all("img")
@@ -161,7 +162,8 @@ def test_a_given_table_is_not_computed_again(job: dict, tmp_path, monkeypatch) -
     calls = _count_tasks(monkeypatch)
     content = pipeline.report_content(job["catalog"], table=job["table"], n_boot=10)
     plt.close("all")
-    assert len(calls) == len(job["catalog"]) and not any(c["table"] for c in calls)
+    assert len(calls) == len(job["catalog"])
+    assert not any(c["table"] for c in calls)
     assert content.summary[schema.REPORT_SUMMARY_RESPONDING].tolist() == [
         responding_units(job["catalog"][s], s) for s in job["catalog"].sessions
     ]
@@ -185,7 +187,7 @@ def _no_responding_unit(cat: Catalog, table: pd.DataFrame) -> tuple[Catalog, pd.
 
 
 @pytest.mark.parametrize(
-    "shrink, says",
+    ("shrink", "says"),
     [
         (_one_session, "one session"),
         (_one_power, "no unit responding"),
@@ -198,7 +200,8 @@ def test_too_little_data_still_builds_the_page(job: dict, tmp_path: Path, shrink
     _, sections = _parse(page)
     assert list(sections) == HEADINGS
     extent_text = " ".join(_paragraphs(sections["Spatial extent"]))
-    assert says in extent_text and "Traceback" not in page.read_text(encoding="utf-8")
+    assert says in extent_text
+    assert "Traceback" not in page.read_text(encoding="utf-8")
     power_text = " ".join(_paragraphs(sections["Power response"]))
     assert "no unit has a good power-response fit" in power_text  # tiny sessions: two powers, nothing to fit
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
@@ -216,9 +219,10 @@ def test_no_session_is_one_clear_error(tmp_path: Path) -> None:
 def test_an_older_report_stays_when_the_job_fails(job: dict, tmp_path: Path) -> None:
     out = tmp_path / "r.html"
     out.write_text("older", encoding="utf-8")
-    with pytest.raises(OptoCubeError, match="no unit to map|nothing to map"):
+    with pytest.raises(OptoCubeError, match=r"no unit to map|nothing to map"):
         pipeline.run_report(job["catalog"], out, table=job["table"].iloc[:0], n_boot=10)
-    assert out.read_text(encoding="utf-8") == "older" and sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
+    assert out.read_text(encoding="utf-8") == "older"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
     assert plt.get_fignums() == []
 
 
@@ -230,7 +234,8 @@ def test_cli_report(tiny_dataset, tmp_path: Path, capsys) -> None:
     argv = ["report", str(tiny_dataset.out), "--out", str(out), "--n-boot", "20", "--title", "Tiny <catalog>"]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
-    assert f"wrote {out}" in printed and "3 sessions" in printed
+    assert f"wrote {out}" in printed
+    assert "3 sessions" in printed
     root, sections = _parse(out)
     assert list(sections) == HEADINGS
     assert root.find_all("h1")[0].text() == "Tiny <catalog>"
@@ -243,12 +248,13 @@ def test_cli_report_takes_the_responses_table(job: dict, tiny_dataset, tmp_path:
     calls = _count_tasks(monkeypatch)
     argv = ["report", str(tiny_dataset.out), "--out", str(tmp_path / "r.html"), "--responses", str(responses)]
     assert cli.main([*argv, "--n-boot", "20", "--duration-s", "max"]) == 0
-    assert calls and not any(c["table"] for c in calls)
+    assert calls
+    assert not any(c["table"] for c in calls)
     assert list(_parse(tmp_path / "r.html")[1]) == HEADINGS
 
 
 @pytest.mark.parametrize(
-    "argv, match",
+    ("argv", "match"),
     [
         (["report", "{tmp}/nowhere", "--out", "{tmp}/o.html"], "nowhere: no such folder of stores"),
         (["report", "{tmp}/empty", "--out", "{tmp}/o.html"], "holds no .zarr stores"),
@@ -263,7 +269,8 @@ def test_cli_report_errors_are_one_line(tiny_dataset, tmp_path: Path, capsys, ar
     argv = [a.format(tmp=tmp_path, stores=tiny_dataset.out) for a in argv]
     assert cli.main(argv) == cli.EXIT_FAILED
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert len(err.splitlines()) == 1
+    assert "Traceback" not in err
     assert re.search(match, err), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # nothing written
 
