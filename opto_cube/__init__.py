@@ -42,6 +42,7 @@ _LAZY = {
     "population_psth": "psth",
     "condition_time_course": "psth",
     "run_maps": "pipeline",
+    "run_report": "pipeline",
 }
 
 __all__ = [

@@ -15,9 +15,13 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__, schema
 from .errors import OptoCubeError, OptoCubeWarning
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -350,6 +354,48 @@ def cmd_maps(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------
+def _read_responses(path_text: str) -> pd.DataFrame:
+    import pandas as pd
+
+    try:
+        path = Path(path_text)
+        return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        raise OptoCubeError(f"{path_text}: cannot read the responses table ({e})") from e
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .catalog import catalog_of
+    from .pipeline import run_report
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise OptoCubeError(f"{out}: is a folder; give the report's file name (for instance {out / 'report.html'})")
+    if out.suffix.lower() not in schema.REPORT_SUFFIXES:
+        raise OptoCubeError(f"{out}: the report is an HTML page; give a file name ending in .html")
+    catalog = catalog_of([args.stores])
+    table = _read_responses(args.responses) if args.responses else None
+    with _dask_cluster(args):
+        try:
+            page = run_report(
+                catalog,
+                out,
+                distance_bin_um=args.distance_bin_um,
+                duration_s=args.duration_s,
+                table=table,
+                n_boot=args.n_boot,
+                title=args.title,
+            )
+        except ValueError as e:
+            raise OptoCubeError(f"{args.stores}: {e}") from e
+    n = len(catalog)
+    _say(f"wrote {page} ({page.stat().st_size / 1e6:.2f} MB, {n} session{'s' * (n != 1)})")
+    return 0
+
+
+# --------------------------------------------------------------------------
 # demo
 # --------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -367,7 +413,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _say(f"2. converting them to Zarr cubes in {stores}")
     code = _report(convert(data, stores, bin_ms=args.bin_ms, overwrite=True, jobs=1, progress=True))
     from .catalog import open_catalog
-    from .pipeline import responses_table, run_maps, write_table
+    from .pipeline import responses_table, run_maps, run_report, write_table
 
     catalog = open_catalog(stores)
     if not len(catalog):
@@ -378,11 +424,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     write_table(table, table_path)
     _say(f"4. maps and figures -> {maps_dir}")
     written = run_maps(catalog, maps_dir, table=table)
+    report_path = out / schema.REPORT_DEFAULT_NAME
+    _say(f"5. the HTML report (maps, spatial extent, power response, PSTHs) -> {report_path}")
+    run_report(catalog, report_path, table=table)
     _say(f"\nopen one in Python:  xarray.open_zarr({str(next(stores.glob('*.zarr')))!r})")
     _say(f"or:                  opto-cube info {stores}")
     _say(f"the responses table: {table_path} ({len(table)} rows, one per session x cluster x condition)")
     _say(f"the maps:            {written['maps.nc']}   (xarray.open_dataset)")
     _say(f"the figures:         {', '.join(str(p) for name, p in written.items() if name.endswith('.png'))}")
+    _say(f"the report:          {report_path}   (one HTML page to mail or archive)")
     return code
 
 
@@ -479,7 +529,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_options(p)
     p.set_defaults(func=cmd_maps)
 
-    p = sub.add_parser("demo", help="the whole job on synthetic sessions, under stores/demo/")
+    p = sub.add_parser("report", help="one self-contained HTML page of the results, to mail or archive")
+    p.add_argument("stores", metavar="STORES", help="a folder of .zarr stores")
+    p.add_argument("--out", required=True, metavar="FILE", help="the page to write: FILE.html")
+    p.add_argument("--distance-bin-um", type=_positive_um, default=schema.MAP_DEFAULT_DISTANCE_BIN_UM,
+                   help="width of the effect map's distance bins, um (default %(default)s)")
+    p.add_argument("--duration-s", type=_duration, default=None, metavar="S",
+                   help="only pulses of this duration, s, or 'max' (default: every duration in the maps, the "
+                        "longest pulse in the spatial extent, power response and PSTHs)")
+    p.add_argument("--responses", metavar="FILE", help="use this responses table (.csv/.parquet) of the stores")
+    p.add_argument("--n-boot", type=_positive_int, default=schema.EXTENT_N_BOOT, metavar="N",
+                   help="bootstrap resamples of the spatial extent (default %(default)s)")
+    p.add_argument("--title", default=None, help="the page's title (default: opto_cube report: N sessions)")
+    _add_cluster_options(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="the whole job on synthetic sessions, under stores/demo/ (with report.html)")
     p.add_argument("--out", default="stores/demo", help="output folder (default %(default)s)")
     p.add_argument("--sessions", type=_positive_int, default=3, help="how many sessions (default %(default)s)")
     p.add_argument("--size", default="small", choices=("tiny", "small", "realistic"), help="session size")

@@ -25,8 +25,6 @@ Examples
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,7 +33,7 @@ import pandas as pd
 import xarray as xr
 
 from . import schema
-from .plot import WAVEFORM_COLORS
+from .plot import WAVEFORM_COLORS, _plt  # one source of colours and of the backend choice
 
 __all__ = [
     "PAIRS",
@@ -49,19 +47,8 @@ PAIRS = (("FS", schema.ACTIVATED), ("RS", schema.INACTIVATED))  # the effects ea
 ABS_DISTANCE_LABEL = "distance from emitter, |d| (µm)"
 SIGNED_DISTANCE_LABEL = "distance from emitter (µm; + deeper)"
 POWER_LABEL = "power (mW)"
+OTHER_COLOR = WAVEFORM_COLORS[schema.UNKNOWN_LABEL]
 EFFECT_MARKERS = {schema.ACTIVATED: "o", schema.INACTIVATED: "s"}
-
-
-def _plt() -> Any:
-    """matplotlib.pyplot, with the Agg backend when there is no display."""
-    if "matplotlib.pyplot" not in sys.modules:
-        import matplotlib
-
-        if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and sys.platform != "darwin":
-            matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _axes(axes: Any, n: int, size: tuple[float, float]) -> np.ndarray:
@@ -84,7 +71,7 @@ def _shades(waveform_type: str, n: int) -> list[Any]:
     """``n`` shades of the type's colour, light (low power) to the full colour (high power)."""
     from matplotlib.colors import to_rgb
 
-    base = np.asarray(to_rgb(WAVEFORM_COLORS.get(waveform_type, "0.45")))
+    base = np.asarray(to_rgb(WAVEFORM_COLORS.get(waveform_type, OTHER_COLOR)))
     mix = np.linspace(0.55, 0.0, n) if n > 1 else np.zeros(1)
     return [tuple(base + (1.0 - base) * m) for m in mix]
 
@@ -239,7 +226,7 @@ def plot_radius_vs_power(
             powers,
             r,
             yerr=np.where(np.isfinite(yerr), yerr, 0),
-            color=WAVEFORM_COLORS.get(wtype, "0.45"),
+            color=WAVEFORM_COLORS.get(wtype, OTHER_COLOR),
             marker=EFFECT_MARKERS.get(effect, "o"),
             capsize=3,
             lw=1.5,
@@ -312,11 +299,12 @@ def plot_p50_vs_distance(
             label=f"{wtype} (n = {len(sub)})",
         )
     if len(shown) and (shown[schema.PR_P50] > 0).all():
-        from matplotlib.ticker import ScalarFormatter
+        from matplotlib.ticker import FuncFormatter
 
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(ScalarFormatter())
-        ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        # minor ticks labelled only at 2 and 5 x 10^k: every minor label crowds the axis over a decade
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
     ax.axvline(0.0, color="0.3", lw=0.8, ls="--")
     ax.set_xlabel(SIGNED_DISTANCE_LABEL)
     ax.set_ylabel("half-maximal power, p50 (mW)")
@@ -367,7 +355,8 @@ def plot_power_curves(
     top = float(good["max_power_mw"].max()) if "max_power_mw" in good and len(good) else 1.0
     power = np.linspace(0.0, top * 1.05, 200)
     for _, row in good.iterrows():
-        colour = WAVEFORM_COLORS.get(row[schema.WAVEFORM_TYPE], "0.45")
+        distance = float(np.round(row[schema.DISTANCE])) + 0.0  # + 0.0: no "-0 um" in the legend
+        colour = WAVEFORM_COLORS.get(row[schema.WAVEFORM_TYPE], OTHER_COLOR)
         curve = row[schema.PR_MAX_EFFECT] * power / (power + row[schema.PR_P50])  # the fitted saturating curve
         ax.plot(
             power,
@@ -375,7 +364,7 @@ def plot_power_curves(
             color=colour,
             lw=1.4,
             alpha=0.85,
-            label=f"{row[schema.WAVEFORM_TYPE]}, d = {row[schema.DISTANCE]:.0f} µm, p50 = {row[schema.PR_P50]:.2g} mW",
+            label=f"{row[schema.WAVEFORM_TYPE]}, d = {distance:.0f} µm, p50 = {row[schema.PR_P50]:.2g} mW",
         )
         if points is not None:
             match = np.ones(len(points), dtype=bool)

@@ -425,7 +425,12 @@ def table_rows(
     >>> table_rows(ds)
     (['power_mw', 'radius_um'], ['mW', 'um'], [['1', '120'], ['4', '251.5']], 2)
     """
-    frame, found = _frame(data, units)
+    return _rows(*_frame(data, units), max_rows)
+
+
+def _rows(
+    frame: pd.DataFrame, found: Mapping[str, str], max_rows: int
+) -> tuple[list[str], list[str], list[list[str]], int]:
     columns = [str(c) for c in frame.columns]
     shown_units = [found.get(c, "") if found.get(c, "") not in ("1", "") else "" for c in columns]
     rows = [[_cell(v) for v in row] for row in frame.head(max_rows).itertuples(index=False, name=None)]
@@ -494,8 +499,8 @@ def _value(value: Any) -> str:
 
 
 def _table(item: TableItem) -> dict[str, Any]:
-    columns, units, rows, n_rows = table_rows(item.data, item.units, item.max_rows)
-    frame = _frame(item.data, item.units)[0]
+    frame, found = _frame(item.data, item.units)
+    columns, units, rows, n_rows = _rows(frame, found, item.max_rows)
     numeric = [pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t) for t in frame.dtypes]
     return {
         "caption": item.caption,

@@ -478,6 +478,15 @@ REPORT_VERSION_PACKAGES = (
     "matplotlib",
     "jinja2",
 )
+REPORT_SUMMARY_RESPONDING = "responding_units"  # summary column: QC-passing units responding under some condition
+REPORT_SECTIONS = (  # the analysis sections of `opto-cube report`, in page order (docs/report.md)
+    "Effect maps",
+    "Spatial extent",
+    "Power response",
+    "Population PSTHs near the emitter",
+)
+REPORT_DEFAULT_NAME = "report.html"  # `opto-cube demo` writes it beside its maps
+REPORT_SUFFIXES = (".html", ".htm")
 # --- end report -------------------------------------------------------------
 
 

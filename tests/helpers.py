@@ -505,92 +505,31 @@ def logistic_radius(intercept: float, slope_per_um: float) -> float:
     return float(brentq(lambda d: expit(intercept + slope_per_um * d) - half, 0.0, 1e6, xtol=1e-10))
 
 
-# The HTML report (tests/test_report.py)
+# The HTML report (tests/test_report.py, tests/test_report_job.py)
 # --------------------------------------------------------------------------
-REPORT_SECTIONS = ("Effect maps", "Spatial extent", "Power response", "Population PSTHs near the emitter")
+REPORT_SECTIONS = schema.REPORT_SECTIONS
 
 
-def near_emitter_fractions(table: Any, max_distance_um: float = 100.0) -> xr.Dataset:
-    """Fraction of QC-passing unit-conditions within ``max_distance_um`` of the emitter significantly activated /
-    inactivated, over (waveform_type, effect, power_mw): a small real result shaped like the spatial extent."""
-    import pandas as pd
-
-    near = table[(table[schema.DISTANCE].abs() <= max_distance_um) & table[schema.QC_PASS]]
-    near = near[near[schema.WAVEFORM_TYPE].isin(schema.WAVEFORM_TYPES)]
-    _, levels = schema.power_levels(table[schema.POWER].to_numpy())
-    level_of = schema.power_levels(near[schema.POWER].to_numpy())[0]
-    near_levels = schema.power_levels(near[schema.POWER].to_numpy())[1]
-    power = pd.Series(near_levels[level_of], index=near.index)
-    fraction = np.full((len(schema.WAVEFORM_TYPES), len(schema.EFFECTS), near_levels.size), np.nan)
-    n_units = np.zeros((len(schema.WAVEFORM_TYPES), near_levels.size), dtype=np.int64)
-    for i, wf in enumerate(schema.WAVEFORM_TYPES):
-        for k, p in enumerate(near_levels):
-            rows = near[(near[schema.WAVEFORM_TYPE] == wf) & (power == p)]
-            n_units[i, k] = len(rows)
-            for j, effect in enumerate(schema.EFFECTS):
-                if len(rows):
-                    fraction[i, j, k] = float((rows[effect] & rows[schema.SIGNIFICANT]).mean())
-    dims = (schema.WAVEFORM_TYPE, schema.MAP_EFFECT, schema.POWER)
-    return xr.Dataset(
-        {
-            "fraction_near_emitter": (dims, fraction, {"units": "1", "long_name": "fraction responding"}),
-            schema.MAP_N_UNITS: ((schema.WAVEFORM_TYPE, schema.POWER), n_units, {"units": "count"}),
-        },
-        coords={
-            schema.WAVEFORM_TYPE: list(schema.WAVEFORM_TYPES),
-            schema.MAP_EFFECT: list(schema.EFFECTS),
-            schema.POWER: (schema.POWER, near_levels, {"units": "mW"}),
-        },
-        attrs={"max_distance_um": max_distance_um, "n_power_levels_in_table": int(levels.size)},
-    )
+def page_sections(root: Any) -> dict[str, Any]:
+    """The ``<section>`` elements of a parsed report page, by their heading."""
+    return {s.find_all("h2")[0].text(): s for s in root.find_all("section")}
 
 
-def report_content(catalog: Any, title: str = "opto_cube report", table: Any = None) -> Any:
-    """A :class:`opto_cube.report.ReportContent` of real results computed from ``catalog`` with today's API:
-    the summary with units and responding units per session, the effect and depth maps, the near-emitter
-    fractions (table and power-response figure), the population PSTH; the parameters used."""
-    import matplotlib.pyplot as plt
+def html_table(table: Any) -> tuple[list[str], list[list[str]]]:
+    """The column names (without units) and the body rows (cell texts) of a parsed ``<table>``."""
+    header = [th.parts[0] for th in table.find_all("thead")[0].find_all("th")]
+    rows = [[td.text() for td in tr.find_all("td")] for tr in table.find_all("tbody")[0].find_all("tr")]
+    return header, rows
 
-    from opto_cube import maps, pipeline, plot, psth, report
 
-    table = pipeline.responses_table(catalog) if table is None else table
-    summary = catalog.summary()
-    responding = table[table[schema.SIGNIFICANT] & (table[schema.ACTIVATED] | table[schema.INACTIVATED])]
-    summary["units_qc"] = [int(catalog[s][schema.QC_PASS].values.sum()) for s in summary["session"]]
-    summary["responding_units"] = [
-        int(responding.loc[responding[schema.SESSION_ID] == s, schema.CLUSTER].nunique()) for s in summary["session"]
-    ]
-    effect = maps.effect_map(table)
-    effect_axes = plot.plot_effect_map(effect)
-    depth_axes = plot.plot_depth_vs_emitter(maps.depth_vs_emitter(table))
-    near = near_emitter_fractions(table)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for wf in schema.WAVEFORM_TYPES:
-        for effect_name, style in zip(schema.EFFECTS, ("-o", "--s"), strict=True):
-            values = near["fraction_near_emitter"].sel({schema.WAVEFORM_TYPE: wf, schema.MAP_EFFECT: effect_name})
-            ax.plot(near[schema.POWER], values, style, color=plot.WAVEFORM_COLORS[wf], label=f"{wf} {effect_name}")
-    ax.set(xlabel="power (mW)", ylabel="fraction near the emitter", title="Power response")
-    ax.legend(fontsize=7)
-    rate = psth.population_psth(catalog, duration_s="max")
-    psth_axes = plot.plot_population_psth(rate)
-    sections = [
-        report.Section(
-            REPORT_SECTIONS[0],
-            "Fraction of units activated / inactivated against distance from the emitter.",
-            figures=[report.FigureItem(effect_axes[0, 0].figure, "Effect map"), depth_axes[0].figure],
-            tables=[report.TableItem(effect[[schema.MAP_N_UNITS]], "Units per bin")],
-        ),
-        report.Section(REPORT_SECTIONS[1], "Near-emitter fractions.", tables=[near]),
-        report.Section(REPORT_SECTIONS[2], "Fraction responding against power.", figures=[fig]),
-        report.Section(REPORT_SECTIONS[3], "Units within 100 um of an emitter.", figures=[psth_axes[0].figure]),
-    ]
-    parameters = {
-        "distance_bin_um": schema.MAP_DEFAULT_DISTANCE_BIN_UM,
-        "psth_duration_s": "max",
-        "significance_p": schema.SIGNIFICANCE_P,
-        "stores": catalog.source,
-    }
-    return report.ReportContent(title, summary, sections, parameters=parameters)
+def responding_units(cube: Any, session_id: str) -> int:
+    """QC-passing clusters of ``cube`` significantly activated or inactivated in at least one condition,
+    counted from the cube's own responses (every condition, no table)."""
+    from opto_cube import response
+
+    rows = response.to_table(response.responses(cube).compute(), session_id)
+    hit = rows[schema.SIGNIFICANT] & (rows[schema.ACTIVATED] | rows[schema.INACTIVATED]) & rows[schema.QC_PASS]
+    return int(rows.loc[hit, schema.CLUSTER].nunique())
 
 
 class HtmlNode:

@@ -187,8 +187,12 @@ def test_report_benchmark_builds_the_page(work: Path) -> None:
 
     root = common.dataset("tiny", n_sessions=2)
     out = bench_report.child(str(common.stores(root, 10.0)), str(work / "report.html"))
-    assert out["sessions"] == 2 and out["rows"] > 0
-    assert (out["svg_figures"], out["png_figures"]) == (5, 0)
+    assert out["sessions"] == 2 and out["total_s"] > 0
+    assert out["svg_figures"] == out["figures"] >= 6 and out["png_figures"] == 0  # maps 3, extent 2, PSTH 1
+    assert out["open_figures"] == 0
+    rows = bench_report.run("tiny", (10.0,), repeats=1, n_sessions=2, record=False)
+    assert [r["method"] for r in rows] == ["run_report (1 pass)", "table, then report (2 passes)"]
+    assert rows[1]["vs_one_pass"] > 0 and rows[0]["page_mb"] > 0
     assert 0 < out["page_mb"] == (work / "report.html").stat().st_size / 1e6
 
 

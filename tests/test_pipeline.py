@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from helpers import assert_png, raise_if_dask_computes, with_window_counts
+from helpers import assert_png, parse_html, raise_if_dask_computes, with_window_counts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -208,6 +208,10 @@ def test_cli_demo(tmp_path, capsys):
     assert (out / "maps" / "maps.nc").stat().st_size > 0
     printed = capsys.readouterr().out
     assert str(out / "maps") in printed and str(out / "responses.csv") in printed
+    page = out / schema.REPORT_DEFAULT_NAME  # the demo's report, from the table it computed
+    assert str(page) in printed
+    headings = [h.text() for h in parse_html(page.read_text(encoding="utf-8"))[0].find_all("h2")]
+    assert headings == ["Sessions", *schema.REPORT_SECTIONS, "Parameters and versions"]
 
 
 def test_maps_leave_out_light_artifacts_and_draw_latency(latency_converted, tmp_path):
