@@ -92,8 +92,17 @@ def run(
                 "method": "table, then report (2 passes)" if two_pass else "run_report (1 pass)",
                 **common.summarise(
                     measured,
-                    ["total_s", "page_mb", "figures", "svg_figures", "png_figures", "largest_figure_kb", "sessions"]
-                    + ["open_figures", "peak_rss_mb"],
+                    [
+                        "total_s",
+                        "page_mb",
+                        "figures",
+                        "svg_figures",
+                        "png_figures",
+                        "largest_figure_kb",
+                        "sessions",
+                        "open_figures",
+                        "peak_rss_mb",
+                    ],
                 ),
             }
             rows.append(row)

@@ -252,8 +252,13 @@ def _keys(text: str) -> tuple[str, ...]:
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     """``--scheduler`` and ``--workers``, read by :func:`_dask_cluster`."""
     parser.add_argument("--scheduler", metavar="ADDRESS", help="compute on this dask.distributed scheduler")
-    parser.add_argument("--workers", type=_positive_int, default=None, metavar="N",
-                        help="compute on a local cluster of N worker processes")
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="compute on a local cluster of N worker processes",
+    )
 
 
 @contextlib.contextmanager
@@ -343,7 +348,11 @@ def cmd_maps(args: argparse.Namespace) -> int:
     with _dask_cluster(args):
         try:
             written = run_maps(
-                catalog, args.out, distance_bin_um=args.distance_bin_um, duration_s=args.duration_s, table=table,
+                catalog,
+                args.out,
+                distance_bin_um=args.distance_bin_um,
+                duration_s=args.duration_s,
+                table=table,
                 keep_artifacts=args.keep_artifacts,
             )
         except ValueError as e:
@@ -486,10 +495,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data_root", help="data folder (holding sessions/), a folder of sessions, or one session")
     p.add_argument("--out", required=True, metavar="DIR", help="folder of .nwb files (created if needed)")
     p.add_argument("--session", action="append", metavar="ID", help="only this session (repeatable)")
-    p.add_argument("--tip-offset-um", type=float, default=schema.TIP_OFFSET_UM,
-                   help="where the channel axis's zero lies above the probe tip, um (default %(default)s)")
-    p.add_argument("--with-cube", metavar="STORES",
-                   help="add each session's cube from this folder of stores as ndx-binned-spikes BinnedAlignedSpikes")
+    p.add_argument(
+        "--tip-offset-um",
+        type=float,
+        default=schema.TIP_OFFSET_UM,
+        help="where the channel axis's zero lies above the probe tip, um (default %(default)s)",
+    )
+    p.add_argument(
+        "--with-cube",
+        metavar="STORES",
+        help="add each session's cube from this folder of stores as ndx-binned-spikes BinnedAlignedSpikes",
+    )
     p.set_defaults(func=cmd_to_nwb)
 
     p = sub.add_parser("verify", help="check stores: every chunk present and whole, window counts, sources")
@@ -504,42 +520,83 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("responses", help="per-condition responses of every cluster: the long table (csv/parquet)")
     p.add_argument("stores", nargs="+", metavar="STORES", help="a folder of .zarr stores (or URL), or stores")
     p.add_argument("--out", required=True, metavar="FILE", help="the table to write: FILE.csv or FILE.parquet")
-    p.add_argument("--mode", default=schema.MODE_PER_CONDITION, choices=schema.RESPONSE_MODES,
-                   help="per_condition (default) or published (parity with the dataset's published analysis)")
-    p.add_argument("--by", default=None, metavar="KEYS",
-                   help=f"what splits conditions, comma-separated among {','.join(schema.CONDITION_KEYS)} "
-                        "(default: all three; published: emitter)")
-    p.add_argument("--significant-by", default="p", choices=schema.SIGNIFICANT_BY,
-                   help="significant is p_value < 0.005 (p, default) or the Benjamini-Hochberg q_value < 0.005 (q)")
+    p.add_argument(
+        "--mode",
+        default=schema.MODE_PER_CONDITION,
+        choices=schema.RESPONSE_MODES,
+        help="per_condition (default) or published (parity with the dataset's published analysis)",
+    )
+    p.add_argument(
+        "--by",
+        default=None,
+        metavar="KEYS",
+        help=f"what splits conditions, comma-separated among {','.join(schema.CONDITION_KEYS)} "
+        "(default: all three; published: emitter)",
+    )
+    p.add_argument(
+        "--significant-by",
+        default="p",
+        choices=schema.SIGNIFICANT_BY,
+        help="significant is p_value < 0.005 (p, default) or the Benjamini-Hochberg q_value < 0.005 (q)",
+    )
     _add_cluster_options(p)
     p.set_defaults(func=cmd_responses)
 
     p = sub.add_parser("maps", help="effect against distance, power and cell type: DIR/maps.nc and PNG figures")
     p.add_argument("stores", metavar="STORES", help="a folder of .zarr stores")
-    p.add_argument("--out", required=True, metavar="DIR",
-                   help="output folder: maps.nc (netCDF) and effect_map, depth_vs_emitter, modulation_index, "
-                        "psth .png")
-    p.add_argument("--distance-bin-um", type=_positive_um, default=schema.MAP_DEFAULT_DISTANCE_BIN_UM,
-                   help="width of the distance bins, um (default %(default)s)")
-    p.add_argument("--duration-s", type=_duration, default=None, metavar="S",
-                   help="only pulses of this duration, s, or 'max' (default: every duration)")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder: maps.nc (netCDF) and effect_map, depth_vs_emitter, modulation_index, psth .png",
+    )
+    p.add_argument(
+        "--distance-bin-um",
+        type=_positive_um,
+        default=schema.MAP_DEFAULT_DISTANCE_BIN_UM,
+        help="width of the distance bins, um (default %(default)s)",
+    )
+    p.add_argument(
+        "--duration-s",
+        type=_duration,
+        default=None,
+        metavar="S",
+        help="only pulses of this duration, s, or 'max' (default: every duration)",
+    )
     p.add_argument("--responses", metavar="FILE", help="use this responses table (.csv/.parquet) of the stores")
-    p.add_argument("--keep-artifacts", action="store_true",
-                   help="keep the units flagged light_artifact in the maps and depth plots (default: left out)")
+    p.add_argument(
+        "--keep-artifacts",
+        action="store_true",
+        help="keep the units flagged light_artifact in the maps and depth plots (default: left out)",
+    )
     _add_cluster_options(p)
     p.set_defaults(func=cmd_maps)
 
     p = sub.add_parser("report", help="one self-contained HTML page of the results, to mail or archive")
     p.add_argument("stores", metavar="STORES", help="a folder of .zarr stores")
     p.add_argument("--out", required=True, metavar="FILE", help="the page to write: FILE.html")
-    p.add_argument("--distance-bin-um", type=_positive_um, default=schema.MAP_DEFAULT_DISTANCE_BIN_UM,
-                   help="width of the effect map's distance bins, um (default %(default)s)")
-    p.add_argument("--duration-s", type=_duration, default=None, metavar="S",
-                   help="only pulses of this duration, s, or 'max' (default: every duration in the maps, the "
-                        "longest pulse in the spatial extent, power response and PSTHs)")
+    p.add_argument(
+        "--distance-bin-um",
+        type=_positive_um,
+        default=schema.MAP_DEFAULT_DISTANCE_BIN_UM,
+        help="width of the effect map's distance bins, um (default %(default)s)",
+    )
+    p.add_argument(
+        "--duration-s",
+        type=_duration,
+        default=None,
+        metavar="S",
+        help="only pulses of this duration, s, or 'max' (default: every duration in the maps, the "
+        "longest pulse in the spatial extent, power response and PSTHs)",
+    )
     p.add_argument("--responses", metavar="FILE", help="use this responses table (.csv/.parquet) of the stores")
-    p.add_argument("--n-boot", type=_positive_int, default=schema.EXTENT_N_BOOT, metavar="N",
-                   help="bootstrap resamples of the spatial extent (default %(default)s)")
+    p.add_argument(
+        "--n-boot",
+        type=_positive_int,
+        default=schema.EXTENT_N_BOOT,
+        metavar="N",
+        help="bootstrap resamples of the spatial extent (default %(default)s)",
+    )
     p.add_argument("--title", default=None, help="the page's title (default: opto_cube report: N sessions)")
     _add_cluster_options(p)
     p.set_defaults(func=cmd_report)
@@ -554,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_warnings(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
     prefix = "warning" if issubclass(category, OptoCubeWarning) else category.__name__
     _err(f"{prefix}: {' '.join(str(message).split())}")
 

@@ -315,9 +315,8 @@ def assert_exact(folder: Path, store: Path) -> xr.Dataset:
         np.testing.assert_array_equal(
             stored[..., index], cube_window_counts(ds, *cube_bounds), err_msg=f"window_counts {name} vs cube sums"
         )
-    assert windows.dtype.kind == "u" and windows.dtype == np.result_type(
-        np.uint8, np.min_scalar_type(int(stored.max(initial=0)))
-    ), windows.dtype
+    assert windows.dtype.kind == "u", windows.dtype
+    assert windows.dtype == np.result_type(np.uint8, np.min_scalar_type(int(stored.max(initial=0)))), windows.dtype
     return ds
 
 
@@ -576,7 +575,9 @@ class HtmlNode:
 
 
 class _TreeBuilder(HTMLParser):
-    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+    VOID = frozenset(
+        {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+    )
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -753,9 +754,12 @@ def assert_png(path: Path, min_bytes: int = 5_000) -> None:
     import matplotlib.image
 
     data = Path(path).read_bytes()
-    assert data[:8] == PNG_SIGNATURE and len(data) > min_bytes, path
+    assert data[:8] == PNG_SIGNATURE, path
+    assert len(data) > min_bytes, path
     image = matplotlib.image.imread(path)
-    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
+    assert image.ndim == 3
+    assert image.shape[0] > 200
+    assert image.shape[1] > 200
     assert image[..., :3].std() > 0.01  # not a blank canvas
 
 
@@ -814,7 +818,8 @@ def damage(store_dir: Path, key: str, how: str, position: float = 0.5, other: st
         flipped[at + 1] ^= 0x5A
         path.write_bytes(bytes(flipped))
     elif how == "swap":
-        assert other is not None and other != key
+        assert other is not None
+        assert other != key
         other_path = Path(store_dir) / other
         other_data = other_path.read_bytes()
         assert other_data != data, "swapping two identical chunks changes nothing"
@@ -852,7 +857,7 @@ def add_window_counts(store_dir: Path) -> None:
     stim_bins = (centres[None, :] > 0) & (centres[None, :] < ds[schema.DURATION].values[:, None])
     stim = (ds[schema.SPIKE_COUNTS].values * stim_bins[None]).sum(-1)
     counts = np.stack([pre, stim], axis=-1).astype(np.uint32)
-    window_chunks = ds[schema.SPIKE_COUNTS].encoding["chunks"][:2] + (2,)
+    window_chunks = (*ds[schema.SPIKE_COUNTS].encoding["chunks"][:2], 2)
     extra = xr.Dataset(
         {schema.WINDOW_COUNTS: ((schema.CLUSTER, schema.TRIAL, schema.WINDOW), counts)},
         coords={schema.WINDOW: np.array(schema.WINDOWS, dtype=object)},

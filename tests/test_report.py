@@ -23,17 +23,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-import xarray as xr  # noqa: E402
-from helpers import REPORT_SECTIONS, html_table, page_sections, parse_html, responding_units  # noqa: E402
-from hypothesis import given  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from helpers import REPORT_SECTIONS, html_table, page_sections, parse_html, responding_units
+from hypothesis import given
+from hypothesis import strategies as st
 
-from opto_cube import catalog, pipeline, report, schema  # noqa: E402
-from opto_cube.errors import OptoCubeError  # noqa: E402
+from opto_cube import catalog, pipeline, report, schema
+from opto_cube.errors import OptoCubeError
 
 HOSTILE = '<script>alert("x")</script>&<b>'
 EXTERNAL = re.compile(r"""(?:\bsrc|\bhref)\s*=\s*["']?\s*(?!#|data:image/png;base64,)[^"'\s>]|url\(\s*["']?(?!#)""")
@@ -156,7 +156,8 @@ def test_svg_ids_unique_and_references_resolve(real: dict) -> None:
     assert len(ids) == len(set(ids)), "ids repeat across figures"
     refs = [v[1:] for n in root.iter() for k, v in n.attrs.items() if k in ("href", "xlink:href") and v[:1] == "#"]
     refs += re.findall(r"url\(#([^)]+)\)", real["page"])
-    assert refs and set(refs) <= set(ids)
+    assert refs
+    assert set(refs) <= set(ids)
 
 
 # --------------------------------------------------------------------------
@@ -174,7 +175,8 @@ def test_hostile_text_is_escaped_everywhere() -> None:
     )
     page = report.render_report(content)
     plt.close(fig)
-    assert "<script" not in page and "<b>" not in page.replace("<b>Figure 1.</b>", "")
+    assert "<script" not in page
+    assert "<b>" not in page.replace("<b>Figure 1.</b>", "")
     root, errors, _ = parse_html(page)
     assert errors == []
     assert not root.find_all("script")
@@ -236,7 +238,8 @@ def test_links_out_of_a_figure_are_dropped() -> None:
     kind, html = report.figure_to_html(fig, prefix="z-")
     plt.close(fig)
     assert kind == "svg"
-    assert "example.org" not in html and "http" not in html
+    assert "example.org" not in html
+    assert "http" not in html
     assert re.search(r'xlink:href="data:image/png;base64,', html), "the raster stays, as a data URI"
     assert not EXTERNAL.search(html)
 
@@ -248,7 +251,8 @@ def test_same_figure_same_bytes_and_ids_prefixed() -> None:
     plt.close(fig)
     assert first == second
     ids = re.findall(r'\bid="([^"]+)"', first[1])
-    assert ids and all(i.startswith("a-") for i in ids)
+    assert ids
+    assert all(i.startswith("a-") for i in ids)
     assert not set(ids) & set(re.findall(r'\bid="([^"]+)"', other))
 
 
@@ -268,12 +272,15 @@ def test_heavy_scatter_is_rasterized_inside_the_svg() -> None:
     assert not fig.axes[0].lines[0].get_rasterized(), "the figure is left as it was"
     plt.close(fig)
     assert (kind, html) == again  # deterministic, raster included
-    assert kind == "mixed" and vector[0] == "svg"
+    assert kind == "mixed"
+    assert vector[0] == "svg"
     root = parse_html(html)[0]
     (image,) = root.find_all("image")
     head, data = image.attrs["xlink:href"].split(",", 1)
-    assert head == "data:image/png;base64" and base64.b64decode(data).startswith(PNG_SIGNATURE)
-    assert not root.find_all("text") and len(root.find_all("path")) > 10  # axes and text stay vector
+    assert head == "data:image/png;base64"
+    assert base64.b64decode(data).startswith(PNG_SIGNATURE)
+    assert not root.find_all("text")
+    assert len(root.find_all("path")) > 10
     assert len(html) < len(vector[1]) / 3
 
 
@@ -458,7 +465,8 @@ def test_chromium_renders_the_page(real: dict, tmp_path: Path, width: int) -> No
     assert image.shape[1] == width
     ink = (image[..., :3] < 0.9).any(axis=-1)  # anything not (near) white
     assert ink.mean() > 0.02, "the screenshot is blank"
-    assert ink[:, : width // 2].any() and ink[:, width // 2 :].any(), "the page is drawn in one half only"
+    assert ink[:, : width // 2].any(), "the page is drawn in one half only"
+    assert ink[:, width // 2 :].any(), "the page is drawn in one half only"
     dom = _chromium("--dump-dom", page.as_uri(), cwd=tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]
     root = parse_html(dom.stdout)[0]
