@@ -54,7 +54,7 @@ def _binning_pass(folder: Path, bin_ms: float, timing: bool) -> float:
 
 
 def _table(store: Path, timing: bool) -> float:
-    from opto_cube import pipeline, response, schema
+    from opto_cube import pipeline, response, schema, tasks
 
     start = time.perf_counter()
     if timing:
@@ -62,7 +62,7 @@ def _table(store: Path, timing: bool) -> float:
     else:
         with (
             mock.patch.object(response, "_timing", return_value=None),
-            mock.patch.object(pipeline, "_ARRAYS", (schema.WINDOW_COUNTS,)),
+            mock.patch.object(tasks, "_ARRAYS", (schema.WINDOW_COUNTS,)),
             warnings.catch_warnings(),
         ):
             warnings.simplefilter("ignore")

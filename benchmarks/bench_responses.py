@@ -315,7 +315,8 @@ def scale_child(stores: list[str], scheduler: str) -> dict[str, Any]:
     import dask
 
     from opto_cube.catalog import catalog_of
-    from opto_cube.pipeline import responses_table, session_tasks
+    from opto_cube.pipeline import responses_table
+    from opto_cube.tasks import session_tasks
 
     warnings.simplefilter("ignore")
     with contextlib.ExitStack() as stack:

@@ -15,7 +15,7 @@ from helpers import assert_png, parse_html, raise_if_dask_computes, with_window_
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opto_cube import cli, convert, maps, pipeline, psth, response, schema, synth
+from opto_cube import cli, convert, maps, pipeline, psth, response, schema, synth, tasks
 from opto_cube.catalog import cubes_of, open_catalog, sessions_of
 from opto_cube.errors import OptoCubeError, OptoCubeWarning
 
@@ -48,7 +48,7 @@ def test_stores_with_window_counts_give_the_same_table(tiny_dataset, tmp_path):
     for path in (tmp_path / "stores").glob("*.zarr"):
         with_window_counts(path)
     (sid, path), *_ = sessions_of(tmp_path / "stores")
-    fast = pipeline._open(path, None, cube=False)
+    fast = tasks._open(path, None, cube=False)
     assert schema.SPIKE_COUNTS not in fast and schema.WINDOW_COUNTS in fast  # the cube is not even opened
     for mode in schema.RESPONSE_MODES:
         pd.testing.assert_frame_equal(
@@ -76,8 +76,8 @@ def test_task_count_is_one_per_session(tmp_path):
         convert.convert(tmp_path / "data", tmp_path / "stores", bin_ms=10)
     pairs = sessions_of(tmp_path / "stores")
     for n in (1, 2, 4):
-        tasks = pipeline.session_tasks(dict(pairs[:n]), time_course=True)
-        graph = dask.base.collections_to_expr(tasks).__dask_graph__()
+        delayed = tasks.session_tasks(dict(pairs[:n]), time_course=True)
+        graph = dask.base.collections_to_expr(delayed).__dask_graph__()
         assert len(graph) == n, (n, len(graph))
 
 
@@ -105,7 +105,7 @@ def test_a_two_worker_cluster_does_not_change_the_table_or_the_maps(tiny_dataset
 
 def test_session_results_time_course_is_the_psth_pass(tiny_dataset):
     (sid, path), *_ = sessions_of(tiny_dataset.out)
-    result = pipeline.session_results(path, sid, time_course=True)
+    result = tasks.session_results(path, sid, time_course=True)
     cube = dict(cubes_of(tiny_dataset.out))[sid]
     xr.testing.assert_identical(result.time_course, psth.condition_time_course(cube.load()))
     assert result.session_id == sid and set(result.table[schema.SESSION_ID]) == {sid}

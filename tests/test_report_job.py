@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from helpers import REPORT_SECTIONS, html_table, page_sections, parse_html, responding_units  # noqa: E402
 
-from opto_cube import cli, pipeline, power_response, report, schema, spatial, synth  # noqa: E402
+from opto_cube import cli, pipeline, power_response, report, schema, spatial, synth, tasks  # noqa: E402
 from opto_cube.catalog import Catalog, open_catalog  # noqa: E402
 from opto_cube.errors import OptoCubeError  # noqa: E402
 
@@ -141,13 +141,13 @@ def test_parameters_are_on_the_page(job: dict) -> None:
 # --------------------------------------------------------------------------
 def _count_tasks(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     calls: list[dict] = []
-    original = pipeline.session_results
+    original = tasks.session_results
 
     def counted(*args, **kwargs):
         calls.append(kwargs)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "session_results", counted)
+    monkeypatch.setattr(tasks, "session_results", counted)
     return calls
 
 
