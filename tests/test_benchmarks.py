@@ -122,7 +122,8 @@ def test_layout_candidates_round_trip(tiny: dict, tmp_path: Path) -> None:
             str(tiny["stores"][10.0]), str(tmp_path / f"{codec}.zarr"), codec, list(chunks), full_read=True
         )
         assert out["spikes"] == int(common.read_cube(tiny["stores"][10.0]).sum(dtype=np.int64))
-        assert out["store_mb"] > 0 and out["slice_mb"] > 0
+        assert out["store_mb"] > 0
+        assert out["slice_mb"] > 0
 
 
 def test_write_variants_write_the_cube(tiny: dict, tmp_path: Path) -> None:
@@ -163,7 +164,9 @@ def test_maps_benchmark_runs_on_a_local_cluster(work: Path) -> None:
 
     root = common.dataset("tiny", n_sessions=2)
     out = bench_maps.child(str(common.stores(root, 10.0)), n_workers=1, noop_tasks=50)
-    assert out["tasks"] > 0 and out["units_mapped"] > 0 and out["noop_ms_per_task"] > 0
+    assert out["tasks"] > 0
+    assert out["units_mapped"] > 0
+    assert out["noop_ms_per_task"] > 0
 
 
 def test_tables_and_records(tmp_path: Path) -> None:
@@ -179,7 +182,8 @@ def test_spatial_benchmark_runs(work: Path) -> None:
 
     rows = bench_spatial.run("tiny", n_sessions=3, repeats=1, n_boot=20, loop_resamples=2, record=False, fresh=False)
     assert [r["method"] for r in rows] == ["spatial_extent", "looped scipy fits", "power_response"]
-    assert all(r["seconds"] > 0 for r in rows) and rows[0]["rows"] > 0
+    assert all(r["seconds"] > 0 for r in rows)
+    assert rows[0]["rows"] > 0
 
 
 def test_report_benchmark_builds_the_page(work: Path) -> None:
@@ -187,12 +191,15 @@ def test_report_benchmark_builds_the_page(work: Path) -> None:
 
     root = common.dataset("tiny", n_sessions=2)
     out = bench_report.child(str(common.stores(root, 10.0)), str(work / "report.html"))
-    assert out["sessions"] == 2 and out["total_s"] > 0
-    assert out["svg_figures"] == out["figures"] >= 6 and out["png_figures"] == 0  # maps 3, extent 2, PSTH 1
+    assert out["sessions"] == 2
+    assert out["total_s"] > 0
+    assert out["svg_figures"] == out["figures"] >= 6
+    assert out["png_figures"] == 0
     assert out["open_figures"] == 0
     rows = bench_report.run("tiny", (10.0,), repeats=1, n_sessions=2, record=False)
     assert [r["method"] for r in rows] == ["run_report (1 pass)", "table, then report (2 passes)"]
-    assert rows[1]["vs_one_pass"] > 0 and rows[0]["page_mb"] > 0
+    assert rows[1]["vs_one_pass"] > 0
+    assert rows[0]["page_mb"] > 0
     assert 0 < out["page_mb"] == (work / "report.html").stat().st_size / 1e6
 
 
@@ -203,7 +210,8 @@ def test_bench_nwb_runs(work: Path) -> None:
 
     rows = bench_nwb.run("tiny", (10.0,), repeats=1, record=False)
     assert [r["command"] for r in rows] == ["convert ALF 10 ms", "to-nwb", "convert NWB 10 ms"]
-    assert rows[1]["file_mb"] > 0 and rows[0]["time_vs_convert"] == 1.0
+    assert rows[1]["file_mb"] > 0
+    assert rows[0]["time_vs_convert"] == 1.0
 
 
 def test_latency_columns_benchmark_runs(tiny: dict) -> None:

@@ -47,9 +47,10 @@ def test_stores_with_window_counts_give_the_same_table(tiny_dataset, tmp_path):
     shutil.copytree(tiny_dataset.out, tmp_path / "stores")
     for path in (tmp_path / "stores").glob("*.zarr"):
         with_window_counts(path)
-    (sid, path), *_ = sessions_of(tmp_path / "stores")
+    (_sid, path), *_ = sessions_of(tmp_path / "stores")
     fast = tasks._open(path, None, cube=False)
-    assert schema.SPIKE_COUNTS not in fast and schema.WINDOW_COUNTS in fast  # the cube is not even opened
+    assert schema.SPIKE_COUNTS not in fast
+    assert schema.WINDOW_COUNTS in fast
     for mode in schema.RESPONSE_MODES:
         pd.testing.assert_frame_equal(
             pipeline.responses_table(tmp_path / "stores", mode=mode),
@@ -108,7 +109,8 @@ def test_session_results_time_course_is_the_psth_pass(tiny_dataset):
     result = tasks.session_results(path, sid, time_course=True)
     cube = dict(cubes_of(tiny_dataset.out))[sid]
     xr.testing.assert_identical(result.time_course, psth.condition_time_course(cube.load()))
-    assert result.session_id == sid and set(result.table[schema.SESSION_ID]) == {sid}
+    assert result.session_id == sid
+    assert set(result.table[schema.SESSION_ID]) == {sid}
     assert result.clusters[schema.TROUGH_TO_PEAK].size == cube.sizes[schema.CLUSTER]
 
 
@@ -143,7 +145,8 @@ def test_write_table_round_trips_and_refuses_other_formats(tiny_dataset, tmp_pat
     for suffix in (".csv", ".parquet"):
         path = pipeline.write_table(table, tmp_path / f"t{suffix}")
         back = pd.read_csv(path, keep_default_na=False, na_values=[""]) if suffix == ".csv" else pd.read_parquet(path)
-        assert len(back) == len(table) and list(back.columns) == list(table.columns)
+        assert len(back) == len(table)
+        assert list(back.columns) == list(table.columns)
     with pytest.raises(OptoCubeError, match="unknown table format"):
         pipeline.write_table(table, tmp_path / "t.xlsx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.parquet"]
@@ -175,7 +178,7 @@ def test_cli_maps(tiny_dataset, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "argv, match",
+    ("argv", "match"),
     [
         (["maps", "{tmp}/nowhere", "--out", "{tmp}/o"], "nowhere: no such folder of stores"),
         (["maps", "{tmp}", "--out", "{tmp}/o"], "holds no .zarr stores"),
@@ -187,7 +190,8 @@ def test_cli_maps_errors_are_one_line(tiny_dataset, tmp_path, capsys, argv, matc
     argv = [a.format(tmp=tmp_path, stores=tiny_dataset.out) for a in argv]
     assert cli.main(argv) == cli.EXIT_FAILED
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert len(err.splitlines()) == 1
+    assert "Traceback" not in err
     assert pytest.importorskip("re").search(match, err), err
     assert not (tmp_path / "o").exists()
 
@@ -207,7 +211,8 @@ def test_cli_demo(tmp_path, capsys):
         assert_png(out / "maps" / name)
     assert (out / "maps" / "maps.nc").stat().st_size > 0
     printed = capsys.readouterr().out
-    assert str(out / "maps") in printed and str(out / "responses.csv") in printed
+    assert str(out / "maps") in printed
+    assert str(out / "responses.csv") in printed
     page = out / schema.REPORT_DEFAULT_NAME  # the demo's report, from the table it computed
     assert str(page) in printed
     headings = [h.text() for h in parse_html(page.read_text(encoding="utf-8"))[0].find_all("h2")]

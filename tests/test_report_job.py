@@ -17,15 +17,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-from helpers import REPORT_SECTIONS, html_table, page_sections, parse_html, responding_units  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import REPORT_SECTIONS, html_table, page_sections, parse_html, responding_units
 
-from opto_cube import cli, pipeline, power_response, report, schema, spatial, synth, tasks  # noqa: E402
-from opto_cube.catalog import Catalog, open_catalog  # noqa: E402
-from opto_cube.errors import OptoCubeError  # noqa: E402
+from opto_cube import cli, pipeline, power_response, report, schema, spatial, synth, tasks
+from opto_cube.catalog import Catalog, open_catalog
+from opto_cube.errors import OptoCubeError
 
 N_BOOT = 100  # the bootstrap's size does not change what the page holds; keep the tests quick
 HEADINGS = ["Sessions", *REPORT_SECTIONS, "Parameters and versions"]
