@@ -249,6 +249,25 @@ def _keys(text: str) -> tuple[str, ...]:
     return tuple(k.strip() for k in text.split(",") if k.strip())
 
 
+def _add_map_options(parser: argparse.ArgumentParser, durations: str) -> None:
+    """The stores, ``--distance-bin-um``, ``--duration-s`` and ``--responses`` of ``maps`` and ``report``."""
+    parser.add_argument("stores", metavar="STORES", help="a folder of .zarr stores")
+    parser.add_argument(
+        "--distance-bin-um",
+        type=_positive_um,
+        default=schema.MAP_DEFAULT_DISTANCE_BIN_UM,
+        help="width of the effect map's distance bins, um (default %(default)s)",
+    )
+    parser.add_argument(
+        "--duration-s",
+        type=_duration,
+        default=None,
+        metavar="S",
+        help=f"only pulses of this duration, s, or 'max' (default: {durations})",
+    )
+    parser.add_argument("--responses", metavar="FILE", help="use this responses table (.csv/.parquet) of the stores")
+
+
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     """``--scheduler`` and ``--workers``, read by :func:`_dask_cluster`."""
     parser.add_argument("--scheduler", metavar="ADDRESS", help="compute on this dask.distributed scheduler")
@@ -543,27 +562,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_responses)
 
     p = sub.add_parser("maps", help="effect against distance, power and cell type: DIR/maps.nc and PNG figures")
-    p.add_argument("stores", metavar="STORES", help="a folder of .zarr stores")
     p.add_argument(
         "--out",
         required=True,
         metavar="DIR",
         help="output folder: maps.nc (netCDF) and effect_map, depth_vs_emitter, modulation_index, psth .png",
     )
-    p.add_argument(
-        "--distance-bin-um",
-        type=_positive_um,
-        default=schema.MAP_DEFAULT_DISTANCE_BIN_UM,
-        help="width of the distance bins, um (default %(default)s)",
-    )
-    p.add_argument(
-        "--duration-s",
-        type=_duration,
-        default=None,
-        metavar="S",
-        help="only pulses of this duration, s, or 'max' (default: every duration)",
-    )
-    p.add_argument("--responses", metavar="FILE", help="use this responses table (.csv/.parquet) of the stores")
+    _add_map_options(p, "every duration")
     p.add_argument(
         "--keep-artifacts",
         action="store_true",
@@ -573,23 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_maps)
 
     p = sub.add_parser("report", help="one self-contained HTML page of the results, to mail or archive")
-    p.add_argument("stores", metavar="STORES", help="a folder of .zarr stores")
     p.add_argument("--out", required=True, metavar="FILE", help="the page to write: FILE.html")
-    p.add_argument(
-        "--distance-bin-um",
-        type=_positive_um,
-        default=schema.MAP_DEFAULT_DISTANCE_BIN_UM,
-        help="width of the effect map's distance bins, um (default %(default)s)",
-    )
-    p.add_argument(
-        "--duration-s",
-        type=_duration,
-        default=None,
-        metavar="S",
-        help="only pulses of this duration, s, or 'max' (default: every duration in the maps, the "
-        "longest pulse in the spatial extent, power response and PSTHs)",
-    )
-    p.add_argument("--responses", metavar="FILE", help="use this responses table (.csv/.parquet) of the stores")
+    _add_map_options(p, "every duration in the maps, the longest pulse in the spatial extent, power response and PSTHs")
     p.add_argument(
         "--n-boot",
         type=_positive_int,

@@ -16,32 +16,18 @@ Examples
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from . import schema
+from .plot import DISTANCE_LABEL, WAVEFORM_COLORS, _plt
 
 __all__ = ["plot_latency_vs_distance"]
 
-WAVEFORM_COLORS = {"RS": "#1f5fa8", "FS": "#c9302c"}
 WAVEFORM_MARKERS = {"RS": "o", "FS": "^"}
-DISTANCE_LABEL = "distance from emitter (µm; + deeper)"
 LATENCY_LABEL = "response onset latency (ms)"
-
-
-def _plt() -> Any:
-    if "matplotlib.pyplot" not in sys.modules:
-        import matplotlib
-
-        if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and sys.platform != "darwin":
-            matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_latency_vs_distance(
