@@ -421,9 +421,9 @@ def _convert_reporting(folder: Path, out_dir: store.StorePath, params: dict[str,
             result = convert_session(folder, out_dir, **params)
         except OptoCubeError as e:  # every line names the session folder (or a file in it)
             error = str(e) if str(folder) in str(e) else f"{folder}: {e}"
-            result = ConversionResult(folder.name, "failed", error=error)
+            result = ConversionResult(io.session_id_of(folder), "failed", error=error)
         except Exception as e:  # a bug or an unforeseen input: still one line, and the others go on
-            result = ConversionResult(folder.name, "failed", error=f"{folder}: {type(e).__name__}: {e}")
+            result = ConversionResult(io.session_id_of(folder), "failed", error=f"{folder}: {type(e).__name__}: {e}")
     result.seconds = time.perf_counter() - started
     result.warnings = [str(w.message) for w in caught if issubclass(w.category, OptoCubeWarning)]
     return result
@@ -476,7 +476,7 @@ def convert(
     out_dir
         The folder of stores (created if needed).
     sessions
-        Only these session ids (folder names).
+        Only these session ids (folder names, or NWB file stems).
     jobs
         Sessions converted at once, in local processes (dask's ``processes`` scheduler); at most one
         per session, and one (no process) when the sessions' cubes are too small to pay the processes.
@@ -505,7 +505,7 @@ def convert(
         if not folders:
             raise OptoCubeError(f"{data_root}: holds no session folders besides --out {out_dir}")
     if sessions:
-        by_name = {f.name: f for f in folders}
+        by_name = {io.session_id_of(f): f for f in folders}
         unknown = [s for s in sessions if s not in by_name]
         if unknown:
             raise OptoCubeError(f"{data_root}: no session named {', '.join(map(repr, unknown))}")

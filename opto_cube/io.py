@@ -213,6 +213,18 @@ class Session:
         )
 
 
+def session_id_of(path: str | os.PathLike) -> str:
+    """The session id a session folder or NWB file stands for: the folder's name, the ``.nwb`` file's stem.
+
+    Examples
+    --------
+    >>> session_id_of("data/sessions/AL0034_2024-12-05_en1_p0"), session_id_of("nwb/AL0034_2024-12-05_en1_p0.nwb")
+    ('AL0034_2024-12-05_en1_p0', 'AL0034_2024-12-05_en1_p0')
+    """
+    path = Path(path)
+    return path.stem if path.suffix == schema.NWB_SUFFIX else path.name
+
+
 def find_sessions(data_root: str | os.PathLike) -> list[Path]:
     """Session folders under ``data_root``.
 

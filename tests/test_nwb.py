@@ -338,6 +338,21 @@ def test_cli_to_nwb_then_convert(tmp_path, capsys):
     assert_exact(root / schema.SESSIONS_DIR / SESSION_ID, tmp_path / "s" / f"{SESSION_ID}.zarr")
 
 
+def test_cli_convert_nwb_folder_by_session_id(tmp_path, capsys):
+    """``convert --session ID`` names an NWB session by its file stem, as the store does."""
+    root = tmp_path / "data"
+    other = "AL0035_2024-12-06_en2_p1"
+    write_synth(root / schema.SESSIONS_DIR / SESSION_ID, tiny_spec(seed=5))
+    write_synth(root / schema.SESSIONS_DIR / other, tiny_spec(seed=6))
+    assert cli.main(["to-nwb", str(root), "--out", str(tmp_path / "nwb")]) == 0
+    args = ["convert", str(tmp_path / "nwb"), "--out", str(tmp_path / "s"), "--bin-ms", "10", "--quiet"]
+    assert cli.main([*args, "--session", other]) == 0
+    assert [p.name for p in (tmp_path / "s").iterdir()] == [f"{other}.zarr"]
+    assert_exact(root / schema.SESSIONS_DIR / other, tmp_path / "s" / f"{other}.zarr")
+    assert cli.main([*args, "--session", f"{other}.nwb"]) != 0  # the id, not the file name
+    assert "no session named" in capsys.readouterr().err
+
+
 def test_cli_to_nwb_broken_session_leaves_nothing(tmp_path, capsys):
     root = tmp_path / "data"
     folder = write_synth(root / schema.SESSIONS_DIR / SESSION_ID, tiny_spec(seed=5))
