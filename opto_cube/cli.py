@@ -316,7 +316,9 @@ def cmd_responses(args: argparse.Namespace) -> int:
     catalog = catalog_of(args.stores)
     with _dask_cluster(args):
         try:
-            table = responses_table(catalog, by=by, mode=args.mode, significant_by=args.significant_by)
+            table = responses_table(
+                catalog, by=by, mode=args.mode, significant_by=args.significant_by, timing=args.timing
+            )
         except ValueError as e:
             raise OptoCubeError(str(e)) from e
     write_table(table, out)
@@ -557,6 +559,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="p",
         choices=schema.SIGNIFICANT_BY,
         help="significant is p_value < 0.005 (p, default) or the Benjamini-Hochberg q_value < 0.005 (q)",
+    )
+    p.add_argument(
+        "--no-timing",
+        dest="timing",
+        action="store_false",
+        help="the seed's statistics alone (window counts only): latency, first-spike and artifact columns NaN",
     )
     _add_cluster_options(p)
     p.set_defaults(func=cmd_responses)

@@ -78,7 +78,12 @@ def warn_timing(results: Sequence[SessionResults]) -> None:
 
 
 def responses_table(
-    source: Any, *, by: Any = None, mode: str = schema.MODE_PER_CONDITION, significant_by: str = "p"
+    source: Any,
+    *,
+    by: Any = None,
+    mode: str = schema.MODE_PER_CONDITION,
+    significant_by: str = "p",
+    timing: bool = True,
 ) -> pd.DataFrame:
     """The long responses table of many sessions: one row per session x cluster x condition.
 
@@ -87,8 +92,10 @@ def responses_table(
     source
         A :class:`opto_cube.catalog.Catalog` (or any mapping of cubes), one cube,
         an iterable of cubes or store paths, a store, or a folder of stores.
-    by, mode, significant_by
-        As in :func:`opto_cube.response.responses`.
+    by, mode, significant_by, timing
+        As in :func:`opto_cube.response.responses` (``timing=False``: the
+        seed's statistics alone, read from ``window_counts`` only; the timing
+        columns NaN).
 
     Returns
     -------
@@ -106,7 +113,7 @@ def responses_table(
     check_by(by, mode)
     if significant_by not in schema.SIGNIFICANT_BY:
         raise ValueError(f"significant_by must be one of {schema.SIGNIFICANT_BY}, got {significant_by!r}")
-    results = _compute(session_tasks(source, by=by, mode=mode, significant_by=significant_by))
+    results = _compute(session_tasks(source, by=by, mode=mode, significant_by=significant_by, timing=timing))
     warn_timing(results)
     tables = [r.table for r in results if r.table is not None]
     return pd.concat(tables, ignore_index=True) if tables else response.empty_table()

@@ -517,6 +517,7 @@ def responses(
     by: str | Sequence[str] | None = None,
     mode: str = schema.MODE_PER_CONDITION,
     significant_by: str = "p",
+    timing: bool = True,
     warn: bool = True,
 ) -> xr.Dataset:
     """Rates, percent change, t-test and classification of every cluster in every condition, lazily.
@@ -536,6 +537,10 @@ def responses(
     significant_by
         ``"p"`` (default, the seed's rule): ``significant`` is p_value < 0.005;
         ``"q"``: q_value < 0.005 (Benjamini-Hochberg over the session).
+    timing
+        Compute the timing columns (False: they are NaN, ``light_artifact``
+        False, without a warning, and the stored timing arrays are not read:
+        the seed's statistics alone, from ``window_counts``).
     warn
         Emit one :class:`opto_cube.errors.TimingWarning` when the timing
         columns are NaN (bins coarser than ``schema.LATENCY_MAX_BIN_MS``, or a
@@ -622,9 +627,9 @@ def responses(
     }
     # latency in the direction of the change, for the rows that respond by the seed's rules or are significant
     direction = xr.where(activated | inactivated | significant, np.sign(stim - pre), 0.0).fillna(0.0)
-    timing = _timing(cube, conditions, direction)
-    if timing is None:
-        if warn:
+    stored = _timing(cube, conditions, direction) if timing else None
+    if stored is None:
+        if warn and timing:
             warnings.warn(str(timing_status(cube)), TimingWarning, stacklevel=2)
         nan = xr.full_like(pct, np.nan)
         data.update({name: nan for name in _TIMING[:-1]})
@@ -632,7 +637,7 @@ def responses(
             np.zeros(cube.sizes[schema.CLUSTER], dtype=bool), dims=(schema.CLUSTER,)
         )
     else:
-        values, artifact = timing
+        values, artifact = stored
         data.update({name: values.isel({_STATISTIC: i}, drop=True) for i, name in enumerate(_TIMING[:-1])})
         data[schema.LIGHT_ARTIFACT] = artifact
     return _dataset(cube, data, conditions.coords, mode, by_keys)

@@ -100,7 +100,7 @@ _INDEXES = (schema.CLUSTER, schema.TRIAL, schema.TIME, schema.WINDOW)
 _ARRAYS = (schema.WINDOW_COUNTS, *schema.TIMING_ARRAYS)  # the small arrays a task reads (never spike_counts)
 
 
-def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool) -> xr.Dataset:
+def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool, timing: bool = True) -> xr.Dataset:
     """A store opened for one task, numpy-backed (no dask graph).
 
     For the responses alone (``cube=False``) of a store with ``window_counts``:
@@ -110,7 +110,7 @@ def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool) -
     :func:`xarray.open_zarr`, every array read when asked for.
     """
     if not cube:
-        fast = _read_small(path, storage_options)
+        fast = _read_small(path, storage_options, timing)
         if fast is not None:
             return fast
     options: dict[str, Any] = {"storage_options": storage_options} if storage_options else {}
@@ -123,7 +123,7 @@ def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool) -
     return ds
 
 
-def _read_small(path: StorePath, storage_options: dict[str, Any] | None) -> xr.Dataset | None:
+def _read_small(path: StorePath, storage_options: dict[str, Any] | None, timing: bool = True) -> xr.Dataset | None:
     """``window_counts`` and the small coordinates of a format-2 store, read at once; None for a format-1 store."""
     import asyncio
 
@@ -138,7 +138,8 @@ def _read_small(path: StorePath, storage_options: dict[str, Any] | None) -> xr.D
         members = dict(group.members())
     except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError) as e:
         raise StoreError(f"{path}: not an opto_cube store ({' '.join(str(e).split())})") from e
-    names = [n for n in (*_ARRAYS, *_INDEXES, *_SMALL) if n in members]
+    wanted = _ARRAYS if timing else (schema.WINDOW_COUNTS,)
+    names = [n for n in (*wanted, *_INDEXES, *_SMALL) if n in members]
     if schema.WINDOW_COUNTS not in names or schema.SPIKE_COUNTS not in members:
         return None
     arrays: dict[str, zarr.Array] = {}
@@ -173,6 +174,7 @@ def session_results(
     by: Any = None,
     mode: str = schema.MODE_PER_CONDITION,
     significant_by: str = "p",
+    timing: bool = True,
     table: bool = True,
     time_course: bool = False,
     psth_options: dict[str, Any] | None = None,
@@ -186,7 +188,7 @@ def session_results(
         A store path or URL (opened here, without dask), or an opened cube.
     session_id
         The session's id in the results; default the cube's ``session_id`` attribute.
-    by, mode, significant_by
+    by, mode, significant_by, timing
         As in :func:`opto_cube.response.responses`.
     table
         Compute the responses (from ``window_counts`` and the stored timing arrays; no read of the cube).
@@ -208,11 +210,12 @@ def session_results(
     if isinstance(store_or_cube, xr.Dataset):
         cube, in_memory = store_or_cube, True
     else:
-        cube, in_memory = _open(store_or_cube, storage_options, cube=time_course or psth_options is not None), False
+        wants_cube = time_course or psth_options is not None
+        cube, in_memory = _open(store_or_cube, storage_options, cube=wants_cube, timing=timing), False
     sid = str(cube.attrs.get(schema.ATTR_SESSION_ID, "")) if session_id is None else session_id
     # a cube passed in may be dask-backed: compute it here, in this task, not on a cluster from inside a task
     with dask.config.set(scheduler="sync") if in_memory else contextlib.nullcontext():
-        result = response.responses(cube, by=by, mode=mode, significant_by=significant_by, warn=False)
+        result = response.responses(cube, by=by, mode=mode, significant_by=significant_by, timing=timing, warn=False)
         rows = response.to_table(result, sid) if table else None
         course = psth.condition_time_course(cube) if time_course or psth_options is not None else None
         piece = (
@@ -226,7 +229,7 @@ def session_results(
             }
         )
     width = float(cube.attrs.get(schema.ATTR_BIN_WIDTH, np.nan))
-    note = response.timing_status(cube) if table else None
+    note = response.timing_status(cube) if table and timing else None
     return SessionResults(sid, rows, clusters, course if time_course else None, piece, width, note)
 
 

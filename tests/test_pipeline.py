@@ -231,3 +231,29 @@ def test_maps_leave_out_light_artifacts_and_draw_latency(latency_converted, tmp_
     table = pipeline.responses_table(latency_converted.out)
     flagged = table[table[schema.LIGHT_ARTIFACT] & table[schema.QC_PASS] & (table[schema.WAVEFORM_TYPE] != "")]
     assert n_kept - n_default == len(flagged) > 0
+
+
+def test_responses_without_timing_read_window_counts_only(latency_converted, no_warnings):
+    """``timing=False``: the seed's columns equal the full table's, the timing columns are NaN (no warning),
+    and a task reads no timing array (only ``window_counts`` and the small coordinates)."""
+    full = pipeline.responses_table(latency_converted.out)
+    seed = pipeline.responses_table(latency_converted.out, timing=False)
+    seed_columns = [*schema.RESPONSE_COLUMNS, schema.EMITTER_DEPTH, schema.Q_VALUE]
+    pd.testing.assert_frame_equal(seed[seed_columns], full[seed_columns])
+    for name in (schema.LATENCY, schema.FIRST_SPIKE, schema.JITTER, schema.RELIABILITY):
+        assert seed[name].isna().all(), name
+        assert full[name].notna().any(), name
+    assert not seed[schema.LIGHT_ARTIFACT].any()
+    assert full[schema.LIGHT_ARTIFACT].any()
+    store_path = sorted(latency_converted.out.glob("*.zarr"))[0]
+    small = tasks._open(store_path, None, cube=False, timing=False)
+    assert set(small.data_vars) == {schema.WINDOW_COUNTS}
+    assert schema.CONDITION_COUNTS in tasks._open(store_path, None, cube=False).data_vars
+
+
+def test_cli_responses_no_timing(latency_converted, tmp_path):
+    out = tmp_path / "seed.csv"
+    assert cli.main(["responses", str(latency_converted.out), "--out", str(out), "--no-timing"]) == 0
+    table = pd.read_csv(out)
+    assert table[schema.LATENCY].isna().all()
+    assert table[schema.PCT_CHANGE].notna().any()
