@@ -13,7 +13,7 @@ import re
 import shutil
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,14 +57,23 @@ def _window(text: str) -> tuple[float, float]:
     return start, stop
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+def _positive_number(what: str) -> Callable[[str], float]:
+    """An argparse type: a finite positive float, or one line saying ``expected <what>``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_float = _positive_number("a positive number")
+_positive_um = _positive_number("a positive width in um (e.g. 100)")
 
 
 def _positive_int(text: str) -> int:
@@ -339,16 +348,6 @@ def _duration(text: str) -> float | str:
         value = -1.0
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a pulse duration in s (e.g. 0.05), 'max' or 'min', got {text!r}")
-    return value
-
-
-def _positive_um(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive width in um (e.g. 100), got {text!r}")
     return value
 
 

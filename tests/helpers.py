@@ -839,7 +839,7 @@ def damage(store_dir: Path, key: str, how: str, position: float = 0.5, other: st
 
 
 def add_window_counts(store_dir: Path) -> None:
-    """Give a store its ``window_counts`` (interface.md) when its writer did not, and seal it again.
+    """Give a store its ``window_counts`` (docs/contract.md) when its writer did not, and seal it again.
 
     Until the writer adds the array itself, the integrity tests add it here,
     written as the contract says: the cube's pre and stim window sums, dims
