@@ -473,10 +473,10 @@ REPORT_VERSION_PACKAGES = (
     "zarr",
     "numcodecs",
     "dask",
-    "flox",
     "numba",
     "matplotlib",
     "jinja2",
+    "h5netcdf",
 )
 REPORT_SUMMARY_RESPONDING = "responding_units"  # summary column: QC-passing units responding under some condition
 REPORT_SECTIONS = (  # the analysis sections of `opto-cube report`, in page order (docs/report.md)
