@@ -289,6 +289,16 @@ def _progress(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
     return tqdm(iterable, total=total, desc=desc, unit="chunk", leave=False, disable=None)
 
 
+def read_session(path: str | os.PathLike) -> io.Session:
+    """A session from an ALF folder (:func:`opto_cube.io.read_session`) or an NWB file
+    (:func:`opto_cube.nwb.read_session`, imported only for one): both make the same cube."""
+    if Path(path).suffix == schema.NWB_SUFFIX and not Path(path).is_dir():
+        from . import nwb
+
+        return nwb.read_session(path)
+    return io.read_session(path)
+
+
 def convert_session(
     folder: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -361,7 +371,7 @@ def convert_session(
         max_cube_gib=max_cube_gib,
     )
     started = time.perf_counter()
-    session = io.read_session(folder)
+    session = read_session(folder)
     target = store.store_path(out_dir, session.session_id)
     try:
         bins = binning.plan_time_bins(session.stim[schema.DURATION], bin_ms=bin_ms, window_s=window_s)

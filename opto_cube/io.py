@@ -479,10 +479,8 @@ def read_session(folder: str | os.PathLike) -> Session:
     >>> session = read_session(folder)  # doctest: +SKIP
     """
     folder = Path(folder)
-    if folder.suffix == schema.NWB_SUFFIX:  # an NWB session (opto_cube.nwb, imported lazily)
-        from . import nwb
-
-        return nwb.read_session(folder)
+    if folder.suffix == schema.NWB_SUFFIX and not folder.is_dir():
+        raise SessionFormatError(folder, "an NWB file, not an ALF session folder: read it with opto_cube.nwb")
     if not folder.is_dir():
         raise SessionFormatError(folder, "no such session folder")
     sha: dict[str, str] = {}

@@ -296,7 +296,9 @@ def test_not_an_nwb_file_refused(tmp_path):
     path = tmp_path / "broken.nwb"
     path.write_bytes(b"not hdf5 at all")
     with pytest.raises(SessionFormatError, match=r"broken.nwb: not a readable NWB file"):
-        io.read_session(path)
+        convert.read_session(path)  # what convert reads a session with: ALF folder or NWB file
+    with pytest.raises(SessionFormatError, match=r"broken.nwb: an NWB file, not an ALF session folder"):
+        io.read_session(path)  # the ALF reader names what it was given
 
 
 def test_find_sessions_lists_nwb_files(tmp_path):
