@@ -41,23 +41,11 @@ import numpy as np
 import pandas as pd
 
 from . import schema
-from .spatial import LEVEL, extent_rows
+from .spatial import LEVEL, REQUIRED_COLUMNS, extent_rows
 
 __all__ = ["power_response", "saturating_response"]
 
-_REQUIRED = (
-    schema.SESSION_ID,
-    schema.CLUSTER,
-    schema.EMITTER,
-    schema.POWER,
-    schema.DISTANCE,
-    schema.WAVEFORM_TYPE,
-    schema.QC_PASS,
-    schema.PCT_CHANGE,
-    schema.ACTIVATED,
-    schema.INACTIVATED,
-    schema.SIGNIFICANT,
-)
+_REQUIRED = (*REQUIRED_COLUMNS, schema.PCT_CHANGE)
 _GRID_POINTS = 161  # log grid of p50 over the tested range x/÷ 100 (about 12 % steps)
 _GRID_DECADES = 2.0
 _GOLDEN_STEPS = 60

@@ -509,7 +509,7 @@ NWB_LOCATION = "Isocortex"  # Allen CCF term: the recordings are in mouse cortex
 # Analysis layer (conditions.py, psth.py, pipeline.py): options and output files
 # --------------------------------------------------------------------------
 UNKNOWN_WAVEFORM_POLICIES = ("drop", "keep")  # what unit filters do with units of unknown waveform type
-MATCH_RTOL = {EMITTER: 0.0, POWER: POWER_RTOL, DURATION: 1e-9}  # selecting trials / rows by value
+MATCH_RTOL = {EMITTER: 0.0, POWER: POWER_RTOL, DURATION: DURATION_RTOL}  # selecting trials / rows by value
 PSTH_NEAR_EMITTER_UM = 100.0  # the maps' population PSTH: units within this distance of their nearest emitter
 PSTH_TARGET_BIN_MS = 5.0  # ... in bins of at least this width (a multiple of the cube's that tiles the pre window)
 TIME_COURSE = "time_course"  # condition_time_course: spikes summed over its trials, (cluster, condition, time)

@@ -75,7 +75,7 @@ from .errors import OptoCubeWarning
 
 __all__ = ["extent_rows", "fit_profile", "spatial_extent"]
 
-_REQUIRED = (
+REQUIRED_COLUMNS = (  # of the responses table, for every fit of this module and of power_response
     schema.SESSION_ID,
     schema.CLUSTER,
     schema.EMITTER,
@@ -106,7 +106,7 @@ def extent_rows(
     duration_s: Any = "max",
     exclude_artifacts: bool = True,
     what: str = "spatial_extent",
-    required: Sequence[str] = _REQUIRED,
+    required: Sequence[str] = REQUIRED_COLUMNS,
 ) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
     """The rows of the responses table the spatial analyses use, one per unit x emitter x power level.
 
