@@ -5,10 +5,11 @@
 On one session converted at 1 ms, in one process, methods interleaved:
 
 - ``responses_table``: the current table of the opened store (lazy, dask), the baseline;
-- ``functions``: :func:`opto_cube.latency.onset_latency`, :func:`~opto_cube.latency.light_artifact` and
-  :func:`~opto_cube.latency.first_spike_stats` on inputs already computed (what the per-session
+- ``functions``: :func:`opto_cube.analysis.latency.onset_latency`,
+  :func:`~opto_cube.analysis.latency.light_artifact` and
+  :func:`~opto_cube.analysis.latency.first_spike_stats` on inputs already computed (what the per-session
   pass hands them): the cost the new columns add once the pass exists;
-- ``first_spike_bins``: :func:`~opto_cube.latency.first_spike_bins` over every block of the cube,
+- ``first_spike_bins``: :func:`~opto_cube.analysis.latency.first_spike_bins` over every block of the cube,
   in memory (the per-block work the pass adds);
 - ``pass``: reading the cube chunk by chunk with zarr and summing it per condition, plus the
   first-spike bins: the whole per-session pass these columns need, if nothing else read the cube.
@@ -62,7 +63,8 @@ def one_pass(store: Path, inputs: dict[str, Any], keep_blocks: bool = False) -> 
     """Read the cube chunk by chunk: the per-condition time course and the per-trial first-spike bins."""
     import zarr
 
-    from opto_cube import latency, schema
+    from opto_cube import schema
+    from opto_cube.analysis import latency
 
     array = zarr.open_array(Path(store) / schema.SPIKE_COUNTS, mode="r")
     k, m, t = array.shape
@@ -83,7 +85,7 @@ def one_pass(store: Path, inputs: dict[str, Any], keep_blocks: bool = False) -> 
 
 
 def functions(inputs: dict[str, Any], course: np.ndarray, first: np.ndarray) -> dict[str, Any]:
-    from opto_cube import latency
+    from opto_cube.analysis import latency
 
     w = inputs["width"]
     lat = latency.onset_latency(course, inputs["n_trials"], inputs["time_s"], inputs["durations"], w)
@@ -95,7 +97,7 @@ def functions(inputs: dict[str, Any], course: np.ndarray, first: np.ndarray) -> 
 
 
 def first_spike_only(inputs: dict[str, Any], blocks: list, shape: tuple[int, int]) -> np.ndarray:
-    from opto_cube import latency
+    from opto_cube.analysis import latency
 
     first = np.empty(shape, dtype=np.int32)
     for i, j, block in blocks:
@@ -113,8 +115,8 @@ def _timed(fn) -> tuple[float, Any]:
 
 def _measure(size: str, width: float, repeats: int) -> list[dict]:
     """Every method on the session of ``size`` at ``width`` ms, interleaved ``repeats`` times."""
-    from opto_cube.pipeline import responses_table
-    from opto_cube.store import open_cube
+    from opto_cube.jobs.pipeline import responses_table
+    from opto_cube.store.write import open_cube
 
     store = common.store_paths(common.stores(common.dataset(size), width))[0]
     inputs = _inputs(store)

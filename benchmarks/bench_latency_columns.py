@@ -4,13 +4,13 @@
 
 On one session converted at 1 ms, in one process, methods interleaved, medians of the repeats:
 
-- ``table``: :func:`opto_cube.pipeline.responses_table` of the store, with the timing columns
+- ``table``: :func:`opto_cube.jobs.pipeline.responses_table` of the store, with the timing columns
   (q_value, latency, first spikes, light artifacts from ``condition_counts`` and ``first_spike_bin``);
 - ``table_seed``: the same without them (the timing arrays not read, the timing kernel skipped;
   q_value still computed): the baseline of the issue's budget, "at most 30 % more";
 - ``binning``: the conversion's one binning pass (:func:`opto_cube.binning.iter_count_chunks`
   consumed, nothing written) with the timing accumulation, and ``binning_seed`` without it;
-- ``convert``: the whole :func:`opto_cube.convert.convert_session` (with the timing arrays), to put
+- ``convert``: the whole :func:`opto_cube.jobs.convert.convert_session` (with the timing arrays), to put
   the accumulation's cost in proportion to a conversion.
 
 Ratios are within the run: ``table / table_seed`` and ``(binning - binning_seed) / convert``.
@@ -30,9 +30,10 @@ import numpy as np
 
 
 def _binning_pass(folder: Path, bin_ms: float, timing: bool) -> float:
-    from opto_cube import binning, io, schema
-    from opto_cube.conditions import trial_conditions
-    from opto_cube.convert import cube_template
+    from opto_cube import binning, schema
+    from opto_cube.analysis.conditions import trial_conditions
+    from opto_cube.io import alf as io
+    from opto_cube.jobs.convert import cube_template
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the synthetic sessions' planted quirks
@@ -54,7 +55,9 @@ def _binning_pass(folder: Path, bin_ms: float, timing: bool) -> float:
 
 
 def _table(store: Path, timing: bool) -> float:
-    from opto_cube import pipeline, response, schema, tasks
+    from opto_cube import schema
+    from opto_cube.analysis import response
+    from opto_cube.jobs import pipeline, tasks
 
     start = time.perf_counter()
     if timing:
@@ -71,7 +74,7 @@ def _table(store: Path, timing: bool) -> float:
 
 
 def _convert(folder: Path, bin_ms: float) -> float:
-    from opto_cube import convert
+    from opto_cube.jobs import convert
 
     with tempfile.TemporaryDirectory(dir=common.WORK) as out, warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -32,9 +32,10 @@ def child(stores: str, n_workers: int, noop_tasks: int = NOOP_TASKS) -> dict[str
     import dask
     from distributed import Client, LocalCluster, get_task_stream
 
-    from opto_cube import maps, pipeline
-    from opto_cube.catalog import open_catalog
-    from opto_cube.response import responses
+    from opto_cube.analysis import maps
+    from opto_cube.analysis.response import responses
+    from opto_cube.jobs import pipeline
+    from opto_cube.store.catalog import open_catalog
 
     warnings.simplefilter("ignore")
     with (
@@ -43,7 +44,7 @@ def child(stores: str, n_workers: int, noop_tasks: int = NOOP_TASKS) -> dict[str
         ) as cluster,
         Client(cluster) as client,
     ):
-        client.run(lambda: __import__("opto_cube.maps") and None)  # imports on the workers: not timed
+        client.run(lambda: __import__("opto_cube.analysis.maps") and None)  # imports on the workers: not timed
         client.submit(_noop, 0).result()
         started = time.perf_counter()
         catalog = open_catalog(stores)

@@ -2,13 +2,13 @@
 
     python benchmarks/bench_report.py --size realistic
 
-Each run is a fresh process that calls :func:`opto_cube.pipeline.run_report`
+Each run is a fresh process that calls :func:`opto_cube.jobs.pipeline.run_report`
 on the catalog of 9 sessions, exactly what ``opto-cube report STORES --out
 report.html`` does: one pass of per-session tasks (the responses table and
 each session's part of the population PSTH: each cube read once), the
 catalog summary with responding units, the maps, the spatial extent (1,000
-bootstrap resamples), the power response, the figures (:mod:`opto_cube.plot`,
-:mod:`opto_cube.plot_extent`), and the page written atomically. ``total_s``
+bootstrap resamples), the power response, the figures (:mod:`opto_cube.figures.plot`,
+:mod:`opto_cube.figures.plot_extent`), and the page written atomically. ``total_s``
 is the wall time of that call (imports and data generation excluded);
 ``page_mb`` the page's size; ``figure_kinds`` how each figure is embedded.
 Baseline, in the same run (interleaved fresh processes): the responses
@@ -37,8 +37,8 @@ def child(stores: str, out: str, two_pass: bool = False) -> dict[str, Any]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from opto_cube import pipeline
-    from opto_cube.catalog import open_catalog
+    from opto_cube.jobs import pipeline
+    from opto_cube.store.catalog import open_catalog
 
     warnings.simplefilter("ignore")
     started = time.perf_counter()

@@ -146,7 +146,7 @@ def responses_loops(folder: Path, clusters: list[int]) -> Any:
 def responses_cube(stores: list[Path], timing: bool = True) -> Any:
     """The package's way: one task per store, opening included (window_counts, or the cube for format 1);
     ``timing=False``: the seed's columns alone (no timing array read)."""
-    from opto_cube.pipeline import responses_table
+    from opto_cube.jobs.pipeline import responses_table
 
     return responses_table([str(s) for s in stores], timing=timing)
 
@@ -176,7 +176,7 @@ def child(method: str, folders: list[str], stores: list[str], loop_clusters: int
     import scipy.stats  # noqa: F401
     import xarray  # noqa: F401
 
-    import opto_cube.pipeline  # noqa: F401
+    import opto_cube.jobs.pipeline  # noqa: F401
 
     warnings.simplefilter("ignore")
     started = time.perf_counter()
@@ -294,9 +294,9 @@ def scale_child(stores: list[str], scheduler: str) -> dict[str, Any]:
 
     import dask
 
-    from opto_cube.catalog import catalog_of
-    from opto_cube.pipeline import responses_table
-    from opto_cube.tasks import session_tasks
+    from opto_cube.jobs.pipeline import responses_table
+    from opto_cube.jobs.tasks import session_tasks
+    from opto_cube.store.catalog import catalog_of
 
     warnings.simplefilter("ignore")
     with contextlib.ExitStack() as stack:
@@ -313,7 +313,7 @@ def scale_child(stores: list[str], scheduler: str) -> dict[str, Any]:
                 )
             )
             client = stack.enter_context(Client(cluster))
-            client.run(lambda: __import__("opto_cube.pipeline") and None)  # worker imports: not timed
+            client.run(lambda: __import__("opto_cube.jobs.pipeline") and None)  # worker imports: not timed
         started = time.perf_counter()
         table = responses_table(catalog_of(stores))
         seconds = time.perf_counter() - started

@@ -36,8 +36,8 @@ LOOP_RESAMPLES = 20
 
 def table_path(size: str = "small", n_sessions: int = N_SESSIONS, work: Path | None = None) -> Path:
     """The responses table of ``n_sessions`` synthetic sessions converted at 10 ms, as parquet; cached."""
-    from opto_cube import pipeline
-    from opto_cube.catalog import open_catalog
+    from opto_cube.jobs import pipeline
+    from opto_cube.store.catalog import open_catalog
 
     root = common.dataset(size, n_sessions=n_sessions, seed=0, work=work)
     out = common.stores(root, 10.0, work=work)
@@ -54,8 +54,8 @@ def time_extent(path: str, n_boot: int = N_BOOT) -> dict[str, Any]:
     """spatial_extent twice in this process: the first call loads the compiled kernel."""
     import pandas as pd
 
+    from opto_cube.analysis.spatial import spatial_extent
     from opto_cube.errors import OptoCubeWarning
-    from opto_cube.spatial import spatial_extent
 
     table = pd.read_parquet(path)
     out: dict[str, Any] = {"rows": len(table), "sessions": int(table["session_id"].nunique())}
@@ -87,7 +87,7 @@ def time_loop(path: str, n_resamples: int = LOOP_RESAMPLES, n_boot: int = N_BOOT
     from scipy.special import expit
 
     from opto_cube import schema
-    from opto_cube.spatial import _bootstrap_weights, extent_rows
+    from opto_cube.analysis.spatial import _bootstrap_weights, extent_rows
 
     table = pd.read_parquet(path)
     rows, levels, _ = extent_rows(table)
@@ -124,7 +124,7 @@ def time_loop(path: str, n_resamples: int = LOOP_RESAMPLES, n_boot: int = N_BOOT
 def time_power_response(path: str) -> dict[str, Any]:
     import pandas as pd
 
-    from opto_cube.power_response import power_response
+    from opto_cube.analysis.power_response import power_response
 
     table = pd.read_parquet(path)
     started = time.perf_counter()

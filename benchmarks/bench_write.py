@@ -41,7 +41,7 @@ def child(store: str, out: str, variant: str) -> dict[str, Any]:
     import zarr
     from bench_convert import cube_in_memory
 
-    from opto_cube import store as ocstore
+    from opto_cube.store import write as ocstore
 
     per_chunk, empty, threads, config = VARIANTS[variant]
     ds, blocks = cube_in_memory(Path(store))

@@ -79,7 +79,8 @@ def store_tag() -> str:
     """A short tag of the store layout (codec and chunk constants): cached stores are rebuilt when it changes."""
     import hashlib
 
-    from opto_cube import schema, store
+    from opto_cube import schema
+    from opto_cube.store import write as store
 
     # the stored arrays are part of the tag: stores cached before the timing arrays are rebuilt
     text = f"{store.COMPRESSORS!r}{schema.CHUNK_CLUSTERS}x{schema.CHUNK_TRIALS}{schema.TIMING_ARRAYS}"
@@ -90,7 +91,7 @@ def stores(root: Path, bin_ms: float, work: Path | None = None) -> Path:
     """The folder of stores of every session of ``root`` converted at ``bin_ms``; cached."""
     import warnings
 
-    from opto_cube import convert
+    from opto_cube.jobs import convert
 
     out = Path(work or WORK) / f"stores_{Path(root).name}_{bin_ms:g}ms_{store_tag()}"
     if not (out / ".complete").exists():

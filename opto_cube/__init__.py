@@ -22,27 +22,27 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
-from .errors import BinningError, OptoCubeError, OptoCubeWarning, SessionFormatError, StoreError
+from opto_cube.errors import BinningError, OptoCubeError, OptoCubeWarning, SessionFormatError, StoreError
 
 # public name -> module; imported on first use so that `import opto_cube` stays light
 _LAZY = {
-    "convert_session": "convert",
-    "read_session": "io",
-    "find_sessions": "io",
-    "open_cube": "store",
-    "open_catalog": "catalog",
-    "Catalog": "catalog",
-    "responses": "response",  # the function; the module is opto_cube.response (no clash on attribute access)
-    "responses_table": "pipeline",
-    "select_conditions": "conditions",
-    "effect_map": "maps",
-    "depth_vs_emitter": "maps",
-    "modulation_index": "maps",
-    "spatial_extent": "spatial",
-    "population_psth": "psth",
-    "condition_time_course": "psth",
-    "run_maps": "pipeline",
-    "run_report": "pipeline",
+    "convert_session": "jobs.convert",
+    "read_session": "io.alf",
+    "find_sessions": "io.alf",
+    "open_cube": "store.write",
+    "open_catalog": "store.catalog",
+    "Catalog": "store.catalog",
+    "responses": "analysis.response",  # the function, from the module opto_cube.analysis.response
+    "responses_table": "jobs.pipeline",
+    "select_conditions": "analysis.conditions",
+    "effect_map": "analysis.maps",
+    "depth_vs_emitter": "analysis.maps",
+    "modulation_index": "analysis.maps",
+    "spatial_extent": "analysis.spatial",
+    "population_psth": "analysis.psth",
+    "condition_time_course": "analysis.psth",
+    "run_maps": "jobs.pipeline",
+    "run_report": "jobs.pipeline",
 }
 
 __all__ = [

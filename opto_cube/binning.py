@@ -42,8 +42,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from . import schema
-from .errors import BinningError
+from opto_cube import schema
+from opto_cube.errors import BinningError
 
 _US_PER_S = 1_000_000
 

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__, schema
-from .errors import OptoCubeError, OptoCubeWarning
+from opto_cube import __version__, schema
+from opto_cube.errors import OptoCubeError, OptoCubeWarning
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -105,7 +105,7 @@ def _report(results: Sequence, quiet: bool = False) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert
+    from opto_cube.jobs.convert import convert
 
     budgets = {"max_buffer_gib": args.max_buffer_gib, "max_cube_gib": args.max_cube_gib}
     results = convert(
@@ -128,7 +128,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 # to-nwb
 # --------------------------------------------------------------------------
 def cmd_to_nwb(args: argparse.Namespace) -> int:
-    from .nwb import to_nwb
+    from opto_cube.io.nwb import to_nwb
 
     results = to_nwb(
         args.data_root, args.out, sessions=args.session, tip_offset_um=args.tip_offset_um, with_cube=args.with_cube
@@ -150,7 +150,7 @@ def cmd_to_nwb(args: argparse.Namespace) -> int:
 # verify
 # --------------------------------------------------------------------------
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import verify
+    from opto_cube.jobs.verify import verify
 
     reports = verify(args.path, data_root=args.data)
     for report in reports:
@@ -195,7 +195,7 @@ def describe(ds: object) -> str:
 
 def _artifact_line(ds: object) -> str:
     """The ``opto-cube info`` line counting light-artifact units (from the stored timing arrays)."""
-    from .catalog import light_artifacts
+    from opto_cube.store.catalog import light_artifacts
 
     flags = light_artifacts(ds)  # type: ignore[arg-type]
     if flags is None:
@@ -204,7 +204,7 @@ def _artifact_line(ds: object) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .store import STORE_SUFFIX, is_url, list_stores, open_cube
+    from opto_cube.store.write import STORE_SUFFIX, is_url, list_stores, open_cube
 
     if is_url(args.path):
         return _info_url(args.path.rstrip("/"))
@@ -227,7 +227,7 @@ def _info_url(url: str) -> int:
     """``info`` of a store or a folder of stores on object storage (``s3://...``; AWS_* variables for access)."""
     import fsspec
 
-    from .store import STORE_SUFFIX, is_complete, open_cube
+    from opto_cube.store.write import STORE_SUFFIX, is_complete, open_cube
 
     fs, root = fsspec.core.url_to_fs(url)
     if url.endswith(STORE_SUFFIX) or fs.exists(f"{root}/zarr.json"):
@@ -310,9 +310,9 @@ def _dask_cluster(args: argparse.Namespace) -> Iterator[None]:
 
 
 def cmd_responses(args: argparse.Namespace) -> int:
-    from .catalog import catalog_of
-    from .conditions import check_by
-    from .pipeline import TABLE_SUFFIXES, responses_table, write_table
+    from opto_cube.analysis.conditions import check_by
+    from opto_cube.jobs.pipeline import TABLE_SUFFIXES, responses_table, write_table
+    from opto_cube.store.catalog import catalog_of
 
     out = Path(args.out)
     if out.suffix not in TABLE_SUFFIXES:
@@ -354,8 +354,8 @@ def _duration(text: str) -> float | str:
 def cmd_maps(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .catalog import catalog_of
-    from .pipeline import run_maps
+    from opto_cube.jobs.pipeline import run_maps
+    from opto_cube.store.catalog import catalog_of
 
     catalog = catalog_of([args.stores])
     table = None
@@ -396,8 +396,8 @@ def _read_responses(path_text: str) -> pd.DataFrame:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .catalog import catalog_of
-    from .pipeline import run_report
+    from opto_cube.jobs.pipeline import run_report
+    from opto_cube.store.catalog import catalog_of
 
     out = Path(args.out)
     if out.is_dir():
@@ -430,8 +430,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     import shutil
 
-    from . import synth
-    from .convert import convert
+    from opto_cube import synth
+    from opto_cube.jobs.convert import convert
 
     out = Path(args.out)
     data, stores = out / "data", out / "stores"
@@ -441,8 +441,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     synth.make_dataset(data, n_sessions=args.sessions, size=args.size, seed=args.seed)
     _say(f"2. converting them to Zarr cubes in {stores}")
     code = _report(convert(data, stores, bin_ms=args.bin_ms, overwrite=True, jobs=1, progress=True))
-    from .catalog import open_catalog
-    from .pipeline import responses_table, run_maps, run_report, write_table
+    from opto_cube.jobs.pipeline import responses_table, run_maps, run_report, write_table
+    from opto_cube.store.catalog import open_catalog
 
     catalog = open_catalog(stores)
     if not len(catalog):

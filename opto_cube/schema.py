@@ -62,7 +62,7 @@ STIM_INDEX = "stim_index"
 SESSION_ID = "session_id"
 DISTANCE = "distance_um"
 
-# --- responses (opto_cube/stats.py, opto_cube/catalog.py) -------------
+# --- responses (opto_cube/stats.py, opto_cube/store/catalog.py) -------------
 N_TRIALS = "n_trials"
 PRE_RATE = "pre_rate_hz"
 STIM_RATE = "stim_rate_hz"

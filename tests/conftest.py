@@ -31,8 +31,9 @@ from helpers import (
 )
 from hypothesis import HealthCheck, settings
 
-from opto_cube import convert, schema, synth
+from opto_cube import schema, synth
 from opto_cube.errors import OptoCubeWarning
+from opto_cube.jobs import convert
 
 settings.register_profile(
     "ci",
@@ -109,8 +110,8 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> ConvertedDataset:
 @pytest.fixture(scope="session")
 def spatial_dataset(tmp_path_factory: pytest.TempPathFactory) -> SpatialDataset:
     """SPATIAL_SESSIONS small synthetic sessions converted at 10 ms and their responses table. Read-only; slow."""
-    from opto_cube import pipeline
-    from opto_cube.catalog import open_catalog
+    from opto_cube.jobs import pipeline
+    from opto_cube.store.catalog import open_catalog
 
     base = tmp_path_factory.mktemp("spatial")
     with warnings.catch_warnings():

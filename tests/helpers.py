@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from opto_cube import convert, schema, synth
+from opto_cube import schema, synth
 from opto_cube.errors import OptoCubeWarning
+from opto_cube.jobs import convert
 
 SAMPLES_PER_S = schema.SAMPLING_RATE_HZ
 SESSION_ID = "AL0034_2024-12-05_en1_p0"
@@ -524,7 +525,7 @@ def html_table(table: Any) -> tuple[list[str], list[list[str]]]:
 def responding_units(cube: Any, session_id: str) -> int:
     """QC-passing clusters of ``cube`` significantly activated or inactivated in at least one condition,
     counted from the cube's own responses (every condition, no table)."""
-    from opto_cube import response
+    from opto_cube.analysis import response
 
     rows = response.to_table(response.responses(cube).compute(), session_id)
     hit = rows[schema.SIGNIFICANT] & (rows[schema.ACTIVATED] | rows[schema.INACTIVATED]) & rows[schema.QC_PASS]
@@ -769,8 +770,8 @@ def with_window_counts(store_path: Path) -> Path:
     Stands for a store converted with window counts, so the fast path of the responses is tested on stores
     of either format.
     """
-    from opto_cube import response
-    from opto_cube.store import open_cube
+    from opto_cube.analysis import response
+    from opto_cube.store.write import open_cube
 
     cube = open_cube(store_path)
     if schema.WINDOW_COUNTS not in cube:
@@ -847,7 +848,8 @@ def add_window_counts(store_dir: Path) -> None:
     """
     import zarr
 
-    from opto_cube import chunks, store
+    from opto_cube.store import chunks
+    from opto_cube.store import write as store
 
     if schema.WINDOW_COUNTS in zarr.open_group(store_dir, mode="r"):
         return

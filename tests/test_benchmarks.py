@@ -218,7 +218,7 @@ def test_latency_columns_benchmark_runs(tiny: dict) -> None:
     """Every method of bench_latency_columns at the tiny size, and the two ways of the table agree where they must."""
     import bench_latency_columns
 
-    from opto_cube import pipeline
+    from opto_cube.jobs import pipeline
 
     rows = bench_latency_columns.run("tiny", bin_ms=(1.0,), repeats=1, record=False)
     times = {r["method"]: r["time_s"] for r in rows if r["time_s"] is not None}

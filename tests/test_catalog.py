@@ -1,4 +1,4 @@
-"""Tests of opto_cube.catalog: a folder of stores as one lazily opened mapping, its summary and DataTree."""
+"""Tests of opto_cube.store.catalog: a folder of stores as one lazily opened mapping, its summary and DataTree."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from opto_cube import convert, schema, synth
-from opto_cube.catalog import SUMMARY_COLUMNS, Catalog, open_catalog
+from opto_cube import schema, synth
 from opto_cube.errors import OptoCubeWarning, StoreError
-from opto_cube.pipeline import responses_table
+from opto_cube.jobs import convert
+from opto_cube.jobs.pipeline import responses_table
+from opto_cube.store.catalog import SUMMARY_COLUMNS, Catalog, open_catalog
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,9 @@ import xarray as xr
 from helpers import OTHER_SESSION_ID, SESSION_ID, assert_exact, store_listing, tiny_spec, write_synth
 from test_io import BROKEN_IDS, BROKEN_INPUTS, MARKER, break_session
 
-from opto_cube import chunks, cli, schema, store, synth
+from opto_cube import cli, schema, synth
+from opto_cube.store import chunks
+from opto_cube.store import write as store
 
 SCRIPT = Path(sys.executable).with_name("opto-cube")
 
@@ -501,7 +503,7 @@ def test_a_killed_in_place_write_is_never_complete(tmp_path, clean_session, monk
         raise KeyboardInterrupt
 
     monkeypatch.setattr(chunks, "seal", interrupted)
-    from opto_cube import convert
+    from opto_cube.jobs import convert
 
     with pytest.raises(KeyboardInterrupt):
         convert.convert_session(folder, tmp_path / "stores", bin_ms=10)

@@ -1,4 +1,4 @@
-"""Tests of opto_cube.conditions: condition codes of trials, selection by value, and the unit filters
+"""Tests of opto_cube.analysis.conditions: condition codes of trials, selection by value, and the unit filters
 that the responses, maps and PSTHs share."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from opto_cube import schema
-from opto_cube.conditions import (
+from opto_cube.analysis.conditions import (
     check_by,
     check_table,
     filter_units,

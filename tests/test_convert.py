@@ -1,4 +1,4 @@
-"""Tests of opto_cube.convert: exact cubes from quirky sessions, round trips, properties, many sessions.
+"""Tests of opto_cube.jobs.convert: exact cubes from quirky sessions, round trips, properties, many sessions.
 
 Every exactness test reads the converted store back with plain ``xr.open_zarr``
 and compares per-trial pre, stim and whole-window counts, for every cluster
@@ -39,8 +39,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import opto_cube
-from opto_cube import binning, convert, io, schema, synth
+from opto_cube import binning, schema, synth
 from opto_cube.errors import BinningError, OptoCubeError, OptoCubeWarning
+from opto_cube.io import alf as io
+from opto_cube.jobs import convert
 
 CONVERT_EXAMPLES = min(10, settings.default.max_examples)  # each example converts (a few 0.1 s)
 
@@ -707,7 +709,7 @@ def test_one_session_folder_as_data_root(session_folder, tmp_path, no_warnings):
 @pytest.mark.parametrize("bin_ms", [1.0, 5.0, 10.0])
 def test_stored_timing_is_exact(quirky_converted, bin_ms):
     """condition_counts = the cube summed per condition (numpy); first_spike_bin = searchsorted on raw spikes."""
-    from opto_cube.conditions import trial_conditions
+    from opto_cube.analysis.conditions import trial_conditions
 
     path = quirky_converted.stores[bin_ms]
     opened = xr.open_zarr(path)
@@ -738,7 +740,7 @@ def test_stored_timing_is_exact(quirky_converted, bin_ms):
 def test_stored_timing_chunks_written_and_compressed(quirky_converted):
     import zarr
 
-    from opto_cube import store
+    from opto_cube.store import write as store
 
     group = zarr.open_group(quirky_converted.stores[1.0], mode="r")
     for name in schema.TIMING_ARRAYS:

@@ -1,4 +1,4 @@
-"""Tests of opto_cube.io: finding sessions, reading and checking them, and the table of broken inputs.
+"""Tests of opto_cube.io.alf: finding sessions, reading and checking them, and the table of broken inputs.
 
 ``BROKEN_INPUTS`` is the one table of broken session folders (mutation, file at
 fault, expected message); test_cli.py runs the same table through the command line.
@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 from helpers import OTHER_SESSION_ID, SESSION_ID, load, tiny_spec, write_synth
 
-from opto_cube import io, schema
+from opto_cube import schema
 from opto_cube.errors import OptoCubeWarning, SessionFormatError
+from opto_cube.io import alf as io
 
 # --------------------------------------------------------------------------
 # the table of broken inputs

@@ -1,4 +1,5 @@
-"""Tests of opto_cube.latency: latency against planted truth, first spikes against raw spikes, BH against scipy,
+"""Tests of opto_cube.analysis.latency: latency against planted truth, first spikes against raw spikes,
+BH against scipy,
 light artifacts against planted artifact units, and the pure functions' properties and refusals."""
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import false_discovery_control
 
-from opto_cube import convert, latency, synth
+from opto_cube import synth
+from opto_cube.analysis import latency
 from opto_cube.errors import OptoCubeWarning
+from opto_cube.jobs import convert
 
 LATENCY_WINDOW_S = (-0.5, 0.3)  # the 200-ms pulses and the 1-ms offset lock fit; a smaller cube than the default
 

@@ -1,4 +1,4 @@
-"""Tests of opto_cube.maps: effect maps against an independent pandas computation, depth vs emitter,
+"""Tests of opto_cube.analysis.maps: effect maps against an independent pandas computation, depth vs emitter,
 modulation index, and the ground truth of synthetic sessions end to end."""
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import pytest
 import xarray as xr
 from helpers import NOMINAL_POWERS, random_table
 
-from opto_cube import convert, maps, schema, synth
-from opto_cube.catalog import open_catalog
-from opto_cube.conditions import select_conditions
+from opto_cube import schema, synth
+from opto_cube.analysis import maps
+from opto_cube.analysis.conditions import select_conditions
 from opto_cube.errors import OptoCubeWarning
-from opto_cube.pipeline import responses_table
+from opto_cube.jobs import convert
+from opto_cube.jobs.pipeline import responses_table
+from opto_cube.store.catalog import open_catalog
 
 
 # --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""NWB in and out (opto_cube.nwb): ALF -> NWB -> cube equals ALF -> cube, the file is valid and readable by
+"""NWB in and out (opto_cube.io.nwb): ALF -> NWB -> cube equals ALF -> cube, the file is valid and readable by
 plain pynwb, incomplete NWB files are refused in one line, and the ``to-nwb`` command."""
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ from helpers import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opto_cube import cli, convert, io, nwb, schema, synth
+from opto_cube import cli, schema, synth
 from opto_cube.errors import OptoCubeError, OptoCubeWarning, SessionFormatError
+from opto_cube.io import alf as io
+from opto_cube.io import nwb
+from opto_cube.jobs import convert
 
 pynwb = pytest.importorskip("pynwb")
 

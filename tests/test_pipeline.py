@@ -1,4 +1,4 @@
-"""Tests of opto_cube.pipeline: one task per session, the responses and maps jobs, their files, and the
+"""Tests of opto_cube.jobs.pipeline: one task per session, the responses and maps jobs, their files, and the
 ``opto-cube responses`` / ``maps`` / ``demo`` commands run in process."""
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from helpers import assert_png, parse_html, raise_if_dask_computes, with_window_
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opto_cube import cli, convert, maps, pipeline, psth, response, schema, synth, tasks
-from opto_cube.catalog import cubes_of, open_catalog, sessions_of
+from opto_cube import cli, schema, synth
+from opto_cube.analysis import maps, psth, response
 from opto_cube.errors import OptoCubeError, OptoCubeWarning
+from opto_cube.jobs import convert, pipeline, tasks
+from opto_cube.store.catalog import cubes_of, open_catalog, sessions_of
 
 FIGURES = schema.MAPS_FIGURES
 

@@ -1,4 +1,7 @@
-"""Tests of opto_cube.plot and of the ``maps`` and ``demo`` commands: labelled axes, real PNGs, files in place."""
+"""Tests of opto_cube.figures.plot and of the ``maps`` and ``demo`` commands.
+
+Labelled axes, real PNGs, files in place.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ import numpy as np
 import pytest
 from helpers import assert_png, random_table
 
-from opto_cube import maps, plot, psth, schema
-from opto_cube.store import open_cube
+from opto_cube import schema
+from opto_cube.analysis import maps, psth
+from opto_cube.figures import plot
+from opto_cube.store.write import open_cube
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
@@ -31,7 +36,7 @@ def assert_labelled(ax) -> None:
 
 def test_importing_opto_cube_does_not_import_matplotlib():
     code = (
-        "import sys, opto_cube, opto_cube.maps, opto_cube.plot, opto_cube.pipeline; "
+        "import sys, opto_cube, opto_cube.analysis.maps, opto_cube.figures.plot, opto_cube.jobs.pipeline; "
         "print(sorted({'matplotlib', 'flox', 'distributed'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

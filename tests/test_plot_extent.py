@@ -1,4 +1,4 @@
-"""Tests of opto_cube.plot_extent: the figures draw what they are given, labelled, and refuse other input."""
+"""Tests of opto_cube.figures.plot_extent: the figures draw what they are given, labelled, and refuse other input."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import pytest
 import xarray as xr
 from helpers import logistic_table
 
-from opto_cube import plot_extent, schema
-from opto_cube.plot import WAVEFORM_COLORS
-from opto_cube.power_response import power_response
-from opto_cube.spatial import spatial_extent
+from opto_cube import schema
+from opto_cube.analysis.power_response import power_response
+from opto_cube.analysis.spatial import spatial_extent
+from opto_cube.figures import plot_extent
+from opto_cube.figures.plot import WAVEFORM_COLORS
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of opto_cube.plot_latency: latency against distance, FS and RS apart, per power, artifacts left out."""
+"""Tests of opto_cube.figures.plot_latency: latency against distance, FS and RS apart, per power, artifacts left out."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from opto_cube import schema
-from opto_cube.plot_latency import plot_latency_vs_distance
+from opto_cube.figures.plot_latency import plot_latency_vs_distance
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")

@@ -1,4 +1,7 @@
-"""Tests of opto_cube.power_response: the saturating fit per unit x emitter, its flags and the generator's truth."""
+"""Tests of opto_cube.analysis.power_response.
+
+The saturating fit per unit x emitter, its flags and the generator's truth.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from hypothesis import strategies as st
 from scipy.optimize import curve_fit
 
 from opto_cube import synth
-from opto_cube.power_response import power_response, saturating_response
+from opto_cube.analysis.power_response import power_response, saturating_response
 
 
 def _unit_table(powers, pct, *, cluster=0, emitter=1, session="s", distance=50.0, wtype="FS") -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Tests of opto_cube.psth: lazy PSTHs of a cube, the per-condition time course, population PSTHs,
+"""Tests of opto_cube.analysis.psth: lazy PSTHs of a cube, the per-condition time course, population PSTHs,
 each against a plain numpy computation on the cube's counts."""
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ import pytest
 import xarray as xr
 from helpers import raise_if_dask_computes
 
-from opto_cube import psth, schema
-from opto_cube.catalog import cubes_of, open_catalog
-from opto_cube.store import open_cube
+from opto_cube import schema
+from opto_cube.analysis import psth
+from opto_cube.store.catalog import cubes_of, open_catalog
+from opto_cube.store.write import open_cube
 
 
 @pytest.fixture(scope="module")

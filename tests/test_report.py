@@ -1,4 +1,4 @@
-"""Tests of opto_cube.report: the self-contained HTML page.
+"""Tests of opto_cube.figures.report: the self-contained HTML page.
 
 The page is built from real results (synthetic sessions converted, opened as a
 catalog, responses, maps and figures computed with today's API), rendered,
@@ -32,8 +32,11 @@ from helpers import REPORT_SECTIONS, html_table, page_sections, parse_html, resp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from opto_cube import catalog, pipeline, report, schema
+from opto_cube import schema
 from opto_cube.errors import OptoCubeError
+from opto_cube.figures import report
+from opto_cube.jobs import pipeline
+from opto_cube.store import catalog
 
 HOSTILE = '<script>alert("x")</script>&<b>'
 EXTERNAL = re.compile(r"""(?:\bsrc|\bhref)\s*=\s*["']?\s*(?!#|data:image/png;base64,)[^"'\s>]|url\(\s*["']?(?!#)""")

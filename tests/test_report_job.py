@@ -1,9 +1,9 @@
-"""The report job: :func:`opto_cube.pipeline.run_report` / ``report_content`` and ``opto-cube report``.
+"""The report job: :func:`opto_cube.jobs.pipeline.run_report` / ``report_content`` and ``opto-cube report``.
 
 The page is built from real converted sessions (the shared tiny dataset), parsed
 with the stdlib HTML parser, and each part checked against an independent
 computation: the sessions and their responding units from the cubes' own
-responses, the spatial extent table from :func:`opto_cube.spatial.spatial_extent`
+responses, the spatial extent table from :func:`opto_cube.analysis.spatial.spatial_extent`
 of the responses table, the figure count from what each analysis could fit.
 """
 
@@ -23,9 +23,12 @@ import pandas as pd
 import pytest
 from helpers import REPORT_SECTIONS, html_table, page_sections, parse_html, responding_units
 
-from opto_cube import cli, pipeline, power_response, report, schema, spatial, synth, tasks
-from opto_cube.catalog import Catalog, open_catalog
+from opto_cube import cli, schema, synth
+from opto_cube.analysis import power_response, spatial
 from opto_cube.errors import OptoCubeError
+from opto_cube.figures import report
+from opto_cube.jobs import pipeline, tasks
+from opto_cube.store.catalog import Catalog, open_catalog
 
 N_BOOT = 100  # the bootstrap's size does not change what the page holds; keep the tests quick
 HEADINGS = ["Sessions", *REPORT_SECTIONS, "Parameters and versions"]
@@ -290,7 +293,7 @@ def test_cli_report_refuses_bad_options(tiny_dataset, tmp_path: Path, capsys) ->
 @pytest.mark.slow
 def test_report_of_realistic_sessions(tmp_path: Path) -> None:
     """Two realistic sessions (several powers: the power-response fits and their figures), at 10 ms."""
-    from opto_cube import convert
+    from opto_cube.jobs import convert
 
     synth.make_dataset(tmp_path / "data", n_sessions=2, size="realistic", seed=5)
     results = convert.convert(tmp_path / "data", tmp_path / "stores", bin_ms=10)

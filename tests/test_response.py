@@ -1,4 +1,6 @@
-"""Tests of opto_cube.response (responses): every row equals an independent computation from the raw spike files.
+"""Tests of opto_cube.analysis.response (responses).
+
+Every row equals an independent computation from the raw spike files.
 
 The reference here reads the session's ``spikes.*`` and ``stim.*`` files with
 numpy, counts each window with ``np.searchsorted`` (``onset + a <= t < onset + b``),
@@ -28,11 +30,13 @@ from helpers import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opto_cube import cli, convert, schema, store, synth
-from opto_cube.catalog import open_catalog
+from opto_cube import cli, schema, synth
+from opto_cube.analysis.response import compute_all, responses, window_counts
 from opto_cube.errors import TimingWarning
-from opto_cube.pipeline import responses_table
-from opto_cube.response import compute_all, responses, window_counts
+from opto_cube.jobs import convert
+from opto_cube.jobs.pipeline import responses_table
+from opto_cube.store import write as store
+from opto_cube.store.catalog import open_catalog
 
 FLOAT_COLUMNS = (schema.PRE_RATE, schema.STIM_RATE, schema.PCT_CHANGE)
 BOOL_COLUMNS = (schema.ACTIVATED, schema.INACTIVATED, schema.SIGNIFICANT)
@@ -606,7 +610,7 @@ def _stored_to_reference(store_path: Path, reference) -> np.ndarray:
 def test_timing_columns_equal_independent_computations(quirky_converted):
     """Each column against numpy on the raw cube and raw spikes: per-condition sums, searchsorted first spikes,
     scipy's BH; latency by latency.onset_latency on the independently summed time course."""
-    from opto_cube import latency
+    from opto_cube.analysis import latency
 
     path = quirky_converted.stores[1.0]
     table = responses_table(path)
@@ -675,7 +679,7 @@ def test_timing_columns_are_lazy(quirky_converted):
 
 def test_published_timing_from_pooled_conditions(quirky_converted):
     """Published mode: the timing of the emitter's pooled trials (QC clusters), the shortest pulse's window."""
-    from opto_cube import latency
+    from opto_cube.analysis import latency
 
     path = quirky_converted.stores[1.0]
     reference = condition_courses(path)

@@ -22,9 +22,12 @@ import pytest
 import xarray as xr
 from helpers import OTHER_SESSION_ID, SESSION_ID, tiny_spec, write_synth
 
-from opto_cube import catalog, chunks, cli, convert, pipeline, schema, store
+from opto_cube import cli, schema
 from opto_cube.errors import OptoCubeWarning, StoreError
-from opto_cube.verify import verify
+from opto_cube.jobs import convert, pipeline
+from opto_cube.jobs.verify import verify
+from opto_cube.store import catalog, chunks
+from opto_cube.store import write as store
 
 moto_server = pytest.importorskip(
     "moto.server",

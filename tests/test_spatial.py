@@ -1,4 +1,4 @@
-"""Tests of opto_cube.spatial: the logistic fall-off, the radius, the bootstrap, the table checks."""
+"""Tests of opto_cube.analysis.spatial: the logistic fall-off, the radius, the bootstrap, the table checks."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from scipy.special import expit
 
 import opto_cube
 from opto_cube import schema
+from opto_cube.analysis.extent_fit import bootstrap_weights, fit_profile, half_radius
+from opto_cube.analysis.spatial import extent_rows, spatial_extent
 from opto_cube.errors import OptoCubeWarning
-from opto_cube.spatial import _bootstrap_weights, _radius, extent_rows, fit_profile, spatial_extent
 
 
 def _quiet_extent(table: pd.DataFrame, **kw) -> object:
@@ -72,19 +73,19 @@ def test_weights_are_replications() -> None:
 
 @given(a=st.floats(-6, 8), b=st.floats(-0.1, -1e-4))
 def test_radius_halves_the_fraction(a: float, b: float) -> None:
-    r = _radius(np.array([a, b]))
+    r = half_radius(np.array([a, b]))
     assert math.isclose(r, logistic_radius(a, b), rel_tol=1e-7, abs_tol=1e-6)
     assert math.isclose(expit(a + b * r), expit(a) / 2, rel_tol=1e-7)
 
 
 def test_no_fall_off_is_infinite() -> None:
-    assert np.isinf(_radius(np.array([[1.0, 0.0], [1.0, 0.01]]))).all()
+    assert np.isinf(half_radius(np.array([[1.0, 0.0], [1.0, 0.01]]))).all()
 
 
 def test_bootstrap_weights_resample_within_sessions() -> None:
     rng = np.random.default_rng(0)
     session = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 1])
-    w = _bootstrap_weights(session, 2000, rng)
+    w = bootstrap_weights(session, 2000, rng)
     for s in range(3):
         np.testing.assert_array_equal(w[:, session == s].sum(axis=1), (session == s).sum())
     np.testing.assert_allclose(w.mean(axis=0), 1.0, atol=0.1)  # each unit drawn once on average

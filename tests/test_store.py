@@ -1,4 +1,4 @@
-"""Tests of opto_cube.store: atomic writes, leftovers of killed runs, the Zarr layout, lazy opening."""
+"""Tests of opto_cube.store.write: atomic writes, leftovers of killed runs, the Zarr layout, lazy opening."""
 
 from __future__ import annotations
 
@@ -15,8 +15,12 @@ import xarray as xr
 import zarr
 from helpers import SESSION_ID, raise_if_dask_computes, write_synth
 
-from opto_cube import binning, chunks, convert, io, schema, store
+from opto_cube import binning, schema
 from opto_cube.errors import StoreError
+from opto_cube.io import alf as io
+from opto_cube.jobs import convert
+from opto_cube.store import chunks
+from opto_cube.store import write as store
 
 
 @pytest.fixture

@@ -1,4 +1,7 @@
-"""opto_cube.verify and reading damaged stores: every damage is found, by verify and by reading, naming the chunk."""
+"""opto_cube.jobs.verify and reading damaged stores.
+
+Every damage is found, by verify and by reading, naming the chunk.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +17,11 @@ from helpers import DAMAGES, SESSION_ID, add_window_counts, chunk_files, convert
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from opto_cube import chunks, cli, schema, store
+from opto_cube import cli, schema
 from opto_cube.errors import StoreError
-from opto_cube.verify import verify, verify_store
+from opto_cube.jobs.verify import verify, verify_store
+from opto_cube.store import chunks
+from opto_cube.store import write as store
 
 CHUNKINGS = ((4, 16), (3, 7), (8, 40))  # (clusters, trials) per chunk of the tiny session (8 x 40)
 

@@ -27,7 +27,8 @@ import xarray as xr
 import zarr
 from helpers import SESSION_ID, convert_recording, damage, quirky_spec, write_synth
 
-from opto_cube import chunks, schema
+from opto_cube import schema
+from opto_cube.store import chunks
 
 ts = pytest.importorskip("tensorstore", reason="tensorstore is not installed (pip install tensorstore)")
 

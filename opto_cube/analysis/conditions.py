@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import schema
+from opto_cube import schema
 
 __all__ = [
     "TrialConditions",

@@ -1,7 +1,7 @@
 """Figures of computed results: effect maps, depth against emitter depth, modulation index, PSTHs.
 
 Drawing only: every function takes a result already computed (by
-:mod:`opto_cube.maps` or :mod:`opto_cube.psth`) and imports no analysis module.
+:mod:`opto_cube.analysis.maps` or :mod:`opto_cube.analysis.psth`) and imports no analysis module.
 
 matplotlib is imported inside the functions, so ``import opto_cube`` does not
 import it; without a display the Agg backend is used. Every function takes
@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import schema
-from .store import atomic_file
+from opto_cube import schema
+from opto_cube.store.write import atomic_file
 
 __all__ = [
     "WAVEFORM_COLORS",
@@ -53,7 +53,7 @@ ANNOTATE_MAX_CELLS = 120
 DISTANCE_LABEL = "distance from emitter (µm; + deeper)"
 
 
-def _plt() -> Any:
+def pyplot() -> Any:
     """matplotlib.pyplot, with the Agg backend when there is no display."""
     if "matplotlib.pyplot" not in sys.modules:
         import matplotlib
@@ -71,7 +71,7 @@ def _label(waveform_type: str) -> str:
 
 def _axes_grid(axes: Any, nrows: int, ncols: int, figsize: tuple[float, float]) -> np.ndarray:
     if axes is None:
-        plt = _plt()
+        plt = pyplot()
         _, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, layout="constrained")
         return axes
     axes = np.asarray(axes, dtype=object)
@@ -100,7 +100,7 @@ def plot_effect_map(
     Parameters
     ----------
     effect
-        An effect map (:func:`opto_cube.maps.effect_map`) with dims
+        An effect map (:func:`opto_cube.analysis.maps.effect_map`) with dims
         ``distance_um`` and optionally ``power_mw`` and ``waveform_type``.
     axes
         ``n_types x len(effects)`` axes to draw into; default a new figure.
@@ -117,7 +117,7 @@ def plot_effect_map(
     -------
     numpy.ndarray of matplotlib Axes, shape (n_types, len(effects)).
     """
-    plt = _plt()
+    plt = pyplot()
     extra = [d for d in effect.dims if d not in (schema.DISTANCE, schema.POWER, schema.WAVEFORM_TYPE)]
     if schema.DISTANCE not in effect.dims or extra:
         raise ValueError(
@@ -216,7 +216,7 @@ def plot_depth_vs_emitter(result: Any, *, axes: Any = None, effects: tuple[str, 
     Parameters
     ----------
     result
-        A :class:`opto_cube.maps.DepthVsEmitter` (from :func:`opto_cube.maps.depth_vs_emitter`).
+        A :class:`opto_cube.analysis.maps.DepthVsEmitter` (from :func:`opto_cube.analysis.maps.depth_vs_emitter`).
     axes
         One axes per effect; default a new figure.
     effects
@@ -293,7 +293,7 @@ def plot_modulation_index(mi: pd.DataFrame, *, ax: Any = None) -> Any:
     Parameters
     ----------
     mi
-        The output of :func:`opto_cube.maps.modulation_index` (columns
+        The output of :func:`opto_cube.analysis.maps.modulation_index` (columns
         ``modulation_index``, ``trough_to_peak_ms``, ``waveform_type``).
     ax
         Axes to draw into; default a new figure.
@@ -311,7 +311,7 @@ def plot_modulation_index(mi: pd.DataFrame, *, ax: Any = None) -> Any:
     'modulation index (stim - pre) / (stim + pre)'
     """
     if ax is None:
-        _, ax = _plt().subplots(figsize=(6.0, 4.5), layout="constrained")
+        _, ax = pyplot().subplots(figsize=(6.0, 4.5), layout="constrained")
     labels = [w for w in (*schema.WAVEFORM_TYPES, schema.UNKNOWN_LABEL) if (mi[schema.WAVEFORM_TYPE] == w).any()]
     labels += sorted(set(mi[schema.WAVEFORM_TYPE]) - set(labels))
     for w in labels:
@@ -355,7 +355,7 @@ def plot_psth(
     Parameters
     ----------
     rate
-        A firing rate from :func:`opto_cube.psth.psth` (dims cluster, time),
+        A firing rate from :func:`opto_cube.analysis.psth.psth` (dims cluster, time),
         or any DataArray with a ``time`` dim in s; computed here if lazy.
     ax
         Axes to draw into; default a new figure.
@@ -382,7 +382,7 @@ def plot_psth(
     if schema.TIME not in rate.dims:
         raise ValueError(f"plot_psth needs a {schema.TIME!r} dim, got dims {rate.dims!r}")
     if ax is None:
-        _, ax = _plt().subplots(figsize=(6.0, 4.0), layout="constrained")
+        _, ax = pyplot().subplots(figsize=(6.0, 4.0), layout="constrained")
     rate = rate.compute()
     others = [d for d in rate.dims if d != schema.TIME]
     if sem_over is None:
@@ -416,12 +416,12 @@ def plot_psth(
 # Saving, and the figures of `opto-cube maps`
 # --------------------------------------------------------------------------
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> Path:
-    """Save ``fig`` as a PNG atomically (:func:`opto_cube.store.atomic_file`) and close it."""
+    """Save ``fig`` as a PNG atomically (:func:`opto_cube.store.write.atomic_file`) and close it."""
     try:
         with atomic_file(path) as tmp:
             fig.savefig(tmp, format="png", dpi=dpi)
     finally:
-        _plt().close(fig)
+        pyplot().close(fig)
     return Path(path)
 
 
@@ -433,7 +433,7 @@ def plot_population_psth(
     Parameters
     ----------
     rate
-        From :func:`opto_cube.psth.population_psth`: dims (power_mw, unit, time),
+        From :func:`opto_cube.analysis.psth.population_psth`: dims (power_mw, unit, time),
         ``waveform_type`` a coordinate of ``unit``.
     axes
         One axes per waveform type present; default a new figure.
@@ -444,7 +444,7 @@ def plot_population_psth(
     -------
     numpy.ndarray of matplotlib Axes, one per waveform type present.
     """
-    plt = _plt()
+    plt = pyplot()
     labels = rate[schema.WAVEFORM_TYPE].values
     types = [w for w in (*schema.WAVEFORM_TYPES, schema.UNKNOWN_LABEL) if (labels == w).any()]
     axes = _axes_grid(axes, 1, max(1, len(types)), (5.4 * max(1, len(types)), 4.0)).ravel()

@@ -1,16 +1,16 @@
 """Figures of the spatial extent and the power response: drawing only, from computed results.
 
-Every function takes what :func:`opto_cube.spatial.spatial_extent` (an
-:class:`xarray.Dataset`) or :func:`opto_cube.power_response.power_response`
+Every function takes what :func:`opto_cube.analysis.spatial.spatial_extent` (an
+:class:`xarray.Dataset`) or :func:`opto_cube.analysis.power_response.power_response`
 (a table) returned, draws into ``ax`` / ``axes`` (a new figure when None) and
 returns them. matplotlib is imported inside the functions. RS and FS keep the
-colours of the other figures (``opto_cube.plot.WAVEFORM_COLORS``); powers are
+colours of the other figures (``opto_cube.figures.plot.WAVEFORM_COLORS``); powers are
 shades of the type's colour, light to dark.
 
 Examples
 --------
 >>> import numpy as np, pandas as pd
->>> from opto_cube.spatial import spatial_extent
+>>> from opto_cube.analysis.spatial import spatial_extent
 >>> rng = np.random.default_rng(1)
 >>> d = rng.uniform(-700, 700, 400)
 >>> table = pd.DataFrame({"session_id": np.repeat(["a", "b"], 200), "cluster": np.arange(400), "emitter": 1,
@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import schema
-from .plot import WAVEFORM_COLORS, _plt  # one source of colours and of the backend choice
+from opto_cube import schema
+from opto_cube.figures.plot import WAVEFORM_COLORS, pyplot  # one source of colours and of the backend choice
 
 __all__ = [
     "PAIRS",
@@ -53,7 +53,7 @@ EFFECT_MARKERS = {schema.ACTIVATED: "o", schema.INACTIVATED: "s"}
 
 def _axes(axes: Any, n: int, size: tuple[float, float]) -> np.ndarray:
     if axes is None:
-        _, axes = _plt().subplots(1, n, figsize=(size[0] * n, size[1]), squeeze=False, layout="constrained")
+        _, axes = pyplot().subplots(1, n, figsize=(size[0] * n, size[1]), squeeze=False, layout="constrained")
         return axes.ravel()
     axes = np.atleast_1d(np.asarray(axes, dtype=object)).ravel()
     if axes.size != n:
@@ -63,7 +63,7 @@ def _axes(axes: Any, n: int, size: tuple[float, float]) -> np.ndarray:
 
 def _one_ax(ax: Any, size: tuple[float, float] = (4.5, 3.5)) -> Any:
     if ax is None:
-        _, ax = _plt().subplots(figsize=size, layout="constrained")
+        _, ax = pyplot().subplots(figsize=size, layout="constrained")
     return ax
 
 
@@ -248,7 +248,7 @@ def _check_fits(fits: Any, what: str) -> None:
     needed = (schema.PR_P50, schema.PR_MAX_EFFECT, schema.PR_FIT_OK, schema.DISTANCE, schema.WAVEFORM_TYPE)
     if not isinstance(fits, pd.DataFrame) or any(c not in fits for c in needed):
         raise TypeError(
-            f"{what} expects the table of opto_cube.power_response.power_response "
+            f"{what} expects the table of opto_cube.analysis.power_response.power_response "
             f"(columns {', '.join(needed)}), got {type(fits).__name__!r}"
         )
 
@@ -261,7 +261,7 @@ def plot_p50_vs_distance(
     Parameters
     ----------
     fits
-        From :func:`opto_cube.power_response.power_response`.
+        From :func:`opto_cube.analysis.power_response.power_response`.
     ax
         Axes to draw into; default a new figure.
     only_ok, only_responding
@@ -321,7 +321,7 @@ def plot_power_curves(
     Parameters
     ----------
     fits
-        From :func:`opto_cube.power_response.power_response`.
+        From :func:`opto_cube.analysis.power_response.power_response`.
     points
         The responses table the fits came from: its ``pct_change`` at each
         power of the example units (same session, cluster, emitter and pulse

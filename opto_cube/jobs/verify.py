@@ -40,8 +40,11 @@ from typing import Any
 import numpy as np
 import zarr
 
-from . import chunks, io, schema, store
-from .errors import OptoCubeError, StoreError
+from opto_cube import schema
+from opto_cube.errors import OptoCubeError, StoreError
+from opto_cube.io import alf as io
+from opto_cube.store import chunks
+from opto_cube.store import write as store
 
 __all__ = ["StoreReport", "verify", "verify_store"]
 

@@ -2,7 +2,7 @@
 
 :func:`open_catalog` lists the ``*.zarr`` stores of a folder (or URL) and
 reads each one's small ``zarr.json`` (completion mark and session id); a
-store is opened (:func:`opto_cube.store.open_cube`) only when its cube is
+store is opened (:func:`opto_cube.store.write.open_cube`) only when its cube is
 first asked for. The :class:`Catalog` is a read-only mapping
 ``session_id -> xarray.Dataset`` that prints a one-row-per-session summary
 and converts to an :class:`xarray.DataTree`. :func:`sessions_of` gives the
@@ -36,9 +36,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import schema
-from .errors import StoreError, warn
-from .store import STORE_SUFFIX, StorePath, is_url, list_stores, open_cube, read_store_attrs
+from opto_cube import schema
+from opto_cube.errors import StoreError, warn
+from opto_cube.store.write import STORE_SUFFIX, StorePath, is_url, list_stores, open_cube, read_store_attrs
 
 __all__ = ["Catalog", "catalog_of", "cluster_table", "cubes_of", "open_catalog", "sessions_of"]
 
@@ -154,7 +154,7 @@ def _summary_row(session_id: str, ds: xr.Dataset) -> dict[str, Any]:
 def light_artifacts(ds: xr.Dataset) -> np.ndarray | None:
     """Each cluster's light-artifact flag from a store's stored timing arrays (the responses' ``light_artifact``).
 
-    :func:`opto_cube.latency.light_artifact` of ``condition_counts`` over the
+    :func:`opto_cube.analysis.latency.light_artifact` of ``condition_counts`` over the
     stored conditions: reads that array (small) and the coordinates, never
     ``spike_counts``. None when the store cannot tell: bins coarser than
     ``schema.LATENCY_MAX_BIN_MS``, or a store written before the timing arrays.
@@ -164,7 +164,7 @@ def light_artifacts(ds: xr.Dataset) -> np.ndarray | None:
     >>> light_artifacts(xr.Dataset(attrs={"bin_width_s": 0.01})) is None
     True
     """
-    from .latency import light_artifact
+    from opto_cube.analysis.latency import light_artifact
 
     width = float(ds.attrs.get(schema.ATTR_BIN_WIDTH, np.nan))
     if schema.CONDITION_COUNTS not in ds.variables or not width * 1000.0 <= schema.LATENCY_MAX_BIN_MS:

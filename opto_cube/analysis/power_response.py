@@ -14,10 +14,10 @@ is linear least squares, so only ``p50`` is searched: on a log grid spanning
 the tested powers x/÷ 100, then by golden-section search between the grid
 neighbours of the best point, for all units at once.
 
-A separate module from :mod:`opto_cube.spatial` because it is a different
+A separate module from :mod:`opto_cube.analysis.spatial` because it is a different
 question (one curve per unit against power, not one profile per population
 against distance) with its own model, fit and table; both share the row
-selection of :func:`opto_cube.spatial.extent_rows`.
+selection of :func:`opto_cube.analysis.spatial.extent_rows`.
 
 Examples
 --------
@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import schema
-from .spatial import LEVEL, REQUIRED_COLUMNS, extent_rows
+from opto_cube import schema
+from opto_cube.analysis.spatial import LEVEL, REQUIRED_COLUMNS, extent_rows
 
 __all__ = ["power_response", "saturating_response"]
 

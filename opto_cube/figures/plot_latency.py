@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import schema
-from .plot import DISTANCE_LABEL, WAVEFORM_COLORS, _plt
+from opto_cube import schema
+from opto_cube.figures.plot import DISTANCE_LABEL, WAVEFORM_COLORS, pyplot
 
 __all__ = ["plot_latency_vs_distance"]
 
@@ -77,7 +77,7 @@ def plot_latency_vs_distance(
     if not include_artifacts and schema.LIGHT_ARTIFACT in table.columns:
         rows = rows[~rows[schema.LIGHT_ARTIFACT].astype(bool)]
     rows = rows[np.isfinite(rows[schema.LATENCY].to_numpy(dtype=np.float64))]
-    plt = _plt()
+    plt = pyplot()
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
     # one line per power as the legend shows it (3 significant digits): calibrated powers of different

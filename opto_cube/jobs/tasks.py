@@ -7,7 +7,7 @@ numpy, computes that session's rows of the responses table and, when asked, its
 per-condition time course (the stored ``condition_counts``; one pass over the
 cube only for a store without them) or its part of the population PSTH, and
 returns those small results (:class:`SessionResults`). :func:`session_tasks`
-makes one ``dask.delayed`` task of it per session; :mod:`opto_cube.pipeline`
+makes one ``dask.delayed`` task of it per session; :mod:`opto_cube.jobs.pipeline`
 computes them at once (the default threads, processes and a
 ``distributed.Client`` all run them) and builds its jobs on the results.
 
@@ -38,10 +38,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import psth, response, schema
-from .catalog import Catalog, sessions_of
-from .errors import StoreError
-from .store import StorePath
+from opto_cube import schema
+from opto_cube.analysis import psth, response
+from opto_cube.errors import StoreError
+from opto_cube.store.catalog import Catalog, sessions_of
+from opto_cube.store.write import StorePath
 
 __all__ = ["SessionResults", "session_results", "session_tasks"]
 
@@ -59,13 +60,13 @@ class SessionResults:
     clusters
         ``session_id, cluster, trough_to_peak_ms`` of every cluster.
     time_course
-        :func:`opto_cube.psth.condition_time_course` of the cube (None unless kept: it is large at 1 ms).
+        :func:`opto_cube.analysis.psth.condition_time_course` of the cube (None unless kept: it is large at 1 ms).
     psth
-        The session's part of the maps' population PSTH (:func:`opto_cube.psth.session_psth`), when asked for.
+        The session's part of the maps' population PSTH (:func:`opto_cube.analysis.psth.session_psth`), when asked for.
     bin_width_s
         The cube's bin width.
     timing_note
-        Why the table's timing columns are NaN (:func:`opto_cube.response.timing_status`), or None.
+        Why the table's timing columns are NaN (:func:`opto_cube.analysis.response.timing_status`), or None.
     """
 
     session_id: str
@@ -131,7 +132,7 @@ def _read_small(path: StorePath, storage_options: dict[str, Any] | None, timing:
     from zarr.core.metadata import ArrayV3Metadata
     from zarr.core.sync import sync
 
-    from .store import zarr_store
+    from opto_cube.store.write import zarr_store
 
     try:
         group = zarr.open_group(zarr_store(path, storage_options, read_only=True), mode="r", use_consolidated=True)
@@ -189,14 +190,14 @@ def session_results(
     session_id
         The session's id in the results; default the cube's ``session_id`` attribute.
     by, mode, significant_by, timing
-        As in :func:`opto_cube.response.responses`.
+        As in :func:`opto_cube.analysis.response.responses`.
     table
         Compute the responses (from ``window_counts`` and the stored timing arrays; no read of the cube).
     time_course
-        Also return the per-condition time course (:func:`opto_cube.psth.condition_time_course`:
+        Also return the per-condition time course (:func:`opto_cube.analysis.psth.condition_time_course`:
         the stored ``condition_counts``, or one pass over ``spike_counts`` for a store without them).
     psth_options
-        Keyword arguments of :func:`opto_cube.psth.session_psth`: compute the session's
+        Keyword arguments of :func:`opto_cube.analysis.psth.session_psth`: compute the session's
         part of the population PSTH from that pass (and return it, not the time course).
     storage_options
         For a URL on object storage.
@@ -235,7 +236,7 @@ def session_results(
 
 def session_tasks(source: Any, **kwargs: Any) -> list[Any]:
     """One ``dask.delayed`` :func:`session_results` per session of ``source`` (anything
-    :func:`opto_cube.catalog.sessions_of` accepts); keyword arguments are passed on."""
+    :func:`opto_cube.store.catalog.sessions_of` accepts); keyword arguments are passed on."""
     if isinstance(source, Catalog) and source.storage_options:
         kwargs.setdefault("storage_options", source.storage_options)
     task = dask.delayed(session_results, pure=True)

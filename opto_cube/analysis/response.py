@@ -9,7 +9,7 @@ a cube without reading raw spikes, as a lazy (dask) :class:`xarray.Dataset`
 with dims ``(cluster, condition)`` (eager when the cube is in memory);
 :func:`to_table` turns it into rows of the long table of ``docs/contract.md``.
 The table of many sessions, one task per session, is
-:func:`opto_cube.pipeline.responses_table`.
+:func:`opto_cube.jobs.pipeline.responses_table`.
 
 Two modes, side by side
 -----------------------
@@ -52,7 +52,7 @@ How it is reduced
   windows are unions of whole bins, bin edges found in integer microseconds),
   so the results are the same either way.
 * Groups. Trials get integer codes from their (emitter, power level,
-  duration) (:func:`opto_cube.conditions.trial_conditions`); counts are summed
+  duration) (:func:`opto_cube.analysis.conditions.trial_conditions`); counts are summed
   per *cell* (condition x duration) as integers, so the sums are exact. A
   condition's mean stim rate is ``sum over its durations of (count sum /
   duration)`` divided by its trial count.
@@ -82,9 +82,10 @@ import pandas as pd
 import scipy.special
 import xarray as xr
 
-from . import latency, schema
-from .conditions import TrialConditions, check_by, trial_conditions
-from .errors import TimingWarning
+from opto_cube import schema
+from opto_cube.analysis import latency
+from opto_cube.analysis.conditions import TrialConditions, check_by, trial_conditions
+from opto_cube.errors import TimingWarning
 
 __all__ = ["TABLE_COLUMNS", "compute_all", "empty_table", "responses", "statistics", "to_table", "window_counts"]
 
@@ -301,7 +302,7 @@ def statistics(counts: np.ndarray, conditions: TrialConditions, pre_s: float, pu
     counts
         Window counts (cluster, trial, window), every trial of the session.
     conditions
-        The trials' conditions (:func:`opto_cube.conditions.trial_conditions`).
+        The trials' conditions (:func:`opto_cube.analysis.conditions.trial_conditions`).
     pre_s
         Length of the pre window, s.
     published
@@ -443,7 +444,7 @@ def _pool(course: np.ndarray, pooling: np.ndarray) -> np.ndarray:
 def _latency_where_responding(
     course: np.ndarray, n_trials: np.ndarray, time_s: np.ndarray, durations: np.ndarray, width: float, sign: np.ndarray
 ) -> np.ndarray:
-    """:func:`opto_cube.latency.onset_latency` with ``direction=sign``, computed only for the responding rows.
+    """:func:`opto_cube.analysis.latency.onset_latency` with ``direction=sign``, computed only for the responding rows.
 
     The latency of a (cluster, condition) depends on that pair alone and is NaN where ``sign`` is 0, so the
     function is called per condition on its responding clusters: the same values, a fraction of the work.
@@ -525,7 +526,7 @@ def responses(
     Parameters
     ----------
     cube
-        An opened cube (:func:`opto_cube.store.open_cube` or ``xarray.open_zarr``).
+        An opened cube (:func:`opto_cube.store.write.open_cube` or ``xarray.open_zarr``).
     by
         What splits the trials into conditions, among ``"emitter"``, ``"power"``
         (power levels: equal within a relative 1e-6, :func:`opto_cube.schema.power_levels`)
@@ -544,7 +545,7 @@ def responses(
     warn
         Emit one :class:`opto_cube.errors.TimingWarning` when the timing
         columns are NaN (bins coarser than ``schema.LATENCY_MAX_BIN_MS``, or a
-        store without the timing arrays). :func:`opto_cube.pipeline.responses_table`
+        store without the timing arrays). :func:`opto_cube.jobs.pipeline.responses_table`
         passes False and warns once for all its sessions.
 
     Returns

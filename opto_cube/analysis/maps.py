@@ -3,8 +3,8 @@
 Every function here reads the long responses table of ``docs/contract.md``
 (one row per session x cluster x condition, as :func:`opto_cube.responses_table`
 writes it), so maps pool any number of sessions. Nothing here reads a store or
-writes a file (that is :mod:`opto_cube.pipeline`); rows are chosen with
-:mod:`opto_cube.conditions`.
+writes a file (that is :mod:`opto_cube.jobs.pipeline`); rows are chosen with
+:mod:`opto_cube.analysis.conditions`.
 
 - :func:`effect_map`: fraction of units activated / inactivated against signed
   distance from the emitter, power and waveform type (a labelled
@@ -40,8 +40,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import schema
-from .conditions import check_table, check_unknown_policy, filter_units, waveform_labels
+from opto_cube import schema
+from opto_cube.analysis.conditions import check_table, check_unknown_policy, filter_units, waveform_labels
 
 __all__ = ["DepthVsEmitter", "depth_vs_emitter", "distance_edges", "effect_map", "modulation_index"]
 
@@ -459,7 +459,7 @@ def _join_widths(df: pd.DataFrame, widths: Any) -> pd.DataFrame:
         )
     check_table(df, [schema.SESSION_ID, schema.CLUSTER], "modulation_index")
     if not isinstance(widths, pd.DataFrame):
-        from .catalog import cluster_table  # opened cubes: only their per-cluster coordinates are read
+        from opto_cube.store.catalog import cluster_table  # opened cubes: only their per-cluster coordinates are read
 
         widths = cluster_table(widths, (schema.TROUGH_TO_PEAK,))
     missing = sorted(set(df[schema.SESSION_ID].astype(str)) - set(widths[schema.SESSION_ID].astype(str)))

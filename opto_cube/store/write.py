@@ -11,9 +11,9 @@ standard codecs and variable-length UTF-8 strings, so plain
 ``xarray.open_zarr`` and other Zarr implementations read them without opto_cube.
 
 Every chunk is written and its CRC32C recorded before the completion mark
-(:func:`opto_cube.chunks.seal`); :func:`open_cube` refuses a store with a
+(:func:`opto_cube.store.chunks.seal`); :func:`open_cube` refuses a store with a
 missing chunk or one not in its place and reads the cube through the chunk
-checks of :mod:`opto_cube.chunks`. Only a folder recognised as an opto_cube
+checks of :mod:`opto_cube.store.chunks`. Only a folder recognised as an opto_cube
 store by its own metadata is ever replaced (:func:`is_ours`); anything else in
 the way is refused untouched.
 
@@ -42,9 +42,10 @@ import xarray as xr
 import zarr
 import zarr.codecs
 
-from . import chunks, schema
-from .chunks import StorePath, is_url, read_store_attrs, zarr_store
-from .errors import StoreError, warn
+from opto_cube import schema
+from opto_cube.errors import StoreError, warn
+from opto_cube.store import chunks
+from opto_cube.store.chunks import StorePath, is_url, read_store_attrs, zarr_store
 
 STORE_SUFFIX = ".zarr"
 _TMP_TAG = ".tmp-"
@@ -233,7 +234,7 @@ def _write_window_counts(
     group: zarr.Group, template: xr.Dataset, attrs: dict[str, Any], parts: list[tuple[slice, np.ndarray]]
 ) -> None:
     """Create ``window_counts`` in the smallest unsigned dtype of its counts and write every chunk of it."""
-    from .binning import smallest_uint
+    from opto_cube.binning import smallest_uint
 
     n_clusters, n_trials = template.sizes[schema.CLUSTER], template.sizes[schema.TRIAL]
     largest = max((int(w.max(initial=0)) for _, w in parts), default=0)
@@ -276,7 +277,7 @@ class _BlockTiming:
         self.first_spike = np.full((n_clusters, self.codes.size), -1, np.int32)
 
     def add(self, trials: slice, block: np.ndarray) -> None:
-        from .latency import first_spike_bins
+        from opto_cube.analysis.latency import first_spike_bins
 
         code = self.codes[trials]
         order = np.argsort(code, kind="stable")
@@ -290,7 +291,7 @@ class _BlockTiming:
 
 def _write_timing(group: zarr.Group, variables: dict[str, Any], timing: Any) -> None:
     """``condition_counts`` (smallest unsigned dtype of its sums) and ``first_spike_bin``, every chunk written."""
-    from .binning import smallest_uint
+    from opto_cube.binning import smallest_uint
 
     course = timing.time_course
     first = timing.first_spike
@@ -341,7 +342,7 @@ def write_cube(
         The :class:`opto_cube.binning.Timing` that ``count_chunks`` fills as it
         is consumed (:func:`opto_cube.binning.iter_count_chunks`). When the
         template has the stored conditions (``trial_condition``:
-        :func:`opto_cube.convert.with_stored_conditions`) and no ``timing`` is
+        :func:`opto_cube.jobs.convert.with_stored_conditions`) and no ``timing`` is
         given, the timing arrays are summed from the blocks.
 
     Notes

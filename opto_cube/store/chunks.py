@@ -6,7 +6,7 @@ fill-value elision, so a missing chunk is damage), and the writer records the
 CRC32C of every chunk by key (attribute ``opto_cube_chunk_crc32c``) before
 setting the completion mark, last (:func:`seal`). :func:`check_chunks` finds a
 missing chunk or one not in its place from one listing of the store's keys and
-the last 4 bytes of each chunk; :func:`opto_cube.store.open_cube` refuses such
+the last 4 bytes of each chunk; :func:`opto_cube.store.write.open_cube` refuses such
 a store, and reading a chunk of ``spike_counts`` / ``window_counts`` that is
 missing, moved, truncated or corrupt (through :func:`checked`) raises a
 :class:`~opto_cube.errors.StoreError` naming store and chunk; it never reads
@@ -14,7 +14,7 @@ as zeros.
 
 The few ways of reaching a store that the checks need (:func:`is_url`,
 :func:`zarr_store`, :func:`read_store_attrs`, :func:`format_version`) live
-here too, so that this module imports none of :mod:`opto_cube.store`; the
+here too, so that this module imports none of :mod:`opto_cube.store.write`; the
 store module imports them and keeps them as its own names.
 """
 
@@ -30,8 +30,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from . import schema
-from .errors import StoreError
+from opto_cube import schema
+from opto_cube.errors import StoreError
 
 StorePath = Path | str  # a local path, or a URL such as s3://bucket/prefix/<id>.zarr
 

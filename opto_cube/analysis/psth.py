@@ -10,7 +10,7 @@
 - :func:`population_psth`: units near an emitter, every power level, pooled
   across sessions, from those time courses.
 
-Conditions and unit filters are those of :mod:`opto_cube.conditions`; the
+Conditions and unit filters are those of :mod:`opto_cube.analysis.conditions`; the
 cube's layout is described in ``docs/contract.md``.
 
 Examples
@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import schema
-from .conditions import check_unknown_policy, match, trial_conditions, trial_mask, unit_mask
+from opto_cube import schema
+from opto_cube.analysis.conditions import check_unknown_policy, match, trial_conditions, trial_mask, unit_mask
 
 __all__ = ["combine_psths", "condition_time_course", "population_psth", "psth", "psth_bin_ms", "session_psth"]
 
@@ -109,7 +109,7 @@ def psth(
     Parameters
     ----------
     cube
-        An opened cube (:func:`opto_cube.store.open_cube`); nothing is read.
+        An opened cube (:func:`opto_cube.store.write.open_cube`); nothing is read.
     clusters
         Cluster ids (one or a list); default all.
     emitter
@@ -244,14 +244,14 @@ def condition_time_course(cube: xr.Dataset, by: tuple[str, ...] = schema.CONDITI
     cube
         An opened cube.
     by
-        The condition keys (:func:`opto_cube.conditions.check_by`); default
+        The condition keys (:func:`opto_cube.analysis.conditions.check_by`); default
         emitter, power level and duration.
 
     Returns
     -------
     xarray.Dataset
         ``time_course`` (cluster, condition, time), int64 spike sums; the
-        per-condition coordinates of :func:`opto_cube.conditions.trial_conditions`
+        per-condition coordinates of :func:`opto_cube.analysis.conditions.trial_conditions`
         (``emitter``, ``power_mw``, ``duration_s``, ``n_trials``,
         ``emitter_depth_um``), the cube's per-cluster coordinates, ``time``,
         and the attributes ``session_id`` and ``bin_width_s``. A rate is
@@ -366,7 +366,7 @@ def population_psth(
     ----------
     courses
         ``session_id -> time course`` (:func:`condition_time_course`), or
-        what :func:`opto_cube.catalog.cubes_of` accepts (a catalog, cubes, a
+        what :func:`opto_cube.store.catalog.cubes_of` accepts (a catalog, cubes, a
         folder of stores): then each cube is read once here.
     max_distance_um
         Largest |distance| between a unit and its nearest emitter, um.
@@ -375,7 +375,7 @@ def population_psth(
     bin_ms
         Re-bin, ms (as in :func:`psth`).
     qc_only, unknown_waveform
-        Which units count (:func:`opto_cube.conditions.unit_mask`).
+        Which units count (:func:`opto_cube.analysis.conditions.unit_mask`).
 
     Returns
     -------
@@ -386,7 +386,7 @@ def population_psth(
     """
     check_unknown_policy(unknown_waveform)
     if not (isinstance(courses, Mapping) and all(schema.TIME_COURSE in c for c in courses.values())):
-        from .catalog import cubes_of
+        from opto_cube.store.catalog import cubes_of
 
         courses = {sid: condition_time_course(cube) for sid, cube in cubes_of(courses)}
     if not courses:

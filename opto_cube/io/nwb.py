@@ -18,7 +18,7 @@ The mapping, field by field, is ``docs/nwb.md``. In short:
   ``processing/opto_cube/opto_cube_metadata`` (columns ``key``, ``value``).
 
 :func:`read_session` turns such a file (or one from another lab holding what
-the cube needs) into an :class:`opto_cube.io.Session`, so the usual binning
+the cube needs) into an :class:`opto_cube.io.alf.Session`, so the usual binning
 and store path makes the identical cube. pynwb and the two extensions are
 imported only here (the ``nwb`` extra).
 """
@@ -38,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, io, schema
-from .errors import OptoCubeError, SessionFormatError, warn
+from opto_cube import __version__, schema
+from opto_cube.errors import OptoCubeError, SessionFormatError, warn
+from opto_cube.io import alf as io
 
 DOCS = "docs/nwb.md"
 
@@ -228,7 +229,7 @@ def build_nwbfile(session: io.Session, spike_times: Any, spike_index: np.ndarray
         timestamps_reference_time=start,
         session_id=session.session_id,
         source_script="opto_cube to-nwb",
-        source_script_file_name="opto_cube/nwb.py",
+        source_script_file_name="opto_cube/io/nwb.py",
         experiment_description="optogenetic pulses from the 14 emitters of a Neuropixels Opto probe at several "
         "powers and durations, with the units sorted from the same probe",
         keywords=["Neuropixels Opto", "optogenetics", "ChrimsonR", "spike sorting"],
@@ -380,7 +381,7 @@ def write_nwb(
     Parameters
     ----------
     session
-        A read :class:`opto_cube.io.Session` or a session folder.
+        A read :class:`opto_cube.io.alf.Session` or a session folder.
     path
         The ``.nwb`` file to write (replaced if it exists).
     tip_offset_um
@@ -439,7 +440,7 @@ def _add_cube(nwb: Any, session: io.Session, cube_path: str | os.PathLike) -> No
     from ndx_binned_spikes import BinnedAlignedSpikes
     from pynwb import H5DataIO
 
-    from .store import open_cube
+    from opto_cube.store.write import open_cube
 
     try:
         ds = open_cube(os.fspath(cube_path))
@@ -516,7 +517,7 @@ def to_nwb(
     """
     import warnings
 
-    from .errors import OptoCubeWarning
+    from opto_cube.errors import OptoCubeWarning
 
     folders = [f for f in io.find_sessions(data_root) if f.is_dir()]
     if sessions:

@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import __version__, schema
-from .errors import OptoCubeError, OptoCubeWarning
+from opto_cube import __version__, schema
+from opto_cube.errors import OptoCubeError, OptoCubeWarning
 
 __all__ = [
     "FigureItem",
@@ -75,7 +75,7 @@ class FigureItem:
     ----------
     figure
         A :class:`matplotlib.figure.Figure` (for instance ``ax.figure`` of an
-        :mod:`opto_cube.plot` function's result).
+        :mod:`opto_cube.figures.plot` function's result).
     caption
         Plain text shown under the figure (escaped), and its ``alt`` text when
         the figure is embedded as a PNG.
@@ -466,7 +466,7 @@ def _environment() -> Any:
     import jinja2
 
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("opto_cube", "templates"),
+        loader=jinja2.PackageLoader("opto_cube.figures", "templates"),
         autoescape=True,  # every value is escaped unless the template marks it safe (only our own SVG)
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

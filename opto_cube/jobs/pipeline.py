@@ -1,18 +1,18 @@
 """The jobs: ``opto-cube responses``, ``maps`` and ``report``, from stores to saved tables, maps, figures, a page.
 
-This is the only module that imports both the science (:mod:`opto_cube.response`,
-:mod:`opto_cube.psth`, :mod:`opto_cube.maps`) and the drawing
-(:mod:`opto_cube.plot`). The work is one task per session
-(:func:`opto_cube.tasks.session_results`: the store opened where the task
+This is the only module that imports both the science (:mod:`opto_cube.analysis.response`,
+:mod:`opto_cube.analysis.psth`, :mod:`opto_cube.analysis.maps`) and the drawing
+(:mod:`opto_cube.figures.plot`). The work is one task per session
+(:func:`opto_cube.jobs.tasks.session_results`: the store opened where the task
 runs, small results returned); many sessions are one ``dask.delayed`` task each
-(:func:`opto_cube.tasks.session_tasks`) and one ``dask.compute``: the default
+(:func:`opto_cube.jobs.tasks.session_tasks`) and one ``dask.compute``: the default
 threads, processes and a ``distributed.Client`` all run them. Here, what is
 done with the results: the table, the maps, the figures, the page.
 
 Where later jobs go: a time-resolved column of the table (latency, light
-artifact) is computed from :attr:`opto_cube.tasks.SessionResults.time_course` in
-:func:`opto_cube.tasks.session_results`; a new job is a function beside :func:`run_maps` that
-takes the same :class:`~opto_cube.tasks.SessionResults`, as :func:`run_report` (the HTML page) does.
+artifact) is computed from :attr:`opto_cube.jobs.tasks.SessionResults.time_course` in
+:func:`opto_cube.jobs.tasks.session_results`; a new job is a function beside :func:`run_maps` that
+takes the same :class:`~opto_cube.jobs.tasks.SessionResults`, as :func:`run_report` (the HTML page) does.
 
 Examples
 --------
@@ -44,12 +44,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import maps, plot, psth, response, schema
-from .catalog import Catalog, sessions_of
-from .conditions import check_by, select_conditions
-from .errors import OptoCubeError, OptoCubeWarning, TimingWarning
-from .store import atomic_file
-from .tasks import SessionResults, _compute, session_tasks
+from opto_cube import schema
+from opto_cube.analysis import maps, psth, response
+from opto_cube.analysis.conditions import check_by, select_conditions
+from opto_cube.errors import OptoCubeError, OptoCubeWarning, TimingWarning
+from opto_cube.figures import plot
+from opto_cube.jobs.tasks import SessionResults, _compute, session_tasks
+from opto_cube.store.catalog import Catalog, sessions_of
+from opto_cube.store.write import atomic_file
 
 __all__ = [
     "maps_dataset",
@@ -90,10 +92,10 @@ def responses_table(
     Parameters
     ----------
     source
-        A :class:`opto_cube.catalog.Catalog` (or any mapping of cubes), one cube,
+        A :class:`opto_cube.store.catalog.Catalog` (or any mapping of cubes), one cube,
         an iterable of cubes or store paths, a store, or a folder of stores.
     by, mode, significant_by, timing
-        As in :func:`opto_cube.response.responses` (``timing=False``: the
+        As in :func:`opto_cube.analysis.response.responses` (``timing=False``: the
         seed's statistics alone, read from ``window_counts`` only; the timing
         columns NaN).
 
@@ -163,7 +165,7 @@ def maps_dataset(
 ) -> tuple[xr.Dataset, maps.DepthVsEmitter, xr.Dataset]:
     """The content of ``maps.nc``, and the two maps it is made of.
 
-    Returns the effect map (:func:`opto_cube.maps.effect_map`, default
+    Returns the effect map (:func:`opto_cube.analysis.maps.effect_map`, default
     options: light-artifact units left out unless ``keep_artifacts``), the
     depth-vs-emitter result, and their merge: the effect map plus, over
     ``waveform_type`` x ``effect``, ``depth_pearson_r``, ``depth_pearson_p``
@@ -201,10 +203,10 @@ def summary_figures(
 ) -> dict[str, Path]:
     """Draw and save the figures of ``opto-cube maps`` (``schema.MAPS_FIGURES``); file name -> path.
 
-    The latency figure (:func:`opto_cube.plot_latency.plot_latency_vs_distance`, light-artifact
+    The latency figure (:func:`opto_cube.figures.plot_latency.plot_latency_vs_distance`, light-artifact
     units left out unless ``keep_artifacts``) is drawn when the responses ``table`` is given.
     """
-    from .plot_latency import plot_latency_vs_distance
+    from opto_cube.figures.plot_latency import plot_latency_vs_distance
 
     out = Path(out_dir)
     effect_png, depth_png, modulation_png, psth_png, latency_png = schema.MAPS_FIGURES
@@ -222,7 +224,7 @@ def summary_figures(
 
 def _bin_widths(source: Any) -> list[float]:
     """Every session's bin width, from its store's attributes (one small read each) or its cube."""
-    from .store import read_store_attrs
+    from opto_cube.store.write import read_store_attrs
 
     widths = []
     for _, item in sessions_of(source):
@@ -254,7 +256,7 @@ def run_maps(
     Parameters
     ----------
     source
-        A folder of stores, or a catalog (or anything :func:`opto_cube.catalog.sessions_of` accepts).
+        A folder of stores, or a catalog (or anything :func:`opto_cube.store.catalog.sessions_of` accepts).
     out_dir
         Output folder (created if needed); each file is written atomically.
     distance_bin_um
@@ -368,7 +370,7 @@ def _guarded(what: str, compute: Any) -> tuple[Any, list[str]]:
 
 
 def _catalog_summary(source: Any, table: pd.DataFrame) -> pd.DataFrame:
-    """:meth:`opto_cube.catalog.Catalog.summary` plus ``responding_units``: QC-passing units significantly
+    """:meth:`opto_cube.store.catalog.Catalog.summary` plus ``responding_units``: QC-passing units significantly
     activated or inactivated under at least one condition of the table."""
     catalog = source if isinstance(source, Catalog) else Catalog(dict(sessions_of(source)))
     summary = catalog.summary()
@@ -393,7 +395,7 @@ def _report_results(
     seed: int,
 ) -> _ReportResults:
     """The one pass over the sessions (responses and PSTH parts), then every result of the page."""
-    from . import power_response, spatial
+    from opto_cube.analysis import power_response, spatial
 
     widths = _bin_widths(source)
     bin_ms = psth.psth_bin_ms(widths)
@@ -456,8 +458,8 @@ def _fit_counts(fits: pd.DataFrame) -> pd.DataFrame:
 
 def _report_sections(r: _ReportResults) -> list[Any]:
     """Draw the figures of ``r`` and gather the sections of the page (drawing only: nothing computed here)."""
-    from . import plot_extent
-    from .report import FigureItem, Section, TableItem
+    from opto_cube.figures import plot_extent
+    from opto_cube.figures.report import FigureItem, Section, TableItem
 
     maps_s, extent_s, power_s, psth_s = schema.REPORT_SECTIONS
     maps_figures = [
@@ -466,7 +468,7 @@ def _report_sections(r: _ReportResults) -> list[Any]:
         FigureItem(plot.plot_modulation_index(r.modulation).figure, "Modulation index"),
     ]
     if schema.LATENCY in r.table.columns:  # as in opto-cube maps: light-artifact units left out
-        from .plot_latency import plot_latency_vs_distance
+        from opto_cube.figures.plot_latency import plot_latency_vs_distance
 
         figure = plot_latency_vs_distance(r.table, include_artifacts=False).figure
         maps_figures.append(FigureItem(figure, "Response latency against distance"))
@@ -546,7 +548,7 @@ def report_content(
     seed: int = 0,
     title: str | None = None,
 ) -> Any:
-    """What :func:`run_report` writes, as a :class:`opto_cube.report.ReportContent` (its figures open).
+    """What :func:`run_report` writes, as a :class:`opto_cube.figures.report.ReportContent` (its figures open).
 
     Computes everything first (one pass over the sessions, then the tables),
     then draws. Close the figures when done (:func:`run_report` does). The
@@ -554,7 +556,7 @@ def report_content(
 
     Returns
     -------
-    opto_cube.report.ReportContent
+    opto_cube.figures.report.ReportContent
         The summary (one row per session, with ``responding_units``), the
         sections ``schema.REPORT_SECTIONS`` in that order, the parameters.
 
@@ -563,7 +565,7 @@ def report_content(
     OptoCubeError
         ``source`` holds no session, or no unit to map.
     """
-    from .report import ReportContent
+    from opto_cube.figures.report import ReportContent
 
     n_sessions = len(sessions_of(source)) if not isinstance(source, Catalog) else len(source)
     if n_sessions == 0:
@@ -571,7 +573,7 @@ def report_content(
     results = _report_results(
         source, distance_bin_um=distance_bin_um, duration_s=duration_s, table=table, n_boot=n_boot, seed=seed
     )
-    plt = plot._plt()  # the Agg backend without a display
+    plt = plot.pyplot()  # the Agg backend without a display
     before = set(plt.get_fignums())
     try:
         sections = _report_sections(results)
@@ -600,22 +602,22 @@ def run_report(
 ) -> Path:
     """The ``opto-cube report`` job: one self-contained HTML page of a catalog's results (``docs/report.md``).
 
-    One pass over the sessions (:func:`opto_cube.tasks.session_tasks`: each task the
+    One pass over the sessions (:func:`opto_cube.jobs.tasks.session_tasks`: each task the
     session's responses and its part of the population PSTH; each cube read
     once), then the catalog summary with ``responding_units``, the maps
-    (:func:`opto_cube.maps.effect_map`, :func:`~opto_cube.maps.depth_vs_emitter`,
-    :func:`~opto_cube.maps.modulation_index`), the spatial extent
-    (:func:`opto_cube.spatial.spatial_extent`) and its table, the power
-    response (:func:`opto_cube.power_response.power_response`), the population
+    (:func:`opto_cube.analysis.maps.effect_map`, :func:`~opto_cube.analysis.maps.depth_vs_emitter`,
+    :func:`~opto_cube.analysis.maps.modulation_index`), the spatial extent
+    (:func:`opto_cube.analysis.spatial.spatial_extent`) and its table, the power
+    response (:func:`opto_cube.analysis.power_response.power_response`), the population
     PSTH near the emitter, the parameters and versions; then the figures are
-    drawn and :func:`opto_cube.report.write_report` writes the page atomically.
+    drawn and :func:`opto_cube.figures.report.write_report` writes the page atomically.
     The figures are closed. A part with too little data (one session, one
     power, no responding unit) does not stop the page: its section says why.
 
     Parameters
     ----------
     source
-        A folder of stores, or a catalog (or anything :func:`opto_cube.catalog.sessions_of` accepts).
+        A folder of stores, or a catalog (or anything :func:`opto_cube.store.catalog.sessions_of` accepts).
     out
         The HTML file to write (its folder created if needed).
     distance_bin_um
@@ -655,9 +657,9 @@ def run_report(
     >>> page.name, page.read_text(encoding="utf-8").count("<svg") >= 6
     ('report.html', True)
     """
-    from .report import write_report
+    from opto_cube.figures.report import write_report
 
-    plt = plot._plt()
+    plt = plot.pyplot()
     before = set(plt.get_fignums())
     try:
         content = report_content(

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from . import schema
-from .errors import OptoCubeError, SessionFormatError, warn
+from opto_cube import schema
+from opto_cube.errors import OptoCubeError, SessionFormatError, warn
 
 BLOCK_LEN = 1 << 21  # spikes per streamed block (24 MB of times + ids)
 _HASH_BLOCK = 1 << 23
@@ -230,7 +230,7 @@ def find_sessions(data_root: str | os.PathLike) -> list[Path]:
 
     ``data_root`` may be a data folder holding ``sessions/*/`` (the published
     layout), a folder of session folders, or one session folder; or NWB
-    sessions (:mod:`opto_cube.nwb`): one ``.nwb`` file, or a folder holding
+    sessions (:mod:`opto_cube.io.nwb`): one ``.nwb`` file, or a folder holding
     ``*.nwb`` files (then those are its sessions).
 
     Examples
@@ -242,7 +242,7 @@ def find_sessions(data_root: str | os.PathLike) -> list[Path]:
     ['AL0034_2024-12-05_en1_p0']
     """
     root = Path(data_root)
-    if root.suffix == schema.NWB_SUFFIX and root.is_file():  # NWB sessions (opto_cube.nwb): one file
+    if root.suffix == schema.NWB_SUFFIX and root.is_file():  # NWB sessions (opto_cube.io.nwb): one file
         return [root]
     nwb_files = [p for p in root.glob(f"*{schema.NWB_SUFFIX}") if not p.name.startswith(".")] if root.is_dir() else []
     if nwb_files:  # or a folder of them
@@ -480,7 +480,7 @@ def read_session(folder: str | os.PathLike) -> Session:
     """
     folder = Path(folder)
     if folder.suffix == schema.NWB_SUFFIX and not folder.is_dir():
-        raise SessionFormatError(folder, "an NWB file, not an ALF session folder: read it with opto_cube.nwb")
+        raise SessionFormatError(folder, "an NWB file, not an ALF session folder: read it with opto_cube.io.nwb")
     if not folder.is_dir():
         raise SessionFormatError(folder, "no such session folder")
     sha: dict[str, str] = {}

@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import __version__, binning, io, schema, store
-from .conditions import trial_conditions
-from .errors import BinningError, OptoCubeError, OptoCubeWarning, ParameterError, StoreError
+from opto_cube import __version__, binning, schema
+from opto_cube.analysis.conditions import trial_conditions
+from opto_cube.errors import BinningError, OptoCubeError, OptoCubeWarning, ParameterError, StoreError
+from opto_cube.io import alf as io
+from opto_cube.store import write as store
 
 
 @dataclass
@@ -98,7 +100,7 @@ def cube_template(
     ``spike_counts`` is a read-only broadcast of one zero with the store's chunks in ``encoding["chunks"]``.
 
     Trials are put in onset order; ``stim_index`` keeps each trial's row in the stim files.
-    ``window_counts`` is such zeros too, a placeholder: :func:`opto_cube.store.write_cube` gives it the
+    ``window_counts`` is such zeros too, a placeholder: :func:`opto_cube.store.write.write_cube` gives it the
     smallest dtype of the counts it writes.
     """
     order = np.argsort(session.stim[schema.ONSET], kind="stable")
@@ -155,11 +157,11 @@ def cube_template(
 def with_stored_conditions(template: xr.Dataset) -> xr.Dataset:
     """The template with the stored conditions and placeholders of the timing arrays (docs/contract.md).
 
-    The conditions are :func:`opto_cube.conditions.trial_conditions` of the
+    The conditions are :func:`opto_cube.analysis.conditions.trial_conditions` of the
     trials for the default ``by`` (emitter, power level, duration), sorted;
     ``trial_condition`` is each trial's index into them. ``condition_counts``
     and ``first_spike_bin`` are zeros taking no memory, placeholders that
-    :func:`opto_cube.store.write_cube` fills.
+    :func:`opto_cube.store.write.write_cube` fills.
     """
     conditions = trial_conditions(template, schema.CONDITION_KEYS)
     n_clusters, n_trials = template.sizes[schema.CLUSTER], template.sizes[schema.TRIAL]
@@ -290,10 +292,10 @@ def _progress(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
 
 
 def read_session(path: str | os.PathLike) -> io.Session:
-    """A session from an ALF folder (:func:`opto_cube.io.read_session`) or an NWB file
-    (:func:`opto_cube.nwb.read_session`, imported only for one): both make the same cube."""
+    """A session from an ALF folder (:func:`opto_cube.io.alf.read_session`) or an NWB file
+    (:func:`opto_cube.io.nwb.read_session`, imported only for one): both make the same cube."""
     if Path(path).suffix == schema.NWB_SUFFIX and not Path(path).is_dir():
-        from . import nwb
+        from opto_cube.io import nwb
 
         return nwb.read_session(path)
     return io.read_session(path)
@@ -331,7 +333,7 @@ def convert_session(
         Rebuild even when an up-to-date store exists.
     chunks
         ``(clusters, trials)`` per chunk of ``spike_counts``; default from
-        :func:`opto_cube.store.spike_counts_chunks`.
+        :func:`opto_cube.store.write.spike_counts_chunks`.
     progress
         Show a progress bar over trial chunks.
     storage_options
