@@ -87,7 +87,8 @@ def time_loop(path: str, n_resamples: int = LOOP_RESAMPLES, n_boot: int = N_BOOT
     from scipy.special import expit
 
     from opto_cube import schema
-    from opto_cube.analysis.spatial import _bootstrap_weights, extent_rows
+    from opto_cube.analysis.extent_fit import bootstrap_weights
+    from opto_cube.analysis.spatial import extent_rows
 
     table = pd.read_parquet(path)
     rows, levels, _ = extent_rows(table)
@@ -99,7 +100,7 @@ def time_loop(path: str, n_resamples: int = LOOP_RESAMPLES, n_boot: int = N_BOOT
         key = sub[schema.SESSION_ID].astype(str) + ":" + sub[schema.CLUSTER].astype(str)
         unit, uniques = pd.factorize(key)
         session = pd.factorize(pd.Series(uniques).str.split(":").str[0])[0]
-        weights = _bootstrap_weights(session, n_resamples, rng)
+        weights = bootstrap_weights(session, n_resamples, rng)
         for k in range(levels.size):
             here = (sub["power_level"] == k).to_numpy()
             x = sub[schema.EXTENT_DISTANCE].to_numpy()[here] / 100.0

@@ -1,14 +1,27 @@
-"""Errors and warnings of opto_cube.
+"""Errors and warnings of opto_cube, and the one helper that words them.
 
 Every problem with an input is an :class:`OptoCubeError` whose message is one
-line naming the file and the problem; the command line prints it as is.
+line: where (session, file, store, chunk), what is wrong, and, where there is
+one, what to do (:func:`problem`). The command line prints it as is.
 Recoverable quirks are :class:`OptoCubeWarning` s, also naming the file.
+
+Examples
+--------
+>>> print(problem("st/s1.zarr", "chunk window_counts/c/0/0/0 is missing", remedy="run `opto-cube verify` on it"))
+st/s1.zarr: chunk window_counts/c/0/0/0 is missing; run `opto-cube verify` on it
+>>> one_line(ValueError("bad\\n  value"))
+'bad value'
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+
+DAMAGED_STORE_REMEDY = "run `opto-cube verify` on it, then convert the session again with --overwrite"
+"""What to do about a store that fails a check: find every problem, then rebuild it from the session."""
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
 
 
 class OptoCubeError(Exception):
@@ -59,3 +72,30 @@ class TimingWarning(OptoCubeWarning):
 def warn(path: str | os.PathLike, message: str) -> None:
     """Warn about a recoverable quirk of ``path`` (one line, naming the file)."""
     warnings.warn(f"{os.fspath(path)}: {message}", OptoCubeWarning, stacklevel=3)
+
+
+def one_line(error: BaseException | str) -> str:
+    """The text of ``error`` on one line: white space folded, control characters escaped.
+
+    An exception without a message gives its type's name, so that the line is never empty.
+    """
+    text = " ".join(str(error).split()).translate(_CONTROL)
+    if not text and isinstance(error, BaseException):
+        return type(error).__name__
+    return text
+
+
+def problem(where: str | os.PathLike, what: str, *, remedy: str | None = None) -> str:
+    """One line naming where (session, file, store, chunk), what is wrong, and what to do.
+
+    Parameters
+    ----------
+    where
+        The session, file, store or chunk at fault, as the user named it.
+    what
+        What is wrong with it (folded to one line).
+    remedy
+        What to do about it, when there is something to do.
+    """
+    line = f"{one_line(os.fspath(where))}: {one_line(what)}"
+    return f"{line}; {one_line(remedy)}" if remedy else line

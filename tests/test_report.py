@@ -356,7 +356,7 @@ def test_truncated_table_says_so() -> None:
 
 
 def test_template_is_package_data() -> None:
-    template = resources.files("opto_cube") / "templates" / schema.REPORT_TEMPLATE
+    template = resources.files("opto_cube.figures") / "templates" / schema.REPORT_TEMPLATE
     assert template.is_file()
     assert report._environment().get_template(schema.REPORT_TEMPLATE).filename.endswith(schema.REPORT_TEMPLATE)
     assert report._environment().autoescape is True  # escaping is the environment's, not left to the template

@@ -195,7 +195,9 @@ def window_counts(cube: xr.Dataset) -> xr.DataArray:
     Examples
     --------
     >>> import tempfile, warnings
-    >>> from opto_cube import synth, convert, store
+    >>> from opto_cube import synth
+    >>> from opto_cube.jobs import convert
+    >>> from opto_cube.store import write as store
     >>> root = tempfile.mkdtemp()
     >>> folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
     >>> with warnings.catch_warnings():
@@ -573,7 +575,9 @@ def responses(
     Examples
     --------
     >>> import tempfile, warnings
-    >>> from opto_cube import synth, convert, store
+    >>> from opto_cube import synth
+    >>> from opto_cube.jobs import convert
+    >>> from opto_cube.store import write as store
     >>> root = tempfile.mkdtemp()
     >>> folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
     >>> with warnings.catch_warnings():

@@ -11,7 +11,7 @@ or into a new figure, and returns it.
 Examples
 --------
 >>> import pandas as pd
->>> from opto_cube import maps
+>>> from opto_cube.analysis import maps
 >>> table = pd.DataFrame({"distance_um": [0.0, 150.0, -100.0], "power_mw": [1.0, 4.0, 4.0],
 ...                       "waveform_type": ["FS", "FS", "RS"], "qc_pass": True,
 ...                       "activated": [True, False, False], "inactivated": [False, False, True],
@@ -229,7 +229,7 @@ def plot_depth_vs_emitter(result: Any, *, axes: Any = None, effects: tuple[str, 
     Examples
     --------
     >>> import pandas as pd
-    >>> from opto_cube import maps
+    >>> from opto_cube.analysis import maps
     >>> table = pd.DataFrame({"depth_from_surface_um": [100.0, 300.0, 500.0], "distance_um": [10.0, -20.0, 0.0],
     ...                       "waveform_type": ["FS", "FS", "RS"], "qc_pass": True,
     ...                       "activated": [True, True, False], "inactivated": [False, False, True],

@@ -17,7 +17,8 @@ takes the same :class:`~opto_cube.jobs.tasks.SessionResults`, as :func:`run_repo
 Examples
 --------
 >>> import tempfile, warnings
->>> from opto_cube import synth, convert
+>>> from opto_cube import synth
+>>> from opto_cube.jobs import convert
 >>> root = tempfile.mkdtemp()
 >>> with warnings.catch_warnings():
 ...     warnings.simplefilter("ignore")
@@ -647,7 +648,8 @@ def run_report(
     Examples
     --------
     >>> import tempfile, warnings
-    >>> from opto_cube import synth, convert
+    >>> from opto_cube import synth
+    >>> from opto_cube.jobs import convert
     >>> root = tempfile.mkdtemp()
     >>> with warnings.catch_warnings():
     ...     warnings.simplefilter("ignore")

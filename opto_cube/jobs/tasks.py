@@ -14,7 +14,8 @@ computes them at once (the default threads, processes and a
 Examples
 --------
 >>> import tempfile, warnings
->>> from opto_cube import synth, convert
+>>> from opto_cube import synth
+>>> from opto_cube.jobs import convert
 >>> root = tempfile.mkdtemp()
 >>> with warnings.catch_warnings():
 ...     warnings.simplefilter("ignore")

@@ -20,7 +20,8 @@ the store and, where there is one, the chunk:
 Examples
 --------
 >>> import tempfile, warnings
->>> from opto_cube import synth, convert
+>>> from opto_cube import synth
+>>> from opto_cube.jobs import convert
 >>> root = tempfile.mkdtemp()
 >>> with warnings.catch_warnings():
 ...     warnings.simplefilter("ignore")

@@ -14,7 +14,8 @@ catalog's key, i.e. the store's ``session_id`` attribute (else its name).
 Examples
 --------
 >>> import tempfile, warnings
->>> from opto_cube import synth, convert
+>>> from opto_cube import synth
+>>> from opto_cube.jobs import convert
 >>> root = tempfile.mkdtemp()
 >>> with warnings.catch_warnings():
 ...     warnings.simplefilter("ignore")

@@ -486,7 +486,8 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
     Examples
     --------
     >>> import tempfile
-    >>> from opto_cube import synth, convert
+    >>> from opto_cube import synth
+    >>> from opto_cube.jobs import convert
     >>> root = tempfile.mkdtemp()
     >>> folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
     >>> result = convert.convert_session(folder, root + "/stores", bin_ms=10)  # doctest: +SKIP
