@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import uuid
-import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -259,10 +258,8 @@ class _WindowCounts:
 def _write_window_counts(group: zarr.Group, layout: CubeLayout, windows: _WindowCounts) -> None:
     """Create ``window_counts`` in the smallest unsigned dtype of its counts and write every chunk of it."""
     values = windows.values
-    n_clusters, n_trials = values.shape[:2]
-    _write_whole(
-        group, layout, schema.WINDOW_COUNTS, values, window_counts_chunks(n_clusters, n_trials, values.dtype.itemsize), 0
-    )
+    chunk_shape = window_counts_chunks(*values.shape[:2], values.dtype.itemsize)
+    _write_whole(group, layout, schema.WINDOW_COUNTS, values, chunk_shape, 0)
 
 
 def _write_whole(
