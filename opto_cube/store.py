@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -468,7 +469,9 @@ def write_cube(
         del windows
         if timed:
             _write_timing(group, layout, timing if timing is not None else from_blocks)
-        chunks.seal(zstore, tmp, storage_options)  # the chunks' checksums, then the completion mark, last
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+            chunks.seal(zstore, tmp, storage_options)  # the chunks' checksums, then the completion mark, last
     return target
 
 
