@@ -34,7 +34,9 @@ TimeBins(bin_width_s=0.005, window_s=(-0.5, 0.1), n_bins=120)
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -46,6 +48,31 @@ from . import schema
 from .errors import BinningError
 
 _US_PER_S = 1_000_000
+
+
+def _numba_targets_without_scipy() -> None:
+    """Load numba's array implementations without importing scipy.linalg (0.4-0.7 s of every conversion).
+
+    numba imports ``scipy.linalg.cython_blas`` when it first sets up its CPU
+    target (``numba.np.arraymath``, even to load cached kernels) only to
+    decide whether ``np.correlate`` / ``np.convolve`` may call BLAS. These
+    kernels use neither. So, when nothing has imported scipy.linalg yet, it is
+    made unimportable for that one import, and importable again right after:
+    numba's ``np.dot`` and ``np.linalg`` still import it when a kernel needs them.
+    """
+    import sys
+
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    sys.modules["scipy.linalg"] = None  # type: ignore[assignment]  # an ImportError for this one import
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        if sys.modules.get("scipy.linalg", 0) is None:
+            del sys.modules["scipy.linalg"]
+
+
+_numba_targets_without_scipy()
 
 
 @dataclass(frozen=True)
@@ -507,6 +534,35 @@ def iter_count_chunks(
         if best > limit:
             raise CountOverflow(int(best), dtype)
         yield CountChunk(sl, out, windows.astype(smallest_uint(int(windows.max(initial=0)))))
+
+
+_WARMING: list[threading.Thread] = []
+
+
+def warm_kernels() -> None:
+    """Load the binning kernels (from numba's cache, or compile them) in a background thread, once a process.
+
+    Called before a session is read, numba's start-up (~0.5 s) overlaps the
+    reading and hashing of the session's files, which release the GIL; the
+    first real call then finds the kernels loaded (numba's compiler lock
+    makes it wait if they are not yet). Best effort: an error here is left
+    for the real call to raise.
+    """
+    if _WARMING:
+        return
+    thread = threading.Thread(target=_warm, name="opto-cube-kernels", daemon=True)
+    _WARMING.append(thread)
+    thread.start()
+
+
+def _warm() -> None:
+    # the same specialisations as a conversion's (uint8 counts, uint16 time course, int16 first spikes)
+    with contextlib.suppress(Exception):
+        bins = plan_time_bins([0.01], bin_ms=5.0, window_s=(-0.5, 0.5))
+        timing = Timing(np.array([0, 0]), 1, bins, 1)  # 2 trials of a condition: a uint16 time course
+        blocks = [(np.array([1.004, 1.007, 2.2]), np.array([0, 0, 0]))]
+        for _ in iter_count_chunks(blocks, np.array([1.0, 2.0]), np.array([0.01, 0.01]), bins, 1, timing=timing):
+            pass
 
 
 def _in_memory(

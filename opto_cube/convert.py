@@ -409,6 +409,7 @@ def convert_session(
         max_cube_gib=max_cube_gib,
     )
     started = time.perf_counter()
+    binning.warm_kernels()  # numba's start-up in a thread, while the session's files are read and hashed
     session = read_session(folder)
     target = store.store_path(out_dir, session.session_id)
     try:
