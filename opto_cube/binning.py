@@ -459,11 +459,61 @@ class Timing:
         most = int(np.bincount(self.trial_condition, minlength=1).max()) * int(np.iinfo(self.count_dtype).max)
         self.by_condition = np.zeros((self.n_conditions, n_clusters, bins.n_bins), dtype=smallest_uint(most))
         stim_bins = bins.n_bins - _Trials.window_edges(bins)[1]
-        self.first_spike = np.full(
-            (n_clusters, self.trial_condition.size),
-            -1,
-            dtype=np.int16 if stim_bins <= np.iinfo(np.int16).max else np.int32,
+        # first spikes: one trial chunk at a time, each kept compressed (TrialParts), whole only when asked for
+        self.first_spike_parts = TrialParts(
+            (n_clusters, self.trial_condition.size), -1, np.int16 if stim_bins <= np.iinfo(np.int16).max else np.int32
         )
+
+    @property
+    def first_spike(self) -> np.ndarray:
+        """(cluster, trial), assembled from the trial chunks filled so far (-1 elsewhere)."""
+        return self.first_spike_parts.assemble()
+
+
+class TrialParts:
+    """A ``(cluster, trial, ...)`` array kept as zstd-compressed trial chunks: memory bounded by one chunk.
+
+    The conversion fills the cluster x trial arrays one trial chunk at a
+    time; each chunk is compressed as it is added (a few hundred kB,
+    compressing ~10x), so what grows with the session is their compressed
+    size. :meth:`assemble` gives the whole array (trials not added hold
+    ``fill``) in ``dtype``, or in the widest dtype of the chunks added.
+
+    Examples
+    --------
+    >>> parts = TrialParts((2, 5), -1, np.int16)
+    >>> parts.add(slice(1, 3), np.array([[0, 4], [2, -1]], np.int16))
+    >>> parts.assemble().tolist()
+    [[-1, 0, 4, -1, -1], [-1, 2, -1, -1, -1]]
+    """
+
+    def __init__(self, shape: tuple[int, ...], fill: int, dtype: np.dtype | type) -> None:
+        self.shape, self.fill, self.dtype = tuple(shape), fill, np.dtype(dtype)
+        self._parts: list[tuple[slice, np.dtype, tuple[int, ...], bytes]] = []
+        self.nbytes = 0  # compressed bytes held
+
+    def buffer(self, n_trials: int) -> np.ndarray:
+        """A fresh ``fill``-filled chunk of ``n_trials`` trials in ``dtype``, to fill and :meth:`add`."""
+        return np.full((self.shape[0], n_trials, *self.shape[2:]), self.fill, self.dtype)
+
+    def add(self, trials: slice, part: np.ndarray) -> None:
+        from numcodecs import Zstd
+
+        part = np.ascontiguousarray(part)
+        data = bytes(Zstd(level=1).encode(part))
+        self._parts.append((trials, part.dtype, part.shape, data))
+        self.nbytes += len(data)
+
+    def largest_dtype(self) -> np.dtype:
+        return np.result_type(self.dtype, *(dtype for _, dtype, _, _ in self._parts))
+
+    def assemble(self, dtype: np.dtype | type | None = None) -> np.ndarray:
+        from numcodecs import Zstd
+
+        out = np.full(self.shape, self.fill, np.dtype(dtype) if dtype is not None else self.largest_dtype())
+        for trials, part_dtype, shape, data in self._parts:
+            out[:, trials] = np.frombuffer(Zstd().decode(data), part_dtype).reshape(shape)
+        return out
 
 
 _NO_TIMING = (np.zeros(0, np.int64), np.zeros((0, 0, 0), np.uint32), np.zeros((0, 0), np.int16))
@@ -515,7 +565,7 @@ def iter_count_chunks(
     ]
     scratch = np.zeros((n_clusters, size, len(schema.WINDOWS)), dtype=np.int64)
     rel, inv = bins.edges_s, 1.0 / bins.bin_width_s
-    if timing is not None and timing.first_spike.shape != (n_clusters, trials.onsets.size):
+    if timing is not None and timing.first_spike_parts.shape != (n_clusters, trials.onsets.size):
         raise ValueError("timing was made for other trials or clusters")
     if timing is not None and np.iinfo(dtype).max > np.iinfo(timing.count_dtype).max:
         raise ValueError(f"timing was made for {timing.count_dtype} counts, not {dtype}")
@@ -526,13 +576,15 @@ def iter_count_chunks(
         windows.fill(0)
         codes, course, first = _NO_TIMING
         if timing is not None:
-            codes, course, first = timing.trial_condition[sl], timing.by_condition, timing.first_spike[:, sl]
+            codes, course, first = timing.trial_condition[sl], timing.by_condition, timing.first_spike_parts.buffer(n)
         best = _count_chunk(
             times, clusters, lo, hi, part.onsets, rel, inv, part.stim_edge, part.stim_end, pre_edge, zero_edge,
             out, windows, codes, course, first, timing is not None,
         )  # fmt: skip
         if best > limit:
             raise CountOverflow(int(best), dtype)
+        if timing is not None:
+            timing.first_spike_parts.add(sl, first)
         yield CountChunk(sl, out, windows.astype(smallest_uint(int(windows.max(initial=0)))))
 
 

@@ -237,23 +237,28 @@ def _window_sums(template: CubeLayout, trials: slice, block: np.ndarray) -> np.n
 
 
 class _WindowCounts:
-    """``window_counts`` filled block by block in place: one (cluster, trial, window) array, no per-block copies.
+    """``window_counts`` gathered block by block, each block kept compressed (:class:`~opto_cube.binning.TrialParts`).
 
-    It starts as uint8 and widens only when a block brings a larger count, so
-    it ends in the smallest unsigned dtype of its largest count (the store's).
+    Memory held while the cube is written is the blocks' compressed size; the
+    whole (cluster, trial, window) array exists only at the end, when the
+    count buffers are gone, in the smallest unsigned dtype of its largest count.
     """
 
     def __init__(self, n_clusters: int, n_trials: int) -> None:
-        self.values = np.zeros((n_clusters, n_trials, len(schema.WINDOWS)), dtype=np.uint8)
+        from .binning import TrialParts
+
+        self.parts = TrialParts((n_clusters, n_trials, len(schema.WINDOWS)), 0, np.uint8)
+        self.largest = 0
 
     def add(self, trials: slice, part: np.ndarray) -> None:
+        self.largest = max(self.largest, int(part.max(initial=0)))
+        self.parts.add(trials, part)
+
+    @property
+    def values(self) -> np.ndarray:
         from .binning import smallest_uint
 
-        if part.dtype.itemsize > self.values.dtype.itemsize:  # blocks come in their smallest dtype; else re-check
-            need = smallest_uint(int(part.max(initial=0)))
-            if need.itemsize > self.values.dtype.itemsize:
-                self.values = self.values.astype(need)
-        self.values[:, trials] = part
+        return self.parts.assemble(smallest_uint(self.largest))
 
 
 def _write_window_counts(group: zarr.Group, layout: CubeLayout, windows: _WindowCounts) -> None:
