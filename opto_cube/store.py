@@ -264,7 +264,7 @@ class _WindowCounts:
 def _write_window_counts(group: zarr.Group, layout: CubeLayout, windows: _WindowCounts) -> None:
     """Create ``window_counts`` in the smallest unsigned dtype of its counts and write every chunk of it."""
     values = windows.values
-    chunk_shape = window_counts_chunks(*values.shape[:2], values.dtype.itemsize)
+    chunk_shape = window_counts_chunks(values.shape[0], values.shape[1], values.dtype.itemsize)
     _write_whole(group, layout, schema.WINDOW_COUNTS, values, chunk_shape, 0)
 
 
