@@ -572,7 +572,8 @@ def iter_count_chunks(
     for index, (sl, part, times, clusters, lo, hi) in enumerate(_iter_windows(spike_blocks, trials, trial_chunk)):
         n = sl.stop - sl.start
         out, windows = pool[index % len(pool)][:, :n], scratch[:, :n]
-        out.fill(0)
+        if index >= len(pool):  # a buffer's first use finds it zero (np.zeros): not touched before the kernel
+            out.fill(0)
         windows.fill(0)
         codes, course, first = _NO_TIMING
         if timing is not None:

@@ -251,7 +251,8 @@ class _WindowCounts:
         self.largest = 0
 
     def add(self, trials: slice, part: np.ndarray) -> None:
-        self.largest = max(self.largest, int(part.max(initial=0)))
+        if part.dtype != np.uint8:  # the binner's blocks come in their smallest dtype: a uint8 one needs no scan
+            self.largest = max(self.largest, int(part.max(initial=0)))
         self.parts.add(trials, part)
 
     @property
