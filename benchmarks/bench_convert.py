@@ -198,6 +198,7 @@ def run(
     record: bool = True,
     profile: bool = False,
     work: Path | None = None,
+    baseline: Path | None = None,
 ) -> list[dict[str, Any]]:
     work = Path(work or common.WORK)
     root = common.dataset(size, work=work)
@@ -208,10 +209,13 @@ def run(
         source = common.store_paths(common.stores(root, width, work=work))[0]
         scratch = work / f"convert_{size}_{width:g}ms"
 
-        def convert(scratch: Path = scratch, width: float = width) -> dict[str, Any]:
+        def convert(scratch: Path = scratch, width: float = width, source: Path | None = None) -> dict[str, Any]:
             shutil.rmtree(scratch, ignore_errors=True)
+            # --baseline: the same command run from another source tree (e.g. `git archive` of the base commit)
+            env = {"PYTHONPATH": str(source)} if source is not None else None
             result = common.run_measured(
-                [exe, "convert", str(root), "--out", str(scratch), "--bin-ms", str(width), "--overwrite", "--quiet"]
+                [exe, "convert", str(root), "--out", str(scratch), "--bin-ms", str(width), "--overwrite", "--quiet"],
+                env=env,
             )
             result["store_mb"] = store_bytes(next(scratch.glob("*.zarr"))) / 1e6
             shutil.rmtree(scratch, ignore_errors=True)
@@ -235,19 +239,21 @@ def run(
             return result
 
         methods = {"opto-cube convert": convert}
+        if baseline is not None:
+            methods["opto-cube convert (baseline)"] = lambda: convert(source=baseline)
         for writer in FLOOR_WRITERS:
             for codec in FLOOR_CODECS:
                 methods[f"floor: {writer}, {codec}"] = lambda w=writer, c=codec: floor(w, c)
         runs = common.interleave(methods, repeats)
         summary = {
-            m: common.summarise(r, ("process_s", "peak_rss_mb", "imports_s", "load_s", "write_s"))
+            m: common.summarise(r, ("process_s", "cpu_s", "peak_rss_mb", "imports_s", "load_s", "write_s"))
             for m, r in runs.items()
         }
         best = min((m for m in summary if m.startswith("floor")), key=lambda m: summary[m]["process_s"])
         floor_s = summary[best]["process_s"]
         for m, s in summary.items():
             row = {"bin_ms": width, "method": m, **s, "x_floor": s["process_s"] / floor_s, "is_floor": m == best}
-            if m == "opto-cube convert":
+            if m.startswith("opto-cube convert"):
                 row["goal"] = f"<= {GOAL_X_FLOOR}x floor" if width == 1 else "(goal at 1 ms)"
                 row["met"] = row["x_floor"] <= GOAL_X_FLOOR if width == 1 else None
             rows.append(row)
@@ -259,6 +265,7 @@ def run(
             "bin_ms",
             "method",
             "process_s",
+            "cpu_s",
             "imports_s",
             "load_s",
             "write_s",
@@ -308,8 +315,9 @@ def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--bin-ms", type=float, nargs="+", default=[10.0, 1.0])
     p.add_argument("--profile", action="store_true", help="also profile one conversion with pyinstrument")
+    p.add_argument("--baseline", type=Path, help="a source tree (holding opto_cube/) to convert with as well")
     a = p.parse_args()
-    run(a.size, tuple(a.bin_ms), a.repeats, record=not a.no_record, profile=a.profile)
+    run(a.size, tuple(a.bin_ms), a.repeats, record=not a.no_record, profile=a.profile, baseline=a.baseline)
 
 
 if __name__ == "__main__":
