@@ -206,7 +206,7 @@ def run_measured(
         err = stderr_file.read().decode(errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{err[-3000:]}")
-    return {"process_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
+    return {"process_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime}
 
 
 def _child(target: str, kwargs_json: str) -> None:

@@ -34,7 +34,9 @@ TimeBins(bin_width_s=0.005, window_s=(-0.5, 0.1), n_bins=120)
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -46,6 +48,31 @@ from opto_cube import schema
 from opto_cube.errors import BinningError
 
 _US_PER_S = 1_000_000
+
+
+def _numba_targets_without_scipy() -> None:
+    """Load numba's array implementations without importing scipy.linalg (0.4-0.7 s of every conversion).
+
+    numba imports ``scipy.linalg.cython_blas`` when it first sets up its CPU
+    target (``numba.np.arraymath``, even to load cached kernels) only to
+    decide whether ``np.correlate`` / ``np.convolve`` may call BLAS. These
+    kernels use neither. So, when nothing has imported scipy.linalg yet, it is
+    made unimportable for that one import, and importable again right after:
+    numba's ``np.dot`` and ``np.linalg`` still import it when a kernel needs them.
+    """
+    import sys
+
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    sys.modules["scipy.linalg"] = None  # type: ignore[assignment]  # an ImportError for this one import
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        if sys.modules.get("scipy.linalg", 0) is None:
+            del sys.modules["scipy.linalg"]
+
+
+_numba_targets_without_scipy()
 
 
 @dataclass(frozen=True)
@@ -432,11 +459,61 @@ class Timing:
         most = int(np.bincount(self.trial_condition, minlength=1).max()) * int(np.iinfo(self.count_dtype).max)
         self.by_condition = np.zeros((self.n_conditions, n_clusters, bins.n_bins), dtype=smallest_uint(most))
         stim_bins = bins.n_bins - _Trials.window_edges(bins)[1]
-        self.first_spike = np.full(
-            (n_clusters, self.trial_condition.size),
-            -1,
-            dtype=np.int16 if stim_bins <= np.iinfo(np.int16).max else np.int32,
+        # first spikes: one trial chunk at a time, each kept compressed (TrialParts), whole only when asked for
+        self.first_spike_parts = TrialParts(
+            (n_clusters, self.trial_condition.size), -1, np.int16 if stim_bins <= np.iinfo(np.int16).max else np.int32
         )
+
+    @property
+    def first_spike(self) -> np.ndarray:
+        """(cluster, trial), assembled from the trial chunks filled so far (-1 elsewhere)."""
+        return self.first_spike_parts.assemble()
+
+
+class TrialParts:
+    """A ``(cluster, trial, ...)`` array kept as zstd-compressed trial chunks: memory bounded by one chunk.
+
+    The conversion fills the cluster x trial arrays one trial chunk at a
+    time; each chunk is compressed as it is added (a few hundred kB,
+    compressing ~10x), so what grows with the session is their compressed
+    size. :meth:`assemble` gives the whole array (trials not added hold
+    ``fill``) in ``dtype``, or in the widest dtype of the chunks added.
+
+    Examples
+    --------
+    >>> parts = TrialParts((2, 5), -1, np.int16)
+    >>> parts.add(slice(1, 3), np.array([[0, 4], [2, -1]], np.int16))
+    >>> parts.assemble().tolist()
+    [[-1, 0, 4, -1, -1], [-1, 2, -1, -1, -1]]
+    """
+
+    def __init__(self, shape: tuple[int, ...], fill: int, dtype: np.dtype | type) -> None:
+        self.shape, self.fill, self.dtype = tuple(shape), fill, np.dtype(dtype)
+        self._parts: list[tuple[slice, np.dtype, tuple[int, ...], bytes]] = []
+        self.nbytes = 0  # compressed bytes held
+
+    def buffer(self, n_trials: int) -> np.ndarray:
+        """A fresh ``fill``-filled chunk of ``n_trials`` trials in ``dtype``, to fill and :meth:`add`."""
+        return np.full((self.shape[0], n_trials, *self.shape[2:]), self.fill, self.dtype)
+
+    def add(self, trials: slice, part: np.ndarray) -> None:
+        from numcodecs import Zstd
+
+        part = np.ascontiguousarray(part)
+        data = bytes(Zstd(level=1).encode(part))
+        self._parts.append((trials, part.dtype, part.shape, data))
+        self.nbytes += len(data)
+
+    def largest_dtype(self) -> np.dtype:
+        return np.result_type(self.dtype, *(dtype for _, dtype, _, _ in self._parts))
+
+    def assemble(self, dtype: np.dtype | type | None = None) -> np.ndarray:
+        from numcodecs import Zstd
+
+        out = np.full(self.shape, self.fill, np.dtype(dtype) if dtype is not None else self.largest_dtype())
+        for trials, part_dtype, shape, data in self._parts:
+            out[:, trials] = np.frombuffer(Zstd().decode(data), part_dtype).reshape(shape)
+        return out
 
 
 _NO_TIMING = (np.zeros(0, np.int64), np.zeros((0, 0, 0), np.uint32), np.zeros((0, 0), np.int16))
@@ -488,25 +565,57 @@ def iter_count_chunks(
     ]
     scratch = np.zeros((n_clusters, size, len(schema.WINDOWS)), dtype=np.int64)
     rel, inv = bins.edges_s, 1.0 / bins.bin_width_s
-    if timing is not None and timing.first_spike.shape != (n_clusters, trials.onsets.size):
+    if timing is not None and timing.first_spike_parts.shape != (n_clusters, trials.onsets.size):
         raise ValueError("timing was made for other trials or clusters")
     if timing is not None and np.iinfo(dtype).max > np.iinfo(timing.count_dtype).max:
         raise ValueError(f"timing was made for {timing.count_dtype} counts, not {dtype}")
     for index, (sl, part, times, clusters, lo, hi) in enumerate(_iter_windows(spike_blocks, trials, trial_chunk)):
         n = sl.stop - sl.start
         out, windows = pool[index % len(pool)][:, :n], scratch[:, :n]
-        out.fill(0)
+        if index >= len(pool):  # a buffer's first use finds it zero (np.zeros): not touched before the kernel
+            out.fill(0)
         windows.fill(0)
         codes, course, first = _NO_TIMING
         if timing is not None:
-            codes, course, first = timing.trial_condition[sl], timing.by_condition, timing.first_spike[:, sl]
+            codes, course, first = timing.trial_condition[sl], timing.by_condition, timing.first_spike_parts.buffer(n)
         best = _count_chunk(
             times, clusters, lo, hi, part.onsets, rel, inv, part.stim_edge, part.stim_end, pre_edge, zero_edge,
             out, windows, codes, course, first, timing is not None,
         )  # fmt: skip
         if best > limit:
             raise CountOverflow(int(best), dtype)
+        if timing is not None:
+            timing.first_spike_parts.add(sl, first)
         yield CountChunk(sl, out, windows.astype(smallest_uint(int(windows.max(initial=0)))))
+
+
+_WARMING: list[threading.Thread] = []
+
+
+def warm_kernels() -> None:
+    """Load the binning kernels (from numba's cache, or compile them) in a background thread, once a process.
+
+    Called before a session is read, numba's start-up (~0.5 s) overlaps the
+    reading and hashing of the session's files, which release the GIL; the
+    first real call then finds the kernels loaded (numba's compiler lock
+    makes it wait if they are not yet). Best effort: an error here is left
+    for the real call to raise.
+    """
+    if _WARMING:
+        return
+    thread = threading.Thread(target=_warm, name="opto-cube-kernels", daemon=True)
+    _WARMING.append(thread)
+    thread.start()
+
+
+def _warm() -> None:
+    # the same specialisations as a conversion's (uint8 counts, uint16 time course, int16 first spikes)
+    with contextlib.suppress(Exception):
+        bins = plan_time_bins([0.01], bin_ms=5.0, window_s=(-0.5, 0.5))
+        timing = Timing(np.array([0, 0]), 1, bins, 1)  # 2 trials of a condition: a uint16 time course
+        blocks = [(np.array([1.004, 1.007, 2.2]), np.array([0, 0, 0]))]
+        for _ in iter_count_chunks(blocks, np.array([1.0, 2.0]), np.array([0.01, 0.01]), bins, 1, timing=timing):
+            pass
 
 
 def _in_memory(

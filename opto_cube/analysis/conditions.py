@@ -22,13 +22,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import xarray as xr
 
 from opto_cube import schema
+
+if TYPE_CHECKING:  # imported on first use: a conversion imports neither (opto_cube.lazy)
+    import pandas as pd
+    import xarray as xr
+else:
+    from opto_cube.lazy import LazyModule
+
+    pd, xr = LazyModule("pandas"), LazyModule("xarray")
 
 __all__ = [
     "TrialConditions",

@@ -14,16 +14,19 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
 
 from opto_cube import __version__, binning, schema
 from opto_cube.analysis.conditions import trial_conditions
 from opto_cube.errors import BinningError, OptoCubeError, OptoCubeWarning, ParameterError, StoreError
 from opto_cube.io import alf as io
 from opto_cube.store import write as store
+from opto_cube.store.layout import CubeLayout, Var
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 
 @dataclass
@@ -61,9 +64,9 @@ def emitter_depth_um(emitter: np.ndarray, surface_position_um: float, tip_offset
     return surface_position_um - position
 
 
-def _variable(name: str, data: Any) -> xr.Variable:
+def _variable(name: str, data: Any) -> Var:
     spec = schema.VARIABLES[name]
-    return xr.Variable(spec.dims, data, attrs=spec.attrs)
+    return Var(tuple(spec.dims), np.asarray(data), dict(spec.attrs))
 
 
 def _json_safe(value: Any) -> Any:
@@ -88,26 +91,28 @@ def conversion_parameters(bins: binning.TimeBins, tip_offset_um: float) -> dict[
     }
 
 
-def cube_template(
+def cube_layout(
     session: io.Session,
     bins: binning.TimeBins,
     dtype: np.dtype,
     tip_offset_um: float = schema.TIP_OFFSET_UM,
     chunks: tuple[int, int, int] | None = None,
-) -> xr.Dataset:
-    """The cube of a session with every coordinate and attribute, ``spike_counts`` zeros taking no memory.
+) -> CubeLayout:
+    """The cube of a session with every coordinate and attribute, as plain arrays (no xarray).
 
-    ``spike_counts`` is a read-only broadcast of one zero with the store's chunks in ``encoding["chunks"]``.
-
-    Trials are put in onset order; ``stim_index`` keeps each trial's row in the stim files.
-    ``window_counts`` is such zeros too, a placeholder: :func:`opto_cube.store.write.write_cube` gives it the
-    smallest dtype of the counts it writes.
+    What :func:`opto_cube.store.write.write_cube` writes: the data variables are
+    read-only broadcasts of one zero (placeholders taking no memory), and
+    ``chunks`` the store's chunks of ``spike_counts``. Trials are put in onset
+    order; ``stim_index`` keeps each trial's row in the stim files.
+    ``window_counts`` is a placeholder: :func:`opto_cube.store.write.write_cube`
+    gives it the smallest dtype of the counts it writes. The stored conditions
+    and the timing arrays' placeholders are included (:func:`with_stored_conditions`).
     """
     order = np.argsort(session.stim[schema.ONSET], kind="stable")
     n_clusters, n_trials, n_bins = session.n_clusters, session.n_trials, bins.n_bins
     chunks = chunks or store.spike_counts_chunks(n_clusters, n_trials, n_bins)
     stim = {name: values[order] for name, values in session.stim.items()}
-    coords: dict[str, xr.Variable] = {
+    coords: dict[str, Var] = {
         schema.CLUSTER: _variable(schema.CLUSTER, np.arange(n_clusters, dtype=np.int64)),
         **{name: _variable(name, session.clusters[name]) for name in schema.CLUSTER_COORDS},
         schema.TRIAL: _variable(schema.TRIAL, np.arange(n_trials, dtype=np.int64)),
@@ -119,7 +124,7 @@ def cube_template(
         schema.TIME: _variable(schema.TIME, bins.centres_s),
         schema.WINDOW: _variable(schema.WINDOW, np.array(schema.WINDOWS, dtype=object)),
     }
-    # zeros that take no memory (a broadcast scalar) with the store's chunks in their encoding: no dask needed
+    # zeros that take no memory (a broadcast scalar)
     counts = np.broadcast_to(np.zeros((), dtype=dtype), (n_clusters, n_trials, n_bins))
     windows = np.broadcast_to(np.zeros((), dtype=np.uint8), (n_clusters, n_trials, len(schema.WINDOWS)))
     ours = {
@@ -138,34 +143,46 @@ def cube_template(
     attrs = {key: value for key, value in session.attrs.items() if not schema.is_own_attr(key)}
     attrs.update(ours)
     attrs[schema.ATTR_SESSION_JSON] = session.session_json
-    ds = xr.Dataset(
-        {
+    shape = (n_clusters, n_trials, n_bins)
+    layout = CubeLayout(
+        coords=coords,
+        data_vars={
             schema.SPIKE_COUNTS: _variable(schema.SPIKE_COUNTS, counts),
             schema.WINDOW_COUNTS: _variable(schema.WINDOW_COUNTS, windows),
         },
-        coords=coords,
+        attrs=_json_safe(attrs),
+        chunks=tuple(max(1, min(int(c), n)) for c, n in zip(chunks, shape, strict=True)),
     )
-    ds = with_stored_conditions(ds)
-    shape = (n_clusters, n_trials, n_bins)
-    ds[schema.SPIKE_COUNTS].encoding["chunks"] = tuple(
-        max(1, min(int(c), n)) for c, n in zip(chunks, shape, strict=True)
-    )
-    ds.attrs = _json_safe(attrs)
-    return ds
+    coords_more, zeros = _stored_conditions(layout)
+    layout.coords.update(coords_more)
+    layout.data_vars.update(zeros)
+    return layout
 
 
-def with_stored_conditions(template: xr.Dataset) -> xr.Dataset:
-    """The template with the stored conditions and placeholders of the timing arrays (docs/contract.md).
+def cube_template(
+    session: io.Session,
+    bins: binning.TimeBins,
+    dtype: np.dtype,
+    tip_offset_um: float = schema.TIP_OFFSET_UM,
+    chunks: tuple[int, int, int] | None = None,
+) -> xr.Dataset:
+    """The cube of a session with every coordinate and attribute, ``spike_counts`` zeros taking no memory.
 
-    The conditions are :func:`opto_cube.analysis.conditions.trial_conditions` of the
-    trials for the default ``by`` (emitter, power level, duration), sorted;
-    ``trial_condition`` is each trial's index into them. ``condition_counts``
-    and ``first_spike_bin`` are zeros taking no memory, placeholders that
-    :func:`opto_cube.store.write.write_cube` fills.
+    :func:`cube_layout` as an ``xarray.Dataset``: ``spike_counts`` is a
+    read-only broadcast of one zero with the store's chunks in
+    ``encoding["chunks"]``. Trials are put in onset order; ``stim_index``
+    keeps each trial's row in the stim files. ``window_counts`` is such zeros
+    too, a placeholder: :func:`opto_cube.store.write.write_cube` gives it the
+    smallest dtype of the counts it writes.
     """
-    conditions = trial_conditions(template, schema.CONDITION_KEYS)
-    n_clusters, n_trials = template.sizes[schema.CLUSTER], template.sizes[schema.TRIAL]
-    n_bins = template.sizes[schema.TIME]
+    return cube_layout(session, bins, dtype, tip_offset_um, chunks).to_dataset()
+
+
+def _stored_conditions(template: CubeLayout | xr.Dataset) -> tuple[dict[str, Var], dict[str, Var]]:
+    """The stored condition coordinates and the timing arrays' placeholders of a template."""
+    conditions = trial_conditions(template, schema.CONDITION_KEYS)  # type: ignore[arg-type]  # reads .values
+    sizes = template.sizes
+    n_clusters, n_trials, n_bins = sizes[schema.CLUSTER], sizes[schema.TRIAL], sizes[schema.TIME]
     coords = {
         schema.TRIAL_CONDITION: _variable(schema.TRIAL_CONDITION, conditions.code.astype(np.int64)),
         **{
@@ -177,7 +194,28 @@ def with_stored_conditions(template: xr.Dataset) -> xr.Dataset:
         schema.CONDITION_COUNTS: np.broadcast_to(np.uint8(0), (n_clusters, conditions.n_conditions, n_bins)),
         schema.FIRST_SPIKE_BIN: np.broadcast_to(np.int16(-1), (n_clusters, n_trials)),
     }
-    return template.assign_coords(coords).assign({name: _variable(name, zeros[name]) for name in zeros})
+    return coords, {name: _variable(name, zeros[name]) for name in zeros}
+
+
+def with_stored_conditions(template: xr.Dataset) -> xr.Dataset:
+    """The template with the stored conditions and placeholders of the timing arrays (docs/contract.md).
+
+    The conditions are :func:`opto_cube.analysis.conditions.trial_conditions` of the
+    trials for the default ``by`` (emitter, power level, duration), sorted;
+    ``trial_condition`` is each trial's index into them. ``condition_counts``
+    and ``first_spike_bin`` are zeros taking no memory, placeholders that
+    :func:`opto_cube.store.write.write_cube` fills.
+    """
+    import xarray as xr
+
+    coords, zeros = _stored_conditions(template)
+
+    def variable(v: Var) -> xr.Variable:
+        return xr.Variable(v.dims, v.data, attrs=dict(v.attrs))
+
+    return template.assign_coords({k: variable(v) for k, v in coords.items()}).assign(
+        {k: variable(v) for k, v in zeros.items()}
+    )
 
 
 # --------------------------------------------------------------------------
@@ -373,6 +411,7 @@ def convert_session(
         max_cube_gib=max_cube_gib,
     )
     started = time.perf_counter()
+    binning.warm_kernels()  # numba's start-up in a thread, while the session's files are read and hashed
     session = read_session(folder)
     target = store.store_path(out_dir, session.session_id)
     try:
@@ -395,7 +434,7 @@ def convert_session(
     # The same pass fills the stored timing arrays (condition_counts, first_spike_bin: binning.Timing).
     dtype = np.dtype(np.uint8)
     while True:
-        template = cube_template(session, bins, dtype, tip_offset_um, (cluster_chunk, trial_chunk, bins.n_bins))
+        template = cube_layout(session, bins, dtype, tip_offset_um, (cluster_chunk, trial_chunk, bins.n_bins))
         timing = binning.Timing(
             template[schema.TRIAL_CONDITION].values, template.sizes[schema.CONDITION], bins, n_clusters, dtype
         )

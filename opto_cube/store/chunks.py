@@ -24,14 +24,20 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
 import zarr
 
 from opto_cube import schema
 from opto_cube.errors import StoreError
+
+if TYPE_CHECKING:  # imported on first use: a conversion imports no xarray (opto_cube.lazy)
+    import xarray as xr
+else:
+    from opto_cube.lazy import LazyModule
+
+    xr = LazyModule("xarray")
 
 StorePath = Path | str  # a local path, or a URL such as s3://bucket/prefix/<id>.zarr
 

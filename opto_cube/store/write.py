@@ -34,11 +34,9 @@ import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask
 import numpy as np
-import xarray as xr
 import zarr
 import zarr.codecs
 
@@ -46,6 +44,15 @@ from opto_cube import schema
 from opto_cube.errors import StoreError, warn
 from opto_cube.store import chunks
 from opto_cube.store.chunks import StorePath, is_url, read_store_attrs, zarr_store
+from opto_cube.store.layout import CubeLayout, Var, zarr_encoding
+
+if TYPE_CHECKING:
+    import dask
+    import xarray as xr
+else:  # imported on first use: writing a store needs neither (opto_cube.lazy)
+    from opto_cube.lazy import LazyModule
+
+    dask, xr = LazyModule("dask"), LazyModule("xarray")
 
 STORE_SUFFIX = ".zarr"
 _TMP_TAG = ".tmp-"
@@ -214,7 +221,7 @@ def window_counts_chunks(n_clusters: int, n_trials: int, itemsize: int) -> tuple
     return (max(1, n_clusters), trials, len(schema.WINDOWS))
 
 
-def _window_sums(template: xr.Dataset, trials: slice, block: np.ndarray) -> np.ndarray:
+def _window_sums(template: CubeLayout, trials: slice, block: np.ndarray) -> np.ndarray:
     """Pre and stim window counts of a block of the cube: the sums of the bins inside each window.
 
     For blocks handed to :func:`write_cube` without their window counts (the
@@ -230,24 +237,51 @@ def _window_sums(template: xr.Dataset, trials: slice, block: np.ndarray) -> np.n
     return out
 
 
-def _write_window_counts(
-    group: zarr.Group, template: xr.Dataset, attrs: dict[str, Any], parts: list[tuple[slice, np.ndarray]]
-) -> None:
-    """Create ``window_counts`` in the smallest unsigned dtype of its counts and write every chunk of it."""
-    from opto_cube.binning import smallest_uint
+class _WindowCounts:
+    """``window_counts`` gathered block by block, each block kept compressed (:class:`~opto_cube.binning.TrialParts`).
 
-    n_clusters, n_trials = template.sizes[schema.CLUSTER], template.sizes[schema.TRIAL]
-    largest = max((int(w.max(initial=0)) for _, w in parts), default=0)
-    windows = np.zeros((n_clusters, n_trials, len(schema.WINDOWS)), dtype=smallest_uint(largest))
-    for trials, part in parts:
-        windows[:, trials] = part
+    Memory held while the cube is written is the blocks' compressed size; the
+    whole (cluster, trial, window) array exists only at the end, when the
+    count buffers are gone, in the smallest unsigned dtype of its largest count.
+    """
+
+    def __init__(self, n_clusters: int, n_trials: int) -> None:
+        from opto_cube.binning import TrialParts
+
+        self.parts = TrialParts((n_clusters, n_trials, len(schema.WINDOWS)), 0, np.uint8)
+        self.largest = 0
+
+    def add(self, trials: slice, part: np.ndarray) -> None:
+        if part.dtype != np.uint8:  # the binner's blocks come in their smallest dtype: a uint8 one needs no scan
+            self.largest = max(self.largest, int(part.max(initial=0)))
+        self.parts.add(trials, part)
+
+    @property
+    def values(self) -> np.ndarray:
+        from opto_cube.binning import smallest_uint
+
+        return self.parts.assemble(smallest_uint(self.largest))
+
+
+def _write_window_counts(group: zarr.Group, layout: CubeLayout, windows: _WindowCounts) -> None:
+    """Create ``window_counts`` in the smallest unsigned dtype of its counts and write every chunk of it."""
+    values = windows.values
+    chunk_shape = window_counts_chunks(values.shape[0], values.shape[1], values.dtype.itemsize)
+    _write_whole(group, layout, schema.WINDOW_COUNTS, values, chunk_shape, 0)
+
+
+def _write_whole(
+    group: zarr.Group, layout: CubeLayout, name: str, values: np.ndarray, chunk_shape: tuple[int, ...], fill: int
+) -> None:
+    """Create array ``name`` with the metadata xarray gives it and write ``values`` chunk by chunk from views."""
     array = group.create_array(
-        schema.WINDOW_COUNTS, shape=windows.shape, dtype=windows.dtype,
-        chunks=window_counts_chunks(n_clusters, n_trials, windows.dtype.itemsize), compressors=COMPRESSORS,
-        fill_value=0, dimension_names=schema.VARIABLES[schema.WINDOW_COUNTS].dims, attributes=attrs,
+        name, shape=values.shape, dtype=values.dtype, chunks=chunk_shape, compressors=COMPRESSORS, fill_value=fill,
+        dimension_names=layout[name].dims, attributes=zarr_encoding(layout, name)["attributes"],
         config={"write_empty_chunks": True},
     )  # fmt: skip
-    array[...] = windows
+    for index in np.ndindex(*array.cdata_shape):
+        block = tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, chunk_shape, strict=True))
+        array[block] = values[block]
 
 
 def _timing_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
@@ -266,14 +300,15 @@ def _timing_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
 class _BlockTiming:
     """The timing arrays summed from blocks of the cube, for blocks handed to :func:`write_cube` without them."""
 
-    def __init__(self, template: xr.Dataset) -> None:
+    def __init__(self, template: CubeLayout) -> None:
         self.codes = np.asarray(template[schema.TRIAL_CONDITION].values, np.int64)
         centres = np.asarray(template[schema.TIME].values, np.float64)
         durations = np.asarray(template[schema.DURATION].values, np.float64)
         self.start = int(np.searchsorted(centres, 0.0))
         self.stop = np.searchsorted(centres, durations)  # bins with centre < duration: the stim window's end
-        n_clusters, n_bins = template.sizes[schema.CLUSTER], template.sizes[schema.TIME]
-        self.time_course = np.zeros((n_clusters, template.sizes[schema.CONDITION], n_bins), np.uint64)
+        sizes = template.sizes
+        n_clusters, n_bins = sizes[schema.CLUSTER], sizes[schema.TIME]
+        self.time_course = np.zeros((n_clusters, sizes[schema.CONDITION], n_bins), np.uint64)
         self.first_spike = np.full((n_clusters, self.codes.size), -1, np.int32)
 
     def add(self, trials: slice, block: np.ndarray) -> None:
@@ -289,7 +324,7 @@ class _BlockTiming:
         self.first_spike[:, trials] = first_spike_bins(block, self.start, self.stop[trials])
 
 
-def _write_timing(group: zarr.Group, variables: dict[str, Any], timing: Any) -> None:
+def _write_timing(group: zarr.Group, layout: CubeLayout, timing: Any) -> None:
     """``condition_counts`` (smallest unsigned dtype of its sums) and ``first_spike_bin``, every chunk written."""
     from opto_cube.binning import smallest_uint
 
@@ -299,16 +334,48 @@ def _write_timing(group: zarr.Group, variables: dict[str, Any], timing: Any) -> 
     course = course.astype(smallest_uint(int(course.max(initial=0))), order="C")
     first = first.astype(np.int16 if stim_bins <= np.iinfo(np.int16).max else np.int32, copy=False)
     for name, values, fill in ((schema.CONDITION_COUNTS, course, 0), (schema.FIRST_SPIKE_BIN, first, -1)):
+        _write_whole(group, layout, name, values, _timing_chunks(values.shape, values.dtype.itemsize), fill)
+        del values
+    del course, first
+
+
+def _with_windows(layout: CubeLayout) -> CubeLayout:
+    """The layout with a ``window_counts`` placeholder and the ``window`` coordinate, if it lacks them."""
+    if schema.WINDOW_COUNTS in layout.data_vars and schema.WINDOW in layout.coords:
+        return layout
+    counts = layout[schema.SPIKE_COUNTS]
+    spec = schema.VARIABLES[schema.WINDOW_COUNTS]
+    data_vars = dict(layout.data_vars)
+    data_vars.setdefault(
+        schema.WINDOW_COUNTS,
+        Var(spec.dims, np.broadcast_to(np.uint8(0), (*counts.shape[:2], len(schema.WINDOWS))), dict(spec.attrs)),
+    )
+    coords = dict(layout.coords)
+    coords.setdefault(
+        schema.WINDOW,
+        Var((schema.WINDOW,), np.array(schema.WINDOWS, dtype=object), dict(schema.VARIABLES[schema.WINDOW].attrs)),
+    )
+    return CubeLayout(coords, data_vars, layout.attrs, layout.chunks)
+
+
+def write_coordinates(group: zarr.Group, layout: CubeLayout) -> None:
+    """Every coordinate of ``layout`` as its own array, with the metadata and chunks ``xarray.to_zarr`` gives it.
+
+    Zarr's automatic chunks (xarray's choice for in-memory arrays), the
+    store's codecs, every chunk written (no fill-value elision).
+    """
+    for name, var in layout.coords.items():
+        enc = zarr_encoding(layout, name)
         array = group.create_array(
-            name, shape=values.shape, dtype=values.dtype, chunks=_timing_chunks(values.shape, values.dtype.itemsize),
-            compressors=COMPRESSORS, fill_value=fill, dimension_names=schema.VARIABLES[name].dims,
-            attributes=dict(variables[name].attrs), config={"write_empty_chunks": True},
+            name, shape=var.shape, dtype=enc["dtype"], chunks="auto", compressors=COMPRESSORS,
+            fill_value=enc["fill_value"], dimension_names=enc["dimension_names"], attributes=enc["attributes"],
+            config={"write_empty_chunks": True},
         )  # fmt: skip
-        array[...] = values
+        array[...] = var.data
 
 
 def write_cube(
-    template: xr.Dataset,
+    template: CubeLayout | xr.Dataset,
     count_chunks: Iterable[tuple[slice, np.ndarray] | tuple[slice, np.ndarray, np.ndarray]],
     target: StorePath,
     overwrite: bool = False,
@@ -320,8 +387,10 @@ def write_cube(
     Parameters
     ----------
     template
-        The cube with a ``spike_counts`` whose ``encoding["chunks"]`` (or,
-        when it is a dask array, whose chunks) are the store's chunks;
+        The cube's :class:`~opto_cube.store.layout.CubeLayout` (``chunks``: the
+        store's chunks of ``spike_counts``), or the cube as an
+        ``xarray.Dataset`` with a ``spike_counts`` whose ``encoding["chunks"]``
+        (or, when it is a dask array, whose chunks) are the store's chunks;
         only its shape, dtype, dims and attributes are read. A
         ``window_counts`` in it is a placeholder (its dtype is not read).
     count_chunks
@@ -347,85 +416,68 @@ def write_cube(
 
     Notes
     -----
+    Written by zarr alone (no xarray): every array's ``zarr.json`` is the one
+    ``xarray.Dataset.to_zarr`` writes (:mod:`opto_cube.store.layout`).
     ``window_counts`` is written with the smallest unsigned dtype that holds
     its largest count, in chunks of :func:`window_counts_chunks`, in the same
     atomic store: a store has both arrays or is not there.
     """
     target = target if is_url(target) else Path(target)
-    counts = template[schema.SPIKE_COUNTS]
-    stored = counts.encoding.get("chunks")
-    count_shape = tuple(stored) if stored is not None else tuple(c[0] for c in counts.chunks or ())
-    if schema.WINDOW_COUNTS not in template:
-        template = template.assign(
-            {
-                schema.WINDOW_COUNTS: xr.Variable(
-                    schema.VARIABLES[schema.WINDOW_COUNTS].dims,
-                    np.broadcast_to(np.uint8(0), (*counts.shape[:2], len(schema.WINDOWS))),
-                    attrs=schema.VARIABLES[schema.WINDOW_COUNTS].attrs,
-                )
-            }
-        )
-    if schema.WINDOW not in template.coords:
-        template = template.assign_coords(
-            {schema.WINDOW: xr.Variable(schema.WINDOW, np.array(schema.WINDOWS, dtype=object),
-                                        attrs=schema.VARIABLES[schema.WINDOW].attrs)}
-        )  # fmt: skip
-    timed = schema.TRIAL_CONDITION in template.coords
-    arrays = (schema.SPIKE_COUNTS, schema.WINDOW_COUNTS) + (schema.TIMING_ARRAYS if timed else ())
-    from_blocks = _BlockTiming(template) if timed and timing is None else None
+    layout = template if isinstance(template, CubeLayout) else CubeLayout.from_dataset(template)
+    layout = _with_windows(layout)
+    counts = layout[schema.SPIKE_COUNTS]
+    if layout.chunks is None:
+        raise ValueError(f"the template gives no chunks of {schema.SPIKE_COUNTS}")
+    count_shape = tuple(max(1, min(int(c), n)) for c, n in zip(layout.chunks, counts.shape, strict=True))
+    timed = schema.TRIAL_CONDITION in layout.coords
+    from_blocks = _BlockTiming(layout) if timed and timing is None else None
+    sizes = layout.sizes
     with atomic_store(target, overwrite=overwrite, storage_options=storage_options) as tmp:
         zstore = zarr_store(tmp, storage_options)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-            # The coordinates and attributes by xarray, the two arrays created by zarr with the metadata
-            # xarray would give them (the same zarr.json): xarray's lazy path (a dask array, compute=False) builds
-            # a dask graph and imports distributed for arrays written below anyway.
-            variables, _ = xr.conventions.encode_dataset_coordinates(template)
-            coords = template.drop_vars(arrays)
-            coords.to_zarr(zstore, mode="w-", zarr_format=3, consolidated=False, encoding=checksummed(coords),
-                           write_empty_chunks=True)  # fmt: skip
-            group = zarr.open_group(zstore, mode="r+")
-            if "coordinates" in group.attrs:  # xarray lists coordinates no variable claims: the arrays do
-                del group.attrs["coordinates"]
-            # One call per chunk, from a view of the block: zarr then compresses the block's memory as it is
-            # (a call that spans chunks first copies each into a fresh buffer), and write_empty_chunks skips
-            # zarr's scan of every chunk for all-fill values. Those two were 2/3 of the write time
-            # (benchmarks/README.md, "Writing the cube"). The chunks of a block are written concurrently.
-            array = group.create_array(
-                schema.SPIKE_COUNTS, shape=counts.shape, chunks=count_shape, dtype=counts.dtype,
-                compressors=COMPRESSORS, fill_value=0, dimension_names=tuple(map(str, counts.dims)),
-                attributes=dict(variables[schema.SPIKE_COUNTS].attrs), config={"write_empty_chunks": True},
-            )  # fmt: skip
-            step = array.chunks[0]
-            from concurrent.futures import ThreadPoolExecutor
+        group = zarr.open_group(zstore, mode="w-", zarr_format=3, attributes=dict(layout.attrs))
+        write_coordinates(group, layout)
+        # One call per chunk, from a view of the block: zarr then compresses the block's memory as it is
+        # (a call that spans chunks first copies each into a fresh buffer), and write_empty_chunks skips
+        # zarr's scan of every chunk for all-fill values. Those two were 2/3 of the write time
+        # (benchmarks/README.md, "Writing the cube"). The chunks of a block are written concurrently.
+        array = group.create_array(
+            schema.SPIKE_COUNTS, shape=counts.shape, chunks=count_shape, dtype=counts.dtype,
+            compressors=COMPRESSORS, fill_value=0, dimension_names=counts.dims,
+            attributes=zarr_encoding(layout, schema.SPIKE_COUNTS)["attributes"], config={"write_empty_chunks": True},
+        )  # fmt: skip
+        step = array.chunks[0]
+        from concurrent.futures import ThreadPoolExecutor
 
-            # Pipelined: a block's chunks are handed to the threads, then the next block is asked for (binned
-            # by the nogil kernel while zstd runs), and only then are the first block's writes awaited. So a
-            # block must stay valid until the next-but-one is asked for (iter_count_chunks(..., buffers=2)).
-            windows: list[tuple[slice, np.ndarray]] = []
-            pending: list[Any] = []
-            with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-                try:
-                    for trials, block, *window in count_chunks:
-                        for future in pending:
-                            future.result()
-                        pending = [
-                            pool.submit(
-                                array.__setitem__, (slice(c, c + step), trials, slice(None)), block[c : c + step]
-                            )
-                            for c in range(0, block.shape[0], step)
-                        ]
-                        windows.append((trials, window[0] if window else _window_sums(template, trials, block)))
-                        if from_blocks is not None:
-                            from_blocks.add(trials, block)
+        # Pipelined: a block's chunks are handed to the threads, then the next block is asked for (binned
+        # by the nogil kernel while zstd runs), and only then are the first block's writes awaited. So a
+        # block must stay valid until the next-but-one is asked for (iter_count_chunks(..., buffers=2)).
+        # Each block's window counts go into one (cluster, trial, window) array as they come: no list of parts.
+        windows = _WindowCounts(sizes[schema.CLUSTER], sizes[schema.TRIAL])
+        pending: list[Any] = []
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            try:
+                for trials, block, *window in count_chunks:
                     for future in pending:
                         future.result()
-                finally:
-                    for future in pending:
-                        future.cancel()
-            _write_window_counts(group, template, dict(variables[schema.WINDOW_COUNTS].attrs), windows)
-            if timed:
-                _write_timing(group, variables, timing if timing is not None else from_blocks)
+                    pending = [
+                        pool.submit(array.__setitem__, (slice(c, c + step), trials, slice(None)), block[c : c + step])
+                        for c in range(0, block.shape[0], step)
+                    ]
+                    windows.add(trials, window[0] if window else _window_sums(layout, trials, block))
+                    del window
+                    if from_blocks is not None:
+                        from_blocks.add(trials, block)
+                for future in pending:
+                    future.result()
+            finally:
+                for future in pending:
+                    future.cancel()
+        _write_window_counts(group, layout, windows)
+        del windows
+        if timed:
+            _write_timing(group, layout, timing if timing is not None else from_blocks)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
             chunks.seal(zstore, tmp, storage_options)  # the chunks' checksums, then the completion mark, last
     return target
 
