@@ -1,18 +1,27 @@
 """opto_cube: Neuropixels Opto recordings as labeled, chunked Zarr spike-count cubes.
 
-Convert ALF session folders once (:func:`convert_session`, or the
-``opto-cube convert`` command), open the cubes lazily (:func:`open_cube`,
-:func:`open_catalog`), and ask the science questions of them
-(:func:`responses`, :func:`responses_table`, :func:`effect_map`, :func:`population_psth`, ...).
-``docs/architecture.md`` gives a line per module.
+Convert session folders once (:func:`convert_session`, or the ``opto-cube
+convert`` command), open the cubes lazily (:func:`open_cube`,
+:func:`open_catalog`), and ask the science questions of them: of one cube
+(:func:`responses`, the ``cube.opto`` accessor), of many sessions
+(:func:`responses_table`, :func:`effect_map`, :func:`spatial_extent`, ...).
+``docs/api.md`` tables every public name; ``docs/architecture.md`` gives a
+line per module.
+
+``import opto_cube`` is light: each public name imports its module on first
+use, and the ``cube.opto`` accessor (:class:`OptoAccessor`) is registered
+with xarray when xarray is imported (at once, if it already is).
 
 Examples
 --------
 >>> import opto_cube
 >>> sorted(opto_cube.__all__)[:4]
-['BinningError', 'Catalog', 'OptoCubeError', 'OptoCubeWarning']
+['BinningError', 'Catalog', 'OptoAccessor', 'OptoCubeError']
 """
 
+import importlib.abc
+import importlib.util
+import sys
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -22,17 +31,26 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
-from .errors import BinningError, OptoCubeError, OptoCubeWarning, SessionFormatError, StoreError
+from .errors import (
+    BinningError,
+    OptoCubeError,
+    OptoCubeWarning,
+    ParameterError,
+    SessionFormatError,
+    StoreError,
+    TimingWarning,
+)
 
-# public name -> module; imported on first use so that `import opto_cube` stays light
+# public name -> module; imported on first use so that `import opto_cube` stays light (docs/api.md groups them)
 _LAZY = {
-    "convert_session": "convert",
-    "read_session": "io",
-    "find_sessions": "io",
+    # one cube: open it, ask it (lazy, nothing written)
     "open_cube": "store",
+    "OptoAccessor": "accessor",  # cube.opto
+    "responses": "response",  # the function; the module is opto_cube.response (no clash on attribute access)
+    "condition_time_course": "psth",
+    # many sessions: a catalog of stores, the long table and what is computed from it
     "open_catalog": "catalog",
     "Catalog": "catalog",
-    "responses": "response",  # the function; the module is opto_cube.response (no clash on attribute access)
     "responses_table": "pipeline",
     "select_conditions": "conditions",
     "effect_map": "maps",
@@ -40,17 +58,27 @@ _LAZY = {
     "modulation_index": "maps",
     "spatial_extent": "spatial",
     "population_psth": "psth",
-    "condition_time_course": "psth",
+    # jobs that write files
+    "convert_session": "convert",
+    "to_nwb": "nwb",
     "run_maps": "pipeline",
     "run_report": "pipeline",
+    # reading input sessions
+    "read_session": "io",
+    "find_sessions": "io",
 }
+# To export at the subpackage move (issue 21), when no module of the same name sits at the top of the package
+# (until then `opto_cube.convert` is the module, and a function of that name would shadow it):
+#   "convert": "jobs.convert", "verify": "jobs.verify", "power_response": "analysis.power_response"
 
 __all__ = [
     "BinningError",
     "OptoCubeError",
     "OptoCubeWarning",
+    "ParameterError",
     "SessionFormatError",
     "StoreError",
+    "TimingWarning",
     "__version__",
     *_LAZY,
 ]
@@ -66,3 +94,33 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
+
+# --------------------------------------------------------------------------
+# cube.opto: registered with xarray without importing it here (~0.7 s)
+# --------------------------------------------------------------------------
+class _RegisterAccessorWithXarray(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: when ``xarray`` is first imported, registers ``cube.opto`` right after it loads."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != "xarray":
+            return None
+        sys.meta_path.remove(self)  # once; and the finders below find xarray
+        spec = importlib.util.find_spec(fullname)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        exec_module = loader.exec_module
+
+        def exec_then_register(module: Any) -> None:
+            exec_module(module)
+            import_module(".accessor", __name__)  # imports xarray (now loaded), numpy and opto_cube.schema
+
+        loader.exec_module = exec_then_register  # this spec's own loader instance
+        return spec
+
+
+if "xarray" in sys.modules:
+    import_module(".accessor", __name__)
+elif not any(isinstance(f, _RegisterAccessorWithXarray) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterAccessorWithXarray())
