@@ -312,7 +312,8 @@ def test_import_opto_cube_registers_the_accessor_in_any_import_order(order: str)
         "assert not [f for f in sys.meta_path if type(f).__name__ == '_RegisterAccessorWithXarray']; print('ok')"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
 
 
 def test_import_opto_cube_imports_no_heavy_module() -> None:
