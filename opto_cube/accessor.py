@@ -45,6 +45,7 @@ Examples
 from __future__ import annotations
 
 import html
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,6 +53,7 @@ import numpy as np
 import xarray as xr
 
 from . import schema
+from .errors import TimingWarning
 
 __all__ = ["OptoAccessor"]
 
@@ -363,7 +365,11 @@ class OptoAccessor:
         """
         from .response import responses
 
-        out = responses(self._ds, by=by, mode=mode, significant_by=significant_by, timing=timing, warn=warn)
+        with warnings.catch_warnings(record=True) as caught:  # the TimingWarning, said at the caller's line
+            warnings.simplefilter("always", TimingWarning)
+            out = responses(self._ds, by=by, mode=mode, significant_by=significant_by, timing=timing, warn=warn)
+        for w in caught:
+            warnings.warn(w.message, w.category, stacklevel=2)
         out.attrs[schema.ATTR_PRE_WINDOW] = [
             float(x) for x in self._ds.attrs.get(schema.ATTR_PRE_WINDOW, schema.PRE_WINDOW_S)
         ]

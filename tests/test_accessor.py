@@ -344,3 +344,9 @@ def test_every_public_name_resolves(name: str) -> None:
     value = getattr(opto_cube, name)
     assert value.__name__ == name
     assert value.__doc__
+
+
+def test_the_timing_warning_points_at_the_callers_line(cube: xr.Dataset) -> None:
+    with pytest.warns(opto_cube.TimingWarning, match="10 ms bins are coarser") as caught:
+        cube.opto.responses()
+    assert [w.filename for w in caught] == [__file__]
