@@ -19,7 +19,6 @@ Examples
 ['BinningError', 'Catalog', 'OptoAccessor', 'OptoCubeError']
 """
 
-import importlib.abc
 import importlib.util
 import sys
 from importlib import import_module
@@ -99,8 +98,8 @@ def __dir__() -> list[str]:
 # --------------------------------------------------------------------------
 # cube.opto: registered with xarray without importing it here (~0.7 s)
 # --------------------------------------------------------------------------
-class _RegisterAccessorWithXarray(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: when ``xarray`` is first imported, registers ``cube.opto`` right after it loads."""
+class _RegisterAccessorWithXarray:
+    """A ``sys.meta_path`` finder that finds nothing itself: registers ``cube.opto`` right after xarray loads."""
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         if fullname != "xarray":
