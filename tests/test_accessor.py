@@ -350,3 +350,16 @@ def test_the_timing_warning_points_at_the_callers_line(cube: xr.Dataset) -> None
     with pytest.warns(opto_cube.TimingWarning, match="10 ms bins are coarser") as caught:
         cube.opto.responses()
     assert [w.filename for w in caught] == [__file__]
+
+
+def test_a_selection_that_splits_a_stored_condition_drops_the_stored_sums(cube_1ms: xr.Dataset) -> None:
+    """Cannot happen by emitter, power level and duration; if it did, the sums would be wrong: they go."""
+    n = cube_1ms[schema.CONDITION_N_TRIALS].values
+    claimed = cube_1ms.assign_coords({schema.CONDITION_N_TRIALS: (schema.CONDITION, n + 1)})  # more than it holds
+    sub = claimed.opto.select(emitter=int(cube_1ms.opto.emitters[0]))
+    assert schema.CONDITION_COUNTS not in sub
+    assert schema.TRIAL_CONDITION not in sub.coords
+    assert schema.CONDITION not in sub.dims
+    with pytest.warns(opto_cube.TimingWarning, match="has no 'condition_counts'"):
+        r = sub.opto.responses()
+    assert np.isnan(r[schema.FIRST_SPIKE].values).all()
