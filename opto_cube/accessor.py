@@ -191,7 +191,10 @@ class OptoAccessor:
         if waveform_type is not None:
             self._require((schema.WAVEFORM_TYPE,), "select")
             present = _labels(ds[schema.WAVEFORM_TYPE].values)
-            wanted = [waveform_type] if isinstance(waveform_type, str) else list(waveform_type)
+            try:
+                wanted = [waveform_type] if isinstance(waveform_type, str) else list(waveform_type)
+            except TypeError:  # one value that is not a label
+                wanted = [waveform_type]
             choices = sorted({*schema.WAVEFORM_TYPES, *present.tolist()})
             unknown = [w for w in wanted if not isinstance(w, str) or w not in choices]
             if unknown or not wanted:

@@ -269,6 +269,7 @@ BAD = [
     ("select", dict(waveform_type="fs"), r"no waveform_type 'fs' in the cube; the types are \['', 'FS', 'RS'\]"),
     ("select", dict(waveform_type=["FS", "XX"]), r"no waveform_type \['FS', 'XX'\]"),
     ("select", dict(waveform_type=[]), r"no waveform_type \[\]"),
+    ("select", dict(waveform_type=3), r"no waveform_type 3 in the cube"),
     ("select", dict(qc="yes"), r"qc must be True .* got 'yes'"),
     ("select", dict(emitter=99), r"no emitter \[99.0\]; there are \[3.0, 8.0, 13.0\]"),
     ("select", dict(power_mw=2.5), r"no power_mw \[2.5\]; there are \[1.0, 4.0\]"),
