@@ -305,6 +305,7 @@ def test_info_on_a_store_and_on_a_folder(capsys, tiny_converted):
 # --------------------------------------------------------------------------
 # atomicity: a conversion killed mid-write
 # --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_killed_conversion_leaves_no_store_and_the_rerun_finishes(capsys, tmp_path):
     """SIGKILL while the hidden temp store is being written: no store (or a complete one) is left; the
     next run removes the leftover and finishes; an unchanged session is then skipped; --overwrite rebuilds."""

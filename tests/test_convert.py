@@ -128,6 +128,7 @@ def test_smallest_dtype_that_holds_the_largest_count(tmp_path, n_spikes, dtype, 
     assert int(ds[schema.SPIKE_COUNTS].max()) == n_spikes
 
 
+@pytest.mark.slow
 def test_a_count_past_uint8_after_written_chunks_rebins_the_whole_store(tmp_path, no_warnings):
     """Trial chunks of one trial: the first is written in uint8, the second overflows it; the store is rebuilt."""
     onset_sample = 40 * SAMPLES_PER_S
@@ -559,6 +560,7 @@ def test_property_counts_conserved(tmp_path_factory, case):
     assert ds[schema.SPIKE_COUNTS].dtype == binning.smallest_uint(int(ds[schema.SPIKE_COUNTS].max()))
 
 
+@pytest.mark.slow
 @settings(max_examples=CONVERT_EXAMPLES)
 @given(random_session(), st.integers(1, 6), st.integers(1, 9))
 def test_property_chunking_does_not_change_the_cube(tmp_path_factory, case, cluster_chunk, trial_chunk):
@@ -579,6 +581,7 @@ def test_property_chunking_does_not_change_the_cube(tmp_path_factory, case, clus
     assert b[schema.SPIKE_COUNTS].encoding["chunks"] == expected
 
 
+@pytest.mark.slow
 @settings(max_examples=CONVERT_EXAMPLES)
 @given(random_session(unique_onsets=True), st.randoms(use_true_random=False))
 def test_property_trial_order_in_the_files_does_not_matter(tmp_path_factory, case, random):
@@ -619,6 +622,7 @@ def _cubes(out: Path) -> dict[str, xr.Dataset]:
     return {p.name: xr.open_zarr(p).compute() for p in sorted(out.glob("*.zarr"))}
 
 
+@pytest.mark.slow
 def test_jobs_do_not_change_the_cubes(three_sessions, tmp_path, no_warnings, monkeypatch):
     """Two local processes give the same cubes and the same failure as one, session for session."""
     monkeypatch.setattr(schema, "JOBS_MIN_CUBE_BYTES_PER_WORKER", 0)  # processes even for tiny cubes

@@ -101,6 +101,7 @@ def test_01_convert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert f"session   {stores[0].name.removesuffix('.zarr')}" in text  # opto-cube info
 
 
+@pytest.mark.slow
 def test_02_explore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nb = _execute("02_explore.ipynb", tmp_path, monkeypatch)
     assert len(list((tmp_path / "stores_1ms").glob("*.zarr"))) == 1
@@ -108,6 +109,7 @@ def test_02_explore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert re.search(r"in the first 100 trials\s+8\s+8", _text(nb))  # chunks needed == chunks read, 8 of 40
 
 
+@pytest.mark.slow
 def test_03_maps_on_a_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pandas as pd
 

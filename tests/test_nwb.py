@@ -94,6 +94,7 @@ def test_round_trip_dataset_with_tip_offset(tmp_path):
         assert_same_cube(alf, tmp_path / "through" / f"{folder.name}.zarr", tmp_path / "nwb" / f"{folder.name}.nwb")
 
 
+@pytest.mark.slow
 @settings(max_examples=8)
 @given(
     n_clusters=st.integers(1, 5),

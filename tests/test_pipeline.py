@@ -84,6 +84,7 @@ def test_task_count_is_one_per_session(tmp_path):
         assert len(graph) == n, (n, len(graph))
 
 
+@pytest.mark.slow
 @settings(max_examples=6, deadline=None)
 @given(scheduler=st.sampled_from(["sync", "threads", "processes"]), by=st.sampled_from([None, ("emitter",)]))
 def test_scheduler_does_not_change_the_table(tiny_dataset, scheduler, by):
@@ -134,6 +135,7 @@ def test_run_maps_writes_the_maps_of_the_table(tiny_dataset, tmp_path):
         pipeline.run_maps(tmp_path / "out", tmp_path / "out2")
 
 
+@pytest.mark.slow
 def test_run_maps_computes_the_table_it_is_not_given(tiny_dataset, tmp_path):
     given_table = pipeline.run_maps(tiny_dataset.out, tmp_path / "a", table=pipeline.responses_table(tiny_dataset.out))
     computed = pipeline.run_maps(tiny_dataset.out, tmp_path / "b")
@@ -221,6 +223,7 @@ def test_cli_demo(tmp_path, capsys):
     assert headings == ["Sessions", *schema.REPORT_SECTIONS, "Parameters and versions"]
 
 
+@pytest.mark.slow
 def test_maps_leave_out_light_artifacts_and_draw_latency(latency_converted, tmp_path):
     """opto-cube maps on 1 ms stores: the latency figure is drawn; --keep-artifacts counts the flagged units."""
     default = tmp_path / "default"

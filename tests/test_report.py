@@ -190,6 +190,7 @@ def test_hostile_text_is_escaped_everywhere() -> None:
     assert HOSTILE in [p.text() for p in root.find_all("p")]
 
 
+@pytest.mark.slow
 @given(text=st.text(min_size=1, max_size=40).filter(lambda s: s.strip()))
 def test_any_text_round_trips_as_text(text: str) -> None:
     """Whatever a session id or caption holds, the page shows it as text: parsing gives it back, adds no tag."""

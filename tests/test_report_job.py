@@ -193,8 +193,8 @@ def _no_responding_unit(cat: Catalog, table: pd.DataFrame) -> tuple[Catalog, pd.
     ("shrink", "says"),
     [
         (_one_session, "one session"),
-        (_one_power, "no unit responding"),
-        (_no_responding_unit, "no unit responding"),
+        pytest.param(_one_power, "no unit responding", marks=pytest.mark.slow),
+        pytest.param(_no_responding_unit, "no unit responding", marks=pytest.mark.slow),
     ],
 )
 def test_too_little_data_still_builds_the_page(job: dict, tmp_path: Path, shrink, says: str) -> None:
@@ -245,6 +245,7 @@ def test_cli_report(tiny_dataset, tmp_path: Path, capsys) -> None:
     assert "<catalog>" not in out.read_text(encoding="utf-8")  # escaped
 
 
+@pytest.mark.slow
 def test_cli_report_takes_the_responses_table(job: dict, tiny_dataset, tmp_path: Path, monkeypatch) -> None:
     responses = tmp_path / "responses.csv"
     job["table"].to_csv(responses, index=False)

@@ -449,6 +449,7 @@ def test_one_compute_for_many_sessions(sessions):
     assert table[schema.SESSION_ID].nunique() == len(sessions)
 
 
+@pytest.mark.slow
 @settings(max_examples=10)
 @given(data=st.data())
 def test_chunking_does_not_change_responses(sessions, data):

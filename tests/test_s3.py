@@ -169,6 +169,7 @@ def test_plain_xarray_reads_the_s3_store(remote: str, local: Path) -> None:
     xr.testing.assert_identical(ds.load(), expected.load())
 
 
+@pytest.mark.slow
 def test_explicit_storage_options(s3: S3, remote: str, local: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Endpoint and credentials may be passed as storage_options instead of the environment."""
     monkeypatch.delenv("AWS_ENDPOINT_URL")
@@ -179,6 +180,7 @@ def test_explicit_storage_options(s3: S3, remote: str, local: Path, monkeypatch:
     assert store.is_complete(f"{remote}/{SESSION_ID}.zarr", options)
 
 
+@pytest.mark.slow
 def test_rerun_skips_and_overwrite_rebuilds_api_and_cli(
     s3: S3, data: Path, local: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -200,6 +202,7 @@ def test_rerun_skips_and_overwrite_rebuilds_api_and_cli(
     xr.testing.assert_identical(store.open_cube(target).load(), store.open_cube(local / f"{SESSION_ID}.zarr").load())
 
 
+@pytest.mark.slow
 def test_cli_info_on_s3(remote: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["info", f"{remote}/{SESSION_ID}.zarr"]) == 0
     out = capsys.readouterr().out
@@ -226,6 +229,7 @@ def test_completion_mark_is_in_the_group_attributes(s3: S3, remote: str) -> None
     assert meta["attributes"][schema.ATTR_COMPLETE] is True
 
 
+@pytest.mark.slow
 def test_a_store_without_its_mark_is_invisible_and_rebuilt(
     s3: S3, data: Path, local: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -247,6 +251,7 @@ def test_a_store_without_its_mark_is_invisible_and_rebuilt(
     assert list(catalog.open_catalog(url)) == [SESSION_ID]
 
 
+@pytest.mark.slow
 def test_a_failed_conversion_leaves_nothing_on_s3(s3: S3, data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from opto_cube import binning
 
@@ -265,6 +270,7 @@ def test_a_failed_conversion_leaves_nothing_on_s3(s3: S3, data: Path, monkeypatc
 # --------------------------------------------------------------------------
 # Analysis straight from S3
 # --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_catalog_on_s3_equals_local(remote: str, local: Path) -> None:
     on_s3, here = catalog.open_catalog(remote), catalog.open_catalog(local)
     assert list(on_s3) == list(here) == sorted([SESSION_ID, OTHER_SESSION_ID])
@@ -305,10 +311,12 @@ def listings(s3: S3, data: Path) -> dict[str, list]:
     return seen
 
 
+@pytest.mark.slow
 def test_info_lists_stores_written_since(listings: dict[str, list]) -> None:
     assert listings["info"] == [[SESSION_ID], sorted([SESSION_ID, OTHER_SESSION_ID])]
 
 
+@pytest.mark.slow
 def test_open_catalog_lists_stores_written_since(listings: dict[str, list]) -> None:
     assert listings["catalog"] == [[SESSION_ID], sorted([SESSION_ID, OTHER_SESSION_ID])]
 
@@ -316,6 +324,7 @@ def test_open_catalog_lists_stores_written_since(listings: dict[str, list]) -> N
 # --------------------------------------------------------------------------
 # Integrity on S3: the same checksums, damage found, an interrupted in-place write never listed nor skipped
 # --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_s3_store_has_the_local_checksums(s3: S3, remote: str, local: Path) -> None:
     on_s3 = s3.get_json(f"{remote}/{SESSION_ID}.zarr/zarr.json")["attributes"][schema.ATTR_CHUNK_CRC32C]
     here = store.read_store_attrs(local / f"{SESSION_ID}.zarr")[schema.ATTR_CHUNK_CRC32C]
@@ -324,6 +333,7 @@ def test_s3_store_has_the_local_checksums(s3: S3, remote: str, local: Path) -> N
     assert [r.ok for r in verify(remote)] == [True, True]
 
 
+@pytest.mark.slow
 def test_damage_on_s3_is_found_and_rebuilt(s3: S3, data: Path, local: Path, capsys: pytest.CaptureFixture) -> None:
     url = s3.prefix()
     assert [r.status for r in convert.convert(data, url, bin_ms=BIN_MS, sessions=[SESSION_ID])] == ["converted"]
@@ -339,6 +349,7 @@ def test_damage_on_s3_is_found_and_rebuilt(s3: S3, data: Path, local: Path, caps
     xr.testing.assert_identical(store.open_cube(target).load(), store.open_cube(local / f"{SESSION_ID}.zarr").load())
 
 
+@pytest.mark.slow
 def test_interrupted_in_place_write_is_never_listed_nor_skipped(
     s3: S3, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
