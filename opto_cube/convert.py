@@ -380,7 +380,9 @@ def convert_session(
     trial_chunk = (chunks or store.spike_counts_chunks(session.n_clusters, session.n_trials, bins.n_bins)[:2])[1]
     check_size(session.folder, session.n_clusters, session.n_trials, trial_chunk, bins, max_buffer_gib, max_cube_gib)
     expected = {**conversion_parameters(bins, tip_offset_um), schema.ATTR_SHA256: dict(sorted(session.sha256.items()))}
-    if not overwrite and store.is_up_to_date(target, expected, storage_options):
+    # skipped only when whole (every chunk's CRC32C) and from the same sources and parameters; a store of other
+    # parameters, or not ours, is refused (store.plan_write); a damaged one of ours is rebuilt
+    if store.plan_write(target, expected, overwrite, storage_options) == "skip":
         return ConversionResult(session.session_id, "skipped", str(target), time.perf_counter() - started)
 
     order = np.argsort(session.stim[schema.ONSET], kind="stable")
