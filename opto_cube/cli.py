@@ -158,7 +158,7 @@ def cmd_to_nwb(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from .verify import verify
 
-    reports = verify(args.path, data_root=args.data)
+    reports = verify(args.path, data_root=args.data, progress=not args.quiet)
     for report in reports:
         for problem in report.problems:
             _err(f"error: {problem}")
@@ -591,7 +591,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="check stores: every chunk present and whole, window counts, sources")
     p.add_argument("path", help="a .zarr store or a folder of them (or URL)")
-    p.add_argument("--data", metavar="DATA_ROOT", help="also compare the sources' SHA-256 with the stores'")
+    p.add_argument(
+        "--data",
+        metavar="DATA_ROOT",
+        help="also compare the sources' SHA-256 with the stores' and count every spike again from them",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars while recounting")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("info", help="what a store (or a folder of stores) holds")

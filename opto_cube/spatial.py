@@ -71,7 +71,10 @@ import xarray as xr
 from scipy.special import expit, log_expit
 
 from . import schema
+from .binning import use_writable_numba_cache
 from .errors import OptoCubeWarning
+
+use_writable_numba_cache()  # before the cached kernel below is defined (a read-only install, no $HOME)
 
 __all__ = ["extent_rows", "fit_profile", "spatial_extent"]
 

@@ -170,17 +170,23 @@ def _source_file(folder: Path, name: str) -> Path:
     return folder / name
 
 
-def _check_sources(report: StoreReport, attrs: dict[str, Any], data_root: str | os.PathLike, path: str) -> None:
+def _session_source(
+    report: StoreReport, attrs: dict[str, Any], data_root: str | os.PathLike, path: str
+) -> Path | None:
+    """The session (folder or file, of any kind :func:`opto_cube.io.find_sessions` finds) the store was made from."""
     session_id = str(attrs.get(schema.ATTR_SESSION_ID, ""))
     try:
-        folders = {f.name: f for f in io.find_sessions(data_root)}
+        sources = {io.session_id_of(f): f for f in io.find_sessions(data_root)}
     except OptoCubeError as e:
         report.problems.append(f"{path}: {e}")
-        return
-    if session_id not in folders:
-        report.problems.append(f"{path}: session {session_id!r} has no folder under {data_root}")
-        return
-    folder = folders[session_id]
+        return None
+    if session_id not in sources:
+        report.problems.append(f"{path}: session {session_id!r} is not under {data_root} (no folder or file of it)")
+        return None
+    return sources[session_id]
+
+
+def _check_sources(report: StoreReport, attrs: dict[str, Any], folder: Path, path: str) -> None:
     recorded = attrs.get(schema.ATTR_SHA256) or {}
     if not isinstance(recorded, dict) or not recorded:
         report.problems.append(f"{path}: no source checksums ({schema.ATTR_SHA256!r})")
@@ -202,7 +208,10 @@ def _check_sources(report: StoreReport, attrs: dict[str, Any], data_root: str | 
 
 
 def verify_store(
-    path: store.StorePath, data_root: str | os.PathLike | None = None, storage_options: dict[str, Any] | None = None
+    path: store.StorePath,
+    data_root: str | os.PathLike | None = None,
+    storage_options: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> StoreReport:
     """Check one store completely (see the module's description); never raises on a damaged store.
 
@@ -211,9 +220,12 @@ def verify_store(
     path
         A store written by ``opto-cube convert`` (local path or URL).
     data_root
-        The data folder it was converted from: also compare the sources' SHA-256.
+        The data folder it was converted from: also compare the sources' SHA-256, and count every spike
+        again from them (:func:`recount`; about the cost of one conversion).
     storage_options
         fsspec options for a URL.
+    progress
+        A progress bar while recounting.
 
     Returns
     -------
@@ -223,9 +235,16 @@ def verify_store(
     name = os.fspath(path)
     report = StoreReport(name)
     attrs = store.read_store_attrs(path, storage_options)
-    if attrs is None or not store.is_ours(path, storage_options):
-        report.problems.append(f"{name}: not an opto_cube store (no opto_cube metadata, or other files in it)")
+    if attrs is None or not (schema.ATTR_FORMAT_VERSION in attrs or schema.ATTR_VERSION in attrs):
+        report.problems.append(f"{name}: not an opto_cube store (no opto_cube metadata in its zarr.json)")
         return report
+    if not store.is_url(path):  # files a conversion does not write (what operating systems leave is tolerated)
+        extra = sorted(
+            p.name for p in Path(path).iterdir()
+            if p.name != "zarr.json" and not store.is_litter(p.name) and not (p.is_dir() and (p / "zarr.json").is_file())
+        )  # fmt: skip
+        if extra:
+            report.problems.append(f"{name}: holds {', '.join(map(repr, extra))}, which a conversion does not write")
     version = chunks.format_version(attrs)
     if version < schema.FORMAT_VERSION:
         report.problems.append(f"{name}: store format {version}, without checksums; reconvert it (convert rebuilds it)")
@@ -252,14 +271,122 @@ def verify_store(
     if not any("chunk" in p for p in report.problems):
         report.checked.insert(0, "every chunk present and its CRC32C right")
     if data_root is not None:
-        _check_sources(report, attrs, data_root, name)
+        source = _session_source(report, attrs, data_root, name)
+        if source is not None:
+            _check_sources(report, attrs, source, name)
+            if schema.SPIKE_COUNTS in group:
+                recount(report, group, attrs, source, name, progress=progress)
     return report
+
+
+def _first_difference(stored: np.ndarray, counted: np.ndarray) -> str:
+    at = tuple(int(i[0]) for i in np.nonzero(stored != counted))
+    return f"at {at}: stored {stored[at].item()}, counted {counted[at].item()}"
+
+
+def recount(
+    report: StoreReport, group: Any, attrs: dict[str, Any], source: Path, path: str, progress: bool = False
+) -> None:
+    """Count the spikes again from the session's sources and compare every stored count with them.
+
+    The session is read as a conversion reads it (:func:`opto_cube.convert.read_session`: ALF, NWB or any
+    kind it knows) and binned by the conversion's own pass (:func:`opto_cube.binning.iter_count_chunks`) with
+    the store's bin width, window and chunking: ``spike_counts`` chunk by chunk, ``window_counts``,
+    ``condition_counts`` and ``first_spike_bin`` must equal what it counts. A chunk rewritten together with
+    its checksum record passes every checksum, never this. Costs about one conversion (memory: one trial
+    chunk of the cube), with a progress bar when asked.
+    """
+    from . import binning, convert
+
+    try:
+        session = convert.read_session(source)
+    except OptoCubeError as e:
+        report.problems.append(f"{path}: counts not recounted: {_one_line(e)}")
+        return
+    counts = group[schema.SPIKE_COUNTS]
+    try:
+        width_ms = float(attrs[schema.ATTR_BIN_WIDTH]) * 1000
+        window = tuple(float(v) for v in attrs[schema.ATTR_WINDOW])
+        bins = binning.plan_time_bins(session.stim[schema.DURATION], bin_ms=width_ms, window_s=window)  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError, OptoCubeError) as e:
+        report.problems.append(f"{path}: counts not recounted: bin width or window unusable ({_one_line(e)})")
+        return
+    shape = (session.n_clusters, session.n_trials, bins.n_bins)
+    if counts.shape != shape or counts.dtype.kind != "u":
+        report.problems.append(
+            f"{path}: {schema.SPIKE_COUNTS} is {counts.shape} {counts.dtype}; the sources make {shape} unsigned counts"
+        )
+        return
+    cluster_step, trial_step = counts.chunks[0], counts.chunks[1]
+    template = convert.cube_template(session, bins, counts.dtype, chunks=(cluster_step, trial_step, bins.n_bins))
+    for name in (schema.ONSET, schema.EMITTER, schema.POWER, schema.DURATION):
+        try:
+            stored = np.asarray(group[name][...])
+        except Exception:  # a damaged coordinate chunk: reported by the chunk checks
+            continue
+        if not np.array_equal(stored, template[name].values):
+            report.problems.append(f"{path}: coordinate {name} differs from the sources' trials")
+    timing = binning.Timing(
+        template[schema.TRIAL_CONDITION].values, template.sizes[schema.CONDITION], bins, session.n_clusters,
+        counts.dtype,
+    )  # fmt: skip
+    order = np.argsort(session.stim[schema.ONSET], kind="stable")
+    blocks = binning.iter_count_chunks(
+        session.spikes.blocks(), session.stim[schema.ONSET][order], session.stim[schema.DURATION][order], bins,
+        session.n_clusters, counts.dtype, trial_chunk=trial_step, timing=timing,
+    )  # fmt: skip
+    windows = group[schema.WINDOW_COUNTS] if schema.WINDOW_COUNTS in group else None
+    encoding = counts.metadata.chunk_key_encoding
+    bad = 0
+    try:
+        for trials, block, counted_windows in convert._progress(
+            blocks, -(-session.n_trials // trial_step), f"recounting {session.session_id}", progress
+        ):
+            for c in range(0, block.shape[0], cluster_step):
+                key = f"{schema.SPIKE_COUNTS}/{encoding.encode_chunk_key((c // cluster_step, trials.start // trial_step, 0))}"
+                try:
+                    stored = np.asarray(counts[c : c + cluster_step, trials, :])
+                except Exception:  # corrupt: reported by the chunk checks
+                    continue
+                if not np.array_equal(stored, block[c : c + cluster_step]):
+                    bad += 1
+                    where = _first_difference(stored, block[c : c + cluster_step])
+                    report.problems.append(f"{path}: chunk {key} differs from the spikes counted again ({where})")
+            if windows is not None and windows.shape == (*shape[:2], len(schema.WINDOWS)):
+                try:
+                    stored_windows = np.asarray(windows[:, trials, :])
+                except Exception:
+                    continue
+                if not np.array_equal(stored_windows, counted_windows):
+                    bad += 1
+                    where = _first_difference(stored_windows, counted_windows)
+                    report.problems.append(
+                        f"{path}: {schema.WINDOW_COUNTS} of trials {trials.start}..{trials.stop - 1} differs from"
+                        f" the spikes counted again ({where})"
+                    )
+    except binning.CountOverflow as e:
+        report.problems.append(f"{path}: a count of the sources exceeds the store's {counts.dtype} ({_one_line(e)})")
+        return
+    for name, counted in ((schema.CONDITION_COUNTS, timing.time_course), (schema.FIRST_SPIKE_BIN, timing.first_spike)):
+        if name not in group:
+            continue
+        try:
+            stored = np.asarray(group[name][...])
+        except Exception:
+            continue
+        if stored.shape != counted.shape or not np.array_equal(stored, counted):
+            bad += 1
+            where = _first_difference(stored, counted) if stored.shape == counted.shape else f"shape {stored.shape}"
+            report.problems.append(f"{path}: {name} differs from the spikes counted again ({where})")
+    if not bad:
+        report.checked.append("every count recounted from the sources")
 
 
 def verify(
     path: str | os.PathLike,
     data_root: str | os.PathLike | None = None,
     storage_options: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> list[StoreReport]:
     """Check a store, or every ``*.zarr`` store of a folder (see :func:`verify_store`).
 
@@ -275,4 +402,4 @@ def verify(
     paths = [text] if single else store.list_stores(text, storage_options)
     if not paths:
         raise StoreError(f"{text}: holds no {store.STORE_SUFFIX} stores")
-    return [verify_store(p, data_root, storage_options) for p in paths]
+    return [verify_store(p, data_root, storage_options, progress=progress) for p in paths]
