@@ -219,6 +219,12 @@ def check_parameters(
     if not math.isfinite(bin_ms):
         raise ParameterError(f"--bin-ms {bin_ms!r}: expected a finite bin width in ms")
     shown = f"{bin_ms:g}"
+    pre_ms = (schema.PRE_WINDOW_S[1] - schema.PRE_WINDOW_S[0]) * 1000
+    if bin_ms > pre_ms:  # (else a huge width fails on rounding first, which would be the wrong reason to give)
+        raise BinningError(
+            f"--bin-ms {shown}: a bin wider than the pre window [{schema.PRE_WINDOW_S[0]:g}, "
+            f"{schema.PRE_WINDOW_S[1]:g}) s ({pre_ms:g} ms) cannot tile it; use at most {pre_ms:g} ms"
+        )
     try:  # what does not depend on a session: the bin width tiles the pre window; the window is whole bins
         binning.plan_time_bins([bin_ms / 1000], bin_ms=bin_ms, window_s=None)
         if window_s is not None:
@@ -424,6 +430,14 @@ def convert_session(
     )
 
 
+def _is_store_folder(folder: Path) -> bool:
+    """Whether a folder found under the data root is a Zarr store (--out inside it); an unreadable one is not."""
+    try:
+        return (folder / "zarr.json").exists()
+    except OSError:  # a session folder one may not enter: read_session says so, naming it
+        return False
+
+
 def _convert_reporting(folder: Path, out_dir: store.StorePath, params: dict[str, Any]) -> ConversionResult:
     """convert_session that never raises: errors and warnings become part of the result."""
     started = time.perf_counter()
@@ -513,7 +527,7 @@ def convert(
     folders = io.find_sessions(data_root)
     if not store.is_url(out_dir):  # --out inside a flat data folder: its stores are not sessions
         out_resolved = Path(out_dir).resolve()
-        folders = [f for f in folders if f.resolve() != out_resolved and not (f / "zarr.json").exists()]
+        folders = [f for f in folders if f.resolve() != out_resolved and not _is_store_folder(f)]
         if not folders:
             raise OptoCubeError(f"{data_root}: holds no session folders besides --out {out_dir}")
     if sessions:

@@ -291,6 +291,13 @@ def not_a_file(path: Path) -> str | None:
     return "is not a regular file"
 
 
+def _not_other_than_a_file(path: Path) -> None:
+    """Refuse an optional file that is there but is not a file (a folder, a FIFO, a device); absent is fine."""
+    problem = not_a_file(path)
+    if problem is not None and os.path.lexists(path):
+        raise SessionFormatError(path, problem)
+
+
 def _require(folder: Path, name: str) -> Path:
     path = folder / name
     problem = not_a_file(path)
@@ -357,6 +364,7 @@ def _read_text_lines(path: Path, n_rows: int) -> tuple[list[str], str]:
 
 def _waveform_types(folder: Path, n_clusters: int, sha: dict[str, str]) -> np.ndarray:
     path = folder / schema.CLUSTERS_WAVEFORM_TYPE
+    _not_other_than_a_file(path)
     if not path.is_file():
         warn(path, "missing (optional): waveform_type left empty")
         return np.full(n_clusters, schema.UNKNOWN_LABEL, dtype=object)
@@ -372,6 +380,7 @@ def _waveform_types(folder: Path, n_clusters: int, sha: dict[str, str]) -> np.nd
 def _ks_labels(folder: Path, n_clusters: int, sha: dict[str, str]) -> np.ndarray:
     path = folder / schema.CLUSTERS_KS_LABEL
     out = np.full(n_clusters, schema.UNKNOWN_LABEL, dtype=object)
+    _not_other_than_a_file(path)
     if not path.is_file():
         warn(path, "missing (optional): ks_label left empty")
         return out
@@ -521,6 +530,8 @@ def read_session(folder: str | os.PathLike) -> Session:
         raise SessionFormatError(folder, "an NWB file, not an ALF session folder: read it with opto_cube.nwb")
     if not folder.is_dir():
         raise SessionFormatError(folder, "no such session folder")
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise SessionFormatError(folder, "the session folder cannot be read (permission denied)")
     sha: dict[str, str] = {}
     try:
         return _read_session(folder, sha)

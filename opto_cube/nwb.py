@@ -628,8 +628,9 @@ def read_session(path: str | os.PathLike) -> io.Session:
     """
     pynwb, _ = _imports()
     path = Path(path)
-    if not path.is_file():
-        raise SessionFormatError(path, "no such NWB file")
+    problem = io.not_a_file(path)
+    if problem is not None:
+        raise SessionFormatError(path, "no such NWB file" if problem == "required file is missing" else problem)
     sha = {path.name: io.sha256_file(path)}
     try:
         reader = pynwb.NWBHDF5IO(path, mode="r")

@@ -54,6 +54,37 @@ _OLD_TAG = ".old-"
 COMPRESSORS = (zarr.codecs.ZstdCodec(level=1), zarr.codecs.Crc32cCodec())
 
 
+# zarr-python's option to raise on a missing chunk instead of reading it as the fill value (PR #3748), under the
+# names its releases gave it; absent from zarr 3.1 (then open_cube's own checks are what refuses a missing chunk)
+_MISSING_CHUNK_OPTIONS = ("array.fill_missing_chunks", "codec_pipeline.fill_missing_chunks")
+_UNSET = object()
+
+
+def missing_chunk_option() -> str | None:
+    """The installed zarr's configuration key that makes a missing chunk an error, or None when it has none."""
+    for key in _MISSING_CHUNK_OPTIONS:
+        if zarr.config.get(key, _UNSET) is not _UNSET:
+            return key
+    return None
+
+
+def refuse_missing_chunks() -> str | None:
+    """Make zarr raise on a missing chunk (never read it as zeros) when the installed zarr can; the key set, or None.
+
+    Feature-detected (:func:`missing_chunk_option`): a no-op with zarr 3.1.
+    Every chunk of an opto_cube store is written (no fill-value elision), so
+    a missing one is always damage. Writes inside :func:`atomic_store` keep
+    zarr's default, as a new array has no chunks yet.
+    """
+    key = missing_chunk_option()
+    if key is not None:
+        zarr.config.set({key: False})
+    return key
+
+
+refuse_missing_chunks()
+
+
 def join(base: str | os.PathLike, name: str) -> StorePath:
     """``base/name`` for a local folder (a Path) or a URL (a string)."""
     return f"{os.fspath(base).rstrip('/')}/{name}" if is_url(base) else Path(base) / name
@@ -149,6 +180,20 @@ def atomic_store(
     an incomplete store, and removed again on error; the writer marks it
     complete last.
     """
+    key = missing_chunk_option()
+    if key is not None:  # a new array has no chunks yet: zarr's default while writing
+        with zarr.config.set({key: True}):
+            with _atomic_store(target, overwrite, storage_options) as path:
+                yield path
+        return
+    with _atomic_store(target, overwrite, storage_options) as path:
+        yield path
+
+
+@contextlib.contextmanager
+def _atomic_store(
+    target: StorePath, overwrite: bool = False, storage_options: dict[str, Any] | None = None
+) -> Iterator[StorePath]:
     if is_url(target):
         with _remote_store(str(target), overwrite, storage_options or {}) as path:
             yield path
