@@ -235,6 +235,8 @@ def _remote_store(target: str, overwrite: bool, storage_options: dict[str, Any])
         if is_complete(target, storage_options) and not overwrite:
             raise StoreError(f"{target}: store exists; pass overwrite=True (--overwrite) to rebuild it")
         fs.rm(root, recursive=True)
+        # zarr's own (asynchronous) filesystem may have listed the old store while it was checked: forget that
+        zarr_store(target, storage_options).fs.invalidate_cache()
     try:
         yield target
     except BaseException:
