@@ -58,7 +58,7 @@ def use_writable_numba_cache() -> str | None:
     A ``NUMBA_CACHE_DIR`` the user set is left alone. Returns the folder
     chosen, or None when numba's own choice stands.
     """
-    if numba.config.CACHE_DIR:
+    if numba.config.CACHE_DIR:  # type: ignore[attr-defined]
         return None
     try:
         from numba.core.caching import FunctionCache
@@ -77,7 +77,7 @@ def use_writable_numba_cache() -> str | None:
             folder = tempfile.mkdtemp(prefix="opto_cube-numba-cache-")
     except OSError:
         return None
-    numba.config.CACHE_DIR = folder
+    numba.config.CACHE_DIR = folder  # type: ignore[attr-defined]
     os.environ["NUMBA_CACHE_DIR"] = folder
     return folder
 

@@ -424,6 +424,19 @@ def _laser_calibration(folder: Path, sha: dict[str, str]) -> Any:
     return None
 
 
+def _checked_ids(ids: np.ndarray, path: Path, n_clusters: int) -> np.ndarray:
+    """A block of cluster ids as int64, each in ``0..n_clusters-1`` (checked before any cast: 2**64-1 as it is)."""
+    if ids.dtype.kind == "f":
+        ids = _as_int(ids, path, "cluster ids")
+    lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
+    if lo < 0 or hi >= n_clusters:
+        bad = lo if lo < 0 else hi
+        raise SessionFormatError(
+            path, f"cluster id {bad} outside 0..{n_clusters - 1} (K = rows of the clusters.* arrays)"
+        )
+    return ids.astype(np.int64, copy=False)
+
+
 def _stream_spikes(
     t_file: NpyFile, c_file: NpyFile, n_clusters: int, sha: dict[str, str]
 ) -> tuple[bool, np.ndarray, tuple[float, float]]:
@@ -465,15 +478,7 @@ def _stream_spikes(
                 is_sorted = False
             last = times[-1]
             t_min, t_max = min(t_min, float(times.min())), max(t_max, float(times.max()))
-            if ids.dtype.kind == "f":
-                ids = _as_int(ids, c_file.path, "cluster ids")
-            lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)  # before any cast: 2**64-1 as it is
-            if lo < 0 or hi >= n_clusters:
-                bad = lo if lo < 0 else hi
-                raise SessionFormatError(
-                    c_file.path, f"cluster id {bad} outside 0..{n_clusters - 1} (K = rows of the clusters.* arrays)"
-                )
-            per_cluster += np.bincount(ids.astype(np.int64, copy=False), minlength=n_clusters)
+            per_cluster += np.bincount(_checked_ids(ids, c_file.path, n_clusters), minlength=n_clusters)
         for fh, h, f in zip(handles, hashes, (t_file, c_file), strict=False):
             while rest := fh.read(_HASH_BLOCK):  # trailing bytes, if any, are part of the file
                 h.update(rest)

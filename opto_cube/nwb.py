@@ -462,7 +462,8 @@ def _may_replace(path: Path, overwrite: bool) -> None:
     if path.is_symlink() or not path.is_file() or not is_our_nwb(path):
         what = "a folder" if path.is_dir() else "not an NWB file opto_cube wrote"
         raise OptoCubeError(
-            f"{path}: exists and is {what}; refusing to replace it (left untouched): move it away or choose another --out"
+            f"{path}: exists and is {what}; refusing to replace it (left untouched):"
+            " move it away or choose another --out"
         )
     if not overwrite:
         raise OptoCubeError(f"{path}: exists; pass --overwrite to replace it, or choose another --out")
@@ -773,7 +774,9 @@ def _clusters_of(path: Path, units: Any) -> tuple[dict[str, np.ndarray], list[st
             fill = _CLUSTER_DEFAULTS.get(name, math.nan)
             values = np.full(k, fill, dtype=object if kind == "str" else None)
         if values.shape != (k,):
-            raise SessionFormatError(path, f"units column {name} has shape {values.shape}, not one value per unit ({k})")
+            raise SessionFormatError(
+                path, f"units column {name} has shape {values.shape}, not one value per unit ({k})"
+            )
         clusters[name] = _as_kind(values, kind, path, name)
     return clusters, absent
 

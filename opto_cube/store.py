@@ -514,34 +514,22 @@ def _own_group(path: StorePath, storage_options: dict[str, Any] | None = None) -
     return zarr.open_group(zarr_store(path, storage_options, read_only=True), mode="r", use_consolidated=False)
 
 
-def not_ours(path: StorePath, storage_options: dict[str, Any] | None = None) -> str | None:
-    """Why ``path`` is not an opto_cube store that opto_cube may replace; None when it is one.
+def _foreign_entry(root: Path) -> str | None:
+    """Why a local folder is not laid out as a store opto_cube writes (zarr.json and array folders); None if it is."""
+    if not root.is_dir():
+        return "not a folder"
+    for entry in root.iterdir():
+        if entry.name == "zarr.json" or is_litter(entry.name):
+            continue
+        if not (entry.is_dir() and not entry.is_symlink() and (entry / "zarr.json").is_file()):
+            return f"it holds {entry.name!r}, which a conversion does not write"
+    return None
 
-    Ours is what a conversion sealed: a Zarr group carrying opto_cube's format
-    version, its completion mark and its chunk manifest, whose manifest names
-    exactly the chunks its arrays' own metadata make and whose cube has the
-    clusters and trials its attributes count. A copy or subset of a cube saved
-    by xarray (``cube.isel(...).to_zarr(...)``) carries the attributes but not
-    those chunks, so it is not ours. A store on object storage may be unsealed
-    (a conversion there writes in place): it is ours when the rest holds. Files
-    that operating systems leave behind (:func:`is_litter`) are tolerated.
-    """
-    attrs = read_store_attrs(path, storage_options)
-    if attrs is None:
-        return "no readable Zarr group metadata"
-    if not (schema.ATTR_FORMAT_VERSION in attrs or schema.ATTR_VERSION in attrs):
-        return "no opto_cube metadata"
-    if not is_url(path):
-        root = Path(path)
-        if not root.is_dir():
-            return "not a folder"
-        for entry in root.iterdir():
-            if entry.name == "zarr.json" or is_litter(entry.name):
-                continue
-            if not (entry.is_dir() and not entry.is_symlink() and (entry / "zarr.json").is_file()):
-                return f"it holds {entry.name!r}, which a conversion does not write"
-    if chunks.format_version(attrs) < schema.FORMAT_VERSION:
-        return None  # a store of an older format, recognised by its attributes alone (it has no manifest)
+
+def _unsealed_or_other_chunks(
+    path: StorePath, attrs: dict[str, Any], storage_options: dict[str, Any] | None
+) -> str | None:
+    """Why a store of format 2 carrying opto_cube's attributes is not a sealed conversion; None when it is one."""
     if not attrs.get(schema.ATTR_COMPLETE):
         return None if is_url(path) else "no completion mark (a conversion seals every store it writes)"
     manifest = attrs.get(schema.ATTR_CHUNK_CRC32C)
@@ -563,6 +551,31 @@ def not_ours(path: StorePath, storage_options: dict[str, Any] | None = None) -> 
     return None
 
 
+def not_ours(path: StorePath, storage_options: dict[str, Any] | None = None) -> str | None:
+    """Why ``path`` is not an opto_cube store that opto_cube may replace; None when it is one.
+
+    Ours is what a conversion sealed: a Zarr group carrying opto_cube's format
+    version, its completion mark and its chunk manifest, whose manifest names
+    exactly the chunks its arrays' own metadata make and whose cube has the
+    clusters and trials its attributes count. A copy or subset of a cube saved
+    by xarray (``cube.isel(...).to_zarr(...)``) carries the attributes but not
+    those chunks, so it is not ours. A store on object storage may be unsealed
+    (a conversion there writes in place): it is ours when the rest holds. Files
+    that operating systems leave behind (:func:`is_litter`) are tolerated.
+    """
+    attrs = read_store_attrs(path, storage_options)
+    if attrs is None:
+        return "no readable Zarr group metadata"
+    if not (schema.ATTR_FORMAT_VERSION in attrs or schema.ATTR_VERSION in attrs):
+        return "no opto_cube metadata"
+    why = None if is_url(path) else _foreign_entry(Path(path))
+    if why is not None:
+        return why
+    if chunks.format_version(attrs) < schema.FORMAT_VERSION:
+        return None  # a store of an older format, recognised by its attributes alone (it has no manifest)
+    return _unsealed_or_other_chunks(path, attrs, storage_options)
+
+
 def is_ours(path: StorePath, storage_options: dict[str, Any] | None = None) -> bool:
     """Whether ``path`` holds an opto_cube store, sealed by a conversion, that opto_cube may replace.
 
@@ -571,6 +584,41 @@ def is_ours(path: StorePath, storage_options: dict[str, Any] | None = None) -> b
     replaced.
     """
     return not_ours(path, storage_options) is None
+
+
+def _metadata_disagreement(path: StorePath, storage_options: dict[str, Any] | None, names: list[str]) -> str | None:
+    """Where the consolidated metadata in the root zarr.json disagrees with the arrays' own; None when it does not."""
+    root = json.loads(_read_key(path, "zarr.json", storage_options) or b"{}")
+    consolidated = (root.get("consolidated_metadata") or {}).get("metadata")
+    if not isinstance(consolidated, dict):
+        return f"{path}: no consolidated metadata in zarr.json"
+    if sorted(consolidated) != names:
+        return f"{path}: the consolidated metadata lists {sorted(consolidated)} but the store holds arrays {names}"
+    for name in names:
+        try:
+            own = json.loads(_read_key(path, f"{name}/zarr.json", storage_options) or b"null")
+        except ValueError:
+            own = None
+        if not _json_equal(own, consolidated[name]):
+            return f"{path}: {name}/zarr.json disagrees with its copy in the consolidated metadata (zarr.json)"
+    return None
+
+
+def _chunk_damage(
+    path: StorePath, keys: list[str], manifest: dict[str, Any], storage_options: dict[str, Any] | None
+) -> str | None:
+    """The first chunk whose stored bytes do not end with their CRC32C and the one recorded for its place."""
+    import google_crc32c
+
+    for key in keys:
+        data = _read_key(path, key, storage_options)
+        if data is None:
+            return f"{path}: chunk {key} is missing (deleted or never written)"
+        if len(data) < 4 or google_crc32c.value(data[:-4]).to_bytes(4, "little") != data[-4:]:
+            return f"{path}: chunk {key} is corrupt (its bytes do not match their CRC32C)"
+        if data[-4:].hex() != manifest[key]:
+            return f"{path}: chunk {key} is not the chunk written there (moved, swapped or re-encoded)"
+    return None
 
 
 def damage(path: StorePath, storage_options: dict[str, Any] | None = None) -> str | None:
@@ -583,42 +631,20 @@ def damage(path: StorePath, storage_options: dict[str, Any] | None = None) -> st
     metadata must equal its copy in the consolidated metadata (an edited shape
     or codec in either is damage). About the cost of reading the store once.
     """
-    import google_crc32c
-
     attrs = read_store_attrs(path, storage_options) or {}
     manifest = attrs.get(schema.ATTR_CHUNK_CRC32C)
     if not attrs.get(schema.ATTR_COMPLETE) or not isinstance(manifest, dict):
         return f"{path}: unfinished (no completion mark or no chunk manifest)"
-    root = json.loads(_read_key(path, "zarr.json", storage_options) or b"{}")
-    consolidated = (root.get("consolidated_metadata") or {}).get("metadata")
-    if not isinstance(consolidated, dict):
-        return f"{path}: no consolidated metadata in zarr.json"
     try:
         group = _own_group(path, storage_options)
         names = sorted(name for name, _ in group.arrays())
         expected = chunks.expected_chunks(group)
     except Exception as e:
         return f"{path}: its array metadata cannot be read ({' '.join(str(e).split())})"
-    if sorted(consolidated) != names:
-        return f"{path}: the consolidated metadata lists {sorted(consolidated)} but the store holds arrays {names}"
-    for name in names:
-        try:
-            own = json.loads(_read_key(path, f"{name}/zarr.json", storage_options) or b"null")
-        except ValueError:
-            own = None
-        if not _json_equal(own, consolidated[name]):
-            return f"{path}: {name}/zarr.json disagrees with its copy in the consolidated metadata (zarr.json)"
-    if set(expected) != set(manifest):
-        return f"{path}: its chunks are not those its manifest records"
-    for key in sorted(expected):
-        data = _read_key(path, key, storage_options)
-        if data is None:
-            return f"{path}: chunk {key} is missing (deleted or never written)"
-        if len(data) < 4 or google_crc32c.value(data[:-4]).to_bytes(4, "little") != data[-4:]:
-            return f"{path}: chunk {key} is corrupt (its bytes do not match their CRC32C)"
-        if data[-4:].hex() != manifest[key]:
-            return f"{path}: chunk {key} is not the chunk written there (moved, swapped or re-encoded)"
-    return None
+    problem = _metadata_disagreement(path, storage_options, names)
+    if problem is None and set(expected) != set(manifest):
+        problem = f"{path}: its chunks are not those its manifest records"
+    return problem or _chunk_damage(path, sorted(expected), manifest, storage_options)
 
 
 def is_up_to_date(target: StorePath, expected: dict[str, Any], storage_options: dict[str, Any] | None = None) -> bool:

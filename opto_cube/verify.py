@@ -170,9 +170,7 @@ def _source_file(folder: Path, name: str) -> Path:
     return folder / name
 
 
-def _session_source(
-    report: StoreReport, attrs: dict[str, Any], data_root: str | os.PathLike, path: str
-) -> Path | None:
+def _session_source(report: StoreReport, attrs: dict[str, Any], data_root: str | os.PathLike, path: str) -> Path | None:
     """The session (folder or file, of any kind :func:`opto_cube.io.find_sessions` finds) the store was made from."""
     session_id = str(attrs.get(schema.ATTR_SESSION_ID, ""))
     try:
@@ -241,7 +239,9 @@ def verify_store(
     if not store.is_url(path):  # files a conversion does not write (what operating systems leave is tolerated)
         extra = sorted(
             p.name for p in Path(path).iterdir()
-            if p.name != "zarr.json" and not store.is_litter(p.name) and not (p.is_dir() and (p / "zarr.json").is_file())
+            if p.name != "zarr.json"
+            and not store.is_litter(p.name)
+            and not (p.is_dir() and (p / "zarr.json").is_file())
         )  # fmt: skip
         if extra:
             report.problems.append(f"{name}: holds {', '.join(map(repr, extra))}, which a conversion does not write")
@@ -284,6 +284,35 @@ def _first_difference(stored: np.ndarray, counted: np.ndarray) -> str:
     return f"at {at}: stored {stored[at].item()}, counted {counted[at].item()}"
 
 
+def _store_bins(report: StoreReport, attrs: dict[str, Any], session: Any, path: str) -> Any:
+    """The store's time bins for the session's pulses (its bin width and window); None, reported, if unusable."""
+    from . import binning
+
+    try:
+        width_ms = float(attrs[schema.ATTR_BIN_WIDTH]) * 1000
+        window = tuple(float(v) for v in attrs[schema.ATTR_WINDOW])
+        return binning.plan_time_bins(session.stim[schema.DURATION], bin_ms=width_ms, window_s=window)  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError, OptoCubeError) as e:
+        report.problems.append(f"{path}: counts not recounted: bin width or window unusable ({_one_line(e)})")
+        return None
+
+
+def _compare(report: StoreReport, path: str, what: str, read: Any, counted: np.ndarray) -> bool:
+    """Compare what the store holds (``read()``) with what was counted; False (reported) when they differ.
+
+    A part that cannot be read is skipped here: the chunk checks report it.
+    """
+    try:
+        stored = np.asarray(read())
+    except Exception:
+        return True
+    if stored.shape == counted.shape and np.array_equal(stored, counted):
+        return True
+    where = _first_difference(stored, counted) if stored.shape == counted.shape else f"shape {stored.shape}"
+    report.problems.append(f"{path}: {what} differs from the spikes counted again ({where})")
+    return False
+
+
 def recount(
     report: StoreReport, group: Any, attrs: dict[str, Any], source: Path, path: str, progress: bool = False
 ) -> None:
@@ -292,9 +321,9 @@ def recount(
     The session is read as a conversion reads it (:func:`opto_cube.convert.read_session`: ALF, NWB or any
     kind it knows) and binned by the conversion's own pass (:func:`opto_cube.binning.iter_count_chunks`) with
     the store's bin width, window and chunking: ``spike_counts`` chunk by chunk, ``window_counts``,
-    ``condition_counts`` and ``first_spike_bin`` must equal what it counts. A chunk rewritten together with
-    its checksum record passes every checksum, never this. Costs about one conversion (memory: one trial
-    chunk of the cube), with a progress bar when asked.
+    ``condition_counts`` and ``first_spike_bin`` must equal what it counts, and the trial coordinates the
+    sources' trials. A chunk rewritten together with its checksum record passes every checksum, never this.
+    Costs about one conversion (memory: one trial chunk of the cube), with a progress bar when asked.
     """
     from . import binning, convert
 
@@ -304,12 +333,8 @@ def recount(
         report.problems.append(f"{path}: counts not recounted: {_one_line(e)}")
         return
     counts = group[schema.SPIKE_COUNTS]
-    try:
-        width_ms = float(attrs[schema.ATTR_BIN_WIDTH]) * 1000
-        window = tuple(float(v) for v in attrs[schema.ATTR_WINDOW])
-        bins = binning.plan_time_bins(session.stim[schema.DURATION], bin_ms=width_ms, window_s=window)  # type: ignore[arg-type]
-    except (KeyError, TypeError, ValueError, OptoCubeError) as e:
-        report.problems.append(f"{path}: counts not recounted: bin width or window unusable ({_one_line(e)})")
+    bins = _store_bins(report, attrs, session, path)
+    if bins is None:
         return
     shape = (session.n_clusters, session.n_trials, bins.n_bins)
     if counts.shape != shape or counts.dtype.kind != "u":
@@ -317,15 +342,13 @@ def recount(
             f"{path}: {schema.SPIKE_COUNTS} is {counts.shape} {counts.dtype}; the sources make {shape} unsigned counts"
         )
         return
-    cluster_step, trial_step = counts.chunks[0], counts.chunks[1]
-    template = convert.cube_template(session, bins, counts.dtype, chunks=(cluster_step, trial_step, bins.n_bins))
-    for name in (schema.ONSET, schema.EMITTER, schema.POWER, schema.DURATION):
-        try:
-            stored = np.asarray(group[name][...])
-        except Exception:  # a damaged coordinate chunk: reported by the chunk checks
-            continue
-        if not np.array_equal(stored, template[name].values):
-            report.problems.append(f"{path}: coordinate {name} differs from the sources' trials")
+    step, trial_step = counts.chunks[0], counts.chunks[1]
+    template = convert.cube_template(session, bins, counts.dtype, chunks=(step, trial_step, bins.n_bins))
+    same = [
+        _compare(report, path, f"coordinate {name}", lambda n=name: group[n][...], template[name].values)
+        for name in (schema.ONSET, schema.EMITTER, schema.POWER, schema.DURATION)
+        if name in group
+    ]
     timing = binning.Timing(
         template[schema.TRIAL_CONDITION].values, template.sizes[schema.CONDITION], bins, session.n_clusters,
         counts.dtype,
@@ -337,48 +360,26 @@ def recount(
     )  # fmt: skip
     windows = group[schema.WINDOW_COUNTS] if schema.WINDOW_COUNTS in group else None
     encoding = counts.metadata.chunk_key_encoding
-    bad = 0
+    total = -(-session.n_trials // trial_step)
     try:
-        for trials, block, counted_windows in convert._progress(
-            blocks, -(-session.n_trials // trial_step), f"recounting {session.session_id}", progress
-        ):
-            for c in range(0, block.shape[0], cluster_step):
-                key = f"{schema.SPIKE_COUNTS}/{encoding.encode_chunk_key((c // cluster_step, trials.start // trial_step, 0))}"
-                try:
-                    stored = np.asarray(counts[c : c + cluster_step, trials, :])
-                except Exception:  # corrupt: reported by the chunk checks
-                    continue
-                if not np.array_equal(stored, block[c : c + cluster_step]):
-                    bad += 1
-                    where = _first_difference(stored, block[c : c + cluster_step])
-                    report.problems.append(f"{path}: chunk {key} differs from the spikes counted again ({where})")
+        for trials, block, counted in convert._progress(blocks, total, f"recounting {session.session_id}", progress):
+            for c in range(0, block.shape[0], step):
+                key = encoding.encode_chunk_key((c // step, trials.start // trial_step, 0))
+                region = (slice(c, c + step), trials, slice(None))
+                same.append(
+                    _compare(report, path, f"chunk {schema.SPIKE_COUNTS}/{key}", lambda r=region: counts[r],
+                             block[c : c + step])
+                )  # fmt: skip
             if windows is not None and windows.shape == (*shape[:2], len(schema.WINDOWS)):
-                try:
-                    stored_windows = np.asarray(windows[:, trials, :])
-                except Exception:
-                    continue
-                if not np.array_equal(stored_windows, counted_windows):
-                    bad += 1
-                    where = _first_difference(stored_windows, counted_windows)
-                    report.problems.append(
-                        f"{path}: {schema.WINDOW_COUNTS} of trials {trials.start}..{trials.stop - 1} differs from"
-                        f" the spikes counted again ({where})"
-                    )
+                what = f"{schema.WINDOW_COUNTS} of trials {trials.start}..{trials.stop - 1}"
+                same.append(_compare(report, path, what, lambda t=trials: windows[:, t, :], counted))
     except binning.CountOverflow as e:
         report.problems.append(f"{path}: a count of the sources exceeds the store's {counts.dtype} ({_one_line(e)})")
         return
-    for name, counted in ((schema.CONDITION_COUNTS, timing.time_course), (schema.FIRST_SPIKE_BIN, timing.first_spike)):
-        if name not in group:
-            continue
-        try:
-            stored = np.asarray(group[name][...])
-        except Exception:
-            continue
-        if stored.shape != counted.shape or not np.array_equal(stored, counted):
-            bad += 1
-            where = _first_difference(stored, counted) if stored.shape == counted.shape else f"shape {stored.shape}"
-            report.problems.append(f"{path}: {name} differs from the spikes counted again ({where})")
-    if not bad:
+    for name, values in ((schema.CONDITION_COUNTS, timing.time_course), (schema.FIRST_SPIKE_BIN, timing.first_spike)):
+        if name in group:
+            same.append(_compare(report, path, name, lambda n=name: group[n][...], values))
+    if all(same):
         report.checked.append("every count recounted from the sources")
 
 

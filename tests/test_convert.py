@@ -492,7 +492,9 @@ def test_skip_rebuild_and_overwrite(session_folder, tmp_path, no_warnings):
     assert convert.convert_session(session_folder, out, bin_ms=5, overwrite=True).status == "converted"
     with pytest.raises(StoreError, match=r"holds this session converted with tip_offset_um 0\.0 \(this run: 10\.0\)"):
         convert.convert_session(session_folder, out, bin_ms=5, tip_offset_um=10)
-    assert convert.convert_session(session_folder, out, bin_ms=5, tip_offset_um=10, overwrite=True).status == "converted"
+    assert (
+        convert.convert_session(session_folder, out, bin_ms=5, tip_offset_um=10, overwrite=True).status == "converted"
+    )
     assert convert.convert_session(session_folder, out, bin_ms=5, tip_offset_um=10).status == "skipped"
     assert (
         convert.convert_session(session_folder, out, bin_ms=5, tip_offset_um=10, overwrite=True).status == "converted"

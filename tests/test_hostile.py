@@ -55,7 +55,9 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
     session = write_synth(root / "data" / schema.SESSIONS_DIR / SESSION_ID, tiny_spec(seed=3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert cli.main(["convert", str(root / "data"), "--out", str(root / "stores"), "--bin-ms", "10", "--quiet"]) == 0
+        assert (
+            cli.main(["convert", str(root / "data"), "--out", str(root / "stores"), "--bin-ms", "10", "--quiet"]) == 0
+        )
         assert cli.main(["to-nwb", str(root / "data"), "--out", str(root / "nwb")]) == 0
         nwb_file = root / "nwb" / f"{SESSION_ID}.nwb"
         assert cli.main(["convert", str(nwb_file), "--out", str(root / "nwb_stores"), "--bin-ms", "10", "--quiet"]) == 0
@@ -108,8 +110,13 @@ def _set_metadata(path: Path, key: str, text: str) -> None:
     """Set the JSON text of one key of opto_cube's metadata table in an NWB file."""
     import h5py
 
-    keys = [k.decode() if isinstance(k, bytes) else k for k in _read_h5(path, "processing/opto_cube/opto_cube_metadata/key")]
-    values = [v.decode() if isinstance(v, bytes) else v for v in _read_h5(path, "processing/opto_cube/opto_cube_metadata/value")]
+    keys = [
+        k.decode() if isinstance(k, bytes) else k for k in _read_h5(path, "processing/opto_cube/opto_cube_metadata/key")
+    ]
+    values = [
+        v.decode() if isinstance(v, bytes) else v
+        for v in _read_h5(path, "processing/opto_cube/opto_cube_metadata/value")
+    ]
     values[keys.index(key)] = text
     _rewrite_h5(path, "processing/opto_cube/opto_cube_metadata/value", np.array(values, dtype=h5py.string_dtype()))
 
@@ -120,7 +127,7 @@ def _seal_again(store_dir: Path) -> None:
     manifest = meta["attributes"][schema.ATTR_CHUNK_CRC32C]
     for key in manifest:
         manifest[key] = (store_dir / key).read_bytes()[-4:].hex()
-    meta["consolidated_metadata"]["metadata"]  # noqa: B018 (the record lives in the group's attributes only)
+    meta["consolidated_metadata"]["metadata"]
     (store_dir / "zarr.json").write_text(json.dumps(meta))
 
 
@@ -313,12 +320,14 @@ def d17_os_litter(tmp: Path, base: Base):
     for name in (".DS_Store", "._zarr.json", "Thumbs.db"):
         (target / name).write_bytes(b"\x00\x01 left by an operating system")
     (target / schema.SPIKE_COUNTS / ".DS_Store").write_bytes(b"\x00")
-    litter = [target / n for n in (".DS_Store", "._zarr.json", "Thumbs.db")] + [target / schema.SPIKE_COUNTS / ".DS_Store"]
+    litter = [target / n for n in (".DS_Store", "._zarr.json", "Thumbs.db")] + [
+        target / schema.SPIKE_COUNTS / ".DS_Store"
+    ]
     return ["convert", data, "--out", stores, "--bin-ms", "10"], [data, *litter]
 
 
 def d17_verify_litter(tmp: Path, base: Base):
-    argv, paths = d17_os_litter(tmp, base)
+    _argv, paths = d17_os_litter(tmp, base)
     return ["verify", tmp / "stores", "--data", tmp / "data", "--quiet"], [tmp / "stores", *paths]
 
 
@@ -387,7 +396,8 @@ HOSTILE: dict[str, Case] = {
         d1_demo_user_folder, 1, r"error: \S*/proj: holds files opto-cube demo did not write \('data'\);"
         r" refusing to touch them"),
     "D1 demo --out: a user's file in an earlier demo's data/": Case(
-        d1_demo_user_file_in_earlier_demo, 1, r"error: \S*/proj/data/sessions/notes\.txt: not written by opto-cube demo"),
+        d1_demo_user_file_in_earlier_demo, 1,
+        r"error: \S*/proj/data/sessions/notes\.txt: not written by opto-cube demo"),
     "D7 another --bin-ms": Case(
         d7_other_bin_width, 1, rf"error: .*/{STORE}: holds this session converted with bin_width_s 0\.01"
         r" \(this run: 0\.001\); pass --overwrite to replace it, or choose another --out$"),
@@ -461,7 +471,8 @@ HOSTILE: dict[str, Case] = {
     "D14 NWB spike_times removed (pynwb's error, short)": Case(
         _nwb_delete(f"{UNITS}/spike_times"), 1, rf"error: \S*/{NWB}: not a readable NWB file \(.{{1,160}}\)$"),
     "D14 NWB an unknown type (pynwb's error, short)": Case(
-        _nwb_attr(UNITS, "neurodata_type", "Nonsense"), 1, rf"error: \S*/{NWB}: not a readable NWB file \(.{{1,160}}\)$"),
+        _nwb_attr(UNITS, "neurodata_type", "Nonsense"), 1,
+        rf"error: \S*/{NWB}: not a readable NWB file \(.{{1,160}}\)$"),
     "D15 control characters in a session id": Case(
         d15_escape_in_session_id, 0, r"^session   AL0034_2024-12-05_en1_p0\\x1b\[31m  \(subject", absent=("\x1b",)),
     "D16 a FIFO in place of spikes.times.npy": Case(
@@ -525,7 +536,7 @@ def test_hostile(capsys, tmp_path, base, case):
     matching = [line for line in lines if re.search(spec.line, line)]
     assert len(matching) == 1, f"{spec.line!r} in:\n{out}{err}"
     errors = [line for line in err.splitlines() if line.startswith("opto-cube: error:")]
-    assert (len(errors) >= spec.errors if spec.code and spec.errors > 1 else len(errors) == (1 if spec.code else 0)), err
+    assert len(errors) >= spec.errors if spec.code and spec.errors > 1 else len(errors) == (1 if spec.code else 0), err
     assert all(str(tmp_path) in line or "--bin-ms" in line for line in errors), err
     for pattern in spec.absent:
         assert not any(re.search(pattern, line) for line in lines), f"{pattern!r} in:\n{out}{err}"
@@ -537,7 +548,10 @@ def test_hostile(capsys, tmp_path, base, case):
 # --------------------------------------------------------------------------
 def test_rebuilt_store_verifies_and_counts(capsys, tmp_path, base):
     d10_flipped_byte(tmp_path, base)
-    assert cli.main(["convert", str(tmp_path / "data"), "--out", str(tmp_path / "stores"), "--bin-ms", "10", "--quiet"]) == 0
+    assert (
+        cli.main(["convert", str(tmp_path / "data"), "--out", str(tmp_path / "stores"), "--bin-ms", "10", "--quiet"])
+        == 0
+    )
     assert cli.main(["verify", str(tmp_path / "stores"), "--data", str(tmp_path / "data"), "--quiet"]) == 0
     assert "1 ok, 0 damaged" in capsys.readouterr().out
 
@@ -555,7 +569,8 @@ def test_demo_reruns_in_its_own_folder(capsys, tmp_path):
     for _ in range(2):
         assert cli.main(["demo", "--out", str(out), "--size", "tiny", "--sessions", "1", "--bin-ms", "10"]) == 0
     written = json.loads((out / cli.DEMO_MARK).read_text())["data"]
-    assert written and all((out / "data" / name).is_file() for name in written)
+    assert written
+    assert all((out / "data" / name).is_file() for name in written)
 
 
 # --------------------------------------------------------------------------
@@ -620,7 +635,8 @@ print(numba.config.CACHE_DIR, int(counts.sum()))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     folder, total = proc.stdout.split()
-    assert "opto_cube-numba-cache" in folder and total == "1"
+    assert "opto_cube-numba-cache" in folder
+    assert total == "1"
 
 
 # --------------------------------------------------------------------------
@@ -660,7 +676,8 @@ def _readme_cube_snippet() -> str:
 
 def test_readme_snippet_runs(tmp_path, monkeypatch):
     snippet = _readme_cube_snippet()
-    assert "opto_cube.open_cube(" in snippet and "xr.open_zarr(" not in snippet
+    assert "opto_cube.open_cube(" in snippet
+    assert "xr.open_zarr(" not in snippet
     path = re.search(r'open_cube\("([^"]+)"\)', snippet).group(1)
     session_id = Path(path).stem
     folder = tmp_path / "data" / schema.SESSIONS_DIR / session_id
@@ -669,19 +686,24 @@ def test_readme_snippet_runs(tmp_path, monkeypatch):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert cli.main(["convert", str(folder), "--out", str(tmp_path / Path(path).parent), "--bin-ms", "10", "--quiet"]) == 0
+        assert (
+            cli.main(["convert", str(folder), "--out", str(tmp_path / Path(path).parent), "--bin-ms", "10", "--quiet"])
+            == 0
+        )
     monkeypatch.chdir(tmp_path)
     scope: dict[str, object] = {}
     exec(compile(snippet, str(README), "exec"), scope)  # the README's own code, as a user runs it
     cube, psth = scope["cube"], scope["psth"]
-    assert isinstance(cube, xr.Dataset) and schema.SPIKE_COUNTS in cube
+    assert isinstance(cube, xr.Dataset)
+    assert schema.SPIKE_COUNTS in cube
     assert psth.dims == (schema.CLUSTER, schema.TIME)
     np.testing.assert_array_equal(psth.compute().shape, (int((cube.waveform_type == "FS").sum()), cube.sizes["time"]))
 
 
 def test_readme_says_why_plain_open_zarr_cannot_refuse():
     text = " ".join(README.read_text().split())
-    assert "cannot refuse damage" in text and "missing chunk reads as the fill value" in text
+    assert "cannot refuse damage" in text
+    assert "missing chunk reads as the fill value" in text
 
 
 def test_nwb_writer_refuses_a_user_file_by_api(tmp_path, base):
