@@ -516,7 +516,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report_path = out / schema.REPORT_DEFAULT_NAME
     _say(f"5. the HTML report (maps, spatial extent, power response, PSTHs) -> {report_path}")
     run_report(catalog, report_path, table=table)
-    _say(f"\nopen one in Python:  xarray.open_zarr({str(next(stores.glob('*.zarr')))!r})")
+    _say(f"\nopen one in Python:  opto_cube.open_cube({str(next(stores.glob('*.zarr')))!r})")
     _say(f"or:                  opto-cube info {stores}")
     _say(f"the responses table: {table_path} ({len(table)} rows, one per session x cluster x condition)")
     _say(f"the maps:            {written['maps.nc']}   (xarray.open_dataset)")
