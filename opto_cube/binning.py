@@ -75,6 +75,43 @@ def _numba_targets_without_scipy() -> None:
 _numba_targets_without_scipy()
 
 
+def use_writable_numba_cache() -> str | None:
+    """Give numba's cache a writable folder when neither the package's nor the user's is writable.
+
+    numba looks for a cache folder when a cached kernel is defined (at import);
+    with none (a read-only install and an unwritable ``$HOME``), it raises
+    ``cannot cache function``. Then the cache goes to a private folder of the
+    temporary directory (``NUMBA_CACHE_DIR``, inherited by worker processes).
+    A ``NUMBA_CACHE_DIR`` the user set is left alone. Returns the folder
+    chosen, or None when numba's own choice stands.
+    """
+    if numba.config.CACHE_DIR:  # type: ignore[attr-defined]
+        return None
+    try:
+        from numba.core.caching import FunctionCache
+
+        FunctionCache(use_writable_numba_cache)  # the folders numba tries for this module's kernels
+        return None
+    except Exception:  # no writable folder among numba's (or numba changed its internals): the temporary one
+        pass
+    import os
+    import tempfile
+
+    folder = os.path.join(tempfile.gettempdir(), f"opto_cube-numba-cache-{os.getuid() if hasattr(os, 'getuid') else 0}")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            folder = tempfile.mkdtemp(prefix="opto_cube-numba-cache-")
+    except OSError:
+        return None
+    numba.config.CACHE_DIR = folder  # type: ignore[attr-defined]
+    os.environ["NUMBA_CACHE_DIR"] = folder
+    return folder
+
+
+use_writable_numba_cache()  # before the kernels below are defined
+
+
 @dataclass(frozen=True)
 class TimeBins:
     """Half-open bins of ``bin_us`` microseconds over ``[start_us, stop_us)`` relative to onset."""

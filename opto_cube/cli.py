@@ -45,6 +45,11 @@ def _say(*parts: object) -> None:
     print(*parts, flush=True)
 
 
+def _say_escaped(text: str) -> None:
+    """Print lines of text from stores (session ids, paths) with their control characters escaped."""
+    _say("\n".join(escaped(line) for line in text.split("\n")))
+
+
 def _err(message: str) -> None:
     print(f"opto-cube: {escaped(message)}", file=sys.stderr, flush=True)
 
@@ -131,8 +136,9 @@ def cmd_to_nwb(args: argparse.Namespace) -> int:
     from opto_cube.io.nwb import to_nwb
 
     results = to_nwb(
-        args.data_root, args.out, sessions=args.session, tip_offset_um=args.tip_offset_um, with_cube=args.with_cube
-    )
+        args.data_root, args.out, sessions=args.session, tip_offset_um=args.tip_offset_um, with_cube=args.with_cube,
+        overwrite=args.overwrite,
+    )  # fmt: skip
     failed = 0
     for r in results:
         for w in r.warnings:
@@ -141,7 +147,7 @@ def cmd_to_nwb(args: argparse.Namespace) -> int:
             failed += 1
             _err(f"error: {r.error}")
         else:
-            _say(str(r))
+            _say(escaped(str(r)))
     _say(f"{len(results) - failed} written, {failed} failed ({len(results)} session{'s' * (len(results) != 1)})")
     return EXIT_FAILED if failed else 0
 
@@ -152,7 +158,7 @@ def cmd_to_nwb(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from opto_cube.jobs.verify import verify
 
-    reports = verify(args.path, data_root=args.data)
+    reports = verify(args.path, data_root=args.data, progress=not args.quiet)
     for report in reports:
         for problem in report.problems:
             _err(f"error: {problem}")
@@ -212,13 +218,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     if not path.exists():
         raise OptoCubeError(f"{path}: no such store or folder")
     if path.name.endswith(STORE_SUFFIX) or (path / "zarr.json").exists():
-        _say(describe(open_cube(path)))
+        _say_escaped(describe(open_cube(path)))
         return 0
     stores = [Path(p) for p in list_stores(path)]
     if not stores:
         raise OptoCubeError(f"{path}: holds no {STORE_SUFFIX} stores")
     for p in stores:
-        _say(describe(open_cube(p)))
+        _say_escaped(describe(open_cube(p)))
         _say("")
     return 0
 
@@ -233,7 +239,7 @@ def _info_url(url: str) -> int:
     if url.endswith(STORE_SUFFIX) or fs.exists(f"{root}/zarr.json"):
         if not is_complete(url):
             raise OptoCubeError(f"{url}: no complete store there (no completion mark: unfinished or interrupted)")
-        _say(describe(open_cube(url)))
+        _say_escaped(describe(open_cube(url)))
         return 0
     fs.invalidate_cache(root)  # list what is there now, not what this process saw before
     names = [n.rstrip("/") for n in fs.ls(root, detail=False)] if fs.isdir(root) else []
@@ -244,9 +250,9 @@ def _info_url(url: str) -> int:
     for name in stores:
         store_url = fs.unstrip_protocol(name)
         if is_complete(store_url):
-            _say(describe(open_cube(store_url)))
+            _say_escaped(describe(open_cube(store_url)))
         else:
-            _say(f"{store_url}: incomplete (no completion mark); the next convert rebuilds it")
+            _say_escaped(f"{store_url}: incomplete (no completion mark); the next convert rebuilds it")
         _say("")
     return 0
 
@@ -427,18 +433,72 @@ def cmd_report(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------
 # demo
 # --------------------------------------------------------------------------
-def cmd_demo(args: argparse.Namespace) -> int:
-    import shutil
+DEMO_MARK = ".opto-cube-demo.json"  # in a demo's --out: the files of data/ the demo wrote (relative paths)
 
+
+def _demo_files(data: Path) -> list[str]:
+    return sorted(p.relative_to(data).as_posix() for p in data.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def _write_demo_mark(out: Path) -> None:
+    import json
+
+    from opto_cube.store.write import atomic_file
+
+    with atomic_file(out / DEMO_MARK) as tmp:
+        tmp.write_text(json.dumps({"data": _demo_files(out / "data")}, indent=1))
+
+
+def _demo_may_write(out: Path) -> None:
+    """Refuse a demo ``--out`` holding anything a demo did not write: the demo replaces only its own files.
+
+    ``--out`` may be absent, empty, or a previous demo's folder (its mark lists
+    the files it wrote under ``data/``, which are all the demo ever deletes;
+    the other outputs, ``stores/``, ``responses.csv``, ``maps/`` and the
+    report, are the demo's own names, and ``stores/`` replaces only stores).
+    """
+    import json
+
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise OptoCubeError(f"{out}: exists and is not a folder; give demo --out a new or empty folder")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    mark = out / DEMO_MARK
+    try:
+        written = set(json.loads(mark.read_text())["data"]) if mark.is_file() else None
+    except (OSError, ValueError, KeyError, TypeError):
+        written = None
+    if written is None:
+        raise OptoCubeError(
+            f"{out}: holds files opto-cube demo did not write ({', '.join(map(repr, entries[:3]))}"
+            f"{', ...' if len(entries) > 3 else ''}); refusing to touch them: give demo --out a new or empty folder"
+        )
+    data = out / "data"
+    if data.is_symlink() or (data.exists() and not data.is_dir()):
+        raise OptoCubeError(f"{data}: not the folder a demo wrote; refusing to touch it: choose another --out")
+    foreign = [name for name in _demo_files(data) if name not in written] if data.is_dir() else []
+    if foreign:
+        raise OptoCubeError(
+            f"{data / foreign[0]}: not written by opto-cube demo; refusing to replace {data}"
+            " (left untouched): move it away or choose another --out"
+        )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
     from opto_cube import synth
     from opto_cube.jobs.convert import convert
 
     out = Path(args.out)
     data, stores = out / "data", out / "stores"
+    _demo_may_write(out)
     if data.exists():
-        shutil.rmtree(data)
+        shutil.rmtree(data)  # only the synthetic sessions a demo wrote there (_demo_may_write checked each file)
     _say(f"1. generating {args.sessions} synthetic sessions ({args.size}) in {data}")
     synth.make_dataset(data, n_sessions=args.sessions, size=args.size, seed=args.seed)
+    _write_demo_mark(out)
     _say(f"2. converting them to Zarr cubes in {stores}")
     code = _report(convert(data, stores, bin_ms=args.bin_ms, overwrite=True, jobs=1, progress=True))
     from opto_cube.jobs.pipeline import responses_table, run_maps, run_report, write_table
@@ -456,7 +516,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report_path = out / schema.REPORT_DEFAULT_NAME
     _say(f"5. the HTML report (maps, spatial extent, power response, PSTHs) -> {report_path}")
     run_report(catalog, report_path, table=table)
-    _say(f"\nopen one in Python:  xarray.open_zarr({str(next(stores.glob('*.zarr')))!r})")
+    _say(f"\nopen one in Python:  opto_cube.open_cube({str(next(stores.glob('*.zarr')))!r})")
     _say(f"or:                  opto-cube info {stores}")
     _say(f"the responses table: {table_path} ({len(table)} rows, one per session x cluster x condition)")
     _say(f"the maps:            {written['maps.nc']}   (xarray.open_dataset)")
@@ -526,11 +586,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STORES",
         help="add each session's cube from this folder of stores as ndx-binned-spikes BinnedAlignedSpikes",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace <session_id>.nwb files opto_cube wrote before")
     p.set_defaults(func=cmd_to_nwb)
 
     p = sub.add_parser("verify", help="check stores: every chunk present and whole, window counts, sources")
     p.add_argument("path", help="a .zarr store or a folder of them (or URL)")
-    p.add_argument("--data", metavar="DATA_ROOT", help="also compare the sources' SHA-256 with the stores'")
+    p.add_argument(
+        "--data",
+        metavar="DATA_ROOT",
+        help="also compare the sources' SHA-256 with the stores' and count every spike again from them",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars while recounting")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("info", help="what a store (or a folder of stores) holds")

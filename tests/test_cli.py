@@ -156,7 +156,11 @@ def test_convert_summary_skip_and_overwrite(capsys, tmp_path, clean_session):
     assert (store / "zarr.json").stat().st_mtime_ns != stamp
     assert store_listing(out) == [f"{SESSION_ID}.zarr", f"{OTHER_SESSION_ID}.zarr"]
 
-    code, stdout, _ = run(capsys, "convert", root, "--out", out, "--bin-ms", "5", "--quiet")  # new parameters
+    code, stdout, stderr = run(capsys, "convert", root, "--out", out, "--bin-ms", "5", "--quiet")  # new parameters
+    assert code == 1  # a store at other parameters is never replaced silently (issue 18)
+    assert summary(stdout) == "0 converted, 0 skipped, 2 failed (2 sessions)"
+    assert stderr.count("pass --overwrite to replace it, or choose another --out") == 2
+    code, stdout, _ = run(capsys, "convert", root, "--out", out, "--bin-ms", "5", "--quiet", "--overwrite")
     assert code == 0
     assert summary(stdout) == "2 converted, 0 skipped, 0 failed (2 sessions)"
     assert xr.open_zarr(store).attrs[schema.ATTR_BIN_WIDTH] == 0.005
@@ -415,8 +419,8 @@ def _no_clusters(root: Path, out: Path) -> None:
 
 S = re.escape(SESSION_ID)
 HOSTILE = {
-    "user folder in the way": (_user_folder, [], rf"{S}\.zarr: exists and is not an opto_cube store; refusing"),
-    "plain file in the way": (_plain_file, [], rf"{S}\.zarr: exists and is not an opto_cube store; refusing"),
+    "user folder in the way": (_user_folder, [], rf"{S}\.zarr: exists and is not an opto_cube store \(.*\); refusing"),
+    "plain file in the way": (_plain_file, [], rf"{S}\.zarr: exists and is not an opto_cube store \(.*\); refusing"),
     "another Zarr store": (_foreign_zarr, ["--overwrite"], rf"{S}\.zarr: exists and is not an opto_cube store"),
     "negative npy shape": (_negative_header, [], rf"{S}/spikes\.\w+\.npy: corrupt header: negative shape \(-5,\)$"),
     "1e5 s pulse": (_long_pulse, [], rf"{S}: the trial-chunk buffer would take \d+\.\d GiB .*"

@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 
 import opto_cube
 from opto_cube import binning, schema, synth
-from opto_cube.errors import BinningError, OptoCubeError, OptoCubeWarning
+from opto_cube.errors import BinningError, OptoCubeError, OptoCubeWarning, StoreError
 from opto_cube.io import alf as io
 from opto_cube.jobs import convert
 
@@ -317,8 +317,9 @@ def test_recoverable_quirks_convert_exactly(tmp_path, changes, mutate, match, ch
         check(ds, folder)
 
 
-def test_big_endian_and_narrow_dtypes_convert_exactly(session_folder, tmp_path, no_warnings):
-    """Arrays written big-endian, float32 spike times, uint16 cluster ids and int64 emitters are read as such."""
+def test_big_endian_and_narrow_dtypes_convert_exactly(session_folder, tmp_path):
+    """Arrays written big-endian, float32 spike times, uint16 cluster ids and int64 emitters are read as such
+    (float32 spike times with one warning naming the precision lost)."""
     folder = session_folder
     for name in (schema.STIM_TIMES, schema.STIM_DURATIONS, schema.STIM_POWER, schema.CLUSTERS_TEMPLATE_DEPTHS):
         a = load(folder, name)
@@ -326,7 +327,8 @@ def test_big_endian_and_narrow_dtypes_convert_exactly(session_folder, tmp_path, 
     np.save(folder / schema.SPIKES_TIMES, load(folder, schema.SPIKES_TIMES).astype(">f4"))
     np.save(folder / schema.SPIKES_CLUSTERS, load(folder, schema.SPIKES_CLUSTERS).astype(">u2"))
     np.save(folder / schema.STIM_EMISSION_SITES, load(folder, schema.STIM_EMISSION_SITES).astype(np.int64))
-    result = convert.convert_session(folder, tmp_path / "stores", bin_ms=5)
+    with pytest.warns(OptoCubeWarning, match=r"spikes\.times\.npy: spike times are float32 \(not float64\)"):
+        result = convert.convert_session(folder, tmp_path / "stores", bin_ms=5)
     ds = assert_exact(folder, result.store)
     assert ds[schema.ONSET].dtype == np.float64
     assert ds[schema.EMITTER].dtype == np.int8
@@ -488,8 +490,14 @@ def test_skip_rebuild_and_overwrite(session_folder, tmp_path, no_warnings):
     assert first.status == "converted"
     assert first.shape[0] == load(session_folder, schema.CLUSTERS_QC_PASS).size
     assert convert.convert_session(session_folder, out, bin_ms=10).status == "skipped"
-    assert convert.convert_session(session_folder, out, bin_ms=5).status == "converted"  # other parameters
-    assert convert.convert_session(session_folder, out, bin_ms=5, tip_offset_um=10).status == "converted"
+    with pytest.raises(StoreError, match=r"holds this session converted with bin_width_s 0\.01 \(this run: 0\.005\)"):
+        convert.convert_session(session_folder, out, bin_ms=5)  # other parameters: never replaced silently
+    assert convert.convert_session(session_folder, out, bin_ms=5, overwrite=True).status == "converted"
+    with pytest.raises(StoreError, match=r"holds this session converted with tip_offset_um 0\.0 \(this run: 10\.0\)"):
+        convert.convert_session(session_folder, out, bin_ms=5, tip_offset_um=10)
+    assert (
+        convert.convert_session(session_folder, out, bin_ms=5, tip_offset_um=10, overwrite=True).status == "converted"
+    )
     assert convert.convert_session(session_folder, out, bin_ms=5, tip_offset_um=10).status == "skipped"
     assert (
         convert.convert_session(session_folder, out, bin_ms=5, tip_offset_um=10, overwrite=True).status == "converted"

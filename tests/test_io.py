@@ -221,7 +221,7 @@ BROKEN_INPUTS = [
         r"has \d+ rows but clusters\.templateDepths\.npy has {K}",
     ),
     Broken("templates-rows", save(TEMPLATES, lambda a: a[:-1]), TEMPLATES, r"has \d+ rows but .* has {K}"),
-    Broken("qc-not-bool", save(QC, lambda a: np.full(a.size, 2.0)), QC, r"expected booleans, found dtype float64"),
+    Broken("qc-not-bool", save(QC, lambda a: np.full(a.size, 2.0)), QC, r"expected booleans \(0 or 1\), found 2\.0"),
     Broken("depths-text", save(DEPTHS, lambda a: a.astype("U8")), DEPTHS, r"expected numbers, found dtype <U8"),
     Broken(
         "stim-rows-fewer",

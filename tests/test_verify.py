@@ -138,7 +138,7 @@ def test_not_a_store(tmp_path):
     folder.mkdir()
     (folder / "notes.txt").write_text("x")
     assert verify_store(folder).problems == [
-        f"{folder}: not an opto_cube store (no opto_cube metadata, or other files in it)"
+        f"{folder}: not an opto_cube store (no opto_cube metadata in its zarr.json)"
     ]
     with pytest.raises(StoreError, match="no such store or folder"):
         verify(tmp_path / "nowhere")

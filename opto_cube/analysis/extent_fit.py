@@ -25,6 +25,9 @@ import numpy as np
 from scipy.special import log_expit
 
 from opto_cube import schema
+from opto_cube.binning import use_writable_numba_cache
+
+use_writable_numba_cache()  # before the cached kernel below is defined (a read-only install, no $HOME)
 
 __all__ = ["bootstrap_weights", "fit_profile", "half_radius", "newton_logistic", "percentile_interval"]
 

@@ -57,10 +57,12 @@ class NpyFile:
                 version = np.lib.format.read_magic(f)
                 if version == (1, 0):
                     shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-                elif version == (2, 0):
+                elif version in ((2, 0), (3, 0)):
+                    # 3.0 is 2.0 with a UTF-8 header (non-ASCII field names of structured dtypes, which are
+                    # refused below anyway): numpy's public 2.0 reader parses its numeric headers as they are
                     shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
                 else:
-                    shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # type: ignore[attr-defined]
+                    raise ValueError(f".npy format version {version[0]}.{version[1]} is not one numpy writes")
                 offset = f.tell()
         except FileNotFoundError:
             raise
@@ -258,10 +260,49 @@ def find_sessions(data_root: str | os.PathLike) -> list[Path]:
     return found
 
 
+def not_a_file(path: Path) -> str | None:
+    """What ``path`` is when it is not a regular file one can read, in words; None when it is one.
+
+    Examples
+    --------
+    >>> not_a_file(Path("/no/such/file")), not_a_file(Path("/"))
+    ('required file is missing', 'is a folder, not a file')
+    """
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "required file is missing" if not path.is_symlink() else "is a broken symbolic link"
+    except PermissionError:
+        return f"cannot be reached: permission denied on {path.parent}"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or _one_line(e)})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    if stat.S_ISFIFO(mode):
+        return "is a named pipe (FIFO), not a file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device (such as /dev/zero), not a file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a file"
+    return "is not a regular file"
+
+
+def _not_other_than_a_file(path: Path) -> None:
+    """Refuse an optional file that is there but is not a file (a folder, a FIFO, a device); absent is fine."""
+    problem = not_a_file(path)
+    if problem is not None and os.path.lexists(path):
+        raise SessionFormatError(path, problem)
+
+
 def _require(folder: Path, name: str) -> Path:
     path = folder / name
-    if not path.is_file():
-        raise SessionFormatError(path, "required file is missing")
+    problem = not_a_file(path)
+    if problem is not None:
+        raise SessionFormatError(path, problem)
     return path
 
 
@@ -292,8 +333,11 @@ def _as_int(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
 def _as_bool(arr: np.ndarray, path: Path) -> np.ndarray:
     if arr.dtype.kind == "b":
         return arr
-    if arr.dtype.kind in "iuf" and np.all((arr == 0) | (arr == 1)):
-        return arr.astype(bool)
+    if arr.dtype.kind in "iuf":
+        bad = ~((arr == 0) | (arr == 1))
+        if not np.any(bad):
+            return arr.astype(bool)
+        raise SessionFormatError(path, f"expected booleans (0 or 1), found {arr[bad][0].item()!r}")
     raise SessionFormatError(path, f"expected booleans, found dtype {arr.dtype}")
 
 
@@ -320,6 +364,7 @@ def _read_text_lines(path: Path, n_rows: int) -> tuple[list[str], str]:
 
 def _waveform_types(folder: Path, n_clusters: int, sha: dict[str, str]) -> np.ndarray:
     path = folder / schema.CLUSTERS_WAVEFORM_TYPE
+    _not_other_than_a_file(path)
     if not path.is_file():
         warn(path, "missing (optional): waveform_type left empty")
         return np.full(n_clusters, schema.UNKNOWN_LABEL, dtype=object)
@@ -335,6 +380,7 @@ def _waveform_types(folder: Path, n_clusters: int, sha: dict[str, str]) -> np.nd
 def _ks_labels(folder: Path, n_clusters: int, sha: dict[str, str]) -> np.ndarray:
     path = folder / schema.CLUSTERS_KS_LABEL
     out = np.full(n_clusters, schema.UNKNOWN_LABEL, dtype=object)
+    _not_other_than_a_file(path)
     if not path.is_file():
         warn(path, "missing (optional): ks_label left empty")
         return out
@@ -378,6 +424,19 @@ def _laser_calibration(folder: Path, sha: dict[str, str]) -> Any:
     return None
 
 
+def _checked_ids(ids: np.ndarray, path: Path, n_clusters: int) -> np.ndarray:
+    """A block of cluster ids as int64, each in ``0..n_clusters-1`` (checked before any cast: 2**64-1 as it is)."""
+    if ids.dtype.kind == "f":
+        ids = _as_int(ids, path, "cluster ids")
+    lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
+    if lo < 0 or hi >= n_clusters:
+        bad = lo if lo < 0 else hi
+        raise SessionFormatError(
+            path, f"cluster id {bad} outside 0..{n_clusters - 1} (K = rows of the clusters.* arrays)"
+        )
+    return ids.astype(np.int64, copy=False)
+
+
 def _stream_spikes(
     t_file: NpyFile, c_file: NpyFile, n_clusters: int, sha: dict[str, str]
 ) -> tuple[bool, np.ndarray, tuple[float, float]]:
@@ -419,14 +478,7 @@ def _stream_spikes(
                 is_sorted = False
             last = times[-1]
             t_min, t_max = min(t_min, float(times.min())), max(t_max, float(times.max()))
-            ids = _as_int(ids, c_file.path, "cluster ids")
-            lo, hi = int(ids.min()), int(ids.max())
-            if lo < 0 or hi >= n_clusters:
-                bad = lo if lo < 0 else hi
-                raise SessionFormatError(
-                    c_file.path, f"cluster id {bad} outside 0..{n_clusters - 1} (K = rows of the clusters.* arrays)"
-                )
-            per_cluster += np.bincount(ids, minlength=n_clusters)
+            per_cluster += np.bincount(_checked_ids(ids, c_file.path, n_clusters), minlength=n_clusters)
         for fh, h, f in zip(handles, hashes, (t_file, c_file), strict=False):
             while rest := fh.read(_HASH_BLOCK):  # trailing bytes, if any, are part of the file
                 h.update(rest)
@@ -483,6 +535,8 @@ def read_session(folder: str | os.PathLike) -> Session:
         raise SessionFormatError(folder, "an NWB file, not an ALF session folder: read it with opto_cube.io.nwb")
     if not folder.is_dir():
         raise SessionFormatError(folder, "no such session folder")
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise SessionFormatError(folder, "the session folder cannot be read (permission denied)")
     sha: dict[str, str] = {}
     try:
         return _read_session(folder, sha)
@@ -613,7 +667,10 @@ def _read_stim(folder: Path, sha: dict[str, str]) -> tuple[dict[str, np.ndarray]
 
 def _check_stim(stim: dict[str, np.ndarray], paths: dict[str, Path]) -> None:
     """Check (and convert in place) onsets, emitter ids, powers and durations; warn on trials out of onset order."""
+    onset_dtype = np.asarray(stim[schema.ONSET]).dtype
     stim[schema.ONSET] = _check_finite(stim[schema.ONSET], paths[schema.STIM_TIMES], "onset", floating=True)
+    largest = float(np.max(np.abs(stim[schema.ONSET]), initial=0.0))
+    warn_precision(paths[schema.STIM_TIMES], onset_dtype, largest, "pulse onsets")
     emitter = _as_int(stim[schema.EMITTER], paths[schema.STIM_EMISSION_SITES], "emitter ids")
     if np.any((emitter < 1) | (emitter > schema.N_EMITTERS)):
         bad = emitter[(emitter < 1) | (emitter > schema.N_EMITTERS)][0]
@@ -641,7 +698,8 @@ def _read_spikes(folder: Path, n_clusters: int, sha: dict[str, str]) -> tuple[Sp
         raise SessionFormatError(
             c_file.path, f"has {c_file.shape[0]} spikes but spikes.times.npy has {t_file.shape[0]}; they must agree"
         )
-    is_sorted, per_cluster, _time_range = _stream_spikes(t_file, c_file, n_clusters, sha)
+    is_sorted, per_cluster, time_range = _stream_spikes(t_file, c_file, n_clusters, sha)
+    warn_precision(t_file.path, t_file.dtype, time_range[1], "spike times")
     if is_sorted:
         spikes = SpikeSource(t_file.shape[0], files=(t_file, c_file))
     else:
@@ -649,6 +707,25 @@ def _read_spikes(folder: Path, n_clusters: int, sha: dict[str, str]) -> tuple[Sp
         times, ids = (np.load(f.path, allow_pickle=False) for f in (t_file, c_file))
         spikes = SpikeSource.from_arrays(times, ids)
     return spikes, per_cluster, t_file.shape[0]
+
+
+def warn_precision(path: Path, dtype: np.dtype, largest_s: float, what: str) -> None:
+    """Warn when times are stored with less than float64's precision, naming how much was lost.
+
+    float16 and float32 resolve a time ``t`` only to ``numpy.spacing(t)``
+    (float16: 31 ms at 60 s; float32: 4 us at 60 s), so spikes near a bin edge
+    may land in the wrong bin: the values are used as stored, in float64.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f" or dtype.itemsize >= 8:
+        return
+    finite = largest_s if math.isfinite(largest_s) else 0.0
+    spacing = float(np.spacing(dtype.type(abs(finite)))) if dtype.itemsize < 8 else 0.0
+    warn(
+        path,
+        f"{what} are {dtype.name} (not float64): at {finite:g} s they are resolved to {spacing * 1000:.3g} ms only,"
+        " so events near a bin edge may be counted in a neighbouring bin; export them as float64",
+    )
 
 
 def _session_attrs(

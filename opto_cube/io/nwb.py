@@ -43,6 +43,7 @@ from opto_cube.errors import OptoCubeError, SessionFormatError, warn
 from opto_cube.io import alf as io
 
 DOCS = "docs/nwb.md"
+_SOURCE_SCRIPT = "opto_cube to-nwb"  # an NWB file's general/source_script: written by opto_cube (replaceable)
 
 
 def _imports() -> Any:
@@ -228,7 +229,7 @@ def build_nwbfile(session: io.Session, spike_times: Any, spike_index: np.ndarray
         session_start_time=start,
         timestamps_reference_time=start,
         session_id=session.session_id,
-        source_script="opto_cube to-nwb",
+        source_script=_SOURCE_SCRIPT,
         source_script_file_name="opto_cube/io/nwb.py",
         experiment_description="optogenetic pulses from the 14 emitters of a Neuropixels Opto probe at several "
         "powers and durations, with the units sorted from the same probe",
@@ -375,6 +376,7 @@ def write_nwb(
     *,
     tip_offset_um: float = schema.TIP_OFFSET_UM,
     cube: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write one session as an NWB file at ``path`` (atomically: a temp file renamed).
 
@@ -383,12 +385,16 @@ def write_nwb(
     session
         A read :class:`opto_cube.io.alf.Session` or a session folder.
     path
-        The ``.nwb`` file to write (replaced if it exists).
+        The ``.nwb`` file to write. One that exists is replaced only with
+        ``overwrite`` and only when opto_cube wrote it (:func:`is_our_nwb`);
+        anything else is refused, untouched.
     tip_offset_um
         Where the channel axis's zero lies above the probe tip, um (recorded).
     cube
         Optionally, the session's ``.zarr`` store, added as ``ndx-binned-spikes``
         ``BinnedAlignedSpikes`` (processing module ``opto_cube``).
+    overwrite
+        Replace an NWB file opto_cube wrote at ``path`` (never another file).
 
     Returns
     -------
@@ -408,9 +414,10 @@ def write_nwb(
     True
     """
     pynwb, _ = _imports()
+    path = Path(path)
+    _may_replace(path, overwrite)
     if not isinstance(session, io.Session):
         session = io.read_session(session)
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{schema.NWB_SUFFIX}", dir=path.parent)
     os.close(fd)
@@ -433,6 +440,34 @@ def write_nwb(
         for leftover in (tmp, scratch):
             leftover.unlink(missing_ok=True)
     return path
+
+
+def is_our_nwb(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an NWB file opto_cube wrote (an HDF5 file whose ``source_script`` is ``to-nwb``'s)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            script = f.get("general/source_script")
+            value = script[()] if isinstance(script, h5py.Dataset) else None
+    except Exception:  # not HDF5, unreadable, a folder: not ours
+        return False
+    value = value.decode() if isinstance(value, bytes) else value
+    return value == _SOURCE_SCRIPT
+
+
+def _may_replace(path: Path, overwrite: bool) -> None:
+    """Refuse to write over ``path`` unless it is absent, or an NWB file of opto_cube's and ``overwrite``."""
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_file() or not is_our_nwb(path):
+        what = "a folder" if path.is_dir() else "not an NWB file opto_cube wrote"
+        raise OptoCubeError(
+            f"{path}: exists and is {what}; refusing to replace it (left untouched):"
+            " move it away or choose another --out"
+        )
+    if not overwrite:
+        raise OptoCubeError(f"{path}: exists; pass --overwrite to replace it, or choose another --out")
 
 
 def _add_cube(nwb: Any, session: io.Session, cube_path: str | os.PathLike) -> None:
@@ -499,11 +534,14 @@ def to_nwb(
     sessions: Sequence[str] | None = None,
     tip_offset_um: float = schema.TIP_OFFSET_UM,
     with_cube: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> list[NwbResult]:
     """Write ``out_dir/<session_id>.nwb`` for every ALF session under ``data_root``.
 
     A broken session is reported in its result (``failed``) and leaves no file.
     ``with_cube``: a folder of stores whose ``<session_id>.zarr`` is added to each file.
+    An existing ``<session_id>.nwb`` is replaced only with ``overwrite`` and
+    only when opto_cube wrote it; anything else there is refused, untouched.
 
     Examples
     --------
@@ -540,8 +578,9 @@ def to_nwb(
                     if not cube.is_dir():
                         raise OptoCubeError(f"{cube}: no such store (convert the session first)")
                 path = write_nwb(
-                    session, out / f"{session.session_id}{schema.NWB_SUFFIX}", tip_offset_um=tip_offset_um, cube=cube
-                )
+                    session, out / f"{session.session_id}{schema.NWB_SUFFIX}", tip_offset_um=tip_offset_um, cube=cube,
+                    overwrite=overwrite,
+                )  # fmt: skip
                 result = NwbResult(session.session_id, "written", str(path), size_bytes=path.stat().st_size)
             except OptoCubeError as e:
                 result = NwbResult(folder.name, "failed", error=str(e))
@@ -591,18 +630,32 @@ def read_session(path: str | os.PathLike) -> io.Session:
     """
     pynwb, _ = _imports()
     path = Path(path)
-    if not path.is_file():
-        raise SessionFormatError(path, "no such NWB file")
+    problem = io.not_a_file(path)
+    if problem is not None:
+        raise SessionFormatError(path, "no such NWB file" if problem == "required file is missing" else problem)
     sha = {path.name: io.sha256_file(path)}
     try:
         reader = pynwb.NWBHDF5IO(path, mode="r")
         nwb = reader.read()
     except Exception as e:
-        raise SessionFormatError(path, f"not a readable NWB file ({io._one_line(e)})") from e
+        raise SessionFormatError(path, f"not a readable NWB file ({_short(e)})") from e
     try:
         return _read(path, nwb, sha)
+    except OptoCubeError:
+        raise
+    except RecursionError as e:
+        raise SessionFormatError(path, "holds a value nested too deeply to read (a JSON or HDF5 structure)") from e
+    except Exception as e:  # anything else the file's structure makes pynwb or numpy raise: one line, the file
+        raise SessionFormatError(path, f"not a session opto_cube can read ({_short(e)}); see {DOCS}") from e
     finally:
         reader.close()
+
+
+def _short(e: BaseException, limit: int = 160) -> str:
+    """An exception in one short line (pynwb's errors can dump whole HDF5 builders)."""
+    text = io._one_line(e)
+    text = f"{type(e).__name__}: {text}" if type(e).__name__ not in text else text
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _metadata_of(nwb: Any) -> dict[str, Any]:
@@ -614,10 +667,18 @@ def _metadata_of(nwb: Any) -> dict[str, Any]:
     if keys is None or values is None:
         return {}
     out = {}
+    where = f"processing/{schema.NWB_MODULE}/{schema.NWB_METADATA}"
+    if len(keys) != len(values):
+        raise ValueError(f"{where} has {len(keys)} keys but {len(values)} values")
     for key, value in zip(keys, values, strict=True):
         key = key.decode() if isinstance(key, bytes) else str(key)
         value = value.decode() if isinstance(value, bytes) else str(value)
-        out[key] = json.loads(value)
+        try:
+            out[key] = json.loads(value)
+        except RecursionError:
+            raise ValueError(f"{where}: the value of {key!r} is nested too deeply") from None
+        except ValueError as e:
+            raise ValueError(f"{where}: the value of {key!r} is not JSON ({io._one_line(e)})") from None
     return out
 
 
@@ -633,13 +694,21 @@ def _pulses_table(nwb: Any) -> Any:
 
 def _read(path: Path, nwb: Any, sha: dict[str, str]) -> io.Session:
     units, pulses = _required_tables(path, nwb)
-    meta = _metadata_of(nwb)
+    try:
+        meta = _metadata_of(nwb)
+    except ValueError as e:
+        raise SessionFormatError(path, str(e)) from None
+    for key in ("session_json", "session_json_as_read"):
+        if key in meta and not isinstance(meta[key], dict):
+            raise SessionFormatError(path, f"opto_cube metadata {key!r} must be a JSON object")
     k = len(units)
-    clusters, absent = _clusters_of(units)
+    clusters, absent = _clusters_of(path, units)
     stim = _stim_of(path, pulses)
     spikes, per_cluster, n_spikes = _spikes_of(path, units)
     session_id = path.stem
-    n_channels = int(meta.get("n_channels", len(nwb.electrodes) if nwb.electrodes is not None else 0))
+    n_channels = meta.get("n_channels", len(nwb.electrodes) if nwb.electrodes is not None else 0)
+    if isinstance(n_channels, bool) or not isinstance(n_channels, int) or n_channels < 0:
+        raise SessionFormatError(path, f"opto_cube metadata n_channels must be a whole number, found {n_channels!r}")
     qc = clusters[schema.QC_PASS]
     actual = {
         "n_spikes": n_spikes,
@@ -693,8 +762,8 @@ _CLUSTER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _clusters_of(units: Any) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The cluster coordinates from the units columns, and the names of those absent (filled with defaults)."""
+def _clusters_of(path: Path, units: Any) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The cluster coordinates from the units columns (checked as the ALF files are), and those absent."""
     k = len(units)
     clusters: dict[str, np.ndarray] = {}
     absent = []
@@ -705,19 +774,31 @@ def _clusters_of(units: Any) -> tuple[dict[str, np.ndarray], list[str]]:
             absent.append(name)
             fill = _CLUSTER_DEFAULTS.get(name, math.nan)
             values = np.full(k, fill, dtype=object if kind == "str" else None)
-        clusters[name] = _as_kind(values, kind)
+        if values.shape != (k,):
+            raise SessionFormatError(
+                path, f"units column {name} has shape {values.shape}, not one value per unit ({k})"
+            )
+        clusters[name] = _as_kind(values, kind, path, name)
     return clusters, absent
 
 
-def _as_kind(values: np.ndarray, kind: str) -> np.ndarray:
-    """A column converted to the dtype of its variable (str, bool, int32, otherwise float64)."""
+def _as_kind(values: np.ndarray, kind: str, path: Path, name: str) -> np.ndarray:
+    """A column converted to the dtype of its variable (str, bool, int32, otherwise float64), checked as ALF is.
+
+    The same checks and words as :mod:`opto_cube.io` (``qc_pass`` 0 or 1,
+    whole peak channels, numbers), naming the file.
+    """
     if kind == "str":
         return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values], dtype=object)
     if kind == "bool":
-        return values.astype(bool)
+        return io._as_bool(values, path)
     if kind == "int32":
-        return values.astype(np.int32)
-    return values.astype(np.float64)
+        what = "peak channels" if name == schema.PEAK_CHANNEL else f"{name} values"
+        ints = io._as_int(values, path, what)
+        if np.any((ints < np.iinfo(np.int32).min) | (ints > np.iinfo(np.int32).max)):
+            raise SessionFormatError(path, f"{what} outside the int32 range")
+        return ints.astype(np.int32)
+    return io._as_float(values, path)
 
 
 def _pulse_emitter(pulses: Any) -> np.ndarray | None:
@@ -753,49 +834,83 @@ def _pulse_columns(path: Path, pulses: Any) -> tuple[np.ndarray, np.ndarray, np.
     if power is None:
         raise _refuse(path, "the pulses table has no power_in_mW column (power of each pulse, mW)")
     duration = _column(pulses, schema.DURATION)
+    stop = _column(pulses, "stop_time")
     if duration is None:
-        stop = _column(pulses, "stop_time")
         if stop is None:
             raise _refuse(path, "the pulses table has no stop_time column (end of each pulse, s)")
         duration = stop - onset
     if onset.size == 0:
         raise _refuse(path, "the pulses table has no rows")
+    columns = {"start_time": onset, schema.EMITTER: emitter, "power_in_mW": power, schema.DURATION: duration}
+    for name, values in columns.items():
+        if values.shape != onset.shape or values.ndim != 1:
+            raise SessionFormatError(path, f"pulses column {name} has shape {values.shape}, not one value per pulse")
+    if stop is not None and stop.shape == onset.shape and stop.dtype.kind in "iuf" and duration.dtype.kind in "iuf":
+        _check_stop(path, onset, stop, duration)
     return onset, emitter, power, duration
+
+
+def _check_stop(path: Path, onset: np.ndarray, stop: np.ndarray, duration: np.ndarray) -> None:
+    """Refuse a ``duration_s`` column that contradicts ``stop_time - start_time`` (beyond float64 rounding)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        start, end, length = (np.asarray(a, dtype=np.float64) for a in (onset, stop, duration))
+        tolerance = 1e-9 + 4 * np.spacing(np.maximum(np.abs(start), np.abs(end)))
+        bad = np.abs((end - start) - length) > tolerance
+    bad &= np.isfinite(start) & np.isfinite(end) & np.isfinite(length)
+    if np.any(bad):
+        i = int(np.flatnonzero(bad)[0])
+        raise SessionFormatError(
+            path,
+            f"pulse {i}: {schema.DURATION} {length[i]!r} contradicts stop_time - start_time = {end[i] - start[i]!r}"
+            f" ({int(bad.sum())} pulses)",
+        )
 
 
 def _stim_of(path: Path, pulses: Any) -> dict[str, np.ndarray]:
     """The stim arrays from the pulses table, checked (finite onsets and durations, emitter ids, durations > 0)."""
     onset, emitter, power, duration = _pulse_columns(path, pulses)
-    stim = {
-        schema.ONSET: onset.astype(np.float64),
-        schema.EMITTER: emitter.astype(np.int64),
-        schema.POWER: power.astype(np.float64),
-        schema.DURATION: duration.astype(np.float64),
-    }
-    if not np.all(np.isfinite(stim[schema.ONSET])) or not np.all(np.isfinite(stim[schema.DURATION])):
-        raise _refuse(path, "the pulses table has non-finite onsets or durations")
-    bad = (stim[schema.EMITTER] < 1) | (stim[schema.EMITTER] > schema.N_EMITTERS)
-    if np.any(bad):
-        raise SessionFormatError(
-            path, f"pulse emitter id {stim[schema.EMITTER][bad][0]} outside 1..{schema.N_EMITTERS}"
-        )
-    if np.any(stim[schema.DURATION] <= 0):
-        raise SessionFormatError(path, "a pulse has a non-positive duration")
-    stim[schema.EMITTER] = stim[schema.EMITTER].astype(np.int8)
-    # pulses out of onset order are not warned about: the file keeps the source's row order on purpose
-    # (the cube sorts them by onset and its stim_index gives each trial's row)
+    stim = {schema.ONSET: onset, schema.EMITTER: emitter, schema.POWER: power, schema.DURATION: duration}
+    # the ALF checks, words and all (io._check_stim), naming the NWB file: finite float onsets, whole emitter ids
+    # 1..14, finite non-negative powers, finite positive durations. Pulses out of onset order are not warned about:
+    # the file keeps the source's row order on purpose (the cube sorts them; its stim_index gives each trial's row)
+    import warnings
+
+    from opto_cube.errors import OptoCubeWarning
+
+    paths = {name: path for name in schema.STIM_FILES}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*not in onset order", category=OptoCubeWarning)
+        io._check_stim(stim, paths)
     return stim
 
 
 def _spikes_of(path: Path, units: Any) -> tuple[io.SpikeSource, np.ndarray, int]:
     """Each unit's spike times merged into one time-sorted stream (held in memory), spikes per unit, their number."""
     index_col = units["spike_times"]
-    ends = np.asarray(index_col.data[:], dtype=np.int64)
-    times = np.asarray(index_col.target.data[:], dtype=np.float64)
+    if not hasattr(index_col, "target"):
+        raise _refuse(path, "units spike_times is not a ragged column (spike_times with spike_times_index)")
+    ends = np.asarray(index_col.data[:])
+    raw = np.asarray(index_col.target.data[:])
+    if raw.ndim != 1 or raw.dtype.kind != "f":
+        raise SessionFormatError(
+            path, f"spike times must be floating-point seconds, found dtype {raw.dtype} shape {raw.shape}"
+        )
+    if ends.dtype.kind not in "iu" or ends.shape != (len(units),):
+        raise SessionFormatError(path, f"units spike_times_index must hold {len(units)} whole numbers")
+    ends = ends.astype(np.int64)
     per_cluster = np.diff(np.r_[0, ends])
+    if ends.size and (np.any(per_cluster < 0) or ends[-1] != raw.size):
+        raise SessionFormatError(
+            path,
+            f"units spike_times_index is not a ragged index of the {raw.size} spike times"
+            " (it must rise from 0 to their number)",
+        )
+    if raw.size and not np.all(np.isfinite(raw)):
+        bad = int(np.flatnonzero(~np.isfinite(raw))[0])
+        raise SessionFormatError(path, f"spike {bad} has a non-finite time {raw[bad].item()!r}")
+    io.warn_precision(path, raw.dtype, float(np.max(np.abs(raw), initial=0.0)), "spike times")
+    times = raw.astype(np.float64)
     ids = np.repeat(np.arange(len(units), dtype=np.int64), per_cluster)
-    if times.size and not np.all(np.isfinite(times)):
-        raise SessionFormatError(path, "a spike time is not finite")
     return io.SpikeSource.from_arrays(times, ids), per_cluster, int(times.size)
 
 

@@ -259,6 +259,12 @@ def check_parameters(
     if not math.isfinite(bin_ms):
         raise ParameterError(f"--bin-ms {bin_ms!r}: expected a finite bin width in ms")
     shown = f"{bin_ms:g}"
+    pre_ms = (schema.PRE_WINDOW_S[1] - schema.PRE_WINDOW_S[0]) * 1000
+    if bin_ms > pre_ms:  # (else a huge width fails on rounding first, which would be the wrong reason to give)
+        raise BinningError(
+            f"--bin-ms {shown}: a bin wider than the pre window [{schema.PRE_WINDOW_S[0]:g}, "
+            f"{schema.PRE_WINDOW_S[1]:g}) s ({pre_ms:g} ms) cannot tile it; use at most {pre_ms:g} ms"
+        )
     try:  # what does not depend on a session: the bin width tiles the pre window; the window is whole bins
         binning.plan_time_bins([bin_ms / 1000], bin_ms=bin_ms, window_s=None)
         if window_s is not None:
@@ -421,7 +427,9 @@ def convert_session(
     trial_chunk = (chunks or store.spike_counts_chunks(session.n_clusters, session.n_trials, bins.n_bins)[:2])[1]
     check_size(session.folder, session.n_clusters, session.n_trials, trial_chunk, bins, max_buffer_gib, max_cube_gib)
     expected = {**conversion_parameters(bins, tip_offset_um), schema.ATTR_SHA256: dict(sorted(session.sha256.items()))}
-    if not overwrite and store.is_up_to_date(target, expected, storage_options):
+    # skipped only when whole (every chunk's CRC32C) and from the same sources and parameters; a store of other
+    # parameters, or not ours, is refused (store.plan_write); a damaged one of ours is rebuilt
+    if store.plan_write(target, expected, overwrite, storage_options) == "skip":
         return ConversionResult(session.session_id, "skipped", str(target), time.perf_counter() - started)
 
     order = np.argsort(session.stim[schema.ONSET], kind="stable")
@@ -461,6 +469,14 @@ def convert_session(
         shape=(n_clusters, n_trials, bins.n_bins),
         dtype=str(dtype),
     )
+
+
+def _is_store_folder(folder: Path) -> bool:
+    """Whether a folder found under the data root is a Zarr store (--out inside it); an unreadable one is not."""
+    try:
+        return (folder / "zarr.json").exists()
+    except OSError:  # a session folder one may not enter: read_session says so, naming it
+        return False
 
 
 def _convert_reporting(folder: Path, out_dir: store.StorePath, params: dict[str, Any]) -> ConversionResult:
@@ -552,7 +568,7 @@ def convert(
     folders = io.find_sessions(data_root)
     if not store.is_url(out_dir):  # --out inside a flat data folder: its stores are not sessions
         out_resolved = Path(out_dir).resolve()
-        folders = [f for f in folders if f.resolve() != out_resolved and not (f / "zarr.json").exists()]
+        folders = [f for f in folders if f.resolve() != out_resolved and not _is_store_folder(f)]
         if not folders:
             raise OptoCubeError(f"{data_root}: holds no session folders besides --out {out_dir}")
     if sessions:

@@ -174,17 +174,21 @@ def _source_file(folder: Path, name: str) -> Path:
     return folder / name
 
 
-def _check_sources(report: StoreReport, attrs: dict[str, Any], data_root: str | os.PathLike, path: str) -> None:
+def _session_source(report: StoreReport, attrs: dict[str, Any], data_root: str | os.PathLike, path: str) -> Path | None:
+    """The session (folder or file, of any kind find_sessions finds) the store was made from."""
     session_id = str(attrs.get(schema.ATTR_SESSION_ID, ""))
     try:
-        folders = {f.name: f for f in io.find_sessions(data_root)}
+        sources = {io.session_id_of(f): f for f in io.find_sessions(data_root)}
     except OptoCubeError as e:
         report.problems.append(f"{path}: {e}")
-        return
-    if session_id not in folders:
-        report.problems.append(f"{path}: session {session_id!r} has no folder under {data_root}")
-        return
-    folder = folders[session_id]
+        return None
+    if session_id not in sources:
+        report.problems.append(f"{path}: session {session_id!r} is not under {data_root} (no folder or file of it)")
+        return None
+    return sources[session_id]
+
+
+def _check_sources(report: StoreReport, attrs: dict[str, Any], folder: Path, path: str) -> None:
     recorded = attrs.get(schema.ATTR_SHA256) or {}
     if not isinstance(recorded, dict) or not recorded:
         report.problems.append(f"{path}: no source checksums ({schema.ATTR_SHA256!r})")
@@ -206,7 +210,10 @@ def _check_sources(report: StoreReport, attrs: dict[str, Any], data_root: str | 
 
 
 def verify_store(
-    path: store.StorePath, data_root: str | os.PathLike | None = None, storage_options: dict[str, Any] | None = None
+    path: store.StorePath,
+    data_root: str | os.PathLike | None = None,
+    storage_options: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> StoreReport:
     """Check one store completely (see the module's description); never raises on a damaged store.
 
@@ -215,9 +222,12 @@ def verify_store(
     path
         A store written by ``opto-cube convert`` (local path or URL).
     data_root
-        The data folder it was converted from: also compare the sources' SHA-256.
+        The data folder it was converted from: also compare the sources' SHA-256, and count every spike
+        again from them (:func:`recount`; about the cost of one conversion).
     storage_options
         fsspec options for a URL.
+    progress
+        A progress bar while recounting.
 
     Returns
     -------
@@ -227,9 +237,18 @@ def verify_store(
     name = os.fspath(path)
     report = StoreReport(name)
     attrs = store.read_store_attrs(path, storage_options)
-    if attrs is None or not store.is_ours(path, storage_options):
-        report.problems.append(f"{name}: not an opto_cube store (no opto_cube metadata, or other files in it)")
+    if attrs is None or not (schema.ATTR_FORMAT_VERSION in attrs or schema.ATTR_VERSION in attrs):
+        report.problems.append(f"{name}: not an opto_cube store (no opto_cube metadata in its zarr.json)")
         return report
+    if not store.is_url(path):  # files a conversion does not write (what operating systems leave is tolerated)
+        extra = sorted(
+            p.name for p in Path(path).iterdir()
+            if p.name != "zarr.json"
+            and not store.is_litter(p.name)
+            and not (p.is_dir() and (p / "zarr.json").is_file())
+        )  # fmt: skip
+        if extra:
+            report.problems.append(f"{name}: holds {', '.join(map(repr, extra))}, which a conversion does not write")
     version = chunks.format_version(attrs)
     if version < schema.FORMAT_VERSION:
         report.problems.append(f"{name}: store format {version}, without checksums; reconvert it (convert rebuilds it)")
@@ -256,14 +275,124 @@ def verify_store(
     if not any("chunk" in p for p in report.problems):
         report.checked.insert(0, "every chunk present and its CRC32C right")
     if data_root is not None:
-        _check_sources(report, attrs, data_root, name)
+        source = _session_source(report, attrs, data_root, name)
+        if source is not None:
+            _check_sources(report, attrs, source, name)
+            if schema.SPIKE_COUNTS in group:
+                recount(report, group, attrs, source, name, progress=progress)
     return report
+
+
+def _first_difference(stored: np.ndarray, counted: np.ndarray) -> str:
+    at = tuple(int(i[0]) for i in np.nonzero(stored != counted))
+    return f"at {at}: stored {stored[at].item()}, counted {counted[at].item()}"
+
+
+def _store_bins(report: StoreReport, attrs: dict[str, Any], session: Any, path: str) -> Any:
+    """The store's time bins for the session's pulses (its bin width and window); None, reported, if unusable."""
+    from opto_cube import binning
+
+    try:
+        width_ms = float(attrs[schema.ATTR_BIN_WIDTH]) * 1000
+        window = tuple(float(v) for v in attrs[schema.ATTR_WINDOW])
+        return binning.plan_time_bins(session.stim[schema.DURATION], bin_ms=width_ms, window_s=window)  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError, OptoCubeError) as e:
+        report.problems.append(f"{path}: counts not recounted: bin width or window unusable ({_one_line(e)})")
+        return None
+
+
+def _compare(report: StoreReport, path: str, what: str, read: Any, counted: np.ndarray) -> bool:
+    """Compare what the store holds (``read()``) with what was counted; False (reported) when they differ.
+
+    A part that cannot be read is skipped here: the chunk checks report it.
+    """
+    try:
+        stored = np.asarray(read())
+    except Exception:
+        return True
+    if stored.shape == counted.shape and np.array_equal(stored, counted):
+        return True
+    where = _first_difference(stored, counted) if stored.shape == counted.shape else f"shape {stored.shape}"
+    report.problems.append(f"{path}: {what} differs from the spikes counted again ({where})")
+    return False
+
+
+def recount(
+    report: StoreReport, group: Any, attrs: dict[str, Any], source: Path, path: str, progress: bool = False
+) -> None:
+    """Count the spikes again from the session's sources and compare every stored count with them.
+
+    The session is read as a conversion reads it (:func:`opto_cube.jobs.convert.read_session`: ALF, NWB or any
+    kind it knows) and binned by the conversion's own pass (:func:`opto_cube.binning.iter_count_chunks`) with
+    the store's bin width, window and chunking: ``spike_counts`` chunk by chunk, ``window_counts``,
+    ``condition_counts`` and ``first_spike_bin`` must equal what it counts, and the trial coordinates the
+    sources' trials. A chunk rewritten together with its checksum record passes every checksum, never this.
+    Costs about one conversion (memory: one trial chunk of the cube), with a progress bar when asked.
+    """
+    from opto_cube import binning
+    from opto_cube.jobs import convert
+
+    try:
+        session = convert.read_session(source)
+    except OptoCubeError as e:
+        report.problems.append(f"{path}: counts not recounted: {_one_line(e)}")
+        return
+    counts = group[schema.SPIKE_COUNTS]
+    bins = _store_bins(report, attrs, session, path)
+    if bins is None:
+        return
+    shape = (session.n_clusters, session.n_trials, bins.n_bins)
+    if counts.shape != shape or counts.dtype.kind != "u":
+        report.problems.append(
+            f"{path}: {schema.SPIKE_COUNTS} is {counts.shape} {counts.dtype}; the sources make {shape} unsigned counts"
+        )
+        return
+    step, trial_step = counts.chunks[0], counts.chunks[1]
+    template = convert.cube_template(session, bins, counts.dtype, chunks=(step, trial_step, bins.n_bins))
+    same = [
+        _compare(report, path, f"coordinate {name}", lambda n=name: group[n][...], template[name].values)
+        for name in (schema.ONSET, schema.EMITTER, schema.POWER, schema.DURATION)
+        if name in group
+    ]
+    timing = binning.Timing(
+        template[schema.TRIAL_CONDITION].values, template.sizes[schema.CONDITION], bins, session.n_clusters,
+        counts.dtype,
+    )  # fmt: skip
+    order = np.argsort(session.stim[schema.ONSET], kind="stable")
+    blocks = binning.iter_count_chunks(
+        session.spikes.blocks(), session.stim[schema.ONSET][order], session.stim[schema.DURATION][order], bins,
+        session.n_clusters, counts.dtype, trial_chunk=trial_step, timing=timing,
+    )  # fmt: skip
+    windows = group[schema.WINDOW_COUNTS] if schema.WINDOW_COUNTS in group else None
+    encoding = counts.metadata.chunk_key_encoding
+    total = -(-session.n_trials // trial_step)
+    try:
+        for trials, block, counted in convert._progress(blocks, total, f"recounting {session.session_id}", progress):
+            for c in range(0, block.shape[0], step):
+                key = encoding.encode_chunk_key((c // step, trials.start // trial_step, 0))
+                region = (slice(c, c + step), trials, slice(None))
+                same.append(
+                    _compare(report, path, f"chunk {schema.SPIKE_COUNTS}/{key}", lambda r=region: counts[r],
+                             block[c : c + step])
+                )  # fmt: skip
+            if windows is not None and windows.shape == (*shape[:2], len(schema.WINDOWS)):
+                what = f"{schema.WINDOW_COUNTS} of trials {trials.start}..{trials.stop - 1}"
+                same.append(_compare(report, path, what, lambda t=trials: windows[:, t, :], counted))
+    except binning.CountOverflow as e:
+        report.problems.append(f"{path}: a count of the sources exceeds the store's {counts.dtype} ({_one_line(e)})")
+        return
+    for name, values in ((schema.CONDITION_COUNTS, timing.time_course), (schema.FIRST_SPIKE_BIN, timing.first_spike)):
+        if name in group:
+            same.append(_compare(report, path, name, lambda n=name: group[n][...], values))
+    if all(same):
+        report.checked.append("every count recounted from the sources")
 
 
 def verify(
     path: str | os.PathLike,
     data_root: str | os.PathLike | None = None,
     storage_options: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> list[StoreReport]:
     """Check a store, or every ``*.zarr`` store of a folder (see :func:`verify_store`).
 
@@ -279,4 +408,4 @@ def verify(
     paths = [text] if single else store.list_stores(text, storage_options)
     if not paths:
         raise StoreError(f"{text}: holds no {store.STORE_SUFFIX} stores")
-    return [verify_store(p, data_root, storage_options) for p in paths]
+    return [verify_store(p, data_root, storage_options, progress=progress) for p in paths]
