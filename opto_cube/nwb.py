@@ -532,7 +532,9 @@ def to_nwb(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", OptoCubeWarning)
             try:
-                session = io.read_session(folder)
+                from .convert import read_session  # ALF or Kilosort / phy folders (opto_cube.kilosort)
+
+                session = read_session(folder)
                 cube = None
                 if with_cube is not None:
                     cube = Path(with_cube) / f"{session.session_id}.zarr"
