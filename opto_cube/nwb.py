@@ -352,7 +352,7 @@ def build_nwbfile(session: io.Session, spike_times: Any, spike_index: np.ndarray
     nwb.units = Units(
         name="units",
         description="every Kilosort cluster (row k = cluster k); spikeless rows kept",
-        id=np.arange(k, dtype=np.int64),
+        id=np.arange(k, dtype=np.int64) if session.cluster_ids is None else session.cluster_ids,  # Kilosort: its ids
         columns=columns,
         resolution=1.0 / rate if isinstance(rate, (int, float)) and rate > 0 else None,
     )
@@ -667,7 +667,16 @@ def _read(path: Path, nwb: Any, sha: dict[str, str]) -> io.Session:
         surface_position_um=surface,
         spikes_per_cluster=per_cluster,
         session_json=dict(meta.get("session_json_as_read", {})),
+        cluster_ids=_cluster_ids_of(units),
     )
+
+
+def _cluster_ids_of(units: Any) -> np.ndarray | None:
+    """The units' ids as the cube's cluster coordinate when they are not their rows (and increase); else None."""
+    ids = np.asarray(units.id[:], dtype=np.int64)
+    if np.array_equal(ids, np.arange(ids.size)) or np.any(np.diff(ids) <= 0):
+        return None
+    return ids
 
 
 def _required_tables(path: Path, nwb: Any) -> tuple[Any, Any]:
