@@ -383,7 +383,8 @@ def test_bad_input_refused(tmp_path: Path, name: str, edit, capsys: pytest.Captu
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if "error:" in line]
     assert code != 0
-    assert len(errors) == 1 and str(ks / name) in errors[0], err
+    assert len(errors) == 1, err
+    assert str(ks / name) in errors[0], err
     assert "Traceback" not in err
     assert not list((tmp_path / "stores").glob("*.zarr"))
     assert sorted((p.name, p.stat().st_mtime_ns) for p in ks.iterdir()) == before  # nothing of the user's touched
