@@ -460,6 +460,16 @@ def test_qc_metrics_match_a_straightforward_computation(tmp_path: Path) -> None:
     np.testing.assert_array_equal(session.clusters[schema.QC_PASS], rule)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_gaussian_filter_is_scipys_to_the_bit(seed: int) -> None:
+    from scipy.ndimage import gaussian_filter1d
+
+    x = np.random.default_rng(seed).random(500) * 10.0 ** np.random.default_rng(seed).integers(-6, 3)
+    x[: seed * 7] = 0.0
+    np.testing.assert_array_equal(kilosort.gaussian_filter1d(x, 3), gaussian_filter1d(x, 3))
+    np.testing.assert_array_equal(kilosort.gaussian_filter1d(x[:40], 3), gaussian_filter1d(x[:40], 3))
+
+
 def test_qc_without_amplitudes_is_nan(tmp_path: Path) -> None:
     ks, _ = _pair(tmp_path, TINY, synth.KilosortQuirks(amplitudes=False))
     with warnings.catch_warnings():
