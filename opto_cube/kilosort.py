@@ -610,7 +610,7 @@ def _per_spike(folder: Path, name: str, n: int | None, sha: dict[str, str], what
         raise SessionFormatError(
             header.path, f"has {header.shape[0]} spikes but {SPIKE_TIMES} has {n}; the lengths must agree"
         )
-    arr, sha[name] = header.load()
+    arr, sha[name] = _load(header)
     arr = arr.reshape(-1)
     if what == "amplitudes":
         return io._as_float(arr, header.path)
@@ -618,7 +618,14 @@ def _per_spike(folder: Path, name: str, n: int | None, sha: dict[str, str], what
         return io._as_int(arr, header.path, what)
     if arr.dtype.kind not in "iu":
         raise SessionFormatError(header.path, f"{what} must be integers, found dtype {arr.dtype}")
-    return arr.astype(np.int64, copy=False)
+    return arr if arr.dtype.kind == "i" or arr.dtype.itemsize < 8 else arr.astype(np.int64)  # no copy of int32 ids
+
+
+def _load(header: io.NpyFile) -> tuple[np.ndarray, str]:
+    """The whole array (a read-only view of the file's bytes, read once) and the file's SHA-256."""
+    data = header.path.read_bytes()
+    arr = np.frombuffer(data, dtype=header.dtype, count=math.prod(header.shape), offset=header.offset)
+    return arr.reshape(header.shape, order="F" if header.fortran_order else "C"), hashlib.sha256(data).hexdigest()
 
 
 def _cluster_rows(spike_ids: np.ndarray, table_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -644,7 +651,7 @@ def _cluster_templates(
     own = np.where(ids < n_templates, ids, -1)
     if spike_templates is None or spike_templates.size == 0:
         return own
-    key = rows.astype(np.int64) * n_templates + spike_templates
+    key = rows.astype(np.int64) * n_templates + spike_templates.astype(np.int64, copy=False)
     if k * n_templates <= 1 << 25:
         counts = np.bincount(key, minlength=k * n_templates)
         pairs = np.flatnonzero(counts)
@@ -745,7 +752,7 @@ def _cluster_features(
         raise SessionFormatError(
             channels_header.path, f"expected (channels, 2) positions, found {channel_positions.shape}"
         )
-    templates, sha[TEMPLATES] = templates_header.load()
+    templates, sha[TEMPLATES] = _load(templates_header)
     if templates.dtype.kind not in "fiu":
         raise SessionFormatError(templates_header.path, f"expected numbers, found dtype {templates.dtype}")
     if templates.shape[2] != channel_positions.shape[0]:
