@@ -470,8 +470,13 @@ def _convert_reporting(folder: Path, out_dir: store.StorePath, params: dict[str,
 def _cube_bytes(folder: Path, bin_ms: float) -> int:
     """About the bytes of a session's cube (uint8, the default window), from the .npy headers only; 0 if unreadable."""
     try:
-        n_clusters = io.NpyFile.open(folder / schema.CLUSTERS_QC_PASS).shape[0]
-        n_trials = io.NpyFile.open(folder / schema.STIM_TIMES).shape[0]
+        if not (folder / schema.STIM_TIMES).exists():  # a Kilosort / phy folder: its templates and pulses
+            from . import kilosort
+
+            n_clusters, n_trials = kilosort.size_hint(folder)
+        else:
+            n_clusters = io.NpyFile.open(folder / schema.CLUSTERS_QC_PASS).shape[0]
+            n_trials = io.NpyFile.open(folder / schema.STIM_TIMES).shape[0]
     except (OSError, OptoCubeError, IndexError):
         return 0
     window_s = schema.DEFAULT_WINDOW_END_S - schema.PRE_WINDOW_S[0]

@@ -115,6 +115,23 @@ def is_kilosort_folder(path: str | os.PathLike) -> bool:
     return path.is_dir() and all((path / name).is_file() for name in MARKER_FILES)
 
 
+def size_hint(folder: str | os.PathLike) -> tuple[int, int]:
+    """About the clusters (templates) and trials (pulses) of a folder, from a header and a line count.
+
+    Examples
+    --------
+    >>> size_hint("/nonexistent")
+    (0, 0)
+    """
+    folder = Path(folder)
+    try:
+        n_clusters = io.NpyFile.open(folder / TEMPLATES).shape[0]
+        n_trials = max(0, sum(1 for line in _pulses_path(folder).open("rb") if line.strip()) - 1)
+    except (OSError, OptoCubeError, IndexError):
+        return 0, 0
+    return n_clusters, n_trials
+
+
 # --------------------------------------------------------------------------
 # params.py, as data
 # --------------------------------------------------------------------------
