@@ -52,6 +52,7 @@ import hashlib
 import io as _io
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -488,15 +489,10 @@ def amplitude_cutoff(amplitudes: np.ndarray) -> float:
 
 @numba.njit(cache=True, nogil=True)
 def _spike_pass(
-    samples, rows, amplitudes, n_clusters, sample_rate, isi_threshold_s, bin_samples, n_bins
-):  # pragma: no cover
-    """One pass over time-sorted spikes: counts, ISI violations, presence bins, amplitude range per cluster."""
-    per_cluster = np.zeros(n_clusters, np.int64)
-    violations = np.zeros(n_clusters, np.int64)
-    hits = np.zeros((n_clusters, max(n_bins, 1)), np.int64)
-    last = np.full(n_clusters, -1, np.int64)
-    lo = np.full(n_clusters, np.inf)
-    hi = np.full(n_clusters, -np.inf)
+    samples, rows, amplitudes, sample_rate, isi_threshold_s, bin_samples, n_bins,
+    per_cluster, violations, hits, last, lo, hi,
+):  # pragma: no cover  # fmt: skip
+    """Time-sorted spikes, one block: counts, ISI violations, presence bins, amplitude range, per cluster (in place)."""
     with_amplitudes = amplitudes.size > 0
     for i in range(samples.size):
         s, c = samples[i], rows[i]
@@ -514,13 +510,11 @@ def _spike_pass(
             a = amplitudes[i]
             lo[c] = min(lo[c], a)
             hi[c] = max(hi[c], a)
-    return per_cluster, violations, hits, lo, hi
 
 
 @numba.njit(cache=True, nogil=True)
-def _histogram_pass(amplitudes, rows, lo, hi, enough, n_bins, edges):  # pragma: no cover
-    """Every cluster's amplitude histogram, bin for bin as np.histogram(a, n_bins) assigns them."""
-    counts = np.zeros((lo.size, n_bins), np.int64)
+def _histogram_pass(amplitudes, rows, enough, n_bins, edges, counts):  # pragma: no cover
+    """One block into every cluster's amplitude histogram, bin for bin as np.histogram(a, n_bins) assigns them."""
     for i in range(amplitudes.size):
         c = rows[i]
         if not enough[c]:
@@ -535,22 +529,6 @@ def _histogram_pass(amplitudes, rows, lo, hi, enough, n_bins, edges):  # pragma:
         elif a >= edges[c, index + 1] and index != n_bins - 1:
             index += 1
         counts[c, index] += 1
-    return counts
-
-
-def _amplitude_histograms(
-    amplitudes: np.ndarray, rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, enough: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The clusters' 500-bin amplitude histograms (counts) and edges, as np.histogram makes them."""
-    edges = np.zeros((lo.size, AMPLITUDE_BINS + 1))
-    for c in np.flatnonzero(enough):
-        first, last = lo[c], hi[c]
-        if first == last:  # np.histogram widens an empty range by 0.5 either side
-            first, last = first - 0.5, last + 0.5
-        edges[c] = np.linspace(first, last, AMPLITUDE_BINS + 1, endpoint=True)
-    counts = _histogram_pass(np.ascontiguousarray(amplitudes, dtype=np.float64), rows, lo, hi, enough,
-                             AMPLITUDE_BINS, edges)  # fmt: skip
-    return counts, edges
 
 
 def _cutoff_from_histogram(counts: np.ndarray, edges: np.ndarray) -> float:
@@ -561,6 +539,83 @@ def _cutoff_from_histogram(counts: np.ndarray, edges: np.ndarray) -> float:
     peak = int(np.argmax(pdf))
     cut = int(np.argmin(np.abs(pdf[peak:] - pdf[0]))) + peak
     return float(min(np.sum(pdf[cut:]) * bin_size, 0.5))
+
+
+class _QC:
+    """The QC metrics of every cluster row, accumulated over blocks of time-sorted spikes.
+
+    :meth:`add` every block (samples, rows, amplitudes); then, when
+    :attr:`needs_histograms`, :meth:`add_histogram` every block again (the
+    histograms' edges need each cluster's amplitude range first); then :meth:`result`.
+    """
+
+    def __init__(self, n_clusters: int, sample_rate: float, total_samples: int, with_amplitudes: bool) -> None:
+        self.k, self.rate, self.total = n_clusters, float(sample_rate), total_samples
+        self.bin_samples = int(PRESENCE_BIN_S * sample_rate)
+        self.n_bins = total_samples // self.bin_samples if total_samples >= self.bin_samples else 0
+        self.with_amplitudes = with_amplitudes
+        self.per_cluster = np.zeros(n_clusters, np.int64)
+        self.violations = np.zeros(n_clusters, np.int64)
+        self.hits = np.zeros((n_clusters, max(self.n_bins, 1)), np.int64)
+        self.last = np.full(n_clusters, -1, np.int64)
+        self.lo = np.full(n_clusters, np.inf)
+        self.hi = np.full(n_clusters, -np.inf)
+        self.counts: np.ndarray | None = None
+        self.edges: np.ndarray | None = None
+        self.enough = np.zeros(n_clusters, dtype=bool)
+
+    def add(self, samples: np.ndarray, rows: np.ndarray, amplitudes: np.ndarray | None) -> None:
+        _spike_pass(
+            np.ascontiguousarray(samples, dtype=np.int64), np.ascontiguousarray(rows, dtype=np.int64),
+            np.ascontiguousarray(amplitudes, dtype=np.float64) if amplitudes is not None else np.zeros(0),
+            self.rate, ISI_THRESHOLD_S, self.bin_samples, self.n_bins,
+            self.per_cluster, self.violations, self.hits, self.last, self.lo, self.hi,
+        )  # fmt: skip
+
+    @property
+    def needs_histograms(self) -> bool:
+        """Whether a cluster has enough spikes for an amplitude cutoff (and there are amplitudes)."""
+        self.enough = self.per_cluster >= AMPLITUDE_BINS * AMPLITUDE_MIN_SPIKES_PER_BIN
+        return self.with_amplitudes and bool(self.enough.any())
+
+    def add_histogram(self, rows: np.ndarray, amplitudes: np.ndarray) -> None:
+        if self.edges is None:
+            self.edges = np.zeros((self.k, AMPLITUDE_BINS + 1))
+            for c in np.flatnonzero(self.enough):
+                first, last = self.lo[c], self.hi[c]
+                if first == last:  # np.histogram widens an empty range by 0.5 either side
+                    first, last = first - 0.5, last + 0.5
+                self.edges[c] = np.linspace(first, last, AMPLITUDE_BINS + 1, endpoint=True)
+            self.counts = np.zeros((self.k, AMPLITUDE_BINS), np.int64)
+        _histogram_pass(
+            np.ascontiguousarray(amplitudes, dtype=np.float64), np.ascontiguousarray(rows, dtype=np.int64),
+            self.enough, AMPLITUDE_BINS, self.edges, self.counts,
+        )  # fmt: skip
+
+    def result(self) -> dict[str, np.ndarray]:
+        per_cluster, duration = self.per_cluster, self.total / self.rate
+        # presence_ratio(): the bins with a spike, of n_bins (NaN when the recording is shorter than one bin)
+        presence = (self.hits > 0).sum(axis=1) / self.n_bins if self.n_bins else np.full(self.k, np.nan)
+        # isi_violations_ratio(), the same operations in the same order
+        with np.errstate(invalid="ignore", divide="ignore"):
+            isi = (self.violations / (2 * per_cluster * (ISI_THRESHOLD_S - MIN_ISI_S))) / (per_cluster / duration)
+        isi[per_cluster == 0] = np.nan
+        cutoff = np.full(self.k, np.nan)
+        if self.counts is not None and self.edges is not None:
+            for c in np.flatnonzero(self.enough):
+                cutoff[c] = _cutoff_from_histogram(self.counts[c], self.edges[c])
+        with np.errstate(invalid="ignore"):
+            qc_pass = (
+                (presence > schema.QC_PRESENCE_RATIO_MIN)
+                & (isi < schema.QC_ISI_VIOLATIONS_MAX)
+                & (cutoff < schema.QC_AMPLITUDE_CUTOFF_MAX)
+            )
+        return {
+            schema.PRESENCE_RATIO: presence,
+            schema.ISI_VIOLATIONS: isi,
+            schema.AMPLITUDE_CUTOFF: cutoff,
+            schema.QC_PASS: qc_pass,
+        }
 
 
 def qc_metrics(
@@ -576,66 +631,87 @@ def qc_metrics(
     ``samples`` are time-sorted spike samples, ``rows`` each spike's cluster row;
     the recording is ``total_samples`` long. Spikeless rows get presence 0 and
     NaN ratios; ``amplitude_cutoff`` is NaN everywhere without ``amplitudes``.
+    (:func:`read_session` computes the same over blocks of the files.)
+
+    Examples
+    --------
+    >>> qc = qc_metrics(np.array([0, 30, 3_000_000]), np.array([0, 0, 1]), None, 2, 30000.0, 3_600_000)
+    >>> qc["presence_ratio"].tolist(), bool(qc["isi_violations_ratio"][0] > 0)
+    ([0.5, 0.5], True)
     """
-    samples = np.ascontiguousarray(samples, dtype=np.int64)
-    rows = np.ascontiguousarray(rows, dtype=np.int64)
-    duration = total_samples / sample_rate
-    bin_samples = int(PRESENCE_BIN_S * sample_rate)
-    n_bins = total_samples // bin_samples if total_samples >= bin_samples else 0
-    per_cluster, violations, hits, lo, hi = _spike_pass(
-        samples, rows, amplitudes if amplitudes is not None else np.zeros(0), n_clusters, float(sample_rate),
-        ISI_THRESHOLD_S, bin_samples, n_bins,
-    )  # fmt: skip
-    # presence_ratio(): the bins with a spike, of n_bins (NaN when the recording is shorter than one bin)
-    presence = (hits > 0).sum(axis=1) / n_bins if n_bins else np.full(n_clusters, np.nan)
-    # isi_violations_ratio(), the same operations in the same order
-    with np.errstate(invalid="ignore", divide="ignore"):
-        isi = (violations / (2 * per_cluster * (ISI_THRESHOLD_S - MIN_ISI_S))) / (per_cluster / duration)
-    isi[per_cluster == 0] = np.nan
-    cutoff = np.full(n_clusters, np.nan)
-    if amplitudes is not None:
-        enough = per_cluster >= AMPLITUDE_BINS * AMPLITUDE_MIN_SPIKES_PER_BIN
-        counts, edges = _amplitude_histograms(amplitudes, rows, lo, hi, enough)
-        for c in np.flatnonzero(enough):
-            cutoff[c] = _cutoff_from_histogram(counts[c], edges[c])
-    with np.errstate(invalid="ignore"):
-        qc_pass = (
-            (presence > schema.QC_PRESENCE_RATIO_MIN)
-            & (isi < schema.QC_ISI_VIOLATIONS_MAX)
-            & (cutoff < schema.QC_AMPLITUDE_CUTOFF_MAX)
-        )
-    return {
-        schema.PRESENCE_RATIO: presence,
-        schema.ISI_VIOLATIONS: isi,
-        schema.AMPLITUDE_CUTOFF: cutoff,
-        schema.QC_PASS: qc_pass,
-    }
+    qc = _QC(n_clusters, sample_rate, total_samples, amplitudes is not None)
+    qc.add(samples, rows, amplitudes)
+    if amplitudes is not None and qc.needs_histograms:
+        qc.add_histogram(rows, amplitudes)
+    return qc.result()
 
 
 # --------------------------------------------------------------------------
-# The session
+# The spikes, in blocks (memory bounded by a block, as the ALF reader's)
 # --------------------------------------------------------------------------
-def _per_spike(folder: Path, name: str, n: int | None, sha: dict[str, str], what: str) -> np.ndarray:
+TIMES, IDS, TEMPLATE_IDS, AMPS = "times", "ids", "templates", "amplitudes"  # the per-spike arrays
+
+
+class _SpikeFiles:
+    """The per-spike ``.npy`` files of a folder, read in blocks of spikes.
+
+    Kilosort writes the spikes sorted in time; when they are not, the arrays
+    are loaded and sorted once, stably, in memory (as the ALF reader does).
+    """
+
+    def __init__(self, headers: dict[str, io.NpyFile]) -> None:
+        self.headers = headers
+        self.n = headers[TIMES].shape[0]
+        self.arrays: dict[str, np.ndarray] | None = None
+
+    def sort_in_memory(self) -> None:
+        arrays = {key: _load(h)[0].reshape(-1) for key, h in self.headers.items()}
+        order = np.argsort(arrays[TIMES], kind="stable")
+        self.arrays = {key: a[order] for key, a in arrays.items()}
+
+    def blocks(self, keys: tuple[str, ...], block_len: int = io.BLOCK_LEN) -> Iterator[dict[str, np.ndarray]]:
+        keys = tuple(k for k in keys if k in self.headers)
+        for start in range(0, self.n, block_len):
+            stop = min(start + block_len, self.n)
+            if self.arrays is not None:
+                yield {k: self.arrays[k][start:stop] for k in keys}
+            else:
+                yield {k: self.headers[k].read(start, stop) for k in keys}
+
+
+class _KilosortSpikes(io.SpikeSource):
+    """The spikes of a Kilosort folder: ``samples / sample_rate`` and each id's row, block by block."""
+
+    def __init__(self, files: _SpikeFiles, lookup: np.ndarray, sample_rate: float) -> None:
+        super().__init__(files.n)
+        self._spike_files, self._lookup, self._rate = files, lookup, sample_rate
+
+    @property
+    def in_memory(self) -> bool:
+        return self._spike_files.arrays is not None
+
+    def blocks(self, block_len: int = io.BLOCK_LEN) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for block in self._spike_files.blocks((TIMES, IDS), block_len):
+            # seconds = samples / sample_rate, float64, exactly that expression
+            yield block[TIMES] / self._rate, self._lookup[block[IDS].astype(np.int64, copy=False)]
+
+    def __repr__(self) -> str:
+        return f"<SpikeSource {self.n_spikes} spikes, Kilosort, {'in memory' if self.in_memory else 'streamed'}>"
+
+
+def _spike_header(folder: Path, name: str, n: int | None, what: str, kinds: str = "iu") -> io.NpyFile:
+    """The header of a per-spike file: ``(N,)`` or ``(N, 1)``, ``n`` long, of numbers of ``kinds``."""
     header = io.NpyFile.open(io._require(folder, name))
-    if header.ndim == 2 and header.shape[1] == 1:
-        shape_ok = True
-    else:
-        shape_ok = header.ndim == 1
-    if not shape_ok:
+    if not (header.ndim == 1 or (header.ndim == 2 and header.shape[1] == 1)):
         raise SessionFormatError(header.path, f"expected ({'N' if n is None else n},) or (N, 1), found {header.shape}")
     if n is not None and header.shape[0] != n:
         raise SessionFormatError(
             header.path, f"has {header.shape[0]} spikes but {SPIKE_TIMES} has {n}; the lengths must agree"
         )
-    arr, sha[name] = _load(header)
-    arr = arr.reshape(-1)
-    if what == "amplitudes":
-        return io._as_float(arr, header.path)
-    if arr.dtype.kind == "f":
-        return io._as_int(arr, header.path, what)
-    if arr.dtype.kind not in "iu":
-        raise SessionFormatError(header.path, f"{what} must be integers, found dtype {arr.dtype}")
-    return arr if arr.dtype.kind == "i" or arr.dtype.itemsize < 8 else arr.astype(np.int64)  # no copy of int32 ids
+    if header.dtype.kind not in kinds:
+        raise SessionFormatError(header.path, f"{what} must be {'numbers' if 'f' in kinds else 'integers'}, "
+                                 f"found dtype {header.dtype}")  # fmt: skip
+    return header
 
 
 def _load(header: io.NpyFile) -> tuple[np.ndarray, str]:
@@ -645,36 +721,72 @@ def _load(header: io.NpyFile) -> tuple[np.ndarray, str]:
     return arr.reshape(header.shape, order="F" if header.fortran_order else "C"), hashlib.sha256(data).hexdigest()
 
 
-def _cluster_rows(spike_ids: np.ndarray, table_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The sorted cluster ids (of the spikes and of the tables) and each spike's row among them."""
-    top = max(int(spike_ids.max()) if spike_ids.size else -1, int(table_ids.max()) if table_ids.size else -1)
-    if top < 1 << 26:  # a lookup table (at most 512 MB of int64 ids; phy's ids stay far below)
-        present = np.zeros(top + 1, dtype=bool)
-        present[spike_ids] = True
-        present[table_ids] = True
-        ids = np.flatnonzero(present)
-        lookup = np.zeros(top + 1, dtype=np.int64)
-        lookup[ids] = np.arange(ids.size)
-        return ids.astype(np.int64), lookup[spike_ids]
-    ids = np.union1d(np.unique(spike_ids), table_ids)
-    return ids, np.searchsorted(ids, spike_ids)
+def _spike_files(folder: Path, sha: dict[str, str]) -> tuple[float, _SpikeFiles, bool]:
+    """The sample rate, the per-spike files (hashed), and whether the clusters come from spike_clusters.npy."""
+    params_path = io._require(folder, PARAMS_PY)
+    params, sha[PARAMS_PY] = _read_params(params_path)
+    times = _spike_header(folder, SPIKE_TIMES, None, "spike times (samples)")
+    n = times.shape[0]
+    headers = {TIMES: times}
+    has_clusters = (folder / SPIKE_CLUSTERS).is_file()
+    if (folder / SPIKE_TEMPLATES).is_file():
+        headers[TEMPLATE_IDS] = _spike_header(folder, SPIKE_TEMPLATES, n, "template ids")
+    if has_clusters:
+        headers[IDS] = _spike_header(folder, SPIKE_CLUSTERS, n, "cluster ids")
+    elif TEMPLATE_IDS in headers:
+        headers[IDS] = headers.pop(TEMPLATE_IDS)
+    else:
+        raise SessionFormatError(folder / SPIKE_CLUSTERS, f"missing (and no {SPIKE_TEMPLATES} either)")
+    if (folder / AMPLITUDES).is_file():
+        headers[AMPS] = _spike_header(folder, AMPLITUDES, n, "amplitudes", kinds="iuf")
+    for header in headers.values():
+        sha[header.path.name] = header.sha256()
+    return params["sample_rate"], _SpikeFiles(headers), has_clusters
+
+
+def _scan(files: _SpikeFiles, table_ids: np.ndarray) -> tuple[bool, int, np.ndarray, int]:
+    """One pass: whether the times are sorted, the last sample, the ids present (sorted), the largest template id."""
+    paths = {key: h.path for key, h in files.headers.items()}
+    is_sorted, last, top_sample, top_template = True, -1, -1, -1
+    present = np.zeros(int(table_ids.max()) + 1 if table_ids.size else 0, dtype=bool)
+    present[table_ids] = True
+    for block in files.blocks((TIMES, IDS, TEMPLATE_IDS, AMPS)):
+        times, ids = block[TIMES], block[IDS]
+        if times.size == 0:
+            continue
+        if times.min() < 0:
+            raise SessionFormatError(paths[TIMES], f"negative spike sample {times.min().item()!r}")
+        if ids.min() < 0:
+            raise SessionFormatError(paths[IDS], f"negative cluster id {ids.min().item()}")
+        if is_sorted and (times[0] < last or np.any(times[1:] < times[:-1])):
+            is_sorted = False
+        last = times[-1]
+        top_sample = max(top_sample, int(times.max()))
+        top = int(ids.max())
+        if top >= present.size:
+            if top >= 1 << 31:
+                raise SessionFormatError(paths[IDS], f"cluster id {top} is too large (ids must be below 2**31)")
+            present = np.concatenate([present, np.zeros(top + 1 - present.size, dtype=bool)])
+        present[ids] = True
+        if TEMPLATE_IDS in block:
+            if block[TEMPLATE_IDS].min() < 0:
+                raise SessionFormatError(paths[TEMPLATE_IDS], "negative template id")
+            top_template = max(top_template, int(block[TEMPLATE_IDS].max()))
+        if AMPS in block and not np.all(np.isfinite(block[AMPS])):
+            raise SessionFormatError(paths[AMPS], "non-finite amplitudes")
+    return is_sorted, top_sample, np.flatnonzero(present).astype(np.int64), top_template
 
 
 def _cluster_templates(
-    ids: np.ndarray, rows: np.ndarray, spike_templates: np.ndarray | None, n_templates: int
+    ids: np.ndarray, pairs: np.ndarray | None, counts: np.ndarray | None, n_templates: int
 ) -> np.ndarray:
-    """Each cluster's template: its spikes' most frequent (the smallest on a tie); else its own id; else -1."""
-    k = ids.size
+    """Each cluster's template: its spikes' most frequent (the smallest on a tie); else its own id; else -1.
+
+    ``pairs`` are ``row * n_templates + template`` keys with their spike ``counts``.
+    """
     own = np.where(ids < n_templates, ids, -1)
-    if spike_templates is None or spike_templates.size == 0:
+    if pairs is None or counts is None or pairs.size == 0:
         return own
-    key = rows.astype(np.int64) * n_templates + spike_templates.astype(np.int64, copy=False)
-    if k * n_templates <= 1 << 25:
-        counts = np.bincount(key, minlength=k * n_templates)
-        pairs = np.flatnonzero(counts)
-        counts = counts[pairs]
-    else:
-        pairs, counts = np.unique(key, return_counts=True)
     row, template = np.divmod(pairs, n_templates)
     # sort by row, then count descending, then template ascending: the first of each row wins
     order = np.lexsort((template, -counts, row))
@@ -683,11 +795,15 @@ def _cluster_templates(
     first[1:] = row[1:] != row[:-1]
     out = own.copy()
     out[row[first]] = template[first]
-    return out if k else own
+    return out
 
 
 def read_session(folder: str | os.PathLike, *, surface_um: float | None = None) -> io.Session:
     """Read a Kilosort / phy folder plus its ``pulses.csv`` as an :class:`opto_cube.io.Session`.
+
+    The per-spike files are read in blocks (three passes: checks, QC and
+    templates, amplitude histograms), so memory is bounded by a block; the
+    spikes stay on disk, streamed again by the binning.
 
     Parameters
     ----------
@@ -724,43 +840,8 @@ def read_session(folder: str | os.PathLike, *, surface_um: float | None = None) 
         raise SessionFormatError(folder, io._one_line(e)) from e
 
 
-def _read_spike_files(
-    folder: Path, sha: dict[str, str]
-) -> tuple[float, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """The sample rate, and per spike: sample, cluster id, template id (or None) and amplitude (or None)."""
-    params_path = io._require(folder, PARAMS_PY)
-    params, sha[PARAMS_PY] = _read_params(params_path)
-    rate = params["sample_rate"]
-    samples = _per_spike(folder, SPIKE_TIMES, None, sha, "spike times (samples)")
-    n = samples.size
-    if n and samples.min() < 0:
-        raise SessionFormatError(folder / SPIKE_TIMES, f"negative spike sample {int(samples.min())}")
-    has_clusters = (folder / SPIKE_CLUSTERS).is_file()
-    spike_templates = (
-        _per_spike(folder, SPIKE_TEMPLATES, n, sha, "template ids") if (folder / SPIKE_TEMPLATES).is_file() else None
-    )
-    if has_clusters:
-        spike_ids = _per_spike(folder, SPIKE_CLUSTERS, n, sha, "cluster ids")
-    elif spike_templates is not None:
-        spike_ids = spike_templates
-    else:
-        raise SessionFormatError(folder / SPIKE_CLUSTERS, f"missing (and no {SPIKE_TEMPLATES} either)")
-    if n and spike_ids.min() < 0:
-        raise SessionFormatError(folder / (SPIKE_CLUSTERS if has_clusters else SPIKE_TEMPLATES), "negative cluster id")
-    amplitudes = _per_spike(folder, AMPLITUDES, n, sha, "amplitudes") if (folder / AMPLITUDES).is_file() else None
-    return rate, samples, spike_ids, spike_templates, amplitudes
-
-
-def _cluster_features(
-    folder: Path,
-    sha: dict[str, str],
-    ids: np.ndarray,
-    rows: np.ndarray,
-    spike_templates: np.ndarray | None,
-    rate: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Template depth, peak channel and trough-to-peak width of each cluster; the channel positions."""
-    k = ids.size
+def _templates_and_channels(folder: Path, sha: dict[str, str], top_template: int) -> tuple[np.ndarray, np.ndarray]:
+    """templates.npy and channel_positions.npy, checked against each other and the spikes' template ids."""
     templates_header = io._npy(folder, TEMPLATES, 3)
     channels_header = io._npy(folder, CHANNEL_POSITIONS, 2)
     channel_positions, sha[CHANNEL_POSITIONS] = channels_header.load()
@@ -778,28 +859,34 @@ def _cluster_features(
             f"has {templates.shape[2]} channels but {CHANNEL_POSITIONS} has {channel_positions.shape[0]};"
             " they must agree",
         )
-    if spike_templates is not None and spike_templates.size and spike_templates.max() >= templates.shape[0]:
+    if top_template >= templates.shape[0]:
         raise SessionFormatError(
-            folder / SPIKE_TEMPLATES,
-            f"template id {int(spike_templates.max())} but {TEMPLATES} has {templates.shape[0]}",
+            folder / SPIKE_TEMPLATES, f"template id {top_template} but {TEMPLATES} has {templates.shape[0]}"
         )
-    template_of = _cluster_templates(ids, rows, spike_templates, templates.shape[0])
+    return templates, channel_positions
+
+
+def _cluster_features(
+    templates: np.ndarray, channel_positions: np.ndarray, template_of: np.ndarray, rate: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Template depth, peak channel and trough-to-peak width of each cluster (from its template)."""
+    k = template_of.size
     known = template_of >= 0
     used, index = np.unique(template_of[known], return_inverse=True)  # only the templates of the clusters
     t_depth, t_peak, t_width = template_features(templates[used], channel_positions[:, 1], rate)
     depth, peak, width = np.full(k, np.nan), np.full(k, -1, np.int32), np.full(k, np.nan)
     depth[known], peak[known], width[known] = t_depth[index], t_peak[index], t_width[index]
-    return depth, peak, width, channel_positions
+    return depth, peak, width
 
 
 def _read_stim(
-    folder: Path, sha: dict[str, str], rate: float, samples: np.ndarray
+    folder: Path, sha: dict[str, str], rate: float, last_sample: int
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The pulses as the cube's trial arrays, checked (onsets inside the recording), and the table as read."""
     pulses_path = _pulses_path(folder)
     pulses = read_pulses(pulses_path, rate, sha)
     onset = pulses[schema.ONSET]
-    last_spike_s = samples.max() / rate if samples.size else 0.0
+    last_spike_s = last_sample / rate if last_sample >= 0 else 0.0
     outside = (onset < 0) | (onset > last_spike_s)
     if np.any(outside):
         i = int(np.flatnonzero(outside)[0])
@@ -812,24 +899,65 @@ def _read_stim(
     return stim, pulses
 
 
+def _spike_passes(
+    files: _SpikeFiles, lookup: np.ndarray, k: int, rate: float, last_sample: int, n_templates: int, templates: bool
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The QC metrics, the spikes per cluster and (``templates``) the (row, template) pair counts, in blocks."""
+    qc = _QC(k, rate, last_sample + 1 if last_sample >= 0 else 0, AMPS in files.headers)
+    dense = k * n_templates <= 1 << 25
+    pair_counts = np.zeros(k * n_templates if dense else 0, np.int64)
+    sparse: list[tuple[np.ndarray, np.ndarray]] = []
+    for block in files.blocks((TIMES, IDS, TEMPLATE_IDS, AMPS)):
+        rows = lookup[block[IDS].astype(np.int64, copy=False)]
+        qc.add(block[TIMES], rows, block.get(AMPS))
+        if templates and TEMPLATE_IDS in block:
+            key = rows * n_templates + block[TEMPLATE_IDS].astype(np.int64, copy=False)
+            if dense:
+                pair_counts += np.bincount(key, minlength=k * n_templates)
+            else:
+                sparse.append(np.unique(key, return_counts=True))
+    if qc.needs_histograms:
+        for block in files.blocks((IDS, AMPS)):
+            qc.add_histogram(lookup[block[IDS].astype(np.int64, copy=False)], block[AMPS])
+    pairs: np.ndarray | None = None
+    counts: np.ndarray | None = None
+    if templates and TEMPLATE_IDS in files.headers:
+        if dense:
+            pairs = np.flatnonzero(pair_counts)
+            counts = pair_counts[pairs]
+        elif sparse:
+            keys, inverse = np.unique(np.concatenate([p for p, _ in sparse]), return_inverse=True)
+            pairs, counts = keys, np.bincount(inverse, weights=np.concatenate([c for _, c in sparse])).astype(np.int64)
+    return qc.result(), qc.per_cluster.copy(), pairs, counts
+
+
 def _read_session(folder: Path, sha: dict[str, str], surface_um: float | None) -> io.Session:
-    rate, samples, spike_ids, spike_templates, amplitudes = _read_spike_files(folder, sha)
-    n = samples.size
-    has_clusters = (folder / SPIKE_CLUSTERS).is_file()
+    rate, files, has_clusters = _spike_files(folder, sha)
     group, ks_label = _cluster_tables(folder, sha)
-    ids, rows = _cluster_rows(spike_ids, np.fromiter([*group, *ks_label], dtype=np.int64))
+    is_sorted, last_sample, ids, top_template = _scan(files, np.fromiter([*group, *ks_label], dtype=np.int64))
     if ids.size == 0:
         raise SessionFormatError(
             folder / SPIKE_TIMES, "no clusters (no spikes and no cluster tables): nothing to convert"
         )
     k = ids.size
-
-    depth, peak, width, channel_positions = _cluster_features(
-        folder, sha, ids, rows, spike_templates if has_clusters else None, rate
-    )
-
-    stim, pulses = _read_stim(folder, sha, rate, samples)
+    if not is_sorted:
+        warn(files.headers[TIMES].path, "spikes are not sorted in time; sorted in memory")
+        files.sort_in_memory()
+    lookup = np.zeros(int(ids[-1]) + 1, dtype=np.int64)
+    lookup[ids] = np.arange(k)
+    templates, channel_positions = _templates_and_channels(folder, sha, top_template if has_clusters else -1)
+    stim, pulses = _read_stim(folder, sha, rate, last_sample)
     onset = stim[schema.ONSET]
+    qc, per_cluster, pairs, counts = _spike_passes(
+        files, lookup, k, rate, last_sample, templates.shape[0], has_clusters
+    )
+    template_of = _cluster_templates(ids, pairs, counts, templates.shape[0])
+    if not has_clusters and top_template < 0 and k and int(ids[-1]) >= templates.shape[0]:
+        raise SessionFormatError(
+            folder / SPIKE_TEMPLATES, f"template id {int(ids[-1])} but {TEMPLATES} has {templates.shape[0]}"
+        )
+    depth, peak, width = _cluster_features(templates, channel_positions, template_of, rate)
+    del templates
 
     # session.json and the surface
     json_path = folder / schema.SESSION_JSON
@@ -839,15 +967,9 @@ def _read_session(folder: Path, sha: dict[str, str], surface_um: float | None) -
         if not isinstance(info, dict):
             raise SessionFormatError(json_path, f"must hold a JSON object, found {type(info).__name__}")
     surface = _surface(json_path, info, channel_positions, surface_um)
-    depth_from_surface = surface - depth
-
-    # QC, from the spikes
-    times = samples / rate  # seconds = samples / sample_rate, float64, exactly that expression
-    total_samples = int(samples.max()) + 1 if n else 0
-    qc = qc_metrics(samples, rows, amplitudes, k, rate, total_samples)
     labels = np.array([group.get(int(c), ks_label.get(int(c), schema.UNKNOWN_LABEL)) for c in ids], dtype=object)
     clusters = {
-        schema.DEPTH_FROM_SURFACE: depth_from_surface,
+        schema.DEPTH_FROM_SURFACE: surface - depth,
         schema.TEMPLATE_DEPTH: depth,
         **qc,
         schema.WAVEFORM_TYPE: waveform_types(width),
@@ -855,15 +977,13 @@ def _read_session(folder: Path, sha: dict[str, str], surface_um: float | None) -
         schema.PEAK_CHANNEL: peak,
         schema.TROUGH_TO_PEAK: width,
     }
-    per_cluster = np.bincount(rows, minlength=k).astype(np.int64)
-    spikes = io.SpikeSource.from_arrays(times, rows)
     n_pass = int(qc[schema.QC_PASS].sum())
     attrs = io._session_attrs(
         json_path,
         info,
         folder.name,
         {
-            "n_spikes": n,
+            "n_spikes": files.n,
             "n_clusters": k,
             "n_trials": int(onset.size),
             "n_channels": int(channel_positions.shape[0]),
@@ -883,7 +1003,7 @@ def _read_session(folder: Path, sha: dict[str, str], surface_um: float | None) -
         attrs=attrs,
         clusters=clusters,
         stim=stim,
-        spikes=spikes,
+        spikes=_KilosortSpikes(files, lookup, rate),
         sha256=sha,
         laser_calibration=io._laser_calibration(folder, sha),
         n_channels=int(channel_positions.shape[0]),
@@ -891,7 +1011,7 @@ def _read_session(folder: Path, sha: dict[str, str], surface_um: float | None) -
         spikes_per_cluster=per_cluster,
         session_json=info,
     )
-    session.cluster_ids = ids.astype(np.int64)
+    session.cluster_ids = ids
     return session
 
 
