@@ -513,15 +513,14 @@ def _spike_pass(
 
 
 @numba.njit(cache=True, nogil=True)
-def _histogram_pass(amplitudes, rows, enough, n_bins, edges, counts):  # pragma: no cover
+def _histogram_pass(amplitudes, rows, enough, n_bins, edges, span, counts):  # pragma: no cover
     """One block into every cluster's amplitude histogram, bin for bin as np.histogram(a, n_bins) assigns them."""
     for i in range(amplitudes.size):
         c = rows[i]
         if not enough[c]:
             continue
         a = amplitudes[i]
-        first, last = edges[c, 0], edges[c, n_bins]
-        index = int(((a - first) / (last - first)) * n_bins)  # np.histogram's guess, then its corrections
+        index = int(((a - edges[c, 0]) / span[c]) * n_bins)  # np.histogram's guess, then its corrections
         if index == n_bins:
             index -= 1
         if a < edges[c, index]:
@@ -589,7 +588,7 @@ class _QC:
             self.counts = np.zeros((self.k, AMPLITUDE_BINS), np.int64)
         _histogram_pass(
             np.ascontiguousarray(amplitudes, dtype=np.float64), np.ascontiguousarray(rows, dtype=np.int64),
-            self.enough, AMPLITUDE_BINS, self.edges, self.counts,
+            self.enough, AMPLITUDE_BINS, self.edges, self.edges[:, -1] - self.edges[:, 0], self.counts,
         )  # fmt: skip
 
     def result(self) -> dict[str, np.ndarray]:
@@ -739,18 +738,45 @@ def _spike_files(folder: Path, sha: dict[str, str]) -> tuple[float, _SpikeFiles,
         raise SessionFormatError(folder / SPIKE_CLUSTERS, f"missing (and no {SPIKE_TEMPLATES} either)")
     if (folder / AMPLITUDES).is_file():
         headers[AMPS] = _spike_header(folder, AMPLITUDES, n, "amplitudes", kinds="iuf")
-    for header in headers.values():
-        sha[header.path.name] = header.sha256()
     return params["sample_rate"], _SpikeFiles(headers), has_clusters
 
 
-def _scan(files: _SpikeFiles, table_ids: np.ndarray) -> tuple[bool, int, np.ndarray, int]:
-    """One pass: whether the times are sorted, the last sample, the ids present (sorted), the largest template id."""
+def _hashed_blocks(
+    files: _SpikeFiles, sha: dict[str, str], block_len: int = io.BLOCK_LEN
+) -> Iterator[dict[str, np.ndarray]]:
+    """Every per-spike file in blocks, each file's SHA-256 computed from the same bytes (one read)."""
+    handles = {key: open(h.path, "rb") for key, h in files.headers.items()}  # closed below
+    hashes = {key: hashlib.sha256() for key in handles}
+    try:
+        for key, h in files.headers.items():
+            hashes[key].update(handles[key].read(h.offset))
+        for start in range(0, files.n, block_len):
+            count = min(block_len, files.n - start)
+            block = {}
+            for key, h in files.headers.items():
+                raw = handles[key].read(count * h.dtype.itemsize)
+                hashes[key].update(raw)
+                block[key] = np.frombuffer(raw, dtype=h.dtype)
+            yield block
+        for key, fh in handles.items():
+            while rest := fh.read(1 << 23):  # trailing bytes, if any, are part of the file
+                hashes[key].update(rest)
+            sha[files.headers[key].path.name] = hashes[key].hexdigest()
+    finally:
+        for fh in handles.values():
+            fh.close()
+
+
+def _scan(files: _SpikeFiles, table_ids: np.ndarray, sha: dict[str, str]) -> tuple[bool, int, np.ndarray, int]:
+    """One pass: whether the times are sorted, the last sample, the ids present (sorted), the largest template id.
+
+    The same pass hashes the files.
+    """
     paths = {key: h.path for key, h in files.headers.items()}
     is_sorted, last, top_sample, top_template = True, -1, -1, -1
     present = np.zeros(int(table_ids.max()) + 1 if table_ids.size else 0, dtype=bool)
     present[table_ids] = True
-    for block in files.blocks((TIMES, IDS, TEMPLATE_IDS, AMPS)):
+    for block in _hashed_blocks(files, sha):
         times, ids = block[TIMES], block[IDS]
         if times.size == 0:
             continue
@@ -934,7 +960,7 @@ def _spike_passes(
 def _read_session(folder: Path, sha: dict[str, str], surface_um: float | None) -> io.Session:
     rate, files, has_clusters = _spike_files(folder, sha)
     group, ks_label = _cluster_tables(folder, sha)
-    is_sorted, last_sample, ids, top_template = _scan(files, np.fromiter([*group, *ks_label], dtype=np.int64))
+    is_sorted, last_sample, ids, top_template = _scan(files, np.fromiter([*group, *ks_label], dtype=np.int64), sha)
     if ids.size == 0:
         raise SessionFormatError(
             folder / SPIKE_TIMES, "no clusters (no spikes and no cluster tables): nothing to convert"
