@@ -396,6 +396,8 @@ def convert_session(
         max_buffer_gib=max_buffer_gib,
         max_cube_gib=max_cube_gib,
     )
+    if surface_um is not None and not math.isfinite(surface_um):
+        raise ParameterError(f"--surface-um {surface_um!r}: expected a finite position in um")
     started = time.perf_counter()
     session = read_session(folder, surface_um=surface_um)
     target = store.store_path(out_dir, session.session_id)

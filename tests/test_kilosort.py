@@ -521,6 +521,7 @@ def test_surface_from_top_chan_or_option_else_nan(tmp_path: Path) -> None:
     code = cli.main(["convert", str(ks), "--out", str(tmp_path / "cli"), "--surface-um", "1400", "--quiet"])
     assert code == 0
     assert store.open_cube(tmp_path / "cli" / f"{SESSION}.zarr").attrs[schema.ATTR_SURFACE] == 1400.0
+    assert cli.main(["convert", str(ks), "--out", str(tmp_path / "nan"), "--surface-um", "nan", "--quiet"]) != 0
 
 
 def test_find_sessions_every_kind(tmp_path: Path) -> None:
