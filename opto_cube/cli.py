@@ -124,6 +124,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         window_s=args.window,
         tip_offset_um=args.tip_offset_um,
         overwrite=args.overwrite,
+        surface_um=args.surface_um,
         **budgets,
     )
     return _report(results, args.quiet)
@@ -550,6 +551,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=schema.TIP_OFFSET_UM,
         help="where the channel axis's zero lies above the probe tip, um (default %(default)s)",
+    )
+    p.add_argument(
+        "--surface-um",
+        type=float,
+        default=None,
+        help="Kilosort/phy sessions: the brain surface's y on the channel axis, um, when session.json has no top_chan",
     )
     p.add_argument("--overwrite", action="store_true", help="rebuild stores that are up to date")
     p.add_argument("--jobs", type=_positive_int, default=1, help="sessions at once, local processes")

@@ -196,6 +196,8 @@ class Session:
     surface_position_um: float = float("nan")
     spikes_per_cluster: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     session_json: dict[str, Any] = field(default_factory=dict)  # session.json as read
+    # the cube's cluster coordinate (sorted ids; the spikes carry row indices into it); None: 0..K-1 (ALF, NWB)
+    cluster_ids: np.ndarray | None = None
 
     @property
     def n_clusters(self) -> int:
@@ -228,12 +230,14 @@ def session_id_of(path: str | os.PathLike) -> str:
 
 
 def find_sessions(data_root: str | os.PathLike) -> list[Path]:
-    """Session folders under ``data_root``.
+    """Every session under ``data_root``, whatever its kind: ALF folders, NWB files, Kilosort / phy folders.
 
     ``data_root`` may be a data folder holding ``sessions/*/`` (the published
-    layout), a folder of session folders, or one session folder; or NWB
-    sessions (:mod:`opto_cube.io.nwb`): one ``.nwb`` file, or a folder holding
-    ``*.nwb`` files (then those are its sessions).
+    layout), a folder of sessions, or one session (an ALF or Kilosort folder,
+    or one ``.nwb`` file). ``*.nwb`` files (:mod:`opto_cube.io.nwb`) and Kilosort
+    folders (:mod:`opto_cube.io.kilosort`, ``params.py`` + ``spike_times.npy``)
+    are found beside ALF folders, at the root and in ``sessions/``. Two
+    sessions with one id (a folder's name, a file's stem) are refused, naming both.
 
     Examples
     --------
@@ -246,18 +250,40 @@ def find_sessions(data_root: str | os.PathLike) -> list[Path]:
     root = Path(data_root)
     if root.suffix == schema.NWB_SUFFIX and root.is_file():  # NWB sessions (opto_cube.io.nwb): one file
         return [root]
-    nwb_files = [p for p in root.glob(f"*{schema.NWB_SUFFIX}") if not p.name.startswith(".")] if root.is_dir() else []
-    if nwb_files:  # or a folder of them
-        return sorted(nwb_files)
     if not root.is_dir():
         raise SessionFormatError(root, "no such data folder")
-    if (root / schema.SESSION_JSON).exists() or (root / schema.SPIKES_TIMES).exists():
+    if _looks_like_session(root):
         return [root]
     base = root / schema.SESSIONS_DIR if (root / schema.SESSIONS_DIR).is_dir() else root
-    found = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+    visible = [p for p in base.iterdir() if not p.name.startswith(".")]
+    nwb_files = [p for p in visible if p.suffix == schema.NWB_SUFFIX and p.is_file()]
+    folders = [p for p in visible if p.is_dir()]
+    if nwb_files and base == root:  # beside NWB files, only folders that hold a session
+        folders = [p for p in folders if _looks_like_session(p)]
+    found = nwb_files + folders
+    if base != root:  # NWB files and Kilosort folders at the root, beside sessions/
+        for p in root.iterdir():
+            if p.name.startswith(".") or p == base:
+                continue
+            if (p.suffix == schema.NWB_SUFFIX and p.is_file()) or (p.is_dir() and _is_kilosort(p)):
+                found.append(p)
     if not found:
         raise SessionFormatError(base, "holds no session folders (expected sessions/<session_id>/)")
-    return found
+    by_id: dict[str, Path] = {}
+    for p in sorted(found):
+        other = by_id.setdefault(session_id_of(p), p)
+        if other != p:
+            raise SessionFormatError(root, f"two sessions with the id {session_id_of(p)!r}: {other} and {p}; keep one")
+    return sorted(found, key=lambda p: (session_id_of(p), str(p)))
+
+
+def _is_kilosort(path: Path) -> bool:
+    return (path / "params.py").is_file() and (path / "spike_times.npy").is_file()  # kilosort.MARKER_FILES
+
+
+def _looks_like_session(path: Path) -> bool:
+    """An ALF session folder (session.json or spikes.times.npy) or a Kilosort / phy one."""
+    return (path / schema.SESSION_JSON).exists() or (path / schema.SPIKES_TIMES).exists() or _is_kilosort(path)
 
 
 def not_a_file(path: Path) -> str | None:

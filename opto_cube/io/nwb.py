@@ -354,7 +354,7 @@ def build_nwbfile(session: io.Session, spike_times: Any, spike_index: np.ndarray
     nwb.units = Units(
         name="units",
         description="every Kilosort cluster (row k = cluster k); spikeless rows kept",
-        id=np.arange(k, dtype=np.int64),
+        id=np.arange(k, dtype=np.int64) if session.cluster_ids is None else session.cluster_ids,  # Kilosort: its ids
         columns=columns,
         resolution=1.0 / rate if isinstance(rate, (int, float)) and rate > 0 else None,
     )
@@ -571,7 +571,9 @@ def to_nwb(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", OptoCubeWarning)
             try:
-                session = io.read_session(folder)
+                from opto_cube.jobs.convert import read_session  # ALF or Kilosort / phy folders (opto_cube.kilosort)
+
+                session = read_session(folder)
                 cube = None
                 if with_cube is not None:
                     cube = Path(with_cube) / f"{session.session_id}.zarr"
@@ -735,7 +737,16 @@ def _read(path: Path, nwb: Any, sha: dict[str, str]) -> io.Session:
         surface_position_um=surface,
         spikes_per_cluster=per_cluster,
         session_json=dict(meta.get("session_json_as_read", {})),
+        cluster_ids=_cluster_ids_of(units),
     )
+
+
+def _cluster_ids_of(units: Any) -> np.ndarray | None:
+    """The units' ids as the cube's cluster coordinate when they are not their rows (and increase); else None."""
+    ids = np.asarray(units.id[:], dtype=np.int64)
+    if np.array_equal(ids, np.arange(ids.size)) or np.any(np.diff(ids) <= 0):
+        return None
+    return ids
 
 
 def _required_tables(path: Path, nwb: Any) -> tuple[Any, Any]:

@@ -113,7 +113,7 @@ def cube_layout(
     chunks = chunks or store.spike_counts_chunks(n_clusters, n_trials, n_bins)
     stim = {name: values[order] for name, values in session.stim.items()}
     coords: dict[str, Var] = {
-        schema.CLUSTER: _variable(schema.CLUSTER, np.arange(n_clusters, dtype=np.int64)),
+        schema.CLUSTER: _variable(schema.CLUSTER, cluster_ids(session)),
         **{name: _variable(name, session.clusters[name]) for name in schema.CLUSTER_COORDS},
         schema.TRIAL: _variable(schema.TRIAL, np.arange(n_trials, dtype=np.int64)),
         schema.STIM_INDEX: _variable(schema.STIM_INDEX, order.astype(np.int64)),
@@ -335,14 +335,36 @@ def _progress(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
     return tqdm(iterable, total=total, desc=desc, unit="chunk", leave=False, disable=None)
 
 
-def read_session(path: str | os.PathLike) -> io.Session:
-    """A session from an ALF folder (:func:`opto_cube.io.alf.read_session`) or an NWB file
-    (:func:`opto_cube.io.nwb.read_session`, imported only for one): both make the same cube."""
+def read_session(path: str | os.PathLike, *, surface_um: float | None = None) -> io.Session:
+    """A session from an ALF folder (:func:`opto_cube.io.alf.read_session`), an NWB file
+    (:func:`opto_cube.io.nwb.read_session`) or a Kilosort / phy folder (:func:`opto_cube.io.kilosort.read_session`,
+    ``surface_um`` its surface when its session.json has no ``top_chan``): all make the same cube."""
     if Path(path).suffix == schema.NWB_SUFFIX and not Path(path).is_dir():
         from opto_cube.io import nwb
 
         return nwb.read_session(path)
+    if not (Path(path) / schema.SPIKES_TIMES).exists():
+        from opto_cube.io import kilosort
+
+        if kilosort.is_kilosort_folder(path):
+            return kilosort.read_session(path, surface_um=surface_um)
     return io.read_session(path)
+
+
+def cluster_ids(session: io.Session) -> np.ndarray:
+    """The cube's ``cluster`` coordinate: the session's cluster ids (sorted; the spikes carry row indices
+    into them), ``0..K-1`` for ALF and NWB sessions, whose ids are their rows.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> cluster_ids(SimpleNamespace(cluster_ids=None, n_clusters=3)).tolist()
+    [0, 1, 2]
+    """
+    ids = getattr(session, "cluster_ids", None)
+    if ids is None:
+        return np.arange(session.n_clusters, dtype=np.int64)
+    return np.asarray(ids, dtype=np.int64)
 
 
 def convert_session(
@@ -358,6 +380,7 @@ def convert_session(
     storage_options: dict[str, Any] | None = None,
     max_buffer_gib: float = schema.MAX_BUFFER_GIB,
     max_cube_gib: float = schema.MAX_CUBE_GIB,
+    surface_um: float | None = None,
 ) -> ConversionResult:
     """Convert one session folder into ``out_dir/<session_id>.zarr``.
 
@@ -385,6 +408,9 @@ def convert_session(
         default taken from the usual environment variables).
     max_buffer_gib, max_cube_gib
         Size budgets (:func:`check_size`): a session over either is refused before anything is allocated.
+    surface_um
+        Kilosort / phy sessions only: the brain surface's y on the channel axis, um, when their
+        session.json has no ``top_chan`` (docs/format.md).
 
     Returns
     -------
@@ -416,9 +442,11 @@ def convert_session(
         max_buffer_gib=max_buffer_gib,
         max_cube_gib=max_cube_gib,
     )
+    if surface_um is not None and not math.isfinite(surface_um):
+        raise ParameterError(f"--surface-um {surface_um!r}: expected a finite position in um")
     started = time.perf_counter()
     binning.warm_kernels()  # numba's start-up in a thread, while the session's files are read and hashed
-    session = read_session(folder)
+    session = read_session(folder, surface_um=surface_um)
     target = store.store_path(out_dir, session.session_id)
     try:
         bins = binning.plan_time_bins(session.stim[schema.DURATION], bin_ms=bin_ms, window_s=window_s)
@@ -427,6 +455,8 @@ def convert_session(
     trial_chunk = (chunks or store.spike_counts_chunks(session.n_clusters, session.n_trials, bins.n_bins)[:2])[1]
     check_size(session.folder, session.n_clusters, session.n_trials, trial_chunk, bins, max_buffer_gib, max_cube_gib)
     expected = {**conversion_parameters(bins, tip_offset_um), schema.ATTR_SHA256: dict(sorted(session.sha256.items()))}
+    if surface_um is not None:  # another --surface-um is another store
+        expected[schema.ATTR_SURFACE] = session.surface_position_um
     # skipped only when whole (every chunk's CRC32C) and from the same sources and parameters; a store of other
     # parameters, or not ours, is refused (store.plan_write); a damaged one of ours is rebuilt
     if store.plan_write(target, expected, overwrite, storage_options) == "skip":
@@ -499,8 +529,13 @@ def _convert_reporting(folder: Path, out_dir: store.StorePath, params: dict[str,
 def _cube_bytes(folder: Path, bin_ms: float) -> int:
     """About the bytes of a session's cube (uint8, the default window), from the .npy headers only; 0 if unreadable."""
     try:
-        n_clusters = io.NpyFile.open(folder / schema.CLUSTERS_QC_PASS).shape[0]
-        n_trials = io.NpyFile.open(folder / schema.STIM_TIMES).shape[0]
+        if not (folder / schema.STIM_TIMES).exists():  # a Kilosort / phy folder: its templates and pulses
+            from opto_cube.io import kilosort
+
+            n_clusters, n_trials = kilosort.size_hint(folder)
+        else:
+            n_clusters = io.NpyFile.open(folder / schema.CLUSTERS_QC_PASS).shape[0]
+            n_trials = io.NpyFile.open(folder / schema.STIM_TIMES).shape[0]
     except (OSError, OptoCubeError, IndexError):
         return 0
     window_s = schema.DEFAULT_WINDOW_END_S - schema.PRE_WINDOW_S[0]
