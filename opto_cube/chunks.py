@@ -659,11 +659,28 @@ def _empty(data_type: str, shape: tuple[int, ...]) -> np.ndarray:
     return np.empty(shape, dtype=np.dtype(data_type))
 
 
+class _Zstd:
+    """One zstd decoder, made when first used."""
+
+    def __init__(self) -> None:
+        self._codec: Any = None
+
+    def decode(self, raw: bytes) -> Any:
+        if self._codec is None:
+            import numcodecs
+
+            self._codec = numcodecs.Zstd()
+        return self._codec.decode(raw)
+
+
+_ZSTD = _Zstd()
+
+
 def _decode(meta: dict[str, Any], raw: bytes, chunk_shape: tuple[int, ...]) -> np.ndarray:
     """One chunk's bytes (its CRC32C taken off) decoded: zstd, then the array's bytes or vlen-utf8 codec."""
     import numcodecs
 
-    decompressed = numcodecs.Zstd().decode(raw)
+    decompressed = _ZSTD.decode(raw)
     first = meta["codecs"][0]
     if first["name"] == "vlen-utf8":
         strings = numcodecs.VLenUTF8().decode(decompressed)

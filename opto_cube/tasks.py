@@ -92,6 +92,24 @@ class _InMemory:
         self.cube = cube
 
 
+_TABLE_COORDS = (  # the coordinates the responses table and the summary row read
+    schema.CLUSTER,
+    schema.TRIAL,
+    schema.TIME,
+    schema.WINDOW,
+    schema.EMITTER,
+    schema.POWER,
+    schema.DURATION,
+    schema.EMITTER_DEPTH,
+    schema.DEPTH_FROM_SURFACE,
+    schema.WAVEFORM_TYPE,
+    schema.QC_PASS,
+    schema.TROUGH_TO_PEAK,
+    schema.TRIAL_CONDITION,  # the stored timing's conditions (schema "Stored timing")
+    *schema.STORED_CONDITION_COORDS,
+)
+
+
 def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool, timing: bool = True) -> xr.Dataset:
     """A store opened for one task through the one checked reader (:func:`opto_cube.chunks.read_checked`).
 
@@ -108,7 +126,8 @@ def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool, t
     names = [schema.WINDOW_COUNTS, *(schema.TIMING_ARRAYS if timing else ())]
     if cube and schema.CONDITION_COUNTS not in names:
         names.append(schema.CONDITION_COUNTS)
-    read = read_checked(path, storage_options, names)
+    # the table needs a few coordinates (every chunk is checked all the same); the time course keeps them all
+    read = read_checked(path, storage_options, names if cube else [*names, *_TABLE_COORDS], small=cube)
     if schema.SPIKE_COUNTS not in read.shapes:
         raise StoreError(f"{path}: not an opto_cube store (no {schema.SPIKE_COUNTS!r} variable)")
     if schema.WINDOW_COUNTS in read.arrays and (not cube or schema.CONDITION_COUNTS in read.arrays):
