@@ -416,6 +416,37 @@ def read_checked(
         raise StoreError(f"{path}: not an opto_cube store (no readable Zarr group: {' '.join(str(e).split())})") from e
 
 
+def _metadata_problem(name: str, own_bytes: bytes | None, copy: dict[str, Any]) -> str | None:
+    """Why array ``name``'s own zarr.json (its bytes, None when missing) disagrees with the consolidated copy."""
+    if own_bytes is None:
+        return f"array {name} has no zarr.json"
+    try:
+        own = json.loads(own_bytes)
+    except ValueError:
+        return f"array {name}'s zarr.json is not JSON"
+    differ = [f for f in _METADATA_FIELDS if not isinstance(own, dict) or own.get(f) != copy.get(f)]
+    if differ:
+        return f"array {name}'s zarr.json disagrees with the consolidated metadata ({', '.join(differ)})"
+    return None
+
+
+def _chunk_problem(key: str, data: bytes | None, manifest: Any, full: bool) -> str | None:
+    """Why chunk ``key`` (its stored bytes, or only its last 4 without ``full``; None when missing) is damaged."""
+    if data is None:
+        return f"chunk {key} is missing (deleted or never written)"
+    recorded = manifest.get(key) if isinstance(manifest, dict) else None
+    if recorded is None:
+        return f"chunk {key} has no recorded checksum"
+    if len(data) < 4 or data[-4:].hex() != recorded:
+        return f"chunk {key} is not the chunk written there (truncated, moved, swapped or re-encoded)"
+    if full:
+        import google_crc32c
+
+        if google_crc32c.value(data[:-4]) != int.from_bytes(data[-4:], "little"):
+            return f"chunk {key} is corrupt (its bytes do not match its CRC32C)"
+    return None
+
+
 async def _read_checked(
     path: StorePath,
     storage_options: dict[str, Any] | None,
@@ -426,8 +457,8 @@ async def _read_checked(
 ) -> CheckedRead:
     import asyncio
 
-    import google_crc32c
     from zarr.abc.store import SuffixByteRequest
+    from zarr import AsyncArray
     from zarr.api.asynchronous import open_group as open_async_group
     from zarr.core.buffer import default_buffer_prototype
 
@@ -441,7 +472,7 @@ async def _read_checked(
     group = await open_async_group(store=zstore, mode="r", use_consolidated=bool(consolidated))
     attrs = dict(group.attrs)
     members = {name: m async for name, m in group.members()}
-    arrays = {name: m for name, m in members.items() if hasattr(m, "getitem")}
+    arrays: dict[str, Any] = {name: m for name, m in members.items() if isinstance(m, AsyncArray)}
     manifest = attrs.get(schema.ATTR_CHUNK_CRC32C)
     checked_store = format_version(attrs) >= 2 and (schema.ATTR_FORMAT_VERSION in attrs)
     if checked_store and (not isinstance(manifest, dict) or attrs.get(schema.ATTR_COMPLETE) is not True):
@@ -452,34 +483,14 @@ async def _read_checked(
     limit = asyncio.Semaphore(_IN_FLIGHT)
 
     async def own_metadata(name: str) -> str | None:
-        """Why ``name``'s own zarr.json disagrees with the consolidated copy, or None."""
         buf = await zstore.get(f"{name}/zarr.json", prototype)
-        if buf is None:
-            return f"array {name} has no zarr.json"
-        try:
-            own = json.loads(buf.to_bytes())
-        except ValueError:
-            return f"array {name}'s zarr.json is not JSON"
-        copy = consolidated.get(name, {})
-        differ = [f for f in _METADATA_FIELDS if own.get(f) != copy.get(f)]
-        return f"array {name}'s zarr.json disagrees with the consolidated metadata ({', '.join(differ)})" if differ else None
+        return _metadata_problem(name, None if buf is None else buf.to_bytes(), consolidated.get(name, {}))
 
     async def chunk(key: str, name: str) -> str | None:
-        """Why chunk ``key`` is damaged, or None."""
         full = (deep and name not in shallow) or name in wanted
         async with limit:
             buf = await zstore.get(key, prototype, byte_range=None if full else SuffixByteRequest(4))
-        if buf is None:
-            return f"chunk {key} is missing (deleted or never written)"
-        data = buf.to_bytes()
-        recorded = manifest.get(key) if isinstance(manifest, dict) else None
-        if recorded is None:
-            return f"chunk {key} has no recorded checksum"
-        if len(data) < 4 or data[-4:].hex() != recorded:
-            return f"chunk {key} is not the chunk written there (truncated, moved, swapped or re-encoded)"
-        if full and google_crc32c.value(data[:-4]) != int.from_bytes(data[-4:], "little"):
-            return f"chunk {key} is corrupt (its bytes do not match its CRC32C)"
-        return None
+        return _chunk_problem(key, None if buf is None else buf.to_bytes(), manifest, full)
 
     checks: list[Any] = []
     if consolidated and checked_store:
@@ -487,9 +498,7 @@ async def _read_checked(
     if checked_store:
         for name, array in arrays.items():
             encoding = array.metadata.chunk_key_encoding
-            checks += [
-                chunk(f"{name}/{encoding.encode_chunk_key(c)}", name) for c in np.ndindex(*array.cdata_shape)
-            ]
+            checks += [chunk(f"{name}/{encoding.encode_chunk_key(c)}", name) for c in np.ndindex(*array.cdata_shape)]
     results = await asyncio.gather(*checks)
     problem = next((r for r in results if r is not None), None)
     if problem is not None:
@@ -567,14 +576,9 @@ def metadata_problems(path: StorePath, storage_options: dict[str, Any] | None = 
 _KNOWN_CODECS = {("bytes", "zstd", "crc32c"), ("vlen-utf8", "zstd", "crc32c")}
 
 
-def _read_local(
-    path: Path, names: list[str] | None, small: bool, deep: bool, shallow: set[str]
-) -> CheckedRead | None:
+def _read_local(path: Path, names: list[str] | None, small: bool, deep: bool, shallow: set[str]) -> CheckedRead | None:
     """:func:`read_checked` of a local store with plain file reads (no event loop, no thread hops); None when
     the store is not one this reader decodes itself (other codecs, no consolidated metadata: the general path)."""
-    import google_crc32c
-    import numcodecs
-
     try:
         meta = json.loads((path / "zarr.json").read_bytes())
     except FileNotFoundError as e:
@@ -588,13 +592,8 @@ def _read_local(
     if not consolidated or schema.ATTR_FORMAT_VERSION not in attrs or format_version(attrs) < 2:
         return None
     arrays = {n: m for n, m in consolidated.items() if isinstance(m, dict) and m.get("node_type") == "array"}
-    for m in arrays.values():
-        codecs = tuple(c.get("name") for c in m.get("codecs", []))
-        encoding = m.get("chunk_key_encoding", {})
-        if codecs not in _KNOWN_CODECS or encoding.get("name") != "default" or "/" in m["data_type"]:
-            return None
-        if m.get("chunk_grid", {}).get("name") != "regular":
-            return None
+    if not all(_decodable(m) for m in arrays.values()):
+        return None
     manifest = attrs.get(schema.ATTR_CHUNK_CRC32C)
     if not isinstance(manifest, dict) or attrs.get(schema.ATTR_COMPLETE) is not True:
         raise damaged(path, f"no chunk checksums ({schema.ATTR_CHUNK_CRC32C!r} missing): unfinished or damaged")
@@ -604,45 +603,12 @@ def _read_local(
     values: dict[str, np.ndarray] = {}
     for name in sorted(arrays):
         m = arrays[name]
-        try:
-            own = json.loads((path / name / "zarr.json").read_bytes())
-        except (OSError, ValueError):
-            raise damaged(path, f"array {name} has no readable zarr.json") from None
-        differ = [f for f in _METADATA_FIELDS if own.get(f) != m.get(f)]
-        if differ:
-            raise damaged(path, f"array {name}'s zarr.json disagrees with the consolidated metadata ({', '.join(differ)})")
-        shape = tuple(m["shape"])
-        chunk_shape = tuple(m["chunk_grid"]["configuration"]["chunk_shape"])
-        separator = m["chunk_key_encoding"].get("configuration", {}).get("separator", "/")
-        read = name in wanted
-        out = None
-        if read:
-            out = _empty(m["data_type"], shape)
-        grid = tuple(-(-s // c) for s, c in zip(shape, chunk_shape, strict=True))
-        for coords in np.ndindex(*grid):
-            key = f"{name}/" + separator.join(("c", *(str(c) for c in coords)))
-            try:
-                data = (path / key).read_bytes()
-            except FileNotFoundError:
-                raise damaged(path, f"chunk {key} is missing (deleted or never written)") from None
-            except OSError as e:
-                raise damaged(path, f"chunk {key} cannot be read ({' '.join(str(e).split())})") from e
-            recorded = manifest.get(key)
-            if recorded is None:
-                raise damaged(path, f"chunk {key} has no recorded checksum")
-            if len(data) < 4 or data[-4:].hex() != recorded:
-                raise damaged(path, f"chunk {key} is not the chunk written there (truncated, moved, swapped or re-encoded)")
-            if ((deep and name not in shallow) or read) and google_crc32c.value(data[:-4]) != int.from_bytes(data[-4:], "little"):
-                raise damaged(path, f"chunk {key} is corrupt (its bytes do not match its CRC32C)")
-            if out is not None:
-                try:
-                    block = _decode(m, data[:-4], chunk_shape)
-                except Exception as e:
-                    raise damaged(path, f"chunk {key} does not decode ({' '.join(str(e).split())})") from e
-                where = tuple(slice(c * n, min((c + 1) * n, s)) for c, n, s in zip(coords, chunk_shape, shape, strict=True))
-                out[where] = block[tuple(slice(0, w.stop - w.start) for w in where)]
-        if out is not None:
-            values[name] = out
+        problem = _metadata_problem(name, _local_bytes(path / name / "zarr.json"), m)
+        if problem:
+            raise damaged(path, problem)
+        value = _read_local_array(path, name, m, manifest, name in wanted, deep and name not in shallow)
+        if value is not None:
+            values[name] = value
     return CheckedRead(
         path,
         dict(attrs),
@@ -651,6 +617,54 @@ def _read_local(
         {n: dict(m.get("attributes") or {}) for n, m in arrays.items()},
         {n: tuple(m["shape"]) for n, m in arrays.items()},
     )
+
+
+def _decodable(meta: dict[str, Any]) -> bool:
+    """Whether :func:`_decode` reads this array's chunks (the codecs and chunk layout opto_cube writes)."""
+    codecs = tuple(c.get("name") for c in meta.get("codecs", []))
+    return (
+        codecs in _KNOWN_CODECS
+        and meta.get("chunk_key_encoding", {}).get("name") == "default"
+        and meta.get("chunk_grid", {}).get("name") == "regular"
+        and "/" not in str(meta.get("data_type"))
+    )
+
+
+def _local_bytes(file: Path) -> bytes | None:
+    try:
+        return file.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _read_local_array(
+    path: Path, name: str, meta: dict[str, Any], manifest: dict[str, str], read: bool, full: bool
+) -> np.ndarray | None:
+    """Every chunk of one array of a local store checked (its bytes too, with ``full`` or ``read``); the
+    array decoded when ``read``."""
+    shape = tuple(meta["shape"])
+    chunk_shape = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
+    separator = meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/")
+    out = _empty(meta["data_type"], shape) if read else None
+    grid = tuple(-(-s // c) for s, c in zip(shape, chunk_shape, strict=True))
+    for coords in np.ndindex(*grid):
+        key = f"{name}/" + separator.join(("c", *(str(c) for c in coords)))
+        try:
+            data = _local_bytes(path / key)
+        except OSError as e:
+            raise damaged(path, f"chunk {key} cannot be read ({' '.join(str(e).split())})") from e
+        problem = _chunk_problem(key, data, manifest, full or read)
+        if problem:
+            raise damaged(path, problem)
+        if out is None or data is None:
+            continue
+        try:
+            block = _decode(meta, data[:-4], chunk_shape)
+        except Exception as e:
+            raise damaged(path, f"chunk {key} does not decode ({' '.join(str(e).split())})") from e
+        where = tuple(slice(c * n, min((c + 1) * n, s)) for c, n, s in zip(coords, chunk_shape, shape, strict=True))
+        out[where] = block[tuple(slice(0, w.stop - w.start) for w in where)]
+    return out
 
 
 def _empty(data_type: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -690,4 +704,8 @@ def _decode(meta: dict[str, Any], raw: bytes, chunk_shape: tuple[int, ...]) -> n
         endian = (first.get("configuration") or {}).get("endian", "little")
         dtype = dtype.newbyteorder("<" if endian == "little" else ">")
     size = int(np.prod(chunk_shape))
-    return np.frombuffer(decompressed, dtype=dtype, count=size).reshape(chunk_shape).astype(dtype.newbyteorder("="), copy=False)
+    return (
+        np.frombuffer(decompressed, dtype=dtype, count=size)
+        .reshape(chunk_shape)
+        .astype(dtype.newbyteorder("="), copy=False)
+    )

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import maps, plot, psth, response, schema
+from . import maps, plot, psth, schema
 from .catalog import Catalog, sessions_of
 from .conditions import check_by, select_conditions
 from .errors import OptoCubeError, OptoCubeWarning, TimingWarning
@@ -52,6 +52,7 @@ from .store import atomic_file
 from .tasks import AnalysisPass, SessionResults, analysis_pass
 
 __all__ = [
+    "demo_pass",
     "maps_dataset",
     "report_content",
     "responses_table",
@@ -59,7 +60,6 @@ __all__ = [
     "run_report",
     "save_netcdf",
     "summary_figures",
-    "demo_pass",
     "warn_timing",
     "write_table",
 ]
@@ -606,7 +606,12 @@ def report_content(
     if n_sessions == 0:
         raise OptoCubeError(f"{source}: no sessions to report (no .zarr stores)")
     results = _report_results(
-        source, distance_bin_um=distance_bin_um, duration_s=duration_s, table=table, n_boot=n_boot, seed=seed,
+        source,
+        distance_bin_um=distance_bin_um,
+        duration_s=duration_s,
+        table=table,
+        n_boot=n_boot,
+        seed=seed,
         analysis=analysis,
     )
     plt = plot._plt()  # the Agg backend without a display

@@ -44,7 +44,8 @@ def counted(monkeypatch):
 
 
 def _once_each(counter: Counter, n: int) -> None:
-    assert len(counter) == n and set(counter.values()) == {1}, counter
+    assert len(counter) == n, counter
+    assert set(counter.values()) == {1}, counter
 
 
 @pytest.mark.parametrize("job", ["responses_table", "maps", "report"])

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from helpers import SESSION_ID, chunk_files, damage, tiny_spec, write_synth
+from test_s3 import s3  # noqa: F401 - the moto server fixture
 
 from opto_cube import cli, convert, pipeline, psth, response, schema
 from opto_cube.errors import StoreError
@@ -65,7 +66,8 @@ def _assert_names(message: str, store: object, key: str) -> None:
     assert "\n" not in message.strip(), message
     assert str(store) in message, message
     assert f"chunk {key}" in message, message
-    assert "opto-cube verify" in message and "--overwrite" in message, message
+    assert "opto-cube verify" in message, message
+    assert "--overwrite" in message, message
 
 
 def _reads_spike_counts_only(name: str, how: str) -> bool:
@@ -144,13 +146,11 @@ def test_an_arrays_own_metadata_disagreeing_with_the_consolidated_copy_is_damage
 # --------------------------------------------------------------------------
 # S3 (test_s3's moto server)
 # --------------------------------------------------------------------------
-from test_s3 import s3  # noqa: E402, F401 - the fixture
-
 @pytest.mark.slow
-@pytest.mark.parametrize("entry", ("responses_table", "lazy_responses"))
+@pytest.mark.parametrize("entry", ["responses_table", "lazy_responses"])
 @pytest.mark.parametrize("how", DAMAGES)
 @pytest.mark.parametrize("name", ARRAYS)
-def test_s3_refuses_a_damaged_store(s3, sealed, tmp_path, entry, how, name):
+def test_s3_refuses_a_damaged_store(s3, sealed, tmp_path, entry, how, name):  # noqa: F811
     import fsspec
 
     store, key = _damaged_copy(sealed, tmp_path, name, how)
