@@ -26,6 +26,7 @@ and 2 single-threaded workers; the task count of the graph alongside.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from pathlib import Path
@@ -335,24 +336,34 @@ def run_scale(
     repeats: int = 3,
     schedulers: tuple[str, ...] = ("threads", "cluster1", "cluster2"),
     record: bool = True,
+    baseline: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The responses of N small sessions at 1 ms, per scheduler; fresh processes, interleaved, medians."""
+    """The responses of N small sessions at 1 ms, per scheduler; fresh processes, interleaved, medians.
+
+    ``baseline``: a folder holding another version's ``opto_cube`` package (e.g. ``git archive <commit>
+    opto_cube | tar -x -C DIR``), also run with the default scheduler in the same interleaved run.
+    """
     root = common.dataset(size, n_sessions=max(n_sessions))
     paths = [str(p) for p in common.store_paths(common.stores(root, bin_ms))]
     rows = []
     for n in n_sessions:
-        runs = common.interleave(
-            {
-                sch: (lambda sch=sch, n=n: common.fresh("bench_responses:scale_child", stores=paths[:n], scheduler=sch))
-                for sch in schedulers
-            },
-            repeats,
-        )
+        methods = {
+            sch: (lambda sch=sch, n=n: common.fresh("bench_responses:scale_child", stores=paths[:n], scheduler=sch))
+            for sch in schedulers
+        }
+        if baseline:
+            env = {"PYTHONPATH": os.pathsep.join([baseline, str(common.HERE)])}
+            methods["baseline threads"] = lambda n=n, env=env: common.fresh(
+                "bench_responses:scale_child", env=env, stores=paths[:n], scheduler="threads"
+            )
+        runs = common.interleave(methods, repeats)
         summary = {sch: common.summarise(r, ("seconds", "ms_per_session", "peak_rss_mb")) for sch, r in runs.items()}
         for sch, row in summary.items():
             row = {"sessions": n, "bin_ms": bin_ms, **row}
             if sch == "threads":
-                row["goal"], row["met"] = "<= 25 ms a session", row["ms_per_session"] <= 25
+                row["goal"], row["met"] = "<= 15 ms a session", row["ms_per_session"] <= 15
+                if "baseline threads" in summary:
+                    row["x_vs_baseline"] = summary["baseline threads"]["seconds"] / row["seconds"]
             if sch == "cluster2" and "cluster1" in summary:
                 row["x_vs_cluster1"] = summary["cluster1"]["seconds"] / row["seconds"]
                 row["x_of_threads"] = row["seconds"] / summary["threads"]["seconds"]
@@ -370,6 +381,7 @@ def run_scale(
             "peak_rss_mb",
             "x_vs_cluster1",
             "x_of_threads",
+            "x_vs_baseline",
             "goal",
             "met",
         ],
@@ -389,9 +401,10 @@ def main() -> None:
         action="store_true",
         help="many small sessions: the default scheduler vs 1- and 2-worker local clusters",
     )
+    p.add_argument("--baseline", help="a folder with another version's opto_cube package, run alongside (--scale)")
     a = p.parse_args()
     if a.scale:
-        run_scale(a.size, tuple(a.sessions), a.bin_ms[-1], a.repeats, record=not a.no_record)
+        run_scale(a.size, tuple(a.sessions), a.bin_ms[-1], a.repeats, record=not a.no_record, baseline=a.baseline)
     else:
         run(a.size, tuple(a.bin_ms), a.repeats, record=not a.no_record, n_sessions=tuple(a.sessions))
 

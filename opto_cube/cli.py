@@ -502,7 +502,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _write_demo_mark(out)
     _say(f"2. converting them to Zarr cubes in {stores}")
     code = _report(convert(data, stores, bin_ms=args.bin_ms, overwrite=True, jobs=1, progress=True))
-    from opto_cube.jobs.pipeline import responses_table, run_maps, run_report, write_table
+    from opto_cube.jobs.pipeline import demo_pass, responses_table, run_maps, run_report, write_table
     from opto_cube.store.catalog import open_catalog
 
     catalog = open_catalog(stores)
@@ -510,13 +510,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise OptoCubeError(f"{stores}: no session converted")
     table_path, maps_dir = out / "responses.csv", out / "maps"
     _say(f"3. responses of every cluster in every condition -> {table_path}")
-    table = responses_table(catalog)
+    done = demo_pass(catalog)  # the one pass over the sessions: the table, the maps and the report read it
+    table = responses_table(done)
     write_table(table, table_path)
     _say(f"4. maps and figures -> {maps_dir}")
-    written = run_maps(catalog, maps_dir, table=table)
+    written = run_maps(catalog, maps_dir, analysis=done)
     report_path = out / schema.REPORT_DEFAULT_NAME
     _say(f"5. the HTML report (maps, spatial extent, power response, PSTHs) -> {report_path}")
-    run_report(catalog, report_path, table=table)
+    run_report(catalog, report_path, analysis=done)
     _say(f"\nopen one in Python:  opto_cube.open_cube({str(next(stores.glob('*.zarr')))!r})")
     _say(f"or:                  opto-cube info {stores}")
     _say(f"the responses table: {table_path} ({len(table)} rows, one per session x cluster x condition)")

@@ -77,6 +77,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from opto_cube import schema
+from opto_cube.analysis.timing_core import first_spike_rows
 
 __all__ = [
     "FirstSpikeStats",
@@ -328,34 +329,9 @@ def first_spike_stats(
         )
     if np.any(condition >= n_conditions):
         raise ValueError(f"trial_condition holds values >= n_conditions = {n_conditions}")
-    k = bins.shape[0]
-    shape = (k, n_conditions)
-    median, spread, reliability = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
-    big = np.iinfo(np.int64).max
-    order = np.argsort(condition, kind="stable")
-    bounds = np.searchsorted(condition[order], np.arange(n_conditions + 1))
-    for c in range(n_conditions):
-        trials = order[bounds[c] : bounds[c + 1]]
-        if trials.size == 0:
-            continue
-        sub = bins[:, trials].astype(np.int64)
-        hits = (sub >= 0).sum(axis=1)
-        reliability[:, c] = hits / trials.size
-        ranked = np.sort(np.where(sub >= 0, sub, big), axis=1)  # the trials without a spike last
-        q = [_sorted_percentile(ranked, hits, f) for f in (0.25, 0.5, 0.75)]
-        median[:, c], spread[:, c] = q[1], q[2] - q[0]
+    median, spread, reliability = first_spike_rows(bins, condition, n_conditions)  # every row at once
     scale = width * 1000.0
     return FirstSpikeStats((median + 0.5) * scale, spread * scale, reliability)
-
-
-def _sorted_percentile(ranked: np.ndarray, n: np.ndarray, fraction: float) -> np.ndarray:
-    """numpy's "linear" percentile of the first ``n[i]`` values of each sorted row; NaN where ``n`` is 0."""
-    position = fraction * (np.maximum(n, 1) - 1)
-    lo = np.floor(position).astype(np.int64)
-    hi = np.minimum(lo + 1, np.maximum(n, 1) - 1)
-    below = np.take_along_axis(ranked, lo[:, None], axis=1)[:, 0].astype(np.float64)
-    above = np.take_along_axis(ranked, hi[:, None], axis=1)[:, 0].astype(np.float64)
-    return np.where(n > 0, below + (position - lo) * (above - below), np.nan)
 
 
 def _lock_counts(course: np.ndarray, time: np.ndarray, width: float, durations: np.ndarray, lock_s: float):

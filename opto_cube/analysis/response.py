@@ -83,7 +83,7 @@ import scipy.special
 import xarray as xr
 
 from opto_cube import schema
-from opto_cube.analysis import latency
+from opto_cube.analysis import latency, timing_core
 from opto_cube.analysis.conditions import TrialConditions, check_by, trial_conditions
 from opto_cube.errors import TimingWarning
 
@@ -448,17 +448,21 @@ def _latency_where_responding(
 ) -> np.ndarray:
     """:func:`opto_cube.analysis.latency.onset_latency` with ``direction=sign``, computed only for the responding rows.
 
-    The latency of a (cluster, condition) depends on that pair alone and is NaN where ``sign`` is 0, so the
-    function is called per condition on its responding clusters: the same values, a fraction of the work.
+    The latency of a (cluster, condition) depends on that pair alone and is NaN where ``sign`` is 0: every
+    responding row of the session in one pass (:func:`opto_cube.analysis.timing_core.onset_latency_rows`), the same
+    values as the function row by row.
     """
-    out = np.full(sign.shape, np.nan)
-    for c in np.flatnonzero((sign != 0).any(axis=0)):
-        rows = np.flatnonzero(sign[:, c] != 0)
-        out[rows, c] = latency.onset_latency(
-            course[rows, c : c + 1], n_trials[c : c + 1], time_s, durations[c : c + 1], width,
-            direction=sign[rows, c : c + 1],
-        )[:, 0]  # fmt: skip
-    return out
+    if not np.any(sign != 0):
+        return np.full(sign.shape, np.nan)
+    width = latency._check_bin_width(width, "response latencies")
+    course, trials, time, durations = latency._check_course(course, n_trials, time_s, durations)
+    mu0, n_pre = latency._pre_mean(course, time, width, schema.PRE_WINDOW_S)
+    n_stim = latency._window_bins(time, width, np.zeros(durations.size), durations).sum(axis=1)
+    first = int(np.argmax(latency._window_bins(time, width, 0.0, np.inf)))
+    return timing_core.onset_latency_rows(
+        course, trials, mu0, n_pre, n_stim, first, (time - width / 2) * 1000.0, np.asarray(sign),
+        threshold=schema.LATENCY_LOG_LR_THRESHOLD, floor_counts=schema.LATENCY_FLOOR_COUNTS,
+    )  # fmt: skip
 
 
 def _stored_conditions(cube: xr.Dataset) -> dict[str, np.ndarray]:

@@ -571,7 +571,7 @@ def to_nwb(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", OptoCubeWarning)
             try:
-                from opto_cube.jobs.convert import read_session  # ALF or Kilosort / phy folders (opto_cube.kilosort)
+                from opto_cube.jobs.convert import read_session  # ALF or Kilosort / phy folders (opto_cube.io.kilosort)
 
                 session = read_session(folder)
                 cube = None

@@ -46,15 +46,16 @@ import pandas as pd
 import xarray as xr
 
 from opto_cube import schema
-from opto_cube.analysis import maps, psth, response
+from opto_cube.analysis import maps, psth
 from opto_cube.analysis.conditions import check_by, select_conditions
 from opto_cube.errors import OptoCubeError, OptoCubeWarning, TimingWarning
 from opto_cube.figures import plot
-from opto_cube.jobs.tasks import SessionResults, _compute, session_tasks
+from opto_cube.jobs.tasks import AnalysisPass, SessionResults, analysis_pass
 from opto_cube.store.catalog import Catalog, sessions_of
 from opto_cube.store.write import atomic_file
 
 __all__ = [
+    "demo_pass",
     "maps_dataset",
     "report_content",
     "responses_table",
@@ -116,10 +117,15 @@ def responses_table(
     check_by(by, mode)
     if significant_by not in schema.SIGNIFICANT_BY:
         raise ValueError(f"significant_by must be one of {schema.SIGNIFICANT_BY}, got {significant_by!r}")
-    results = _compute(session_tasks(source, by=by, mode=mode, significant_by=significant_by, timing=timing))
-    warn_timing(results)
-    tables = [r.table for r in results if r.table is not None]
-    return pd.concat(tables, ignore_index=True) if tables else response.empty_table()
+    options = {"by": by, "mode": mode, "significant_by": significant_by, "timing": timing}
+    if isinstance(source, AnalysisPass):
+        if not source.serves(table=True, **options):
+            raise ValueError(f"the analysis pass computed {source.options}, not the responses asked for ({options})")
+        done = source
+    else:
+        done = analysis_pass(source, **options)
+    warn_timing(done.sessions)
+    return done.table
 
 
 def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -228,10 +234,30 @@ def _bin_widths(source: Any) -> list[float]:
     from opto_cube.store.write import read_store_attrs
 
     widths = []
-    for _, item in sessions_of(source):
-        attrs = item.attrs if isinstance(item, xr.Dataset) else (read_store_attrs(item) or {})
-        widths.append(float(attrs.get(schema.ATTR_BIN_WIDTH, 0.0)))
+    for sid, item in sessions_of(source):
+        known = source.store_attrs(sid) if isinstance(source, Catalog) else None  # read when the catalog was made
+        attrs = known if known is not None else item.attrs if isinstance(item, xr.Dataset) else read_store_attrs(item)
+        widths.append(float((attrs or {}).get(schema.ATTR_BIN_WIDTH, 0.0)))
     return widths
+
+
+def demo_pass(source: Any) -> AnalysisPass:
+    """The one pass of a catalog that the responses table, :func:`run_maps` and :func:`run_report` (their
+    defaults: every duration, the longest pulse's PSTH) all read: the demo's."""
+    options = {"duration_s": "max", "bin_ms": psth.psth_bin_ms(_bin_widths(source))}
+    return analysis_pass(source, psth_options=options)
+
+
+_DEFAULTS = {"by": None, "mode": schema.MODE_PER_CONDITION, "significant_by": "p", "timing": True}
+
+
+def _pass_for(
+    source: Any, analysis: AnalysisPass | None, table: bool, psth_options: dict[str, Any] | None
+) -> AnalysisPass:
+    """``analysis`` when it holds what a job needs (the default responses, these PSTH parts), else a new pass."""
+    if analysis is not None and analysis.serves(table=table, psth_options=psth_options, **_DEFAULTS):
+        return analysis
+    return analysis_pass(source, table=table, psth_options=psth_options)
 
 
 def run_maps(
@@ -243,6 +269,7 @@ def run_maps(
     table: pd.DataFrame | None = None,
     figures: bool = True,
     keep_artifacts: bool = False,
+    analysis: AnalysisPass | None = None,
 ) -> dict[str, Path]:
     """The ``opto-cube maps`` job: the maps to ``out_dir/maps.nc`` and the figures as PNGs.
 
@@ -270,6 +297,8 @@ def run_maps(
         Also draw the figures (this is what reads each cube once, for the PSTHs).
     keep_artifacts
         Keep the units flagged ``light_artifact`` in the maps and depth plots (default: left out).
+    analysis
+        The catalog's :class:`~opto_cube.jobs.tasks.AnalysisPass` if already made (the demo's): read, not recomputed.
 
     Returns
     -------
@@ -284,15 +313,17 @@ def run_maps(
     n_sessions = len(sessions_of(source)) if not isinstance(source, Catalog) else len(source)
     if n_sessions == 0:
         raise OptoCubeError(f"{source}: no sessions to map (no .zarr stores)")
-    results: list[SessionResults] = []
+    done = analysis
     if table is None or figures:
         psth_options = None
         if figures:
-            bin_ms = psth.psth_bin_ms(_bin_widths(source))
+            widths = analysis.bin_widths if analysis is not None else _bin_widths(source)
+            bin_ms = psth.psth_bin_ms(widths)
             psth_options = {"duration_s": "max" if duration_s is None else duration_s, "bin_ms": bin_ms}
-        results = _compute(session_tasks(source, table=table is None, psth_options=psth_options))
+        done = _pass_for(source, analysis, table is None, psth_options)
     if table is None:
-        table = pd.concat([r.table for r in results], ignore_index=True)
+        assert done is not None
+        table = done.table
     if duration_s is not None:
         table = select_conditions(table, duration_s=duration_s)
     try:
@@ -304,9 +335,9 @@ def run_maps(
     out = Path(out_dir)
     written = {schema.MAPS_NETCDF: save_netcdf(summary, out / schema.MAPS_NETCDF)}
     if figures:
-        widths = pd.concat([r.clusters for r in results], ignore_index=True)
-        modulation = maps.modulation_index(table, widths, per_unit=True, unknown_waveform="drop")
-        rate = psth.combine_psths([r.psth for r in results], max_distance_um=schema.PSTH_NEAR_EMITTER_UM)
+        assert done is not None
+        modulation = maps.modulation_index(table, done.clusters, per_unit=True, unknown_waveform="drop")
+        rate = psth.combine_psths(done.psths, max_distance_um=schema.PSTH_NEAR_EMITTER_UM)
         written.update(summary_figures(effect, depth, modulation, rate, out, table, keep_artifacts=keep_artifacts))
     return written
 
@@ -370,11 +401,15 @@ def _guarded(what: str, compute: Any) -> tuple[Any, list[str]]:
     return result, notes + ([failed] if failed else [])
 
 
-def _catalog_summary(source: Any, table: pd.DataFrame) -> pd.DataFrame:
+def _catalog_summary(source: Any, table: pd.DataFrame, analysis: AnalysisPass | None = None) -> pd.DataFrame:
     """:meth:`opto_cube.store.catalog.Catalog.summary` plus ``responding_units``: QC-passing units significantly
-    activated or inactivated under at least one condition of the table."""
-    catalog = source if isinstance(source, Catalog) else Catalog(dict(sessions_of(source)))
-    summary = catalog.summary()
+    activated or inactivated under at least one condition of the table. The summary rows of ``analysis``
+    when given (no store opened again)."""
+    if analysis is not None and all(r.summary is not None for r in analysis.sessions):
+        summary = analysis.summary
+    else:
+        catalog = source if isinstance(source, Catalog) else Catalog(dict(sessions_of(source)))
+        summary = catalog.summary()
     hit = (
         table[schema.SIGNIFICANT].astype(bool)
         & (table[schema.ACTIVATED].astype(bool) | table[schema.INACTIVATED].astype(bool))
@@ -394,24 +429,25 @@ def _report_results(
     table: pd.DataFrame | None,
     n_boot: int,
     seed: int,
+    analysis: AnalysisPass | None = None,
 ) -> _ReportResults:
     """The one pass over the sessions (responses and PSTH parts), then every result of the page."""
     from opto_cube.analysis import power_response, spatial
 
-    widths = _bin_widths(source)
+    widths = analysis.bin_widths if analysis is not None else _bin_widths(source)
     bin_ms = psth.psth_bin_ms(widths)
     psth_duration = "max" if duration_s is None else duration_s
     psth_options = {"duration_s": psth_duration, "bin_ms": bin_ms}
-    results = _compute(session_tasks(source, table=table is None, psth_options=psth_options))
+    done = _pass_for(source, analysis, table is None, psth_options)
     if table is None:
-        table = pd.concat([r.table for r in results], ignore_index=True)
-    summary = _catalog_summary(source, table)
+        table = done.table
+    summary = _catalog_summary(source, table, done)
     mapped = select_conditions(table, duration_s=duration_s) if duration_s is not None else table
     try:
         effect, depth, _ = maps_dataset(mapped, distance_bin_um=distance_bin_um, duration_s=duration_s)
     except OptoCubeError as e:
         raise OptoCubeError(f"{source}: {e}") from e
-    clusters = pd.concat([r.clusters for r in results], ignore_index=True)
+    clusters = done.clusters
     modulation = maps.modulation_index(mapped, clusters, per_unit=True, unknown_waveform="drop")
     extent_duration = "max" if duration_s is None else duration_s
     extent, extent_notes = _guarded(
@@ -423,7 +459,7 @@ def _report_results(
     )
     rate, rate_notes = _guarded(
         "population PSTH",
-        lambda: psth.combine_psths([r.psth for r in results], max_distance_um=schema.PSTH_NEAR_EMITTER_UM),
+        lambda: psth.combine_psths(done.psths, max_distance_um=schema.PSTH_NEAR_EMITTER_UM),
     )
     parameters = {
         "stores": str(getattr(source, "source", "") or source),
@@ -547,6 +583,7 @@ def report_content(
     table: pd.DataFrame | None = None,
     n_boot: int = schema.EXTENT_N_BOOT,
     seed: int = 0,
+    analysis: AnalysisPass | None = None,
     title: str | None = None,
 ) -> Any:
     """What :func:`run_report` writes, as a :class:`opto_cube.figures.report.ReportContent` (its figures open).
@@ -572,7 +609,13 @@ def report_content(
     if n_sessions == 0:
         raise OptoCubeError(f"{source}: no sessions to report (no .zarr stores)")
     results = _report_results(
-        source, distance_bin_um=distance_bin_um, duration_s=duration_s, table=table, n_boot=n_boot, seed=seed
+        source,
+        distance_bin_um=distance_bin_um,
+        duration_s=duration_s,
+        table=table,
+        n_boot=n_boot,
+        seed=seed,
+        analysis=analysis,
     )
     plt = plot.pyplot()  # the Agg backend without a display
     before = set(plt.get_fignums())
@@ -600,6 +643,7 @@ def run_report(
     n_boot: int = schema.EXTENT_N_BOOT,
     seed: int = 0,
     title: str | None = None,
+    analysis: AnalysisPass | None = None,
 ) -> Path:
     """The ``opto-cube report`` job: one self-contained HTML page of a catalog's results (``docs/report.md``).
 
@@ -634,6 +678,8 @@ def run_report(
         Seed of the bootstrap.
     title
         The page's title; default ``"opto_cube report: N sessions"``.
+    analysis
+        The catalog's :class:`~opto_cube.jobs.tasks.AnalysisPass` if already made: read, not recomputed.
 
     Returns
     -------
@@ -672,6 +718,7 @@ def run_report(
             n_boot=n_boot,
             seed=seed,
             title=title,
+            analysis=analysis,
         )
         return write_report(content, out)
     finally:

@@ -29,7 +29,6 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,10 +41,10 @@ import xarray as xr
 from opto_cube import schema
 from opto_cube.analysis import psth, response
 from opto_cube.errors import StoreError
-from opto_cube.store.catalog import Catalog, sessions_of
+from opto_cube.store.catalog import Catalog, _summary_row, sessions_of
 from opto_cube.store.write import StorePath
 
-__all__ = ["SessionResults", "session_results", "session_tasks"]
+__all__ = ["AnalysisPass", "SessionResults", "analysis_pass", "session_results", "session_tasks"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +67,9 @@ class SessionResults:
         The cube's bin width.
     timing_note
         Why the table's timing columns are NaN (:func:`opto_cube.analysis.response.timing_status`), or None.
+    summary
+        The session's row of :meth:`opto_cube.store.catalog.Catalog.summary` (its ``light_artifacts`` from
+        the responses' ``light_artifact`` when they were computed: never a second artifact test).
     """
 
     session_id: str
@@ -77,6 +79,11 @@ class SessionResults:
     psth: xr.DataArray | None
     bin_width_s: float
     timing_note: str | None = None
+    summary: dict[str, Any] | None = None
+
+
+_UNKNOWN = object()
+PASS_COUNT = [0]  # session passes run in this process (tests count them: one per session per job)
 
 
 class _InMemory:
@@ -86,7 +93,11 @@ class _InMemory:
         self.cube = cube
 
 
-_SMALL = (  # what a task reads besides window_counts: the coordinates of the table and the conditions
+_TABLE_COORDS = (  # the coordinates the responses table and the summary row read
+    schema.CLUSTER,
+    schema.TRIAL,
+    schema.TIME,
+    schema.WINDOW,
     schema.EMITTER,
     schema.POWER,
     schema.DURATION,
@@ -98,75 +109,32 @@ _SMALL = (  # what a task reads besides window_counts: the coordinates of the ta
     schema.TRIAL_CONDITION,  # the stored timing's conditions (schema "Stored timing")
     *schema.STORED_CONDITION_COORDS,
 )
-_INDEXES = (schema.CLUSTER, schema.TRIAL, schema.TIME, schema.WINDOW)
-_ARRAYS = (schema.WINDOW_COUNTS, *schema.TIMING_ARRAYS)  # the small arrays a task reads (never spike_counts)
 
 
 def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool, timing: bool = True) -> xr.Dataset:
-    """A store opened for one task, numpy-backed (no dask graph).
+    """A store opened for one task through the one checked reader (:func:`opto_cube.store.chunks.read_checked`).
 
-    For the responses alone (``cube=False``) of a store with ``window_counts``:
-    the consolidated metadata in one read, then ``window_counts`` and the small
-    coordinates the table needs read concurrently (one round trip's latency,
-    not one per array), nothing else. Otherwise the whole store through
-    :func:`xarray.open_zarr`, every array read when asked for.
+    ``window_counts``, the stored timing arrays (with ``timing``) and, with
+    ``cube``, ``condition_counts`` (the per-condition time course) and every
+    coordinate, read eagerly and together; every chunk of the store present,
+    in place and matching its CRC32C, or one :class:`StoreError` naming store
+    and chunk. A store without those arrays (written before them) is opened
+    with :func:`opto_cube.store.write.open_cube` (checked as each chunk is read).
     """
-    if not cube:
-        fast = _read_small(path, storage_options, timing)
-        if fast is not None:
-            return fast
-    options: dict[str, Any] = {"storage_options": storage_options} if storage_options else {}
-    try:
-        ds = xr.open_zarr(path, chunks=None, consolidated=True, **options)
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        raise StoreError(f"{path}: not an opto_cube store ({' '.join(str(e).split())})") from e
-    if schema.SPIKE_COUNTS not in ds:
+    from opto_cube.store.chunks import read_checked
+    from opto_cube.store.write import open_cube
+
+    names = [schema.WINDOW_COUNTS, *(schema.TIMING_ARRAYS if timing else ())]
+    if cube and schema.CONDITION_COUNTS not in names:
+        names.append(schema.CONDITION_COUNTS)
+    # the table needs a few coordinates (every chunk is checked all the same); the time course keeps them all
+    read = read_checked(path, storage_options, names if cube else [*names, *_TABLE_COORDS], small=cube)
+    if schema.SPIKE_COUNTS not in read.shapes:
         raise StoreError(f"{path}: not an opto_cube store (no {schema.SPIKE_COUNTS!r} variable)")
-    return ds
-
-
-def _read_small(path: StorePath, storage_options: dict[str, Any] | None, timing: bool = True) -> xr.Dataset | None:
-    """``window_counts`` and the small coordinates of a format-2 store, read at once; None for a format-1 store."""
-    import asyncio
-
-    import zarr
-    from zarr.core.metadata import ArrayV3Metadata
-    from zarr.core.sync import sync
-
-    from opto_cube.store.write import zarr_store
-
-    try:
-        group = zarr.open_group(zarr_store(path, storage_options, read_only=True), mode="r", use_consolidated=True)
-        members = dict(group.members())
-    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError) as e:
-        raise StoreError(f"{path}: not an opto_cube store ({' '.join(str(e).split())})") from e
-    wanted = _ARRAYS if timing else (schema.WINDOW_COUNTS,)
-    names = [n for n in (*wanted, *_INDEXES, *_SMALL) if n in members]
-    if schema.WINDOW_COUNTS not in names or schema.SPIKE_COUNTS not in members:
-        return None
-    arrays: dict[str, zarr.Array] = {}
-    dims: dict[str, tuple[str, ...]] = {}
-    for n in names:
-        member = members[n]
-        if not isinstance(member, zarr.Array) or not isinstance(member.metadata, ArrayV3Metadata):
-            return None  # not a store this reader knows: the general path below decides
-        arrays[n] = member
-        dims[n] = tuple(str(d) for d in member.metadata.dimension_names or ())
-
-    async def read_all() -> list[Any]:
-        return await asyncio.gather(*(arrays[n]._async_array.getitem(...) for n in names))
-
-    values = dict(zip(names, sync(read_all()), strict=True))
-    variables = {
-        n: xr.Variable(
-            dims[n],
-            np.asarray(values[n]),
-            {k: v for k, v in arrays[n].attrs.items() if not k.startswith("_")},
-        )
-        for n in names
-    }
-    data = {n: variables.pop(n) for n in _ARRAYS if n in variables}
-    return xr.Dataset(data, coords=variables, attrs=dict(group.attrs))
+    if schema.WINDOW_COUNTS in read.arrays and (not cube or schema.CONDITION_COUNTS in read.arrays):
+        return read.dataset()
+    options = {"storage_options": storage_options} if storage_options else {}
+    return open_cube(path, **options)  # a store written before window_counts / condition_counts
 
 
 def session_results(
@@ -210,14 +178,16 @@ def session_results(
     if isinstance(store_or_cube, _InMemory):
         store_or_cube = store_or_cube.cube
     if isinstance(store_or_cube, xr.Dataset):
-        cube, in_memory = store_or_cube, True
+        cube = store_or_cube
     else:
         wants_cube = time_course or psth_options is not None
-        cube, in_memory = _open(store_or_cube, storage_options, cube=wants_cube, timing=timing), False
+        cube = _open(store_or_cube, storage_options, cube=wants_cube, timing=timing)
+    PASS_COUNT[0] += 1
     sid = str(cube.attrs.get(schema.ATTR_SESSION_ID, "")) if session_id is None else session_id
     # a cube passed in may be dask-backed: compute it here, in this task, not on a cluster from inside a task
-    with dask.config.set(scheduler="sync") if in_memory else contextlib.nullcontext():
+    with dask.config.set(scheduler="sync"):
         result = response.responses(cube, by=by, mode=mode, significant_by=significant_by, timing=timing, warn=False)
+        result = result.load() if table else result
         rows = response.to_table(result, sid) if table else None
         course = psth.condition_time_course(cube) if time_course or psth_options is not None else None
         piece = (
@@ -230,9 +200,15 @@ def session_results(
                 schema.TROUGH_TO_PEAK: np.asarray(cube[schema.TROUGH_TO_PEAK].values),
             }
         )
+        note = response.timing_status(cube) if timing else None
+        flags: Any = _UNKNOWN
+        if table and timing and note is None and by is None:  # the stored conditions: the summary's own test
+            flags = np.asarray(result[schema.LIGHT_ARTIFACT].values, bool)
+        summary = _summary_row(sid, cube, flags)
     width = float(cube.attrs.get(schema.ATTR_BIN_WIDTH, np.nan))
-    note = response.timing_status(cube) if table and timing else None
-    return SessionResults(sid, rows, clusters, course if time_course else None, piece, width, note)
+    return SessionResults(
+        sid, rows, clusters, course if time_course else None, piece, width, note if table else None, summary
+    )
 
 
 def session_tasks(source: Any, **kwargs: Any) -> list[Any]:
@@ -249,3 +225,121 @@ def session_tasks(source: Any, **kwargs: Any) -> list[Any]:
 
 def _compute(tasks: Sequence[Any]) -> list[SessionResults]:
     return list(dask.compute(*tasks)) if tasks else []
+
+
+@dataclass(frozen=True)
+class AnalysisPass:
+    """The computed results of one pass over a catalog: made once per job, read by every part of it.
+
+    One task per session (:func:`session_results`, the store opened once,
+    where the task runs); the responses table, the maps, the report and the
+    demo read their parts from here and compute none of them again (as a
+    SpikeInterface extension is computed once and read by its dependents).
+
+    Attributes
+    ----------
+    sessions
+        Each session's :class:`SessionResults`, in the catalog's order.
+    options
+        What the pass computed: ``by``, ``mode``, ``significant_by``, ``timing``, ``table``, ``psth_options``.
+    """
+
+    sessions: tuple[SessionResults, ...]
+    options: dict[str, Any]
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The responses table (every session's rows; :func:`opto_cube.jobs.pipeline.responses_table`)."""
+        tables = [r.table for r in self.sessions if r.table is not None]
+        return pd.concat(tables, ignore_index=True) if tables else response.empty_table()
+
+    @property
+    def clusters(self) -> pd.DataFrame:
+        """``session_id, cluster, trough_to_peak_ms`` of every cluster of every session."""
+        return pd.concat([r.clusters for r in self.sessions], ignore_index=True)
+
+    @property
+    def psths(self) -> list[xr.DataArray | None]:
+        """Each session's part of the population PSTH (None where not computed)."""
+        return [r.psth for r in self.sessions]
+
+    @property
+    def bin_widths(self) -> list[float]:
+        """Each session's bin width, s."""
+        return [r.bin_width_s for r in self.sessions]
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """The catalog summary (:meth:`Catalog.summary`), from the pass: no store opened again."""
+        from opto_cube.store.catalog import SUMMARY_COLUMNS
+
+        return pd.DataFrame([r.summary for r in self.sessions], columns=list(SUMMARY_COLUMNS))
+
+    def serves(self, **options: Any) -> bool:
+        """Whether this pass computed what ``options`` ask for (else a job makes its own)."""
+        mine = self.options
+        for key, value in options.items():
+            if key == "table":
+                if value and not mine.get("table"):
+                    return False
+            elif key == "psth_options":
+                if value is not None and mine.get("psth_options") != value:
+                    return False
+            elif mine.get(key) != value:
+                return False
+        return True
+
+
+def analysis_pass(
+    source: Any,
+    *,
+    by: Any = None,
+    mode: str = schema.MODE_PER_CONDITION,
+    significant_by: str = "p",
+    timing: bool = True,
+    table: bool = True,
+    psth_options: dict[str, Any] | None = None,
+) -> AnalysisPass:
+    """One pass over ``source``: one task per session, one ``dask.compute``; see :class:`AnalysisPass`.
+
+    Parameters
+    ----------
+    source
+        Anything :func:`opto_cube.store.catalog.sessions_of` accepts (a catalog, a folder of stores, cubes).
+    by, mode, significant_by, timing
+        As in :func:`opto_cube.analysis.response.responses`.
+    table
+        Compute the responses table.
+    psth_options
+        Keyword arguments of :func:`psth.session_psth`: also each session's part of the population PSTH.
+
+    Returns
+    -------
+    AnalysisPass
+
+    Examples
+    --------
+    >>> import tempfile, warnings
+    >>> from opto_cube import synth
+    >>> from opto_cube.jobs import convert
+    >>> root = tempfile.mkdtemp()
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     for folder in synth.make_dataset(root, n_sessions=2, size="tiny"):
+    ...         _ = convert.convert_session(folder, root + "/stores", bin_ms=10)
+    ...     done = analysis_pass(root + "/stores")
+    >>> len(done.sessions), done.table["session_id"].nunique(), len(done.summary)
+    (2, 2, 2)
+    """
+    options = {
+        "by": by,
+        "mode": mode,
+        "significant_by": significant_by,
+        "timing": timing,
+        "table": table,
+        "psth_options": psth_options,
+    }
+    tasks = session_tasks(
+        source, by=by, mode=mode, significant_by=significant_by, timing=timing, table=table, psth_options=psth_options
+    )
+    return AnalysisPass(tuple(_compute(tasks)), options)

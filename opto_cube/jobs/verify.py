@@ -261,7 +261,7 @@ def verify_store(
         group = zarr.open_group(store.zarr_store(path, storage_options, read_only=True), mode="r")
         expected = chunks.expected_chunks(group)
         report.chunks = len(expected)
-        problems = chunks.check_chunks(path, storage_options)
+        problems = chunks.metadata_problems(path, storage_options) + chunks.check_chunks(path, storage_options)
     except Exception as e:
         report.problems.append(f"{name}: metadata cannot be read ({_one_line(e)})")
         return report

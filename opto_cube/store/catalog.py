@@ -70,12 +70,24 @@ class Catalog(Mapping[str, xr.Dataset]):
     """
 
     def __init__(
-        self, cubes: Mapping[str, xr.Dataset | StorePath], source: str = "", storage_options: dict | None = None
+        self,
+        cubes: Mapping[str, xr.Dataset | StorePath],
+        source: str = "",
+        storage_options: dict | None = None,
+        attrs: Mapping[str, dict[str, Any]] | None = None,
     ) -> None:
         self._cubes: dict[str, xr.Dataset | StorePath] = dict(sorted(cubes.items()))
         self._paths = {sid: entry for sid, entry in self._cubes.items() if not isinstance(entry, xr.Dataset)}
         self.source = source
         self.storage_options = dict(storage_options or {})
+        self._attrs = dict(attrs or {})  # each store's attributes, as read when the catalog was made
+
+    def store_attrs(self, session_id: str) -> dict[str, Any] | None:
+        """A session's store attributes as read when the catalog was made (None when not read then)."""
+        entry = self._cubes.get(session_id)
+        if isinstance(entry, xr.Dataset):
+            return dict(entry.attrs)
+        return self._attrs.get(session_id)
 
     def __getitem__(self, session_id: str) -> xr.Dataset:
         try:
@@ -134,7 +146,9 @@ class Catalog(Mapping[str, xr.Dataset]):
         return head + self.summary().to_html(index=False)
 
 
-def _summary_row(session_id: str, ds: xr.Dataset) -> dict[str, Any]:
+def _summary_row(session_id: str, ds: xr.Dataset, artifacts: Any = None) -> dict[str, Any]:
+    """One row of :meth:`Catalog.summary`; ``artifacts``: the light-artifact flags when already computed."""
+
     def values(name: str) -> np.ndarray:
         return np.asarray(ds[name].values) if name in ds.variables else np.zeros(0)
 
@@ -148,8 +162,12 @@ def _summary_row(session_id: str, ds: xr.Dataset) -> dict[str, Any]:
         "trials": int(ds.sizes.get(schema.TRIAL, 0)),
         "emitters": int(np.unique(values(schema.EMITTER)).size),
         "powers": tuple(float(f"{p:.4g}") for p in levels),
-        schema.SUMMARY_ARTIFACTS: None if (flags := light_artifacts(ds)) is None else int(flags.sum()),
+        schema.SUMMARY_ARTIFACTS: None if (flags := _flags(ds, artifacts)) is None else int(flags.sum()),
     }
+
+
+def _flags(ds: xr.Dataset, artifacts: Any) -> np.ndarray | None:
+    return artifacts if isinstance(artifacts, np.ndarray) else light_artifacts(ds)
 
 
 def light_artifacts(ds: xr.Dataset) -> np.ndarray | None:
@@ -214,6 +232,7 @@ def open_catalog(folder_or_url: str | os.PathLike, **storage_options: Any) -> Ca
     <opto_cube.Catalog: 0 sessions from ...>
     """
     paths: dict[str, StorePath] = {}
+    every: dict[str, dict[str, Any]] = {}
     for path in list_stores(folder_or_url, storage_options):
         attrs = read_store_attrs(path, storage_options)
         if not (attrs and attrs.get(schema.ATTR_COMPLETE)):
@@ -223,7 +242,8 @@ def open_catalog(folder_or_url: str | os.PathLike, **storage_options: Any) -> Ca
         if session_id in paths:
             raise StoreError(f"{path}: session {session_id!r} is already in the catalog, from {paths[session_id]}")
         paths[session_id] = path
-    return Catalog(paths, source=os.fspath(folder_or_url), storage_options=storage_options)
+        every[session_id] = attrs
+    return Catalog(paths, source=os.fspath(folder_or_url), storage_options=storage_options, attrs=every)
 
 
 def _session_id(path: StorePath, attrs: Mapping[str, Any] | None) -> str:
@@ -251,22 +271,29 @@ def catalog_of(sources: Iterable[str | os.PathLike]) -> Catalog:
         A path that does not exist, a folder holding no store, or a session given twice.
     """
     entries: dict[str, StorePath] = {}
+    every: dict[str, dict[str, Any]] = {}
     for given in sources:
         source = _path(given)
         if not is_url(source) and not Path(source).exists():
             raise StoreError(f"{source}: no such folder of stores (or store)")
         if _is_store(source):
-            found = {_session_id(source, read_store_attrs(source)): source}
+            attrs = read_store_attrs(source)
+            found = {_session_id(source, attrs): source}
+            if attrs is not None:
+                every[_session_id(source, attrs)] = attrs
         else:
-            listed = open_catalog(source).entries()
+            folder = open_catalog(source)
+            listed = folder.entries()
             found = {sid: _path(entry) for sid, entry in listed if not isinstance(entry, xr.Dataset)}
+            every.update({sid: a for sid in found if (a := folder.store_attrs(sid)) is not None})
             if not found:
                 raise StoreError(f"{source}: holds no {STORE_SUFFIX} stores")
         twice = sorted(set(found) & set(entries))
         if twice:
             raise StoreError(f"{source}: session {twice[0]!r} given twice; name each session's store once")
         entries.update(found)
-    return Catalog(entries, source=", ".join(map(os.fspath, sources)) if isinstance(sources, list) else "")
+    source_text = ", ".join(map(os.fspath, sources)) if isinstance(sources, list) else ""
+    return Catalog(entries, source=source_text, attrs={sid: a for sid, a in every.items() if sid in entries})
 
 
 def sessions_of(source: Any) -> list[tuple[str, xr.Dataset | StorePath]]:

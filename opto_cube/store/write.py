@@ -824,17 +824,14 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
         warn(
             path, f"store format {version} (no window_counts, no chunk checksums): reconvert it with opto-cube convert"
         )
-    else:
-        small = [name for name, array in group.arrays() if array.ndim < 2]  # read below: their 4 bytes now
-        problems = chunks.check_chunks(path, storage_options, suffixes=small, group=group, attrs=attrs)
-        if problems:
-            raise StoreError(f"{problems[0]}: the store is damaged (opto-cube convert rebuilds it)")
+    else:  # the one checked reader: every chunk present and in place, every byte whole but the cube's
+        chunks.read_checked(path, storage_options, (), small=False, shallow=(schema.SPIKE_COUNTS,))
     try:
         ds = xr.open_zarr(path, chunks={}, consolidated=True, **kwargs)
     except (FileNotFoundError, KeyError) as e:
         raise StoreError(f"{path}: not an opto_cube store ({' '.join(str(e).split())})") from e
     except Exception as e:  # a coordinate that does not decode
-        raise StoreError(f"{chunks.corrupt_chunk(path, storage_options, e)}: the store is damaged") from e
+        raise chunks.damaged(path, chunks.corrupt_chunk(path, storage_options, e).removeprefix(f"{path}: ")) from e
     if schema.SPIKE_COUNTS not in ds:
         raise StoreError(f"{path}: not an opto_cube store (no {schema.SPIKE_COUNTS!r} variable)")
     small = [name for name, c in ds.coords.items() if name not in ds.indexes and c.ndim == 1]
@@ -842,7 +839,7 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
     try:
         values = dask.compute(*(ds[name].variable for name in small), scheduler="synchronous")
     except Exception as e:
-        raise StoreError(f"{chunks.corrupt_chunk(path, storage_options, e)}: the store is damaged") from e
+        raise chunks.damaged(path, chunks.corrupt_chunk(path, storage_options, e).removeprefix(f"{path}: ")) from e
     ds = ds.assign_coords(dict(zip(small, values, strict=True)))
     return chunks.checked(ds, path, storage_options, attrs, group) if version >= schema.FORMAT_VERSION else ds
 
