@@ -298,14 +298,18 @@ def test_a_dataset_without_the_coordinates_is_told_what_it_lacks() -> None:
 # --------------------------------------------------------------------------
 # Registration and the public names
 # --------------------------------------------------------------------------
-IMPORT_ORDERS = {
-    "opto_cube first": "import opto_cube; assert 'xarray' not in sys.modules; import xarray as xr",
-    "xarray first": "import xarray as xr; import opto_cube",
-    "a module that imports xarray": "import opto_cube.analysis.conditions; import xarray as xr",
-}
+IMPORT_ORDERS = [
+    pytest.param("import opto_cube; assert 'xarray' not in sys.modules; import xarray as xr", id="opto_cube first"),
+    pytest.param("import xarray as xr; import opto_cube", id="xarray first", marks=pytest.mark.slow),
+    pytest.param(
+        "import opto_cube.analysis.conditions; import xarray as xr",
+        id="a module that imports xarray",
+        marks=pytest.mark.slow,
+    ),
+]
 
 
-@pytest.mark.parametrize("order", IMPORT_ORDERS.values(), ids=IMPORT_ORDERS.keys())
+@pytest.mark.parametrize("order", IMPORT_ORDERS)
 def test_import_opto_cube_registers_the_accessor_in_any_import_order(order: str) -> None:
     code = (
         f"import sys; {order}; "

@@ -93,6 +93,7 @@ def test_broken_session_one_line_exit_1_others_convert(capsys, tmp_path, clean_s
     )
 
 
+@pytest.mark.slow
 def test_broken_session_through_the_console_script(tmp_path, clean_session):
     """As users run it: one line, no traceback, exit 1, the good session converted."""
     root, out = tmp_path / "data", tmp_path / "stores"

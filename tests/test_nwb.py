@@ -81,6 +81,7 @@ def test_round_trip_every_quirk(quirky_nwb, tmp_path, bin_ms):
     assert np.isnan(ds[schema.DEPTH_FROM_SURFACE].values).any()
 
 
+@pytest.mark.slow
 def test_round_trip_dataset_with_tip_offset(tmp_path):
     """synth.make_dataset's sessions (its default quirks, optional .mat), through ``to_nwb`` and ``convert``."""
     folders = synth.make_dataset(tmp_path / "data", n_sessions=2, size="tiny", seed=4)
@@ -153,6 +154,7 @@ def test_valid_for_pynwb(quirky_nwb):
     assert pynwb.validate(path=str(quirky_nwb[1])) == []
 
 
+@pytest.mark.slow
 def test_nwbinspector_no_critical_finding(quirky_nwb):
     inspector = pytest.importorskip("nwbinspector")
     messages = list(inspector.inspect_nwbfile(nwbfile_path=str(quirky_nwb[1])))

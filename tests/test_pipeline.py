@@ -168,6 +168,7 @@ def test_modulation_index_refuses_widths_of_other_sessions(tiny_dataset):
 # --------------------------------------------------------------------------
 # the command line, in process
 # --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_maps(tiny_dataset, tmp_path, capsys):
     out = tmp_path / "maps"
     assert cli.main(["maps", str(tiny_dataset.out), "--out", str(out), "--distance-bin-um", "200"]) == 0
@@ -207,6 +208,7 @@ def test_cli_maps_refuses_a_bad_bin_width(tiny_dataset, tmp_path, capsys):
     assert "expected a positive width in um" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_demo(tmp_path, capsys):
     out = tmp_path / "demo"
     assert cli.main(["demo", "--out", str(out), "--sessions", "2", "--size", "tiny"]) == 0

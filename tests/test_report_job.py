@@ -154,6 +154,7 @@ def _count_tasks(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     return calls
 
 
+@pytest.mark.slow
 def test_each_session_is_one_task_for_the_table_and_the_psth(tiny_dataset, tmp_path, monkeypatch) -> None:
     calls = _count_tasks(monkeypatch)
     pipeline.run_report(tiny_dataset.out, tmp_path / "r.html", n_boot=10)
@@ -232,6 +233,7 @@ def test_an_older_report_stays_when_the_job_fails(job: dict, tmp_path: Path) -> 
 # --------------------------------------------------------------------------
 # opto-cube report
 # --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_report(tiny_dataset, tmp_path: Path, capsys) -> None:
     out = tmp_path / "site" / "report.html"
     argv = ["report", str(tiny_dataset.out), "--out", str(out), "--n-boot", "20", "--title", "Tiny <catalog>"]
