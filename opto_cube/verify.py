@@ -327,8 +327,14 @@ def recount(
     """
     from . import binning, convert
 
+    import warnings
+
+    from .errors import OptoCubeWarning
+
     try:
-        session = convert.read_session(source)
+        with warnings.catch_warnings():  # the session's quirks were reported when it was converted
+            warnings.simplefilter("ignore", OptoCubeWarning)
+            session = convert.read_session(source)
     except OptoCubeError as e:
         report.problems.append(f"{path}: counts not recounted: {_one_line(e)}")
         return
