@@ -325,10 +325,9 @@ def recount(
     sources' trials. A chunk rewritten together with its checksum record passes every checksum, never this.
     Costs about one conversion (memory: one trial chunk of the cube), with a progress bar when asked.
     """
-    from . import binning, convert
-
     import warnings
 
+    from . import binning, convert
     from .errors import OptoCubeWarning
 
     try:
