@@ -329,11 +329,16 @@ def recount(
     sources' trials. A chunk rewritten together with its checksum record passes every checksum, never this.
     Costs about one conversion (memory: one trial chunk of the cube), with a progress bar when asked.
     """
+    import warnings
+
     from opto_cube import binning
+    from opto_cube.errors import OptoCubeWarning
     from opto_cube.jobs import convert
 
     try:
-        session = convert.read_session(source)
+        with warnings.catch_warnings():  # the session's quirks were reported when it was converted
+            warnings.simplefilter("ignore", OptoCubeWarning)
+            session = convert.read_session(source)
     except OptoCubeError as e:
         report.problems.append(f"{path}: counts not recounted: {_one_line(e)}")
         return
