@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "opto_cube"
 
 # lowest first: a module may import only from its own layer or a lower one
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("schema", "errors"),
+    ("schema", "errors", "lazy"),
     ("binning", "io", "synth"),
     ("store",),
     ("analysis",),
