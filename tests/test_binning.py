@@ -448,3 +448,32 @@ def test_a_count_past_the_dtype_raises_count_overflow():
         list(binning.iter_count_chunks(blocks, np.array([onset_sample / SAMPLES_PER_S]), [0.01], bins, 1))
     chunks = list(binning.iter_count_chunks(blocks, [onset_sample / SAMPLES_PER_S], [0.01], bins, 1, np.uint16))
     assert int(chunks[0].counts.max()) == 256
+
+
+def test_trial_parts_assemble_what_was_added_and_hold_less() -> None:
+    """TrialParts: the whole array back, exactly, with fill where nothing was added; compressed while held."""
+    rng = np.random.default_rng(3)
+    whole = np.full((40, 1000), -1, np.int16)
+    parts = binning.TrialParts(whole.shape, -1, np.int16)
+    for t0 in range(0, 900, 128):  # trials 900.. never added: they stay -1
+        sl = slice(t0, min(t0 + 128, 900))
+        block = parts.buffer(sl.stop - sl.start)
+        assert block.shape == (40, sl.stop - sl.start)
+        assert (block == -1).all()
+        hit = rng.random(block.shape) < 0.3
+        block[hit] = rng.integers(0, 40, hit.sum())
+        whole[:, sl] = block
+        parts.add(sl, block)
+    np.testing.assert_array_equal(parts.assemble(), whole)
+    assert parts.assemble().dtype == np.int16
+    assert parts.nbytes < whole.nbytes // 2
+
+
+def test_trial_parts_widen_to_the_widest_part() -> None:
+    parts = binning.TrialParts((2, 4, 2), 0, np.uint8)
+    parts.add(slice(0, 2), np.full((2, 2, 2), 7, np.uint8))
+    parts.add(slice(2, 4), np.full((2, 2, 2), 300, np.uint16))
+    out = parts.assemble()
+    assert out.dtype == np.uint16
+    assert out[:, :2].tolist() == [[[7, 7], [7, 7]]] * 2
+    assert out[:, 2:].tolist() == [[[300, 300], [300, 300]]] * 2
