@@ -477,3 +477,21 @@ def test_trial_parts_widen_to_the_widest_part() -> None:
     assert out.dtype == np.uint16
     assert out[:, :2].tolist() == [[[7, 7], [7, 7]]] * 2
     assert out[:, 2:].tolist() == [[[300, 300], [300, 300]]] * 2
+
+
+def test_time_course_widens_before_a_sum_could_wrap() -> None:
+    """300 trials of one condition, 255 spikes in one bin each: the sum 76,500 passes uint16 and stays exact."""
+    bins = binning.plan_time_bins([0.01], bin_ms=5, window_s=(-0.5, 0.5))
+    onsets = 10.0 * np.arange(1, 301)
+    times = (onsets[:, None] + 0.0001 + 1e-5 * np.arange(255)[None, :]).ravel()  # bin 100 of every trial
+    timing = binning.Timing(np.zeros(300, np.int64), 1, bins, 1)
+    assert timing.by_condition.dtype == np.uint16  # bounded: not sized for 300 trials x 255 up front
+    chunks = binning.iter_count_chunks(
+        [(times, np.zeros(times.size, np.int64))], onsets, np.full(300, 0.01), bins, 1, trial_chunk=64, timing=timing
+    )
+    for _ in chunks:
+        pass
+    assert timing.by_condition.dtype == np.uint32
+    assert int(timing.time_course[0, 0, 100]) == 300 * 255
+    assert int(timing.time_course.sum()) == 300 * 255
+    assert timing.first_spike.tolist() == [[0] * 300]
