@@ -488,13 +488,16 @@ class Timing:
         if self.trial_condition.size and (self.trial_condition.min() < 0 or self.trial_condition.max() >= n_conditions):
             raise ValueError(f"trial_condition must lie in [0, {n_conditions})")
         self.n_conditions = int(n_conditions)
-        # A sum holds at most (the condition's trials) x (the largest count count_dtype holds): the counts of a
-        # pass that completes fit count_dtype (else CountOverflow). So this dtype never wraps (uint16 for up to
-        # 257 trials a condition with uint8 counts). (condition, cluster, time) in memory: a trial's increments
-        # stay within one condition's slab.
+        # (condition, cluster, time) in memory: a trial's increments stay within one condition's slab. Its dtype
+        # is bounded, not sized for the session: it starts one step wider than the counts (uint16 for uint8) and
+        # is widened, before a chunk is binned, only if a sum could then pass it (reserve): memory does not grow
+        # with the trials of a condition, and no sum ever wraps.
         self.count_dtype = np.dtype(count_dtype)
-        most = int(np.bincount(self.trial_condition, minlength=1).max()) * int(np.iinfo(self.count_dtype).max)
-        self.by_condition = np.zeros((self.n_conditions, n_clusters, bins.n_bins), dtype=smallest_uint(most))
+        self.by_condition = np.zeros(
+            (self.n_conditions, n_clusters, bins.n_bins), dtype=smallest_uint(int(np.iinfo(self.count_dtype).max) + 1)
+        )
+        self._seen = [0] * self.n_conditions  # trials of each condition binned so far
+        self._largest = 0  # the largest count binned so far (the kernel's)
         stim_bins = bins.n_bins - _Trials.window_edges(bins)[1]
         # first spikes: one trial chunk at a time, each kept compressed (TrialParts), whole only when asked for
         self.first_spike_parts = TrialParts(
@@ -505,6 +508,33 @@ class Timing:
     def first_spike(self) -> np.ndarray:
         """(cluster, trial), assembled from the trial chunks filled so far (-1 elsewhere)."""
         return self.first_spike_parts.assemble()
+
+    def reserve(self, codes: np.ndarray, limit: int) -> None:
+        """Before binning trials of conditions ``codes`` whose counts reach at most ``limit``: widen if needed.
+
+        Every sum is at most (its condition's trials so far) x (the largest
+        count so far) + (its trials in this chunk) x ``limit``; the time
+        course is widened (a copy, rare) when that bound passes its dtype.
+
+        Examples
+        --------
+        >>> timing = Timing(np.zeros(300, np.int64), 1, plan_time_bins([0.01], bin_ms=5), 1)
+        >>> timing.by_condition.dtype.name
+        'uint16'
+        >>> timing.reserve(np.zeros(300, np.int64), 255)
+        >>> timing.by_condition.dtype.name
+        'uint32'
+        """
+        in_chunk = np.bincount(codes, minlength=self.n_conditions).tolist()
+        bound = max((s * self._largest + n * limit for s, n in zip(self._seen, in_chunk, strict=True)), default=0)
+        if bound > np.iinfo(self.by_condition.dtype).max:
+            self.by_condition = self.by_condition.astype(smallest_uint(bound))
+
+    def binned(self, codes: np.ndarray, largest: int) -> None:
+        """Trials of conditions ``codes`` were binned, their largest count ``largest``."""
+        for c, n in enumerate(np.bincount(codes, minlength=self.n_conditions).tolist()):
+            self._seen[c] += n
+        self._largest = max(self._largest, int(largest))
 
 
 class TrialParts:
@@ -614,6 +644,7 @@ def iter_count_chunks(
         windows.fill(0)
         codes, course, first = _NO_TIMING
         if timing is not None:
+            timing.reserve(timing.trial_condition[sl], limit)
             codes, course, first = timing.trial_condition[sl], timing.by_condition, timing.first_spike_parts.buffer(n)
         best = _count_chunk(
             times, clusters, lo, hi, part.onsets, rel, inv, part.stim_edge, part.stim_end, pre_edge, zero_edge,
@@ -622,6 +653,7 @@ def iter_count_chunks(
         if best > limit:
             raise CountOverflow(int(best), dtype)
         if timing is not None:
+            timing.binned(codes, best)
             timing.first_spike_parts.add(sl, first)
         yield CountChunk(sl, out, windows.astype(smallest_uint(int(windows.max(initial=0)))))
 

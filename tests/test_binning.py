@@ -448,3 +448,50 @@ def test_a_count_past_the_dtype_raises_count_overflow():
         list(binning.iter_count_chunks(blocks, np.array([onset_sample / SAMPLES_PER_S]), [0.01], bins, 1))
     chunks = list(binning.iter_count_chunks(blocks, [onset_sample / SAMPLES_PER_S], [0.01], bins, 1, np.uint16))
     assert int(chunks[0].counts.max()) == 256
+
+
+def test_trial_parts_assemble_what_was_added_and_hold_less() -> None:
+    """TrialParts: the whole array back, exactly, with fill where nothing was added; compressed while held."""
+    rng = np.random.default_rng(3)
+    whole = np.full((40, 1000), -1, np.int16)
+    parts = binning.TrialParts(whole.shape, -1, np.int16)
+    for t0 in range(0, 900, 128):  # trials 900.. never added: they stay -1
+        sl = slice(t0, min(t0 + 128, 900))
+        block = parts.buffer(sl.stop - sl.start)
+        assert block.shape == (40, sl.stop - sl.start)
+        assert (block == -1).all()
+        hit = rng.random(block.shape) < 0.3
+        block[hit] = rng.integers(0, 40, hit.sum())
+        whole[:, sl] = block
+        parts.add(sl, block)
+    np.testing.assert_array_equal(parts.assemble(), whole)
+    assert parts.assemble().dtype == np.int16
+    assert parts.nbytes < whole.nbytes // 2
+
+
+def test_trial_parts_widen_to_the_widest_part() -> None:
+    parts = binning.TrialParts((2, 4, 2), 0, np.uint8)
+    parts.add(slice(0, 2), np.full((2, 2, 2), 7, np.uint8))
+    parts.add(slice(2, 4), np.full((2, 2, 2), 300, np.uint16))
+    out = parts.assemble()
+    assert out.dtype == np.uint16
+    assert out[:, :2].tolist() == [[[7, 7], [7, 7]]] * 2
+    assert out[:, 2:].tolist() == [[[300, 300], [300, 300]]] * 2
+
+
+def test_time_course_widens_before_a_sum_could_wrap() -> None:
+    """300 trials of one condition, 255 spikes in one bin each: the sum 76,500 passes uint16 and stays exact."""
+    bins = binning.plan_time_bins([0.01], bin_ms=5, window_s=(-0.5, 0.5))
+    onsets = 10.0 * np.arange(1, 301)
+    times = (onsets[:, None] + 0.0001 + 1e-5 * np.arange(255)[None, :]).ravel()  # bin 100 of every trial
+    timing = binning.Timing(np.zeros(300, np.int64), 1, bins, 1)
+    assert timing.by_condition.dtype == np.uint16  # bounded: not sized for 300 trials x 255 up front
+    chunks = binning.iter_count_chunks(
+        [(times, np.zeros(times.size, np.int64))], onsets, np.full(300, 0.01), bins, 1, trial_chunk=64, timing=timing
+    )
+    for _ in chunks:
+        pass
+    assert timing.by_condition.dtype == np.uint32
+    assert int(timing.time_course[0, 0, 100]) == 300 * 255
+    assert int(timing.time_course.sum()) == 300 * 255
+    assert timing.first_spike.tolist() == [[0] * 300]

@@ -103,7 +103,10 @@ class CubeLayout:
 
     @classmethod
     def from_dataset(cls, ds: xr.Dataset) -> CubeLayout:
-        """The layout of a Dataset template (``spike_counts``' chunks from its encoding, or its dask chunks)."""
+        """The layout of a Dataset template (``spike_counts``' chunks from its encoding, or its dask chunks).
+
+        Data variables become placeholders (zeros of their dtype and shape): only coordinates are read.
+        """
         from opto_cube.schema import SPIKE_COUNTS
 
         def var(v: Any) -> Var:
@@ -114,9 +117,13 @@ class CubeLayout:
             counts = ds[SPIKE_COUNTS]
             stored = counts.encoding.get("chunks")
             chunks = tuple(stored) if stored is not None else tuple(c[0] for c in counts.chunks or ()) or None
+
+        def placeholder(v: Any) -> Var:  # a data variable's values are never read (it may be lazy): zeros
+            return Var(tuple(map(str, v.dims)), np.broadcast_to(np.zeros((), v.dtype), v.shape), dict(v.attrs))
+
         return cls(
             coords={str(k): var(v) for k, v in ds.coords.items()},
-            data_vars={str(k): var(v) for k, v in ds.data_vars.items()},
+            data_vars={str(k): placeholder(v) for k, v in ds.data_vars.items()},
             attrs=dict(ds.attrs),
             chunks=chunks,
         )
