@@ -25,7 +25,7 @@ import numpy as np
 from scipy.special import log_expit
 
 from opto_cube import schema
-from opto_cube.binning import use_writable_numba_cache
+from opto_cube.binning.numba_setup import use_writable_numba_cache
 
 use_writable_numba_cache()  # before the cached kernel below is defined (a read-only install, no $HOME)
 

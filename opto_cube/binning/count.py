@@ -1,341 +1,29 @@
-"""Spikes to counts ``[cluster, trial, time]``: pure binning, no disk I/O.
+"""The one pass over the spikes: counts ``[cluster, trial, time]`` and window counts, chunk by chunk of trials.
 
-Exactness. The published analysis counts a spike at ``t`` in the window
-``[a, b)`` of a trial with onset ``o`` when ``o + a <= t < o + b`` in float64.
-Spike times and onsets sit on the 30 kHz sample grid, so spikes land exactly
-on such edges and ``floor((t - o) / width)`` miscounts them. Here bin edges
-are whole microseconds, ``k / 1e6`` relative to onset (so ``-0.5`` and ``0``
-are exactly the doubles the analysis adds), every spike's bin is found by
-comparing ``t`` with ``o + edge`` in float64, and the edge that ends a
-trial's pulse is ``o + duration`` with the duration as stored. A window and
-bin width that cannot make the pre window ``[-0.5, 0)`` and every stim window
-``[0, duration)`` unions of whole bins are refused.
-
-Speed and memory. Trials are binned in chunks, in onset order, by one pass
-over the time-sorted spikes that fall in the chunk's windows (a spike counts
-in every trial whose window holds it; neighbouring windows overlap). One
-buffer of ``(clusters, trials per chunk, bins)`` is reused, so memory is
-bounded by the chunk, not by the session.
-
-Examples
---------
->>> import numpy as np
->>> bins = plan_time_bins(durations_s=[0.01], bin_ms=5.0, window_s=(-0.5, 0.1))
->>> bins
-TimeBins(bin_width_s=0.005, window_s=(-0.5, 0.1), n_bins=120)
->>> counts = spike_counts(np.array([10.0, 10.004, 10.005]), np.array([0, 0, 1]),
-...                       onsets_s=np.array([10.0]), durations_s=np.array([0.01]),
-...                       bins=bins, n_clusters=2)
->>> counts.shape, counts.dtype
-((2, 1, 120), dtype('uint8'))
->>> int(counts[0, 0, 100]), int(counts[1, 0, 101])
-(2, 1)
+:func:`iter_count_chunks` streams time-sorted spike blocks through the
+kernels (:mod:`opto_cube.binning.kernels`) one trial chunk at a time, reusing
+its count buffers; :class:`Timing` and :class:`TrialParts` accumulate the
+stored timing arrays in the same pass. :func:`spike_counts` and
+:func:`window_counts` are the in-memory counterparts, :func:`max_bin_count`
+the count dtype's planner, :func:`warm_kernels` numba's start-up in a thread.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
 from opto_cube import schema
+from opto_cube.binning.kernels import count_chunk, max_count_chunk
+from opto_cube.binning.plan import US_PER_S, TimeBins, plan_time_bins, smallest_uint
 from opto_cube.errors import BinningError
 
-_US_PER_S = 1_000_000
 
-
-def _numba_targets_without_scipy() -> None:
-    """Load numba's array implementations without importing scipy.linalg (0.4-0.7 s of every conversion).
-
-    numba imports ``scipy.linalg.cython_blas`` when it first sets up its CPU
-    target (``numba.np.arraymath``, even to load cached kernels) only to
-    decide whether ``np.correlate`` / ``np.convolve`` may call BLAS. These
-    kernels use neither. So, when nothing has imported scipy.linalg yet, it is
-    made unimportable for that one import, and importable again right after:
-    numba's ``np.dot`` and ``np.linalg`` still import it when a kernel needs them.
-    """
-    import sys
-
-    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
-        return
-    sys.modules["scipy.linalg"] = None  # type: ignore[assignment]  # an ImportError for this one import
-    try:
-        import numba.np.arraymath  # noqa: F401
-    finally:
-        if sys.modules.get("scipy.linalg", 0) is None:
-            del sys.modules["scipy.linalg"]
-
-
-_numba_targets_without_scipy()
-
-
-def use_writable_numba_cache() -> str | None:
-    """Give numba's cache a writable folder when neither the package's nor the user's is writable.
-
-    numba looks for a cache folder when a cached kernel is defined (at import);
-    with none (a read-only install and an unwritable ``$HOME``), it raises
-    ``cannot cache function``. Then the cache goes to a private folder of the
-    temporary directory (``NUMBA_CACHE_DIR``, inherited by worker processes).
-    A ``NUMBA_CACHE_DIR`` the user set is left alone. Returns the folder
-    chosen, or None when numba's own choice stands.
-    """
-    if numba.config.CACHE_DIR:  # type: ignore[attr-defined]
-        return None
-    try:
-        from numba.core.caching import FunctionCache
-
-        FunctionCache(use_writable_numba_cache)  # the folders numba tries for this module's kernels
-        return None
-    except Exception:  # no writable folder among numba's (or numba changed its internals): the temporary one
-        pass
-    import os
-    import tempfile
-
-    folder = os.path.join(tempfile.gettempdir(), f"opto_cube-numba-cache-{os.getuid() if hasattr(os, 'getuid') else 0}")
-    try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        if not os.access(folder, os.W_OK):
-            folder = tempfile.mkdtemp(prefix="opto_cube-numba-cache-")
-    except OSError:
-        return None
-    numba.config.CACHE_DIR = folder  # type: ignore[attr-defined]
-    os.environ["NUMBA_CACHE_DIR"] = folder
-    return folder
-
-
-use_writable_numba_cache()  # before the kernels below are defined
-
-
-@dataclass(frozen=True)
-class TimeBins:
-    """Half-open bins of ``bin_us`` microseconds over ``[start_us, stop_us)`` relative to onset."""
-
-    bin_us: int
-    start_us: int
-    stop_us: int
-
-    @property
-    def n_bins(self) -> int:
-        return (self.stop_us - self.start_us) // self.bin_us
-
-    @property
-    def bin_width_s(self) -> float:
-        return self.bin_us / _US_PER_S
-
-    @property
-    def window_s(self) -> tuple[float, float]:
-        return (self.start_us / _US_PER_S, self.stop_us / _US_PER_S)
-
-    @property
-    def edges_s(self) -> np.ndarray:
-        """Bin edges relative to onset, each the double nearest a whole microsecond."""
-        return (self.start_us + self.bin_us * np.arange(self.n_bins + 1, dtype=np.int64)) / _US_PER_S
-
-    @property
-    def centres_s(self) -> np.ndarray:
-        return (2 * self.start_us + self.bin_us * (2 * np.arange(self.n_bins, dtype=np.int64) + 1)) / (2 * _US_PER_S)
-
-    def edge_index(self, seconds: float | np.ndarray) -> np.ndarray:
-        """Index of the bin edge at ``seconds`` (rounded to whole microseconds)."""
-        us = np.rint(np.asarray(seconds, dtype=np.float64) * _US_PER_S).astype(np.int64)
-        return (us - self.start_us) // self.bin_us
-
-    def __repr__(self) -> str:
-        return f"TimeBins(bin_width_s={self.bin_width_s!r}, window_s={self.window_s!r}, n_bins={self.n_bins})"
-
-
-def _whole_us(seconds: float, what: str) -> int:
-    us = round(seconds * _US_PER_S) if math.isfinite(seconds * _US_PER_S) else 0
-    if not math.isfinite(seconds * _US_PER_S) or abs(seconds * _US_PER_S - us) > 1e-9 * max(1.0, abs(us)):
-        raise BinningError(f"{what} {seconds!r} s is not a whole number of microseconds")
-    return us
-
-
-def plan_time_bins(
-    durations_s: Sequence[float] | np.ndarray,
-    bin_ms: float = schema.DEFAULT_BIN_MS,
-    window_s: tuple[float, float] | None = None,
-) -> TimeBins:
-    """Bins that tile the pre window and every stim window exactly.
-
-    Parameters
-    ----------
-    durations_s
-        The pulse durations of the session, s, as stored.
-    bin_ms
-        Bin width, ms (whole microseconds).
-    window_s
-        ``(start, stop)`` of the binned window relative to onset, s. Default:
-        ``(-0.5, max(1.0, longest pulse + 0.5))``, rounded up to whole bins.
-
-    Raises
-    ------
-    BinningError
-        When the bins cannot make ``[-0.5, 0)`` and every ``[0, duration)``
-        unions of whole bins, or the window does not cover them.
-
-    Examples
-    --------
-    >>> plan_time_bins([0.01, 0.05])
-    TimeBins(bin_width_s=0.001, window_s=(-0.5, 1.0), n_bins=1500)
-    >>> plan_time_bins([0.0125], bin_ms=5)  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    opto_cube.errors.BinningError: bin width 5.0 ms cannot tile the stim window [0, 0.0125) s: ... or 0.5 ms)
-    """
-    bin_ms = float(bin_ms)
-    if not bin_ms > 0:
-        raise BinningError(f"bin width must be positive, got {bin_ms!r} ms")
-    bin_us = _whole_us(bin_ms / 1000, "bin width")
-    if bin_us < 1:
-        raise BinningError(f"bin width {bin_ms!r} ms is below one microsecond")
-    durations = np.unique(np.asarray(durations_s, dtype=np.float64))
-    if durations.size == 0:
-        raise BinningError("no trials: nothing to bin")
-    pre_start_us = round(schema.PRE_WINDOW_S[0] * _US_PER_S)
-    if pre_start_us % bin_us:
-        raise BinningError(
-            f"bin width {bin_ms!r} ms cannot tile the pre window [-0.5, 0) s; choose one that divides 500 ms"
-        )
-    duration_us = np.rint(durations * _US_PER_S).astype(np.int64)
-    for d, d_us in zip(durations.tolist(), duration_us.tolist(), strict=False):
-        if d_us % bin_us or d_us <= 0:
-            raise BinningError(
-                f"bin width {bin_ms!r} ms cannot tile the stim window [0, {d!r}) s: {d!r} s is not a whole number "
-                f"of bins; choose a bin width that divides it (e.g. {_suggest(int(d_us), bin_us)})"
-            )
-    longest = int(duration_us.max())
-    if window_s is None:
-        post_us = round(schema.DEFAULT_POST_S * _US_PER_S)
-        stop_us = max(round(schema.DEFAULT_WINDOW_END_S * _US_PER_S), longest + post_us)
-        stop_us = -(-stop_us // bin_us) * bin_us
-        start_us = pre_start_us
-    else:
-        if len(window_s) != 2:
-            raise BinningError(f"window must be (start, stop) in s, got {window_s!r}")
-        start_us = _whole_us(float(window_s[0]), "window start")
-        stop_us = _whole_us(float(window_s[1]), "window stop")
-        if start_us > pre_start_us or stop_us < longest:
-            raise BinningError(
-                f"window [{window_s[0]}, {window_s[1]}) s must cover the pre window [-0.5, 0) s and the longest "
-                f"pulse [0, {float(durations.max())!r}) s"
-            )
-        if (stop_us - start_us) % bin_us or start_us % bin_us:
-            raise BinningError(
-                f"window [{window_s[0]}, {window_s[1]}) s is not a whole number of {bin_ms!r} ms bins aligned to onset"
-            )
-    return TimeBins(bin_us=bin_us, start_us=start_us, stop_us=stop_us)
-
-
-def _suggest(duration_us: int, bin_us: int) -> str:
-    options = [
-        b
-        for b in (10_000, 5_000, 2_500, 2_000, 1_000, 500, 250, 100, 50, 10, 1)
-        if duration_us % b == 0 and 500_000 % b == 0 and b < bin_us
-    ]
-    return " or ".join(f"{b / 1000:g} ms" for b in options[:2]) or "1 us"
-
-
-def smallest_uint(max_count: int) -> np.dtype:
-    """The smallest unsigned dtype that holds ``max_count``.
-
-    Examples
-    --------
-    >>> smallest_uint(255), smallest_uint(256)
-    (dtype('uint8'), dtype('uint16'))
-    """
-    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
-        if max_count <= np.iinfo(dtype).max:
-            return np.dtype(dtype)
-    raise OverflowError(f"count {max_count} does not fit in uint64")
-
-
-# --------------------------------------------------------------------------
-# Kernels
-# --------------------------------------------------------------------------
-@numba.njit(cache=True, nogil=True, inline="always")
-def _edge(onset, j, rel_edges, stim_edge, stim_end):
-    # absolute time of edge j of a trial; the edge that ends the pulse is onset + duration as stored
-    if j == stim_edge:
-        return onset + stim_end
-    return onset + rel_edges[j]
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _bin_of(t, onset, rel_edges, inv_width, stim_edge, stim_end):
-    n_bins = rel_edges.size - 1
-    j = math.floor((t - onset - rel_edges[0]) * inv_width)
-    if j < 0:
-        j = 0
-    elif j > n_bins - 1:
-        j = n_bins - 1
-    while j > 0 and t < _edge(onset, j, rel_edges, stim_edge, stim_end):
-        j -= 1
-    while j < n_bins - 1 and t >= _edge(onset, j + 1, rel_edges, stim_edge, stim_end):
-        j += 1
-    return j
-
-
-@numba.njit(cache=True, nogil=True)
-def _count_chunk(
-    times, clusters, lo, hi, onsets, rel_edges, inv_width, stim_edge, stim_end, pre_edge, zero_edge, out, windows,
-    codes, course, first, timing,
-):  # fmt: skip
-    # One pass: each spike's bin j, counted in out[cluster, trial, j] and, when j lies in the trial's pre window
-    # (edges pre_edge..zero_edge, i.e. onset - 0.5 <= t < onset) or stim window (zero_edge..stim_edge, i.e.
-    # onset <= t < onset + duration), in windows[cluster, trial, 0 or 1]. With timing, the same incidence also
-    # counts in course[cluster, codes[trial], j] (the session's time course per condition, accumulated over
-    # chunks; laid out (condition, cluster, time): a trial's increments stay within one condition's slab) and,
-    # in the stim window, sets first[cluster, trial] = j - zero_edge if unset (-1): a trial's spikes
-    # come in time order, so the first one set is the first spike. Returns the largest count reached (computed
-    # in int64, so a dtype too small for it is detected even though out[...] wrapped).
-    best = 0
-    for i in range(onsets.size):
-        stim_stop = stim_edge[i]
-        for s in range(lo[i], hi[i]):
-            j = _bin_of(times[s], onsets[i], rel_edges, inv_width, stim_stop, stim_end[i])
-            k = clusters[s]
-            c = np.int64(out[k, i, j]) + 1
-            out[k, i, j] = c
-            if c > best:
-                best = c
-            if timing:
-                course[codes[i], k, j] += 1
-            if j >= zero_edge:
-                if j < stim_stop:
-                    windows[k, i, 1] += 1
-                    if timing and first[k, i] < 0:
-                        first[k, i] = j - zero_edge
-            elif j >= pre_edge:
-                windows[k, i, 0] += 1
-    return best
-
-
-@numba.njit(cache=True, nogil=True)
-def _max_count_chunk(times, clusters, lo, hi, onsets, rel_edges, inv_width, stim_edge, stim_end, scratch):
-    best = 0
-    for i in range(onsets.size):
-        for s in range(lo[i], hi[i]):
-            j = _bin_of(times[s], onsets[i], rel_edges, inv_width, stim_edge[i], stim_end[i])
-            c = scratch[clusters[s], j] + 1
-            scratch[clusters[s], j] = c
-            if c > best:
-                best = c
-        for s in range(lo[i], hi[i]):
-            j = _bin_of(times[s], onsets[i], rel_edges, inv_width, stim_edge[i], stim_end[i])
-            scratch[clusters[s], j] = 0
-    return best
-
-
-# --------------------------------------------------------------------------
-# Streaming over trial chunks
-# --------------------------------------------------------------------------
 class _SpikeWindows:
     """Spikes with ``start <= t < stop`` from a stream of time-sorted blocks; ``start`` never decreases."""
 
@@ -373,7 +61,7 @@ class _Trials:
     @staticmethod
     def window_edges(bins: TimeBins) -> tuple[int, int]:
         """Edge indices of -0.5 and 0 s: the pre window is bins ``[pre, zero)``; the stim window starts at ``zero``."""
-        pre_us, zero_us = round(schema.PRE_WINDOW_S[0] * _US_PER_S), round(schema.PRE_WINDOW_S[1] * _US_PER_S)
+        pre_us, zero_us = round(schema.PRE_WINDOW_S[0] * US_PER_S), round(schema.PRE_WINDOW_S[1] * US_PER_S)
         if bins.start_us > pre_us or (pre_us - bins.start_us) % bins.bin_us or (zero_us - bins.start_us) % bins.bin_us:
             raise BinningError(f"{bins!r} does not tile the pre window [-0.5, 0) s; plan with plan_time_bins")
         return (pre_us - bins.start_us) // bins.bin_us, (zero_us - bins.start_us) // bins.bin_us
@@ -386,7 +74,7 @@ class _Trials:
             raise ValueError("onsets must be sorted; sort the trials first")
         stim_edge = bins.edge_index(durations)
         relative_us = bins.start_us + stim_edge * bins.bin_us
-        if np.any(np.abs(durations * _US_PER_S - relative_us) >= 0.5) or np.any(stim_edge > bins.n_bins):
+        if np.any(np.abs(durations * US_PER_S - relative_us) >= 0.5) or np.any(stim_edge > bins.n_bins):
             raise BinningError(f"{bins!r} does not tile the stim windows of these durations; plan with plan_time_bins")
         rel = bins.edges_s
         window_stop = np.where(stim_edge == bins.n_bins, onsets + durations, onsets + rel[-1])
@@ -430,7 +118,7 @@ def max_bin_count(
         best = max(
             best,
             int(
-                _max_count_chunk(times, clusters, lo, hi, part.onsets, rel, inv, part.stim_edge, part.stim_end, scratch)
+                max_count_chunk(times, clusters, lo, hi, part.onsets, rel, inv, part.stim_edge, part.stim_end, scratch)
             ),
         )
     return best
@@ -646,7 +334,7 @@ def iter_count_chunks(
         if timing is not None:
             timing.reserve(timing.trial_condition[sl], limit)
             codes, course, first = timing.trial_condition[sl], timing.by_condition, timing.first_spike_parts.buffer(n)
-        best = _count_chunk(
+        best = count_chunk(
             times, clusters, lo, hi, part.onsets, rel, inv, part.stim_edge, part.stim_end, pre_edge, zero_edge,
             out, windows, codes, course, first, timing is not None,
         )  # fmt: skip
