@@ -29,9 +29,9 @@ GOAL_X_FLOOR = 1.2  # issue 9: convert at 1 ms within 1.2x the floor
 
 
 def _codec(which: str) -> Any:
-    from opto_cube.store import write as store
+    from opto_cube.store.write import COMPRESSORS
 
-    return store.COMPRESSORS if which == "store codec" else "auto"
+    return COMPRESSORS if which == "store codec" else "auto"
 
 
 def write_copy(

@@ -116,7 +116,7 @@ def _timed(fn) -> tuple[float, Any]:
 def _measure(size: str, width: float, repeats: int) -> list[dict]:
     """Every method on the session of ``size`` at ``width`` ms, interleaved ``repeats`` times."""
     from opto_cube.jobs.pipeline import responses_table
-    from opto_cube.store.write import open_cube
+    from opto_cube.store.open import open_cube
 
     store = common.store_paths(common.stores(common.dataset(size), width))[0]
     inputs = _inputs(store)

@@ -41,7 +41,7 @@ def child(store: str, out: str, variant: str) -> dict[str, Any]:
     import zarr
     from bench_convert import cube_in_memory
 
-    from opto_cube.store import write as ocstore
+    from opto_cube.store.write import COMPRESSORS
 
     per_chunk, empty, threads, config = VARIANTS[variant]
     ds, blocks = cube_in_memory(Path(store))
@@ -55,7 +55,7 @@ def child(store: str, out: str, variant: str) -> dict[str, Any]:
             shape=counts.shape,
             chunks=chunks,
             dtype=counts.dtype,
-            compressors=ocstore.COMPRESSORS,
+            compressors=COMPRESSORS,
             fill_value=0,
             zarr_format=3,
             config={"write_empty_chunks": empty},

@@ -80,10 +80,10 @@ def store_tag() -> str:
     import hashlib
 
     from opto_cube import schema
-    from opto_cube.store import write as store
+    from opto_cube.store.write import COMPRESSORS
 
     # the stored arrays are part of the tag: stores cached before the timing arrays are rebuilt
-    text = f"{store.COMPRESSORS!r}{schema.CHUNK_CLUSTERS}x{schema.CHUNK_TRIALS}{schema.TIMING_ARRAYS}"
+    text = f"{COMPRESSORS!r}{schema.CHUNK_CLUSTERS}x{schema.CHUNK_TRIALS}{schema.TIMING_ARRAYS}"
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 

@@ -43,7 +43,7 @@ from opto_cube.errors import (
 # public name -> module; imported on first use so that `import opto_cube` stays light (docs/api.md groups them)
 _LAZY = {
     # one cube: open it, ask it (lazy, nothing written)
-    "open_cube": "store.write",
+    "open_cube": "store.open",
     "OptoAccessor": "accessor",  # cube.opto
     "responses": "analysis.response",  # the function, from opto_cube.analysis.response
     "condition_time_course": "analysis.psth",

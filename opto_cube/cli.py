@@ -211,7 +211,9 @@ def _artifact_line(ds: object) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from opto_cube.store.write import STORE_SUFFIX, is_url, list_stores, open_cube
+    from opto_cube.store.chunks import is_url
+    from opto_cube.store.open import open_cube
+    from opto_cube.store.paths import STORE_SUFFIX, list_stores
 
     if is_url(args.path):
         return _info_url(args.path.rstrip("/"))
@@ -234,7 +236,9 @@ def _info_url(url: str) -> int:
     """``info`` of a store or a folder of stores on object storage (``s3://...``; AWS_* variables for access)."""
     import fsspec
 
-    from opto_cube.store.write import STORE_SUFFIX, is_complete, open_cube
+    from opto_cube.store.open import open_cube
+    from opto_cube.store.ownership import is_complete
+    from opto_cube.store.paths import STORE_SUFFIX
 
     fs, root = fsspec.core.url_to_fs(url)
     if url.endswith(STORE_SUFFIX) or fs.exists(f"{root}/zarr.json"):
@@ -444,7 +448,7 @@ def _demo_files(data: Path) -> list[str]:
 def _write_demo_mark(out: Path) -> None:
     import json
 
-    from opto_cube.store.write import atomic_file
+    from opto_cube.store.paths import atomic_file
 
     with atomic_file(out / DEMO_MARK) as tmp:
         tmp.write_text(json.dumps({"data": _demo_files(out / "data")}, indent=1))

@@ -3,7 +3,7 @@
 A conversion needs numpy, numba and zarr only; xarray (1.4 s with the
 ``dask.array`` it imports whenever dask is installed) and pandas are for
 reading and analysing stores. Modules that the conversion imports but that
-also serve the readers (:mod:`opto_cube.store.write`, :mod:`opto_cube.store.chunks`,
+also serve the readers (:mod:`opto_cube.store.open`, :mod:`opto_cube.store.chunks`,
 :mod:`opto_cube.analysis.conditions`) bind those names to a :class:`LazyModule`:
 the real import happens at the first attribute access, so code written
 ``xr.open_zarr(...)`` works unchanged, and ``sys.modules`` holds no xarray

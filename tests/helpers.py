@@ -771,7 +771,7 @@ def with_window_counts(store_path: Path) -> Path:
     of either format.
     """
     from opto_cube.analysis import response
-    from opto_cube.store.write import open_cube
+    from opto_cube.store.open import open_cube
 
     cube = open_cube(store_path)
     if schema.WINDOW_COUNTS not in cube:
@@ -849,7 +849,8 @@ def add_window_counts(store_dir: Path) -> None:
     import zarr
 
     from opto_cube.store import chunks
-    from opto_cube.store import write as store
+    from opto_cube.store.chunks import read_store_attrs, zarr_store
+    from opto_cube.store.write import COMPRESSORS
 
     if schema.WINDOW_COUNTS in zarr.open_group(store_dir, mode="r"):
         return
@@ -864,10 +865,10 @@ def add_window_counts(store_dir: Path) -> None:
         {schema.WINDOW_COUNTS: ((schema.CLUSTER, schema.TRIAL, schema.WINDOW), counts)},
         coords={schema.WINDOW: np.array(schema.WINDOWS, dtype=object)},
     )
-    attrs = store.read_store_attrs(store_dir)
-    encoding = {name: {"compressors": store.COMPRESSORS} for name in extra.variables}
+    attrs = read_store_attrs(store_dir)
+    encoding = {name: {"compressors": COMPRESSORS} for name in extra.variables}
     encoding[schema.WINDOW_COUNTS]["chunks"] = window_chunks
-    zstore = store.zarr_store(store_dir)
+    zstore = zarr_store(store_dir)
     extra.to_zarr(zstore, mode="a", zarr_format=3, consolidated=False, encoding=encoding, write_empty_chunks=True)
     zarr.open_group(zstore, mode="r+").attrs.update(attrs)  # xarray's append replaced the group's attributes
     chunks.seal(zstore, store_dir)
@@ -885,3 +886,69 @@ class LatencyDataset:
 
     out: Path
     truths: dict[str, synth.GroundTruth]
+
+
+# --------------------------------------------------------------------------
+# Writing a cube from blocks of counts alone (the binner gives the windows and timing from its one pass)
+# --------------------------------------------------------------------------
+def window_sums(template: Any, trials: slice, block: np.ndarray) -> np.ndarray:
+    """Pre and stim window counts of a block of the cube: the sums of the bins inside each window.
+
+    For blocks handed to ``write_cube`` without their window counts (the
+    binner gives them from its one pass). The windows are unions of whole bins.
+    ``template``: the cube's ``CubeLayout`` or Dataset.
+    """
+    centres = template[schema.TIME].values
+    durations = template[schema.DURATION].values[trials]
+    pre = (centres > schema.PRE_WINDOW_S[0]) & (centres < schema.PRE_WINDOW_S[1])
+    stim = (centres[None, :] > 0) & (centres[None, :] < durations[:, None])
+    out = np.empty((*block.shape[:2], len(schema.WINDOWS)), dtype=np.uint64)
+    out[..., 0] = block[:, :, pre].sum(axis=-1, dtype=np.uint64)
+    out[..., 1] = np.einsum("ktj,tj->kt", block, stim, dtype=np.uint64)
+    return out
+
+
+class BlockTiming:
+    """The timing arrays summed from blocks of the cube, for blocks handed to ``write_cube`` without them."""
+
+    def __init__(self, template: Any) -> None:
+        self.codes = np.asarray(template[schema.TRIAL_CONDITION].values, np.int64)
+        centres = np.asarray(template[schema.TIME].values, np.float64)
+        durations = np.asarray(template[schema.DURATION].values, np.float64)
+        self.start = int(np.searchsorted(centres, 0.0))
+        self.stop = np.searchsorted(centres, durations)  # bins with centre < duration: the stim window's end
+        sizes = template.sizes
+        n_clusters, n_bins = sizes[schema.CLUSTER], sizes[schema.TIME]
+        self.time_course = np.zeros((n_clusters, sizes[schema.CONDITION], n_bins), np.uint64)
+        self.first_spike = np.full((n_clusters, self.codes.size), -1, np.int32)
+
+    def add(self, trials: slice, block: np.ndarray) -> None:
+        from opto_cube.analysis.latency import first_spike_bins
+
+        code = self.codes[trials]
+        order = np.argsort(code, kind="stable")
+        starts = np.flatnonzero(np.r_[True, code[order][1:] != code[order][:-1]])
+        if block.shape[0] and code.size:
+            self.time_course[:, code[order][starts]] += np.add.reduceat(
+                block[:, order], starts, axis=1, dtype=np.uint64
+            )
+        self.first_spike[:, trials] = first_spike_bins(block, self.start, self.stop[trials])
+
+
+def write_count_blocks(template: Any, blocks: Any, target: Any, **kwargs: Any) -> Any:
+    """``write_cube`` of ``(trials, counts)`` blocks: their window counts and timing summed from the bins.
+
+    What ``write_cube`` did itself for such blocks before it required the
+    binner's (``iter_count_chunks``); blocks with their window counts pass as they are.
+    """
+    from opto_cube.store import write
+
+    timing = BlockTiming(template) if schema.TRIAL_CONDITION in template.coords else None
+
+    def with_windows() -> Any:
+        for trials, block, *window in blocks:
+            if timing is not None:
+                timing.add(trials, block)
+            yield trials, block, window[0] if window else window_sums(template, trials, block)
+
+    return write.write_cube(template, with_windows(), target, timing=timing, **kwargs)

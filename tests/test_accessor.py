@@ -26,7 +26,7 @@ import opto_cube
 from opto_cube import schema
 from opto_cube.analysis import psth as psth_module
 from opto_cube.analysis import response
-from opto_cube.store.write import open_cube
+from opto_cube.store.open import open_cube
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -16,7 +16,7 @@ from opto_cube import cli, schema
 from opto_cube.jobs import pipeline, tasks
 from opto_cube.store import catalog as catalog_module
 from opto_cube.store import chunks
-from opto_cube.store import write as store
+from opto_cube.store import open as store_open
 from opto_cube.store.catalog import open_catalog
 
 
@@ -24,7 +24,7 @@ from opto_cube.store.catalog import open_catalog
 def counted(monkeypatch):
     """Counts of session passes (per session id), checked reads and open_cube calls (per store)."""
     counts: dict[str, Counter] = {"passes": Counter(), "reads": Counter(), "open_cube": Counter()}
-    real_results, real_read, real_open = tasks.session_results, chunks.read_checked, store.open_cube
+    real_results, real_read, real_open = tasks.session_results, chunks.read_checked, store_open.open_cube
 
     def results(*args, **kwargs):
         out = real_results(*args, **kwargs)
@@ -41,7 +41,7 @@ def counted(monkeypatch):
 
     monkeypatch.setattr(tasks, "session_results", results)
     monkeypatch.setattr(chunks, "read_checked", read)
-    monkeypatch.setattr(store, "open_cube", open_cube)
+    monkeypatch.setattr(store_open, "open_cube", open_cube)
     monkeypatch.setattr(catalog_module, "open_cube", open_cube)
     return counts
 
@@ -108,7 +108,7 @@ def test_an_analysis_pass_refuses_to_serve_other_responses(tiny_dataset):
 def test_scheduler_and_chunking_do_not_change_the_table(tiny_dataset, scheduler, cluster_chunk, trial_chunk):
     expected = pipeline.responses_table(tiny_dataset.out)
     cubes = {
-        sid: store.open_cube(path).chunk({schema.CLUSTER: cluster_chunk, schema.TRIAL: trial_chunk})
+        sid: store_open.open_cube(path).chunk({schema.CLUSTER: cluster_chunk, schema.TRIAL: trial_chunk})
         for sid, path in open_catalog(tiny_dataset.out).entries()
     }
     with dask.config.set(scheduler=scheduler):

@@ -27,7 +27,8 @@ from test_io import BROKEN_IDS, BROKEN_INPUTS, MARKER, break_session
 
 from opto_cube import cli, schema, synth
 from opto_cube.store import chunks
-from opto_cube.store import write as store
+from opto_cube.store.chunks import read_store_attrs
+from opto_cube.store.ownership import is_complete
 
 SCRIPT = Path(sys.executable).with_name("opto-cube")
 
@@ -85,7 +86,7 @@ def test_broken_session_one_line_exit_1_others_convert(capsys, tmp_path, clean_s
     assert summary(stdout) == "1 converted, 0 skipped, 1 failed (2 sessions)"
     assert store_listing(out) == [f"{SESSION_ID}.zarr"]  # no store, no temp dir of the broken session
     assert not (bad.parent / MARKER).exists()
-    attrs = store.read_store_attrs(out / f"{SESSION_ID}.zarr")
+    attrs = read_store_attrs(out / f"{SESSION_ID}.zarr")
     assert attrs[schema.ATTR_COMPLETE] is True
     assert (
         attrs[schema.ATTR_SHA256][schema.SESSION_JSON]
@@ -505,7 +506,7 @@ def test_a_killed_in_place_write_is_never_complete(tmp_path, clean_session, monk
     seen = {}
 
     def interrupted(zstore, path, storage_options=None):
-        seen["complete"] = store.is_complete(path)
+        seen["complete"] = is_complete(path)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(chunks, "seal", interrupted)

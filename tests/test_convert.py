@@ -752,10 +752,10 @@ def test_stored_timing_is_exact(quirky_converted, bin_ms):
 def test_stored_timing_chunks_written_and_compressed(quirky_converted):
     import zarr
 
-    from opto_cube.store import write as store
+    from opto_cube.store.write import COMPRESSORS
 
     group = zarr.open_group(quirky_converted.stores[1.0], mode="r")
     for name in schema.TIMING_ARRAYS:
         array = group[name]
-        assert [type(c) for c in array.compressors] == [type(c) for c in store.COMPRESSORS], name
+        assert [type(c) for c in array.compressors] == [type(c) for c in COMPRESSORS], name
         assert array.nchunks_initialized == array.nchunks, name

@@ -29,7 +29,7 @@ from opto_cube import cli, schema
 from opto_cube.analysis import psth, response
 from opto_cube.errors import StoreError
 from opto_cube.jobs import convert, pipeline
-from opto_cube.store.write import open_cube
+from opto_cube.store.open import open_cube
 
 ARRAYS = (
     schema.SPIKE_COUNTS,

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from opto_cube import cli, schema, synth
 from opto_cube.io import nwb
-from opto_cube.store import write as store
+from opto_cube.store.open import missing_chunk_option, refuse_missing_chunks
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 ESC_ID = "AL0034_2024-12-05_en1_p0\x1b[31m"
@@ -648,12 +648,12 @@ print(numba.config.CACHE_DIR, int(counts.sum()))
 def test_missing_chunk_option_is_enabled_when_zarr_has_it():
     import zarr
 
-    if store.missing_chunk_option() is None:  # zarr 3.1: no such option; pretend a later zarr's
+    if missing_chunk_option() is None:  # zarr 3.1: no such option; pretend a later zarr's
         with zarr.config.set({"array.fill_missing_chunks": True}):
-            assert store.refuse_missing_chunks() == "array.fill_missing_chunks"
+            assert refuse_missing_chunks() == "array.fill_missing_chunks"
             assert zarr.config.get("array.fill_missing_chunks") is False
     else:
-        assert zarr.config.get(store.missing_chunk_option()) is False
+        assert zarr.config.get(missing_chunk_option()) is False
 
 
 def test_unreadable_session_folder_is_reported_as_such(tmp_path, base, monkeypatch):

@@ -27,7 +27,7 @@ from opto_cube.errors import SessionFormatError
 from opto_cube.io import alf as io
 from opto_cube.io import kilosort
 from opto_cube.jobs import convert
-from opto_cube.store import write as store
+from opto_cube.store.open import open_cube
 
 SESSION = "AL0034_2024-12-05_en1_p0"
 RATE = 30000.0
@@ -62,7 +62,7 @@ def _quiet_convert(folder: Path, out: Path, **params) -> xr.Dataset:
         warnings.simplefilter("ignore")
         result = convert.convert_session(folder, out, bin_ms=params.pop("bin_ms", 1.0), **params)
     assert result.status == "converted", result
-    return store.open_cube(result.store).load()
+    return open_cube(result.store).load()
 
 
 def _pair(tmp_path: Path, spec: synth.SessionSpec, quirks: synth.KilosortQuirks) -> tuple[Path, Path]:
@@ -524,7 +524,7 @@ def test_surface_from_top_chan_or_option_else_nan(tmp_path: Path) -> None:
     )
     code = cli.main(["convert", str(ks), "--out", str(tmp_path / "cli"), "--surface-um", "1400", "--quiet"])
     assert code == 0
-    assert store.open_cube(tmp_path / "cli" / f"{SESSION}.zarr").attrs[schema.ATTR_SURFACE] == 1400.0
+    assert open_cube(tmp_path / "cli" / f"{SESSION}.zarr").attrs[schema.ATTR_SURFACE] == 1400.0
     assert cli.main(["convert", str(ks), "--out", str(tmp_path / "nan"), "--surface-um", "nan", "--quiet"]) != 0
 
 
@@ -589,7 +589,7 @@ def test_to_nwb_and_verify_data_from_kilosort(tmp_path: Path, capsys: pytest.Cap
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from_nwb = _quiet_convert(nwb_file, tmp_path / "from_nwb", bin_ms=5.0)
-    from_ks = store.open_cube(tmp_path / "stores" / f"{folder.name}.zarr").load()
+    from_ks = open_cube(tmp_path / "stores" / f"{folder.name}.zarr").load()
     np.testing.assert_array_equal(from_nwb[schema.SPIKE_COUNTS].values, from_ks[schema.SPIKE_COUNTS].values)
     np.testing.assert_array_equal(from_nwb[schema.ONSET].values, from_ks[schema.ONSET].values)
     np.testing.assert_array_equal(from_nwb[schema.CLUSTER].values, from_ks[schema.CLUSTER].values)  # the real ids

@@ -30,7 +30,8 @@ from opto_cube import binning, schema
 from opto_cube.io import alf as io
 from opto_cube.jobs import convert
 from opto_cube.store import layout
-from opto_cube.store import write as store
+from opto_cube.store.open import open_cube
+from opto_cube.store.write import COMPRESSORS, write_coordinates
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -79,7 +80,7 @@ def _xarray_written(ours: Path, template: xr.Dataset, out: Path) -> None:
     """The old way: the cube in memory (values read from ``ours``), written whole by ``xarray.to_zarr``."""
     group = zarr.open_group(ours, mode="r")
     ds = template.copy()
-    encoding = {str(name): {"compressors": store.COMPRESSORS} for name in ds.variables}
+    encoding = {str(name): {"compressors": COMPRESSORS} for name in ds.variables}
     for name in (schema.SPIKE_COUNTS, schema.WINDOW_COUNTS, *schema.TIMING_ARRAYS):
         array = group[name]
         ds[name] = (ds[name].dims, array[...], dict(ds[name].attrs))
@@ -113,7 +114,7 @@ def test_store_equals_the_one_xarray_writes(folder: Path, tmp_path: Path, bin_ms
         assert a[name].dtype == b[name].dtype
         assert a[name].encoding.get("dtype") == b[name].encoding.get("dtype")
         assert a[name].encoding.get("chunks") == b[name].encoding.get("chunks"), name
-    xr.testing.assert_identical(store.open_cube(ours).load(), store.open_cube(theirs).load())
+    xr.testing.assert_identical(open_cube(ours).load(), open_cube(theirs).load())
 
 
 def test_coordinate_encoding_of_every_dtype(tmp_path: Path) -> None:
@@ -138,13 +139,13 @@ def test_coordinate_encoding_of_every_dtype(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zarr: fixed-width strings have no Zarr v3 specification yet
         group = zarr.open_group(ours, mode="w-", zarr_format=3, attributes=cube.attrs)
-        store.write_coordinates(group, cube)
+        write_coordinates(group, cube)
         group.create_array(
-            "n", shape=(n, 2), dtype=np.uint8, chunks=(n, 2), compressors=store.COMPRESSORS, fill_value=0,
+            "n", shape=(n, 2), dtype=np.uint8, chunks=(n, 2), compressors=COMPRESSORS, fill_value=0,
             dimension_names=("trial", "window"), attributes=layout.zarr_encoding(cube, "n")["attributes"],
         )[...] = data["n"].data  # fmt: skip
         ds = cube.to_dataset()
-        encoding = {str(k): {"compressors": store.COMPRESSORS} for k in ds.variables}
+        encoding = {str(k): {"compressors": COMPRESSORS} for k in ds.variables}
         encoding["n"]["chunks"] = (n, 2)
         ds.to_zarr(theirs, mode="w-", zarr_format=3, consolidated=False, encoding=encoding)
         zarr.open_group(theirs, mode="r+").attrs.pop("coordinates", None)

@@ -15,7 +15,7 @@ from helpers import assert_png, random_table
 from opto_cube import schema
 from opto_cube.analysis import maps, psth
 from opto_cube.figures import plot
-from opto_cube.store.write import open_cube
+from opto_cube.store.open import open_cube
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")

@@ -11,7 +11,7 @@ from helpers import raise_if_dask_computes
 from opto_cube import schema
 from opto_cube.analysis import psth
 from opto_cube.store.catalog import cubes_of, open_catalog
-from opto_cube.store.write import open_cube
+from opto_cube.store.open import open_cube
 
 
 @pytest.fixture(scope="module")

@@ -35,8 +35,8 @@ from opto_cube.analysis.response import compute_all, responses, window_counts
 from opto_cube.errors import TimingWarning
 from opto_cube.jobs import convert
 from opto_cube.jobs.pipeline import responses_table
-from opto_cube.store import write as store
 from opto_cube.store.catalog import open_catalog
+from opto_cube.store.open import open_cube
 
 FLOAT_COLUMNS = (schema.PRE_RATE, schema.STIM_RATE, schema.PCT_CHANGE)
 BOOL_COLUMNS = (schema.ACTIVATED, schema.INACTIVATED, schema.SIGNIFICANT)
@@ -298,7 +298,7 @@ def _assert_p_values(merged: pd.DataFrame) -> None:
 
 
 def _mine(store_path: Path, **kw) -> pd.DataFrame:
-    table = responses_table([store.open_cube(store_path)], **kw)
+    table = responses_table([open_cube(store_path)], **kw)
     table["power_key"] = table[schema.POWER].round(5)
     return table
 
@@ -314,7 +314,7 @@ def test_per_condition_equals_raw_spike_reference(sessions, name):
     merged = _assert_matches(mine, ref, KEY)
     _assert_p_values(merged)
     np.testing.assert_allclose(merged[schema.POWER], merged[f"{schema.POWER}_ref"], rtol=1e-12)
-    cube = store.open_cube(session.store)
+    cube = open_cube(session.store)
     n_conditions = mine.groupby([schema.EMITTER, "power_key", schema.DURATION]).ngroups
     assert len(mine) == cube.sizes[schema.CLUSTER] * n_conditions
     assert list(mine.columns[: len(schema.RESPONSE_COLUMNS)]) == list(schema.RESPONSE_COLUMNS)
@@ -351,7 +351,7 @@ def test_edge_cases_are_present_and_right(sessions):
 
 def test_published_mode_equals_published_rules(sessions):
     for name, session in sessions.items():
-        mine = responses_table([store.open_cube(session.store)], mode="published")
+        mine = responses_table([open_cube(session.store)], mode="published")
         ref = reference_published(session.folder)
         merged = _assert_matches(mine, ref, [schema.CLUSTER, schema.EMITTER])
         _assert_p_values(merged)
@@ -362,7 +362,7 @@ def test_published_mode_equals_published_rules(sessions):
 
 def test_pooling_by_emitter_matches_reference(sessions):
     session = sessions["AL0040_2024-11-01_en1_p0"]
-    mine = responses_table([store.open_cube(session.store)], by=("emitter",))
+    mine = responses_table([open_cube(session.store)], by=("emitter",))
     trials = reference_trials(session.folder)
     grouped = trials.groupby([schema.CLUSTER, schema.EMITTER])
     ref = pd.DataFrame(
@@ -377,7 +377,7 @@ def test_pooling_by_emitter_matches_reference(sessions):
     for col in (schema.PRE_RATE, schema.STIM_RATE, schema.N_TRIALS):
         np.testing.assert_allclose(merged[col], merged[f"{col}_ref"], rtol=1e-12)
     # pooling everything: one condition, every trial
-    everything = responses(store.open_cube(session.store), by=()).compute()
+    everything = responses(open_cube(session.store), by=()).compute()
     assert everything.sizes[schema.CONDITION] == 1
     assert everything[schema.N_TRIALS].item() == trials[schema.CLUSTER].eq(0).sum()
     assert everything[schema.EMITTER].item() == schema.ALL_EMITTERS
@@ -385,7 +385,7 @@ def test_pooling_by_emitter_matches_reference(sessions):
 
 
 def test_numpy_cube_equals_dask_cube(sessions):
-    cube = store.open_cube(sessions["AL0040_2024-11-01_en1_p0"].store)
+    cube = open_cube(sessions["AL0040_2024-11-01_en1_p0"].store)
     lazy = responses(cube).compute()
     eager = responses(cube.load())
     xr.testing.assert_identical(lazy, eager)
@@ -397,7 +397,7 @@ def test_numpy_cube_equals_dask_cube(sessions):
 @pytest.mark.parametrize("name", ["AL0040_2024-11-01_en1_p0", "AL0041_2024-11-02_en2_p1", "AL0042_2024-11-03_en1_p0"])
 def test_window_counts_equal_raw_spikes_and_both_paths_agree(sessions, name):
     session = sessions[name]
-    cube = store.open_cube(session.store)
+    cube = open_cube(session.store)
     format1 = cube.drop_vars(schema.WINDOW_COUNTS, errors="ignore")  # a store written before window_counts
     from_cube = window_counts(format1).compute()
     durations = load(session.folder, schema.STIM_DURATIONS)
@@ -418,7 +418,7 @@ def test_window_counts_equal_raw_spikes_and_both_paths_agree(sessions, name):
 
 def test_the_fast_path_reads_no_cube(sessions):
     """With window_counts, the responses never touch spike_counts: a cube whose counts raise still works."""
-    cube = store.open_cube(sessions["AL0040_2024-11-01_en1_p0"].store)
+    cube = open_cube(sessions["AL0040_2024-11-01_en1_p0"].store)
     counts = window_counts(cube.drop_vars(schema.WINDOW_COUNTS, errors="ignore")).compute()
     fast = cube.drop_vars([schema.SPIKE_COUNTS, schema.WINDOW_COUNTS], errors="ignore").assign(
         {schema.WINDOW_COUNTS: counts}
@@ -431,7 +431,7 @@ def test_the_fast_path_reads_no_cube(sessions):
 # Laziness, chunking, schedulers
 # --------------------------------------------------------------------------
 def test_responses_computes_nothing_until_asked(sessions):
-    cube = store.open_cube(sessions["AL0040_2024-11-01_en1_p0"].store)
+    cube = open_cube(sessions["AL0040_2024-11-01_en1_p0"].store)
     with raise_if_dask_computes():
         results = [responses(cube), responses(cube, mode="published"), responses(cube, by=("emitter", "power"))]
         for r in results:
@@ -443,7 +443,7 @@ def test_responses_computes_nothing_until_asked(sessions):
 
 
 def test_one_compute_for_many_sessions(sessions):
-    cubes = [store.open_cube(s.store) for s in sessions.values()]
+    cubes = [open_cube(s.store) for s in sessions.values()]
     with raise_if_dask_computes(max_computes=1):
         table = responses_table(cubes)
     assert table[schema.SESSION_ID].nunique() == len(sessions)
@@ -453,7 +453,7 @@ def test_one_compute_for_many_sessions(sessions):
 @settings(max_examples=10)
 @given(data=st.data())
 def test_chunking_does_not_change_responses(sessions, data):
-    cube = store.open_cube(sessions["AL0042_2024-11-03_en1_p0"].store)
+    cube = open_cube(sessions["AL0042_2024-11-03_en1_p0"].store)
     expected = responses(cube).compute()
     # any cluster and trial chunks; time chunks of at least a quarter of the bins (responses joins them anyway)
     smallest = {schema.CLUSTER: 1, schema.TRIAL: 1, schema.TIME: cube.sizes[schema.TIME] // 4}
@@ -467,7 +467,7 @@ def test_chunking_does_not_change_responses(sessions, data):
 @pytest.mark.slow
 def test_distributed_equals_threaded(sessions, tmp_path):
     distributed = pytest.importorskip("distributed")
-    cubes = [store.open_cube(s.store) for s in sessions.values()]
+    cubes = [open_cube(s.store) for s in sessions.values()]
     import dask
 
     with dask.config.set(scheduler="threads"):
@@ -497,7 +497,7 @@ def test_distributed_equals_threaded(sessions, tmp_path):
     ],
 )
 def test_bad_arguments(sessions, kwargs, error, match):
-    cube = store.open_cube(sessions["AL0040_2024-11-01_en1_p0"].store)
+    cube = open_cube(sessions["AL0040_2024-11-01_en1_p0"].store)
     with pytest.raises(error, match=match):
         responses(cube, **kwargs)
 
@@ -510,7 +510,7 @@ def test_not_a_cube():
 
 
 def test_window_that_is_not_whole_bins_is_refused(sessions):
-    cube = store.open_cube(sessions["AL0040_2024-11-01_en1_p0"].store)
+    cube = open_cube(sessions["AL0040_2024-11-01_en1_p0"].store)
     shifted = cube.assign_attrs({schema.ATTR_WINDOW: [-0.505, 0.995]})
     with pytest.raises(ValueError, match=r"pre window start edge -0\.5 s is not a bin edge"):
         responses(shifted)
@@ -580,7 +580,7 @@ def test_cli_no_stores(tmp_path, capsys):
 
 
 def test_no_cluster_and_single_trial(sessions):
-    cube = store.open_cube(sessions["AL0040_2024-11-01_en1_p0"].store)
+    cube = open_cube(sessions["AL0040_2024-11-01_en1_p0"].store)
     none_pass = cube.assign_coords({schema.QC_PASS: cube[schema.QC_PASS] & False})
     table = responses_table([none_pass], mode="published")
     assert table.empty
@@ -658,7 +658,7 @@ def test_timing_columns_equal_independent_computations(quirky_converted):
 
 
 def test_significant_by_q(quirky_converted):
-    cube = store.open_cube(quirky_converted.stores[1.0])
+    cube = open_cube(quirky_converted.stores[1.0])
     by_q = responses(cube, significant_by="q").compute()
     np.testing.assert_array_equal(by_q[schema.SIGNIFICANT].values, by_q[schema.Q_VALUE].values < schema.SIGNIFICANCE_P)
     by_p = responses(cube).compute()
@@ -668,7 +668,7 @@ def test_significant_by_q(quirky_converted):
 
 
 def test_timing_columns_are_lazy(quirky_converted):
-    cube = store.open_cube(quirky_converted.stores[1.0])
+    cube = open_cube(quirky_converted.stores[1.0])
     with raise_if_dask_computes():
         result = responses(cube)
         pooled = responses(cube, by="emitter", mode="published")
@@ -684,7 +684,7 @@ def test_published_timing_from_pooled_conditions(quirky_converted):
 
     path = quirky_converted.stores[1.0]
     reference = condition_courses(path)
-    cube = store.open_cube(path)
+    cube = open_cube(path)
     result = responses(cube, mode="published").compute()
     qc = np.asarray(cube[schema.QC_PASS].values, bool)
     emitters = result[schema.EMITTER].values
@@ -711,7 +711,7 @@ def test_published_timing_from_pooled_conditions(quirky_converted):
 
 
 def test_coarse_bins_give_nan_timing_and_one_warning(tiny_converted):
-    cube = store.open_cube(tiny_converted.stores[10.0])
+    cube = open_cube(tiny_converted.stores[10.0])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = responses(cube).compute()
@@ -729,11 +729,11 @@ def test_coarse_bins_give_nan_timing_and_one_warning(tiny_converted):
 
 
 def test_store_without_timing_arrays_warns_and_keeps_the_rest(tiny_converted, tmp_path):
-    cube = store.open_cube(tiny_converted.stores[10.0]).drop_vars(list(schema.TIMING_ARRAYS))
+    cube = open_cube(tiny_converted.stores[10.0]).drop_vars(list(schema.TIMING_ARRAYS))
     with pytest.warns(TimingWarning, match="reconvert"):
         result = responses(cube).compute()
     assert np.isnan(result[schema.LATENCY].values).all()
-    full = responses(store.open_cube(tiny_converted.stores[10.0]), warn=False).compute()
+    full = responses(open_cube(tiny_converted.stores[10.0]), warn=False).compute()
     xr.testing.assert_identical(result[schema.P_VALUE], full[schema.P_VALUE])
 
 

@@ -27,7 +27,9 @@ from opto_cube.errors import OptoCubeWarning, StoreError
 from opto_cube.jobs import convert, pipeline
 from opto_cube.jobs.verify import verify
 from opto_cube.store import catalog, chunks
-from opto_cube.store import write as store
+from opto_cube.store.chunks import read_store_attrs
+from opto_cube.store.open import open_cube
+from opto_cube.store.ownership import is_complete
 
 moto_server = pytest.importorskip(
     "moto.server",
@@ -151,14 +153,14 @@ def test_convert_writes_one_store_per_session_on_s3(s3: S3, remote: str) -> None
     assert {k.split("/", 1)[0] for k in keys} == {f"{SESSION_ID}.zarr", f"{OTHER_SESSION_ID}.zarr"}
     assert f"{SESSION_ID}.zarr/zarr.json" in keys
     assert any(k.startswith(f"{SESSION_ID}.zarr/{schema.SPIKE_COUNTS}/c/") for k in keys)  # chunks were written
-    assert store.is_complete(f"{remote}/{SESSION_ID}.zarr")
+    assert is_complete(f"{remote}/{SESSION_ID}.zarr")
 
 
 @pytest.mark.parametrize("session_id", [SESSION_ID, OTHER_SESSION_ID])
 def test_open_cube_on_s3_equals_local(remote: str, local: Path, session_id: str) -> None:
-    from_s3 = store.open_cube(f"{remote}/{session_id}.zarr")
+    from_s3 = open_cube(f"{remote}/{session_id}.zarr")
     assert from_s3[schema.SPIKE_COUNTS].chunks is not None  # lazy, like a local store
-    expected = store.open_cube(local / f"{session_id}.zarr").load()
+    expected = open_cube(local / f"{session_id}.zarr").load()
     xr.testing.assert_identical(from_s3.load(), expected)
 
 
@@ -175,9 +177,9 @@ def test_explicit_storage_options(s3: S3, remote: str, local: Path, monkeypatch:
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     _clear_fsspec_caches()
     options = {"endpoint_url": s3.endpoint, "key": "testing", "secret": "testing"}
-    ds = store.open_cube(f"{remote}/{SESSION_ID}.zarr", storage_options=options)
-    xr.testing.assert_identical(ds.load(), store.open_cube(local / f"{SESSION_ID}.zarr").load())
-    assert store.is_complete(f"{remote}/{SESSION_ID}.zarr", options)
+    ds = open_cube(f"{remote}/{SESSION_ID}.zarr", storage_options=options)
+    xr.testing.assert_identical(ds.load(), open_cube(local / f"{SESSION_ID}.zarr").load())
+    assert is_complete(f"{remote}/{SESSION_ID}.zarr", options)
 
 
 @pytest.mark.slow
@@ -189,7 +191,7 @@ def test_rerun_skips_and_overwrite_rebuilds_api_and_cli(
     assert cli.main(argv) == 0
     assert "1 converted, 0 skipped, 0 failed" in capsys.readouterr().out
     target = f"{url}/{SESSION_ID}.zarr"
-    xr.testing.assert_identical(store.open_cube(target).load(), store.open_cube(local / f"{SESSION_ID}.zarr").load())
+    xr.testing.assert_identical(open_cube(target).load(), open_cube(local / f"{SESSION_ID}.zarr").load())
     chunk_keys = [k for k in s3.keys(url) if f"/{schema.SPIKE_COUNTS}/c/" in k]
 
     assert [r.status for r in convert.convert(data, url, bin_ms=BIN_MS, sessions=[SESSION_ID])] == ["skipped"]
@@ -199,7 +201,7 @@ def test_rerun_skips_and_overwrite_rebuilds_api_and_cli(
     assert cli.main([*argv, "--overwrite"]) == 0
     assert "1 converted, 0 skipped, 0 failed" in capsys.readouterr().out
     assert [k for k in s3.keys(url) if f"/{schema.SPIKE_COUNTS}/c/" in k] == chunk_keys
-    xr.testing.assert_identical(store.open_cube(target).load(), store.open_cube(local / f"{SESSION_ID}.zarr").load())
+    xr.testing.assert_identical(open_cube(target).load(), open_cube(local / f"{SESSION_ID}.zarr").load())
 
 
 @pytest.mark.slow
@@ -238,7 +240,7 @@ def test_a_store_without_its_mark_is_invisible_and_rebuilt(
     assert [r.status for r in convert.convert(data, url, bin_ms=BIN_MS, sessions=[SESSION_ID])] == ["converted"]
     broken = f"{url}/{SESSION_ID}.zarr"
     _drop_completion_mark(s3, broken)
-    assert not store.is_complete(broken)
+    assert not is_complete(broken)
 
     assert cli.main(["info", url]) == 0
     assert f"{broken}: incomplete" in capsys.readouterr().out
@@ -246,8 +248,8 @@ def test_a_store_without_its_mark_is_invisible_and_rebuilt(
         assert list(catalog.open_catalog(url)) == []
 
     assert [r.status for r in convert.convert(data, url, bin_ms=BIN_MS, sessions=[SESSION_ID])] == ["converted"]
-    assert store.is_complete(broken)
-    xr.testing.assert_identical(store.open_cube(broken).load(), store.open_cube(local / f"{SESSION_ID}.zarr").load())
+    assert is_complete(broken)
+    xr.testing.assert_identical(open_cube(broken).load(), open_cube(local / f"{SESSION_ID}.zarr").load())
     assert list(catalog.open_catalog(url)) == [SESSION_ID]
 
 
@@ -327,7 +329,7 @@ def test_open_catalog_lists_stores_written_since(listings: dict[str, list]) -> N
 @pytest.mark.slow
 def test_s3_store_has_the_local_checksums(s3: S3, remote: str, local: Path) -> None:
     on_s3 = s3.get_json(f"{remote}/{SESSION_ID}.zarr/zarr.json")["attributes"][schema.ATTR_CHUNK_CRC32C]
-    here = store.read_store_attrs(local / f"{SESSION_ID}.zarr")[schema.ATTR_CHUNK_CRC32C]
+    here = read_store_attrs(local / f"{SESSION_ID}.zarr")[schema.ATTR_CHUNK_CRC32C]
     assert on_s3 == here
     assert set(on_s3) <= set(s3.keys(f"{remote}/{SESSION_ID}.zarr"))
     assert [r.ok for r in verify(remote)] == [True, True]
@@ -342,11 +344,11 @@ def test_damage_on_s3_is_found_and_rebuilt(s3: S3, data: Path, local: Path, caps
     s3.client.delete_object(Bucket=BUCKET, Key=f"{target.removeprefix(f's3://{BUCKET}/')}/{key}")
     _clear_fsspec_caches()
     with pytest.raises(StoreError, match=rf"^{target}: chunk {key} is missing"):
-        store.open_cube(target)
+        open_cube(target)
     (report,) = verify(target)
     assert report.problems == [f"{target}: chunk {key} is missing (deleted or never written)"]
     assert [r.status for r in convert.convert(data, url, bin_ms=BIN_MS, sessions=[SESSION_ID])] == ["converted"]
-    xr.testing.assert_identical(store.open_cube(target).load(), store.open_cube(local / f"{SESSION_ID}.zarr").load())
+    xr.testing.assert_identical(open_cube(target).load(), open_cube(local / f"{SESSION_ID}.zarr").load())
 
 
 @pytest.mark.slow
@@ -366,7 +368,7 @@ def test_interrupted_in_place_write_is_never_listed_nor_skipped(
     seen = {}
 
     def killed(zstore, path, storage_options=None):
-        seen["complete"] = store.is_complete(path)
+        seen["complete"] = is_complete(path)
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patched:
@@ -375,5 +377,5 @@ def test_interrupted_in_place_write_is_never_listed_nor_skipped(
             convert.convert_session(folder, url, bin_ms=BIN_MS)
     assert seen == {"complete": False}
     assert [r.status for r in convert.convert(root, url, bin_ms=BIN_MS, sessions=[SESSION_ID])] == ["converted"]
-    assert store.is_complete(target)
+    assert is_complete(target)
     assert [r.ok for r in verify(target)] == [True]

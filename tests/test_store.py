@@ -13,14 +13,18 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from helpers import SESSION_ID, raise_if_dask_computes, write_synth
+from helpers import SESSION_ID, raise_if_dask_computes, write_count_blocks, write_synth
 
 from opto_cube import binning, schema
 from opto_cube.errors import StoreError
 from opto_cube.io import alf as io
 from opto_cube.jobs import convert
 from opto_cube.store import chunks
-from opto_cube.store import write as store
+from opto_cube.store.chunks import read_store_attrs
+from opto_cube.store.open import open_cube
+from opto_cube.store.ownership import is_up_to_date
+from opto_cube.store.paths import remove_leftovers, store_path
+from opto_cube.store.write import atomic_store, spike_counts_chunks, write_cube
 
 
 @pytest.fixture
@@ -52,13 +56,13 @@ def dead_pid() -> int:
 # names and chunks
 # --------------------------------------------------------------------------
 def test_store_path(tmp_path):
-    assert store.store_path(tmp_path, SESSION_ID) == tmp_path / f"{SESSION_ID}.zarr"
+    assert store_path(tmp_path, SESSION_ID) == tmp_path / f"{SESSION_ID}.zarr"
 
 
 @pytest.mark.parametrize("bad", ["", ".", "..", "a/b", f"..{os.sep}x"])
 def test_store_path_refuses_names_that_escape(tmp_path, bad):
     with pytest.raises(StoreError, match="cannot name a store"):
-        store.store_path(tmp_path, bad)
+        store_path(tmp_path, bad)
 
 
 @pytest.mark.parametrize(
@@ -66,7 +70,7 @@ def test_store_path_refuses_names_that_escape(tmp_path, bad):
     [((300, 4200, 1500), (64, 256, 1500)), ((8, 40, 150), (8, 40, 150)), ((0, 0, 0), (1, 1, 1))],
 )
 def test_spike_counts_chunks(shape, chunks):
-    assert store.spike_counts_chunks(*shape) == chunks
+    assert spike_counts_chunks(*shape) == chunks
 
 
 # --------------------------------------------------------------------------
@@ -76,7 +80,7 @@ def test_write_cube_round_trip(tmp_path, template):
     ds, counts = template
     target = tmp_path / "stores" / f"{SESSION_ID}.zarr"  # parent does not exist yet
     with raise_if_dask_computes():  # the template's lazy zeros are never computed: chunks come from the blocks
-        written = store.write_cube(ds, blocks_of(counts, 16), target)
+        written = write_count_blocks(ds, blocks_of(counts, 16), target)
     assert Path(written) == target
     assert sorted(p.name for p in target.parent.iterdir()) == [target.name]
     opened = xr.open_zarr(target)
@@ -87,7 +91,7 @@ def test_write_cube_round_trip(tmp_path, template):
     assert attrs.pop(schema.ATTR_COMPLETE) is True
     manifest = attrs.pop(schema.ATTR_CHUNK_CRC32C)  # one CRC32C per chunk of every array
     assert sorted(manifest) == sorted(chunks.expected_chunks(zarr.open_group(target, mode="r")))
-    # blocks without their window counts: write_cube sums them from the bins, in the smallest dtype
+    # window counts summed from the bins (helpers.window_sums): written in the smallest dtype
     in_pre = (ds[schema.TIME].values > -0.5) & (ds[schema.TIME].values < 0)
     in_stim = (ds[schema.TIME].values[None] > 0) & (ds[schema.TIME].values[None] < ds[schema.DURATION].values[:, None])
     windows = opened[schema.WINDOW_COUNTS]
@@ -109,13 +113,23 @@ def test_write_cube_round_trip(tmp_path, template):
     xr.testing.assert_identical(actual, expected)
 
 
+def test_write_cube_refuses_blocks_without_windows_or_timing(tmp_path, template):
+    ds, counts = template
+    with pytest.raises(ValueError, match="give the Timing"):
+        write_cube(ds, blocks_of(counts, 16), tmp_path / "x.zarr")
+    untimed = ds.drop_vars([schema.TRIAL_CONDITION, *schema.TIMING_ARRAYS], errors="ignore")
+    with pytest.raises(ValueError, match="has no window counts"):
+        write_cube(untimed, blocks_of(counts, 16), tmp_path / "x.zarr")
+    assert not (tmp_path / "x.zarr").exists()
+
+
 def test_zarr_layout(tmp_path, template):
     """Zarr format 3, consolidated, zstd-compressed counts, variable-length UTF-8 strings, dimension names."""
     ds, counts = template
     labels = ds[schema.KS_LABEL].values.copy()
     labels[0], labels[1] = "gut (überprüft)", "µ-unit ✓"
     ds = ds.assign_coords({schema.KS_LABEL: ds[schema.KS_LABEL].copy(data=labels)})
-    target = store.write_cube(ds, blocks_of(counts, 16), tmp_path / "x.zarr")
+    target = write_count_blocks(ds, blocks_of(counts, 16), tmp_path / "x.zarr")
     root = json.loads((target / "zarr.json").read_text())
     assert root["zarr_format"] == 3
     assert root["node_type"] == "group"
@@ -142,13 +156,13 @@ def test_failed_write_leaves_nothing(tmp_path, template):
 
     out = tmp_path / "stores"
     with pytest.raises(RuntimeError, match="disk on fire"):
-        store.write_cube(ds, failing_blocks(), out / "x.zarr")
+        write_count_blocks(ds, failing_blocks(), out / "x.zarr")
     assert list(out.iterdir()) == []
 
 
 def test_failed_overwrite_keeps_the_old_store(tmp_path, template):
     ds, counts = template
-    target = store.write_cube(ds, blocks_of(counts, 16), tmp_path / "x.zarr")
+    target = write_count_blocks(ds, blocks_of(counts, 16), tmp_path / "x.zarr")
     before = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
 
     def interrupted():
@@ -156,7 +170,7 @@ def test_failed_overwrite_keeps_the_old_store(tmp_path, template):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        store.write_cube(ds, interrupted(), target, overwrite=True)
+        write_count_blocks(ds, interrupted(), target, overwrite=True)
     after = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
     assert after == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "x.zarr"]
@@ -164,17 +178,17 @@ def test_failed_overwrite_keeps_the_old_store(tmp_path, template):
 
 def test_existing_store_needs_overwrite(tmp_path, template):
     ds, counts = template
-    target = store.write_cube(ds, blocks_of(counts, 16), tmp_path / "x.zarr")
+    target = write_count_blocks(ds, blocks_of(counts, 16), tmp_path / "x.zarr")
     with pytest.raises(StoreError, match=r"x\.zarr: store exists; pass overwrite=True \(--overwrite\)"):
-        store.write_cube(ds, blocks_of(counts, 16), target)
-    store.write_cube(ds, blocks_of(counts // 2, 16), target, overwrite=True)
+        write_count_blocks(ds, blocks_of(counts, 16), target)
+    write_count_blocks(ds, blocks_of(counts // 2, 16), target, overwrite=True)
     np.testing.assert_array_equal(xr.open_zarr(target)[schema.SPIKE_COUNTS].values, counts // 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "x.zarr"]  # no .old- or .tmp- left
 
 
 def test_atomic_store_writes_beside_the_target(tmp_path):
     target = tmp_path / "out" / "s.zarr"
-    with store.atomic_store(target) as tmp:
+    with atomic_store(target) as tmp:
         assert tmp.parent == target.parent
         assert tmp.name.startswith(".s.zarr.tmp-")
         assert f"-{os.getpid()}-" in tmp.name
@@ -199,7 +213,7 @@ def test_remove_leftovers(tmp_path):
     for name in leftovers:
         (tmp_path / name).mkdir()
         (tmp_path / name / "chunk").write_bytes(b"x")
-    removed = store.remove_leftovers(target)
+    removed = remove_leftovers(target)
     assert sorted(p.name for p in removed) == sorted(n for n, gone in leftovers.items() if gone)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for n, gone in leftovers.items() if not gone)
 
@@ -208,7 +222,7 @@ def test_remove_leftovers_of_a_name_with_glob_characters(tmp_path):
     target = tmp_path / "s[1]*?.zarr"
     leftover = tmp_path / f".s[1]*?.zarr.tmp-{dead_pid()}-0123abcd"
     leftover.mkdir()
-    assert store.remove_leftovers(target) == [leftover]
+    assert remove_leftovers(target) == [leftover]
     assert not leftover.exists()
 
 
@@ -217,8 +231,8 @@ def test_remove_leftovers_of_a_name_with_glob_characters(tmp_path):
 # --------------------------------------------------------------------------
 def test_open_cube_is_lazy(tmp_path, template):
     ds, counts = template
-    target = store.write_cube(ds, blocks_of(counts, 16), tmp_path / "x.zarr")
-    cube = store.open_cube(target)
+    target = write_count_blocks(ds, blocks_of(counts, 16), tmp_path / "x.zarr")
+    cube = open_cube(target)
     data = cube[schema.SPIKE_COUNTS].data
     assert isinstance(data, dask.array.Array)
     assert data.chunksize == (3, 16, ds.sizes[schema.TIME])
@@ -235,32 +249,32 @@ def test_open_cube_is_lazy(tmp_path, template):
 
 def test_open_cube_refuses_what_is_not_a_cube(tmp_path):
     with pytest.raises(StoreError, match="not an opto_cube store"):
-        store.open_cube(tmp_path / "missing.zarr")
+        open_cube(tmp_path / "missing.zarr")
     xr.Dataset({"x": ("a", np.arange(3))}).to_zarr(tmp_path / "other.zarr", zarr_format=3, consolidated=True)
     with pytest.raises(StoreError, match=r"other\.zarr: not an opto_cube store \(no 'spike_counts' variable\)"):
-        store.open_cube(tmp_path / "other.zarr")
+        open_cube(tmp_path / "other.zarr")
 
 
 def test_read_store_attrs_and_up_to_date(tmp_path, template):
     ds, counts = template
-    assert store.read_store_attrs(tmp_path / "missing.zarr") is None
+    assert read_store_attrs(tmp_path / "missing.zarr") is None
     (tmp_path / "garbage.zarr").mkdir()
     (tmp_path / "garbage.zarr" / "zarr.json").write_text("{not json")
-    assert store.read_store_attrs(tmp_path / "garbage.zarr") is None
-    target = store.write_cube(ds, blocks_of(counts, 16), tmp_path / "x.zarr")
-    attrs = store.read_store_attrs(target)
+    assert read_store_attrs(tmp_path / "garbage.zarr") is None
+    target = write_count_blocks(ds, blocks_of(counts, 16), tmp_path / "x.zarr")
+    attrs = read_store_attrs(target)
     assert attrs[schema.ATTR_SESSION_ID] == SESSION_ID
     expected = {key: attrs[key] for key in (schema.ATTR_BIN_WIDTH, schema.ATTR_WINDOW, schema.ATTR_SHA256)}
-    assert store.is_up_to_date(target, expected)
-    assert not store.is_up_to_date(target, {**expected, schema.ATTR_BIN_WIDTH: 0.005})
+    assert is_up_to_date(target, expected)
+    assert not is_up_to_date(target, {**expected, schema.ATTR_BIN_WIDTH: 0.005})
     changed = {**expected[schema.ATTR_SHA256], schema.SPIKES_TIMES: "0" * 64}
-    assert not store.is_up_to_date(target, {**expected, schema.ATTR_SHA256: changed})
-    assert not store.is_up_to_date(tmp_path / "missing.zarr", expected)
+    assert not is_up_to_date(target, {**expected, schema.ATTR_SHA256: changed})
+    assert not is_up_to_date(tmp_path / "missing.zarr", expected)
     # a store without its completion mark is never up to date
     meta = json.loads((target / "zarr.json").read_text())
     del meta["attributes"][schema.ATTR_COMPLETE]
     (target / "zarr.json").write_text(json.dumps(meta))
-    assert not store.is_up_to_date(target, expected)
+    assert not is_up_to_date(target, expected)
 
 
 def test_format_1_store_opens_with_one_warning_and_is_reconverted(tmp_path):
@@ -278,9 +292,9 @@ def test_format_1_store_opens_with_one_warning_and_is_reconverted(tmp_path):
     meta_path.write_text(json.dumps(meta))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        store.open_cube(result.store)
+        open_cube(result.store)
     assert [str(w.message) for w in caught if issubclass(w.category, OptoCubeWarning)] == [
         f"{result.store}: store format 1 (no window_counts, no chunk checksums): reconvert it with opto-cube convert"
     ]
     assert convert.convert_session(folder, tmp_path / "stores", bin_ms=10).status == "converted"  # ours: rebuilt
-    assert store.read_store_attrs(result.store)[schema.ATTR_FORMAT_VERSION] == schema.FORMAT_VERSION
+    assert read_store_attrs(result.store)[schema.ATTR_FORMAT_VERSION] == schema.FORMAT_VERSION

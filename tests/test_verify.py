@@ -21,7 +21,8 @@ from opto_cube import cli, schema
 from opto_cube.errors import StoreError
 from opto_cube.jobs.verify import verify, verify_store
 from opto_cube.store import chunks
-from opto_cube.store import write as store
+from opto_cube.store.chunks import zarr_store
+from opto_cube.store.open import open_cube
 
 CHUNKINGS = ((4, 16), (3, 7), (8, 40))  # (clusters, trials) per chunk of the tiny session (8 x 40)
 
@@ -48,7 +49,7 @@ def _copy(source: Path, tmp: Path) -> Path:
 
 
 def _read_everything(path: Path) -> None:
-    ds = store.open_cube(path)
+    ds = open_cube(path)
     for name in ds.data_vars:
         ds[name].values  # noqa: B018  (reading is the test)
 
@@ -60,7 +61,7 @@ def test_whole_store_verifies_and_reads(sealed, tmp_path):
     assert report.chunks == len(chunks.expected_chunks(zarr.open_group(path, mode="r")))
     assert "window_counts = window sums" in report.checked
     assert any("SHA-256" in c for c in report.checked)
-    ds = store.open_cube(path)
+    ds = open_cube(path)
     np.testing.assert_array_equal(ds[schema.SPIKE_COUNTS].values, zarr.open_array(path, path=schema.SPIKE_COUNTS)[:])
 
 
@@ -88,7 +89,7 @@ def test_whole_chunks_of_a_damaged_store_still_read(sealed, tmp_path):
     path = _copy(sealed[(4, 16)], tmp_path)
     expected = zarr.open_array(path, path=schema.SPIKE_COUNTS)[:]
     damage(path, f"{schema.SPIKE_COUNTS}/c/1/2/0", "flip_middle")
-    ds = store.open_cube(path)
+    ds = open_cube(path)
     np.testing.assert_array_equal(ds[schema.SPIKE_COUNTS][:4].values, expected[:4])
     with pytest.raises(StoreError, match=r"chunk spike_counts/c/1/2/0 is corrupt"):
         ds[schema.SPIKE_COUNTS][4:].values  # noqa: B018
@@ -101,7 +102,7 @@ def test_window_counts_that_disagree_with_the_cube(sealed, tmp_path):
     values = array[:]
     values[2, 5, 1] += 1
     array[:] = values
-    chunks.seal(store.zarr_store(path), path)  # checksums recorded again: every chunk "in place"
+    chunks.seal(zarr_store(path), path)  # checksums recorded again: every chunk "in place"
     report = verify_store(path)
     assert [p for p in report.problems if "differs from the window sums" in p] == [
         f"{path}: window_counts differs from the window sums of chunk spike_counts/c/0/0/0 at cluster 2, trial 5"

@@ -109,7 +109,7 @@ def psth(
     Parameters
     ----------
     cube
-        An opened cube (:func:`opto_cube.store.write.open_cube`); nothing is read.
+        An opened cube (:func:`opto_cube.store.open.open_cube`); nothing is read.
     clusters
         Cluster ids (one or a list); default all.
     emitter

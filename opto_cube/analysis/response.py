@@ -197,12 +197,12 @@ def window_counts(cube: xr.Dataset) -> xr.DataArray:
     >>> import tempfile, warnings
     >>> from opto_cube import synth
     >>> from opto_cube.jobs import convert
-    >>> from opto_cube.store import write as store
+    >>> from opto_cube.store.open import open_cube
     >>> root = tempfile.mkdtemp()
     >>> folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
     >>> with warnings.catch_warnings():
     ...     warnings.simplefilter("ignore")
-    ...     cube = store.open_cube(convert.convert_session(folder, root + "/stores", bin_ms=10).store)
+    ...     cube = open_cube(convert.convert_session(folder, root + "/stores", bin_ms=10).store)
     >>> counts = window_counts(cube)
     >>> counts.dims, counts.sizes["window"]
     (('cluster', 'trial', 'window'), 2)
@@ -532,7 +532,7 @@ def responses(
     Parameters
     ----------
     cube
-        An opened cube (:func:`opto_cube.store.write.open_cube` or ``xarray.open_zarr``).
+        An opened cube (:func:`opto_cube.store.open.open_cube` or ``xarray.open_zarr``).
     by
         What splits the trials into conditions, among ``"emitter"``, ``"power"``
         (power levels: equal within a relative 1e-6, :func:`opto_cube.schema.power_levels`)
@@ -581,12 +581,12 @@ def responses(
     >>> import tempfile, warnings
     >>> from opto_cube import synth
     >>> from opto_cube.jobs import convert
-    >>> from opto_cube.store import write as store
+    >>> from opto_cube.store.open import open_cube
     >>> root = tempfile.mkdtemp()
     >>> folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
     >>> with warnings.catch_warnings():
     ...     warnings.simplefilter("ignore")
-    ...     cube = store.open_cube(convert.convert_session(folder, root + "/stores", bin_ms=10).store)
+    ...     cube = open_cube(convert.convert_session(folder, root + "/stores", bin_ms=10).store)
     >>> r = responses(cube)
     >>> dict(r.sizes), r[schema.PCT_CHANGE].chunks is not None
     ({'cluster': 8, 'condition': 12}, True)

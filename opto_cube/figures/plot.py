@@ -34,7 +34,7 @@ import pandas as pd
 import xarray as xr
 
 from opto_cube import schema
-from opto_cube.store.write import atomic_file
+from opto_cube.store.paths import atomic_file
 
 __all__ = [
     "WAVEFORM_COLORS",
@@ -416,7 +416,7 @@ def plot_psth(
 # Saving, and the figures of `opto-cube maps`
 # --------------------------------------------------------------------------
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> Path:
-    """Save ``fig`` as a PNG atomically (:func:`opto_cube.store.write.atomic_file`) and close it."""
+    """Save ``fig`` as a PNG atomically (:func:`opto_cube.store.paths.atomic_file`) and close it."""
     try:
         with atomic_file(path) as tmp:
             fig.savefig(tmp, format="png", dpi=dpi)

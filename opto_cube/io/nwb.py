@@ -475,7 +475,7 @@ def _add_cube(nwb: Any, session: io.Session, cube_path: str | os.PathLike) -> No
     from ndx_binned_spikes import BinnedAlignedSpikes
     from pynwb import H5DataIO
 
-    from opto_cube.store.write import open_cube
+    from opto_cube.store.open import open_cube
 
     try:
         ds = open_cube(os.fspath(cube_path))

@@ -22,8 +22,11 @@ from opto_cube import __version__, binning, schema
 from opto_cube.analysis.conditions import trial_conditions
 from opto_cube.errors import BinningError, OptoCubeError, OptoCubeWarning, ParameterError, StoreError
 from opto_cube.io import alf as io
-from opto_cube.store import write as store
+from opto_cube.store.chunks import StorePath, is_url
 from opto_cube.store.layout import CubeLayout, Var
+from opto_cube.store.ownership import plan_write
+from opto_cube.store.paths import store_path
+from opto_cube.store.write import spike_counts_chunks, write_cube
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -110,7 +113,7 @@ def cube_layout(
     """
     order = np.argsort(session.stim[schema.ONSET], kind="stable")
     n_clusters, n_trials, n_bins = session.n_clusters, session.n_trials, bins.n_bins
-    chunks = chunks or store.spike_counts_chunks(n_clusters, n_trials, n_bins)
+    chunks = chunks or spike_counts_chunks(n_clusters, n_trials, n_bins)
     stim = {name: values[order] for name, values in session.stim.items()}
     coords: dict[str, Var] = {
         schema.CLUSTER: _variable(schema.CLUSTER, cluster_ids(session)),
@@ -447,25 +450,25 @@ def convert_session(
     started = time.perf_counter()
     binning.warm_kernels()  # numba's start-up in a thread, while the session's files are read and hashed
     session = read_session(folder, surface_um=surface_um)
-    target = store.store_path(out_dir, session.session_id)
+    target = store_path(out_dir, session.session_id)
     try:
         bins = binning.plan_time_bins(session.stim[schema.DURATION], bin_ms=bin_ms, window_s=window_s)
     except BinningError as e:
         raise BinningError(f"{session.folder / schema.STIM_DURATIONS}: {e}") from None
-    trial_chunk = (chunks or store.spike_counts_chunks(session.n_clusters, session.n_trials, bins.n_bins)[:2])[1]
+    trial_chunk = (chunks or spike_counts_chunks(session.n_clusters, session.n_trials, bins.n_bins)[:2])[1]
     check_size(session.folder, session.n_clusters, session.n_trials, trial_chunk, bins, max_buffer_gib, max_cube_gib)
     expected = {**conversion_parameters(bins, tip_offset_um), schema.ATTR_SHA256: dict(sorted(session.sha256.items()))}
     if surface_um is not None:  # another --surface-um is another store
         expected[schema.ATTR_SURFACE] = session.surface_position_um
     # skipped only when whole (every chunk's CRC32C) and from the same sources and parameters; a store of other
-    # parameters, or not ours, is refused (store.plan_write); a damaged one of ours is rebuilt
-    if store.plan_write(target, expected, overwrite, storage_options) == "skip":
+    # parameters, or not ours, is refused (plan_write); a damaged one of ours is rebuilt
+    if plan_write(target, expected, overwrite, storage_options) == "skip":
         return ConversionResult(session.session_id, "skipped", str(target), time.perf_counter() - started)
 
     order = np.argsort(session.stim[schema.ONSET], kind="stable")
     onsets, durations = session.stim[schema.ONSET][order], session.stim[schema.DURATION][order]
     n_clusters, n_trials = session.n_clusters, session.n_trials
-    cluster_chunk, trial_chunk = chunks or store.spike_counts_chunks(n_clusters, n_trials, bins.n_bins)[:2]
+    cluster_chunk, trial_chunk = chunks or spike_counts_chunks(n_clusters, n_trials, bins.n_bins)[:2]
     # One pass over the spikes fills spike_counts and window_counts; counts are binned in uint8 (every realistic
     # count fits) with the kernel tracking the largest: if one does not fit, the store is dropped (atomically)
     # and the session binned again in the dtype the exact largest count needs. Counts never wrap.
@@ -482,7 +485,7 @@ def convert_session(
         )  # two buffers: one is compressed while the next is binned  # fmt: skip
         blocks = _progress(blocks, -(-n_trials // trial_chunk), session.session_id, progress)
         try:
-            store.write_cube(template, blocks, target, overwrite=True, storage_options=storage_options, timing=timing)
+            write_cube(template, blocks, target, overwrite=True, storage_options=storage_options, timing=timing)
             break
         except OSError as e:  # disk full, permissions: atomic_store removed what was written
             raise StoreError(f"{target}: {e.strerror or e} (nothing written)") from e
@@ -509,7 +512,7 @@ def _is_store_folder(folder: Path) -> bool:
         return False
 
 
-def _convert_reporting(folder: Path, out_dir: store.StorePath, params: dict[str, Any]) -> ConversionResult:
+def _convert_reporting(folder: Path, out_dir: StorePath, params: dict[str, Any]) -> ConversionResult:
     """convert_session that never raises: errors and warnings become part of the result."""
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -601,7 +604,7 @@ def convert(
         **{k: params[k] for k in ("bin_ms", "window_s", "tip_offset_um", "chunks") if k in params}, **budgets
     )
     folders = io.find_sessions(data_root)
-    if not store.is_url(out_dir):  # --out inside a flat data folder: its stores are not sessions
+    if not is_url(out_dir):  # --out inside a flat data folder: its stores are not sessions
         out_resolved = Path(out_dir).resolve()
         folders = [f for f in folders if f.resolve() != out_resolved and not _is_store_folder(f)]
         if not folders:
@@ -612,7 +615,7 @@ def convert(
         if unknown:
             raise OptoCubeError(f"{data_root}: no session named {', '.join(map(repr, unknown))}")
         folders = [by_name[s] for s in sessions]
-    out: store.StorePath = os.fspath(out_dir) if store.is_url(out_dir) else Path(out_dir)
+    out: StorePath = os.fspath(out_dir) if is_url(out_dir) else Path(out_dir)
     if isinstance(out, Path):
         out.mkdir(parents=True, exist_ok=True)
     if scheduler is None:

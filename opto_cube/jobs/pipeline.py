@@ -52,7 +52,7 @@ from opto_cube.errors import OptoCubeError, OptoCubeWarning, TimingWarning
 from opto_cube.figures import plot
 from opto_cube.jobs.tasks import AnalysisPass, SessionResults, analysis_pass
 from opto_cube.store.catalog import Catalog, sessions_of
-from opto_cube.store.write import atomic_file
+from opto_cube.store.paths import atomic_file
 
 __all__ = [
     "demo_pass",
@@ -231,7 +231,7 @@ def summary_figures(
 
 def _bin_widths(source: Any) -> list[float]:
     """Every session's bin width, from its store's attributes (one small read each) or its cube."""
-    from opto_cube.store.write import read_store_attrs
+    from opto_cube.store.chunks import read_store_attrs
 
     widths = []
     for sid, item in sessions_of(source):

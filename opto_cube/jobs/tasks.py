@@ -42,7 +42,7 @@ from opto_cube import schema
 from opto_cube.analysis import psth, response
 from opto_cube.errors import StoreError
 from opto_cube.store.catalog import Catalog, _summary_row, sessions_of
-from opto_cube.store.write import StorePath
+from opto_cube.store.chunks import StorePath
 
 __all__ = ["AnalysisPass", "SessionResults", "analysis_pass", "session_results", "session_tasks"]
 
@@ -119,10 +119,10 @@ def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool, t
     coordinate, read eagerly and together; every chunk of the store present,
     in place and matching its CRC32C, or one :class:`StoreError` naming store
     and chunk. A store without those arrays (written before them) is opened
-    with :func:`opto_cube.store.write.open_cube` (checked as each chunk is read).
+    with :func:`opto_cube.store.open.open_cube` (checked as each chunk is read).
     """
     from opto_cube.store.chunks import read_checked
-    from opto_cube.store.write import open_cube
+    from opto_cube.store.open import open_cube
 
     names = [schema.WINDOW_COUNTS, *(schema.TIMING_ARRAYS if timing else ())]
     if cube and schema.CONDITION_COUNTS not in names:

@@ -45,7 +45,9 @@ from opto_cube import schema
 from opto_cube.errors import OptoCubeError, StoreError
 from opto_cube.io import alf as io
 from opto_cube.store import chunks
-from opto_cube.store import write as store
+from opto_cube.store.chunks import StorePath, is_url, read_store_attrs, zarr_store
+from opto_cube.store.ownership import is_litter
+from opto_cube.store.paths import STORE_SUFFIX, list_stores
 
 __all__ = ["StoreReport", "verify", "verify_store"]
 
@@ -210,7 +212,7 @@ def _check_sources(report: StoreReport, attrs: dict[str, Any], folder: Path, pat
 
 
 def verify_store(
-    path: store.StorePath,
+    path: StorePath,
     data_root: str | os.PathLike | None = None,
     storage_options: dict[str, Any] | None = None,
     progress: bool = False,
@@ -236,15 +238,15 @@ def verify_store(
     """
     name = os.fspath(path)
     report = StoreReport(name)
-    attrs = store.read_store_attrs(path, storage_options)
+    attrs = read_store_attrs(path, storage_options)
     if attrs is None or not (schema.ATTR_FORMAT_VERSION in attrs or schema.ATTR_VERSION in attrs):
         report.problems.append(f"{name}: not an opto_cube store (no opto_cube metadata in its zarr.json)")
         return report
-    if not store.is_url(path):  # files a conversion does not write (what operating systems leave is tolerated)
+    if not is_url(path):  # files a conversion does not write (what operating systems leave is tolerated)
         extra = sorted(
             p.name for p in Path(path).iterdir()
             if p.name != "zarr.json"
-            and not store.is_litter(p.name)
+            and not is_litter(p.name)
             and not (p.is_dir() and (p / "zarr.json").is_file())
         )  # fmt: skip
         if extra:
@@ -258,7 +260,7 @@ def verify_store(
     else:
         report.checked.append("completion mark")
     try:
-        group = zarr.open_group(store.zarr_store(path, storage_options, read_only=True), mode="r")
+        group = zarr.open_group(zarr_store(path, storage_options, read_only=True), mode="r")
         expected = chunks.expected_chunks(group)
         report.chunks = len(expected)
         problems = chunks.metadata_problems(path, storage_options) + chunks.check_chunks(path, storage_options)
@@ -407,10 +409,10 @@ def verify(
         ``path`` is neither a store nor a folder holding stores.
     """
     text = os.fspath(path).rstrip("/") or os.fspath(path)
-    single = text.endswith(store.STORE_SUFFIX) or store.read_store_attrs(text, storage_options) is not None
-    if not store.is_url(text) and not Path(text).exists():
+    single = text.endswith(STORE_SUFFIX) or read_store_attrs(text, storage_options) is not None
+    if not is_url(text) and not Path(text).exists():
         raise StoreError(f"{text}: no such store or folder")
-    paths = [text] if single else store.list_stores(text, storage_options)
+    paths = [text] if single else list_stores(text, storage_options)
     if not paths:
-        raise StoreError(f"{text}: holds no {store.STORE_SUFFIX} stores")
+        raise StoreError(f"{text}: holds no {STORE_SUFFIX} stores")
     return [verify_store(p, data_root, storage_options, progress=progress) for p in paths]
