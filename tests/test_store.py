@@ -1,4 +1,4 @@
-"""Tests of opto_cube.store.write: atomic writes, leftovers of killed runs, the Zarr layout, lazy opening."""
+"""Tests of opto_cube.store (paths, write, ownership, open): atomic writes, leftovers, the Zarr layout, opening."""
 
 from __future__ import annotations
 

@@ -47,7 +47,8 @@ def refuse_missing_chunks() -> str | None:
 
     Feature-detected (:func:`missing_chunk_option`): a no-op with zarr 3.1.
     Every chunk of an opto_cube store is written (no fill-value elision), so
-    a missing one is always damage. Writes inside :func:`atomic_store` keep
+    a missing one is always damage. Writes inside
+    :func:`opto_cube.store.write.atomic_store` keep
     zarr's default, as a new array has no chunks yet.
     """
     key = missing_chunk_option()
