@@ -50,8 +50,24 @@ from opto_cube.store.paths import OLD_TAG, STORE_SUFFIX, TMP_TAG, list_stores, r
 if TYPE_CHECKING:
     import xarray as xr
 
-# Re-exported for store.catalog, which imports them from here (its own update is another branch's): not for new code.
-__all__ = ["STORE_SUFFIX", "StorePath", "is_url", "list_stores", "open_cube", "read_store_attrs"]
+__all__ = [
+    "COMPRESSORS",
+    "atomic_store",
+    "checksummed",
+    "spike_counts_chunks",
+    "window_counts_chunks",
+    "write_coordinates",
+    "write_cube",
+]
+# re-exported for store.catalog, which still imports them from here (another branch owns it): not for new code
+__all__ += [
+    "STORE_SUFFIX",
+    "StorePath",
+    "is_url",
+    "list_stores",
+    "open_cube",
+    "read_store_attrs",
+]
 
 # Every stored array's bytes-to-bytes codecs: zstd level 1, then a CRC32C of the compressed chunk (Zarr v3 core
 # codec; zarr-python, tensorstore, zarrs and zarrita.js check it on read), so a damaged chunk is an error, never zeros.
