@@ -457,8 +457,8 @@ async def _read_checked(
 ) -> CheckedRead:
     import asyncio
 
-    from zarr.abc.store import SuffixByteRequest
     from zarr import AsyncArray
+    from zarr.abc.store import SuffixByteRequest
     from zarr.api.asynchronous import open_group as open_async_group
     from zarr.core.buffer import default_buffer_prototype
 
