@@ -403,7 +403,7 @@ def read_checked(
     >>> with warnings.catch_warnings():
     ...     warnings.simplefilter("ignore")
     ...     folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
-    ...     store = convert.convert_session(folder, root + "/stores", bin_ms=10).path
+    ...     store = convert.convert_session(folder, root + "/stores", bin_ms=10).store
     >>> read = read_checked(store, names=[schema.WINDOW_COUNTS])
     >>> read.arrays[schema.WINDOW_COUNTS].shape == read.shapes[schema.WINDOW_COUNTS]
     True
