@@ -30,6 +30,7 @@ SESSION_ID = re.compile(r"^([A-Za-z]+)(\d+)_(\d{4}-\d{2}-\d{2})_en(\d+)_p(\d+)$"
 
 
 def write_text(path: pathlib.Path, text: str) -> None:
+    """Write ``text`` as UTF-8 with ``\\n`` line ends: the same bytes on every platform."""
     path.write_text(text, encoding="utf-8", newline="\n")
 
 

@@ -7,7 +7,8 @@ pulses) and writes them as Kilosort / phy would, with the quirks of
 samples, 2-D spike times, noise labels, no session.json); its own draws come
 from a side stream, apart from the truth's. :func:`write_alf_twin` writes the
 ALF folder holding what the Kilosort reader reads from such a folder, so that
-both convert to the same cube.
+both convert to the same cube; it reads the folder with that reader (imported in
+the function: :mod:`opto_cube.io` is synth's own layer).
 """
 
 from __future__ import annotations
