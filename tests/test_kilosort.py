@@ -22,9 +22,8 @@ from helpers import reference_counts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from opto_cube import cli, schema, synth
+from opto_cube import cli, io, schema, synth
 from opto_cube.errors import SessionFormatError
-from opto_cube.io import alf as io
 from opto_cube.io import kilosort
 from opto_cube.jobs import convert
 from opto_cube.store import write as store
@@ -134,7 +133,7 @@ def test_edge_spikes_are_on_window_edges(tmp_path: Path) -> None:
     times, _ = _raw(ks)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        session = kilosort.read_session(ks)
+        session = kilosort.read_kilosort(ks)
     onsets, durations = session.stim[schema.ONSET], session.stim[schema.DURATION]
     edges = np.concatenate([onsets + schema.PRE_WINDOW_S[0], onsets, onsets + durations])
     assert np.isin(times, edges).sum() >= 3
@@ -151,7 +150,7 @@ def test_merged_cluster_takes_its_most_frequent_template(tmp_path: Path) -> None
     most = int(np.bincount(mine).argmax())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        session = kilosort.read_session(ks)
+        session = kilosort.read_kilosort(ks)
     depth, peak, width = kilosort.template_features(
         np.load(ks / "templates.npy")[[most]], np.load(ks / "channel_positions.npy")[:, 1], RATE
     )
@@ -170,14 +169,14 @@ def test_labels_phy_group_wins_and_noise_is_kept(tmp_path: Path) -> None:
     noise = [int(line.split("\t")[0]) for line in group[1:] if line.endswith("\tnoise")]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        session = kilosort.read_session(ks)
+        session = kilosort.read_kilosort(ks)
     labels = dict(zip(session.cluster_ids.tolist(), session.clusters[schema.KS_LABEL], strict=True))
     assert len(noise) == 2
     assert all(labels[i] == "noise" for i in noise)
     (ks / "cluster_group.tsv").unlink()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        session = kilosort.read_session(ks)
+        session = kilosort.read_kilosort(ks)
     labels = dict(zip(session.cluster_ids.tolist(), session.clusters[schema.KS_LABEL], strict=True))
     assert all(labels[i] == "good" for i in ids)
 
@@ -398,7 +397,7 @@ def test_read_session_raises_session_format_error(tmp_path: Path) -> None:
     ks, _ = _pair(tmp_path, TINY, synth.KilosortQuirks())
     (ks / "params.py").write_text("sample_rate = open('x')\n")
     with pytest.raises(SessionFormatError, match=r"params\.py: line 1: only literal assignments"):
-        kilosort.read_session(ks)
+        kilosort.read_kilosort(ks)
 
 
 # --------------------------------------------------------------------------
@@ -441,7 +440,7 @@ def test_qc_metrics_match_a_straightforward_computation(tmp_path: Path) -> None:
     amps = np.load(ks / "amplitudes.npy").astype(np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        session = kilosort.read_session(ks)
+        session = kilosort.read_kilosort(ks)
     total = int(samples.max()) + 1
     expected = {schema.PRESENCE_RATIO: [], schema.ISI_VIOLATIONS: [], schema.AMPLITUDE_CUTOFF: []}
     for cid in session.cluster_ids:
@@ -478,7 +477,7 @@ def test_qc_without_amplitudes_is_nan(tmp_path: Path) -> None:
     ks, _ = _pair(tmp_path, TINY, synth.KilosortQuirks(amplitudes=False))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        session = kilosort.read_session(ks)
+        session = kilosort.read_kilosort(ks)
     assert np.all(np.isnan(session.clusters[schema.AMPLITUDE_CUTOFF]))
     assert not session.clusters[schema.QC_PASS].any()
 
@@ -510,7 +509,7 @@ def test_surface_from_top_chan_or_option_else_nan(tmp_path: Path) -> None:
     ks, _ = _pair(tmp_path, TINY, synth.KilosortQuirks(top_chan=False))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        session = kilosort.read_session(ks)
+        session = kilosort.read_kilosort(ks)
     assert sum("no top_chan" in str(w.message) for w in caught) == 1  # one warning
     assert math.isnan(session.surface_position_um)
     assert np.all(np.isnan(session.clusters[schema.DEPTH_FROM_SURFACE]))

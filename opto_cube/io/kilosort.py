@@ -4,8 +4,8 @@ A lab that records with a Neuropixels Opto probe but does not export the
 dataset's ALF layout brings what Kilosort 4 and phy write (``spike_times.npy``
 in samples, ``spike_clusters.npy``, ``templates.npy``, ``channel_positions.npy``,
 ``amplitudes.npy``, ``params.py``, ``cluster_*.tsv``) and a table of its light
-pulses (``pulses.csv``). :func:`read_session` turns such a folder into the
-same :class:`opto_cube.io.alf.Session` the ALF reader makes, so everything
+pulses (``pulses.csv``). :func:`read_kilosort` turns such a folder into the
+same :class:`opto_cube.io.session.Session` the ALF reader makes, so everything
 downstream (binning, the store, responses, NWB) is shared.
 
 Nothing in the folder is executed: ``params.py`` is parsed with :mod:`ast` and
@@ -39,7 +39,7 @@ Examples
 True
 >>> with warnings.catch_warnings():
 ...     warnings.simplefilter("ignore")
-...     session = read_session(folder)
+...     session = read_kilosort(folder)
 >>> session.n_trials
 40
 """
@@ -60,8 +60,9 @@ import numba
 import numpy as np
 
 from opto_cube import schema
-from opto_cube.errors import OptoCubeError, SessionFormatError, warn
-from opto_cube.io import alf as io
+from opto_cube.errors import OptoCubeError, SessionFormatError, one_line, warn
+from opto_cube.io.npy import NpyFile, as_float, open_npy, read_json, require_file
+from opto_cube.io.session import BLOCK_LEN, Session, SpikeSource, check_stim, laser_calibration, session_attrs
 
 # --------------------------------------------------------------------------
 # The folder's files (Kilosort 4's save_to_phy and phy's curation)
@@ -127,7 +128,7 @@ def size_hint(folder: str | os.PathLike) -> tuple[int, int]:
     """
     folder = Path(folder)
     try:
-        n_clusters = io.NpyFile.open(folder / TEMPLATES).shape[0]
+        n_clusters = NpyFile.open(folder / TEMPLATES).shape[0]
         n_trials = max(0, sum(1 for line in _pulses_path(folder).open("rb") if line.strip()) - 1)
     except (OSError, OptoCubeError, IndexError):
         return 0, 0
@@ -169,7 +170,7 @@ def _read_params(path: Path) -> tuple[dict[str, Any], str]:
     try:
         tree = ast.parse(data.decode("utf-8-sig"), filename=str(path))
     except (UnicodeDecodeError, SyntaxError, ValueError) as e:
-        raise SessionFormatError(path, f"not readable as Python literals ({io._one_line(e)})") from e
+        raise SessionFormatError(path, f"not readable as Python literals ({one_line(e)})") from e
     params: dict[str, Any] = {}
     for node in tree.body:
         if (
@@ -631,7 +632,7 @@ def qc_metrics(
     ``samples`` are time-sorted spike samples, ``rows`` each spike's cluster row;
     the recording is ``total_samples`` long. Spikeless rows get presence 0 and
     NaN ratios; ``amplitude_cutoff`` is NaN everywhere without ``amplitudes``.
-    (:func:`read_session` computes the same over blocks of the files.)
+    (:func:`read_kilosort` computes the same over blocks of the files.)
 
     Examples
     --------
@@ -659,7 +660,7 @@ class _SpikeFiles:
     are loaded and sorted once, stably, in memory (as the ALF reader does).
     """
 
-    def __init__(self, headers: dict[str, io.NpyFile]) -> None:
+    def __init__(self, headers: dict[str, NpyFile]) -> None:
         self.headers = headers
         self.n = headers[TIMES].shape[0]
         self.arrays: dict[str, np.ndarray] | None = None
@@ -669,7 +670,7 @@ class _SpikeFiles:
         order = np.argsort(arrays[TIMES], kind="stable")
         self.arrays = {key: a[order] for key, a in arrays.items()}
 
-    def blocks(self, keys: tuple[str, ...], block_len: int = io.BLOCK_LEN) -> Iterator[dict[str, np.ndarray]]:
+    def blocks(self, keys: tuple[str, ...], block_len: int = BLOCK_LEN) -> Iterator[dict[str, np.ndarray]]:
         keys = tuple(k for k in keys if k in self.headers)
         for start in range(0, self.n, block_len):
             stop = min(start + block_len, self.n)
@@ -679,7 +680,7 @@ class _SpikeFiles:
                 yield {k: self.headers[k].read(start, stop) for k in keys}
 
 
-class _KilosortSpikes(io.SpikeSource):
+class _KilosortSpikes(SpikeSource):
     """The spikes of a Kilosort folder: ``samples / sample_rate`` and each id's row, block by block."""
 
     def __init__(self, files: _SpikeFiles, lookup: np.ndarray, sample_rate: float) -> None:
@@ -690,7 +691,7 @@ class _KilosortSpikes(io.SpikeSource):
     def in_memory(self) -> bool:
         return self._spike_files.arrays is not None
 
-    def blocks(self, block_len: int = io.BLOCK_LEN) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def blocks(self, block_len: int = BLOCK_LEN) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for block in self._spike_files.blocks((TIMES, IDS), block_len):
             # seconds = samples / sample_rate, float64, exactly that expression
             yield block[TIMES] / self._rate, self._lookup[block[IDS].astype(np.int64, copy=False)]
@@ -699,9 +700,9 @@ class _KilosortSpikes(io.SpikeSource):
         return f"<SpikeSource {self.n_spikes} spikes, Kilosort, {'in memory' if self.in_memory else 'streamed'}>"
 
 
-def _spike_header(folder: Path, name: str, n: int | None, what: str, kinds: str = "iu") -> io.NpyFile:
+def _spike_header(folder: Path, name: str, n: int | None, what: str, kinds: str = "iu") -> NpyFile:
     """The header of a per-spike file: ``(N,)`` or ``(N, 1)``, ``n`` long, of numbers of ``kinds``."""
-    header = io.NpyFile.open(io._require(folder, name))
+    header = NpyFile.open(require_file(folder, name))
     if not (header.ndim == 1 or (header.ndim == 2 and header.shape[1] == 1)):
         raise SessionFormatError(header.path, f"expected ({'N' if n is None else n},) or (N, 1), found {header.shape}")
     if n is not None and header.shape[0] != n:
@@ -714,7 +715,7 @@ def _spike_header(folder: Path, name: str, n: int | None, what: str, kinds: str 
     return header
 
 
-def _load(header: io.NpyFile) -> tuple[np.ndarray, str]:
+def _load(header: NpyFile) -> tuple[np.ndarray, str]:
     """The whole array (a read-only view of the file's bytes, read once) and the file's SHA-256."""
     data = header.path.read_bytes()
     arr = np.frombuffer(data, dtype=header.dtype, count=math.prod(header.shape), offset=header.offset)
@@ -723,7 +724,7 @@ def _load(header: io.NpyFile) -> tuple[np.ndarray, str]:
 
 def _spike_files(folder: Path, sha: dict[str, str]) -> tuple[float, _SpikeFiles, bool]:
     """The sample rate, the per-spike files (hashed), and whether the clusters come from spike_clusters.npy."""
-    params_path = io._require(folder, PARAMS_PY)
+    params_path = require_file(folder, PARAMS_PY)
     params, sha[PARAMS_PY] = _read_params(params_path)
     times = _spike_header(folder, SPIKE_TIMES, None, "spike times (samples)")
     n = times.shape[0]
@@ -743,7 +744,7 @@ def _spike_files(folder: Path, sha: dict[str, str]) -> tuple[float, _SpikeFiles,
 
 
 def _hashed_blocks(
-    files: _SpikeFiles, sha: dict[str, str], block_len: int = io.BLOCK_LEN
+    files: _SpikeFiles, sha: dict[str, str], block_len: int = BLOCK_LEN
 ) -> Iterator[dict[str, np.ndarray]]:
     """Every per-spike file in blocks, each file's SHA-256 computed from the same bytes (one read)."""
     handles = {key: open(h.path, "rb") for key, h in files.headers.items()}  # closed below
@@ -825,8 +826,8 @@ def _cluster_templates(
     return out
 
 
-def read_session(folder: str | os.PathLike, *, surface_um: float | None = None) -> io.Session:
-    """Read a Kilosort / phy folder plus its ``pulses.csv`` as an :class:`opto_cube.io.alf.Session`.
+def read_kilosort(folder: str | os.PathLike, *, surface_um: float | None = None) -> Session:
+    """Read a Kilosort / phy folder plus its ``pulses.csv`` as an :class:`opto_cube.io.session.Session`.
 
     The per-spike files are read in blocks (three passes: checks, QC and
     templates, amplitude histograms), so memory is bounded by a block; the
@@ -864,15 +865,15 @@ def read_session(folder: str | os.PathLike, *, surface_um: float | None = None) 
     except OptoCubeError:
         raise
     except (OSError, ValueError, EOFError) as e:
-        raise SessionFormatError(folder, io._one_line(e)) from e
+        raise SessionFormatError(folder, one_line(e)) from e
 
 
 def _templates_and_channels(folder: Path, sha: dict[str, str], top_template: int) -> tuple[np.ndarray, np.ndarray]:
     """templates.npy and channel_positions.npy, checked against each other and the spikes' template ids."""
-    templates_header = io._npy(folder, TEMPLATES, 3)
-    channels_header = io._npy(folder, CHANNEL_POSITIONS, 2)
+    templates_header = open_npy(folder, TEMPLATES, 3)
+    channels_header = open_npy(folder, CHANNEL_POSITIONS, 2)
     channel_positions, sha[CHANNEL_POSITIONS] = channels_header.load()
-    channel_positions = io._as_float(channel_positions, channels_header.path)
+    channel_positions = as_float(channel_positions, channels_header.path)
     if channel_positions.shape[1] != 2:
         raise SessionFormatError(
             channels_header.path, f"expected (channels, 2) positions, found {channel_positions.shape}"
@@ -922,7 +923,7 @@ def _read_stim(
             f"row {i + 2}: onset {onset[i]!r} s lies outside the recording (0 to the last spike, {last_spike_s!r} s)",
         )
     stim = {name: pulses[name] for name in (schema.ONSET, schema.EMITTER, schema.POWER, schema.DURATION)}
-    io._check_stim(stim, {name: pulses_path for name in schema.STIM_FILES})
+    check_stim(stim, {name: pulses_path for name in schema.STIM_FILES})
     return stim, pulses
 
 
@@ -958,7 +959,7 @@ def _spike_passes(
     return qc.result(), qc.per_cluster.copy(), pairs, counts
 
 
-def _read_session(folder: Path, sha: dict[str, str], surface_um: float | None) -> io.Session:
+def _read_session(folder: Path, sha: dict[str, str], surface_um: float | None) -> Session:
     rate, files, has_clusters = _spike_files(folder, sha)
     group, ks_label = _cluster_tables(folder, sha)
     is_sorted, last_sample, ids, top_template = _scan(files, np.fromiter([*group, *ks_label], dtype=np.int64), sha)
@@ -990,7 +991,7 @@ def _read_session(folder: Path, sha: dict[str, str], surface_um: float | None) -
     json_path = folder / schema.SESSION_JSON
     info: dict[str, Any] = {}
     if json_path.is_file():
-        info, sha[schema.SESSION_JSON] = io._read_json(json_path)
+        info, sha[schema.SESSION_JSON] = read_json(json_path)
         if not isinstance(info, dict):
             raise SessionFormatError(json_path, f"must hold a JSON object, found {type(info).__name__}")
     surface = _surface(json_path, info, channel_positions, surface_um)
@@ -1005,7 +1006,7 @@ def _read_session(folder: Path, sha: dict[str, str], surface_um: float | None) -
         schema.TROUGH_TO_PEAK: width,
     }
     n_pass = int(qc[schema.QC_PASS].sum())
-    attrs = io._session_attrs(
+    attrs = session_attrs(
         json_path,
         info,
         folder.name,
@@ -1024,7 +1025,7 @@ def _read_session(folder: Path, sha: dict[str, str], surface_um: float | None) -
     attrs[ATTR_SOURCE_LAYOUT] = LAYOUT_KILOSORT
     if PULSE_WAVELENGTH in pulses:
         attrs[ATTR_WAVELENGTHS] = sorted({float(w) for w in pulses[PULSE_WAVELENGTH]})
-    session = io.Session(
+    session = Session(
         session_id=folder.name,
         folder=folder,
         attrs=attrs,
@@ -1032,7 +1033,7 @@ def _read_session(folder: Path, sha: dict[str, str], surface_um: float | None) -
         stim=stim,
         spikes=_KilosortSpikes(files, lookup, rate),
         sha256=sha,
-        laser_calibration=io._laser_calibration(folder, sha),
+        laser_calibration=laser_calibration(folder, sha),
         n_channels=int(channel_positions.shape[0]),
         surface_position_um=surface,
         spikes_per_cluster=per_cluster,
