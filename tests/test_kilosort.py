@@ -1,4 +1,5 @@
-"""Kilosort / phy sessions (opto_cube.io.kilosort): the same cube as the ALF route, refused bad input, QC metrics.
+"""Kilosort / phy sessions (opto_cube.io.kilosort, kilosort_tables, kilosort_metrics): the same cube as the ALF
+route, refused bad input, QC metrics.
 
 The equality tests write one recording twice with :mod:`opto_cube.synth`: as a
 Kilosort folder (``write_kilosort_session``) and as the ALF folder holding what
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 
 from opto_cube import cli, io, schema, synth
 from opto_cube.errors import SessionFormatError
-from opto_cube.io import kilosort
+from opto_cube.io import kilosort, kilosort_metrics, kilosort_tables
 from opto_cube.jobs import convert
 from opto_cube.store import write as store
 
@@ -151,7 +152,7 @@ def test_merged_cluster_takes_its_most_frequent_template(tmp_path: Path) -> None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         session = kilosort.read_kilosort(ks)
-    depth, peak, width = kilosort.template_features(
+    depth, peak, width = kilosort_metrics.template_features(
         np.load(ks / "templates.npy")[[most]], np.load(ks / "channel_positions.npy")[:, 1], RATE
     )
     row = int(np.searchsorted(session.cluster_ids, merged))
@@ -300,7 +301,7 @@ def test_read_params_literals() -> None:
     try:
         path.write_text('"""phy params"""\ndat_path = "a.bin"\nn_channels_dat = 385\ndtype = "int16"\n'
                         "offset = 0\nsample_rate = 30000\nhp_filtered = False\n")  # fmt: skip
-        params = kilosort.read_params(path)
+        params = kilosort_tables.read_params(path)
     finally:
         path.unlink()
     assert params == {
@@ -469,8 +470,8 @@ def test_gaussian_filter_is_scipys_to_the_bit(seed: int) -> None:
 
     x = np.random.default_rng(seed).random(500) * 10.0 ** np.random.default_rng(seed).integers(-6, 3)
     x[: seed * 7] = 0.0
-    np.testing.assert_array_equal(kilosort.gaussian_filter1d(x, 3), gaussian_filter1d(x, 3))
-    np.testing.assert_array_equal(kilosort.gaussian_filter1d(x[:40], 3), gaussian_filter1d(x[:40], 3))
+    np.testing.assert_array_equal(kilosort_metrics.gaussian_filter1d(x, 3), gaussian_filter1d(x, 3))
+    np.testing.assert_array_equal(kilosort_metrics.gaussian_filter1d(x[:40], 3), gaussian_filter1d(x[:40], 3))
 
 
 def test_qc_without_amplitudes_is_nan(tmp_path: Path) -> None:
@@ -487,7 +488,7 @@ def test_qc_against_spikeinterface(tmp_path: Path) -> None:
     metrics = pytest.importorskip("spikeinterface.qualitymetrics.misc_metrics")
     rng = np.random.default_rng(0)
     amps = rng.normal(20, 5, 4000)
-    assert kilosort.amplitude_cutoff(amps) == metrics.amplitude_cutoff(amps)
+    assert kilosort_metrics.amplitude_cutoff(amps) == metrics.amplitude_cutoff(amps)
 
 
 def test_template_features_and_waveform_types() -> None:
@@ -495,11 +496,11 @@ def test_template_features_and_waveform_types() -> None:
     t[0, 10, 0], t[0, 13, 0] = -10.0, 3.0  # FS: 3 samples = 0.1 ms
     t[1, 10, 2], t[1, 25, 2] = -8.0, 2.0  # RS: 15 samples = 0.5 ms
     t[1, 10, 1] = -2.0  # under 30 % of the peak: weighs nothing
-    depth, peak, width = kilosort.template_features(t, np.array([0.0, 20.0, 40.0]), RATE)
+    depth, peak, width = kilosort_metrics.template_features(t, np.array([0.0, 20.0, 40.0]), RATE)
     assert depth.tolist() == [0.0, 40.0]
     assert peak.tolist() == [0, 2]
     np.testing.assert_allclose(width, [0.1, 0.5])
-    assert kilosort.waveform_types(width).tolist() == ["FS", "RS"]
+    assert kilosort_metrics.waveform_types(width).tolist() == ["FS", "RS"]
 
 
 # --------------------------------------------------------------------------
