@@ -88,9 +88,43 @@ def _looks_like_session(path: Path) -> bool:
 
 
 def read_session(path: str | os.PathLike, *, surface_um: float | None = None) -> Session:
-    """A session from an ALF folder (:func:`opto_cube.io.alf.read_alf`), an NWB file
-    (:func:`opto_cube.io.nwb.read_nwb`) or a Kilosort / phy folder (:func:`opto_cube.io.kilosort.read_kilosort`,
-    ``surface_um`` its surface when its session.json has no ``top_chan``): all make the same cube."""
+    """Read and check one session, whatever its kind: all kinds make the same cube.
+
+    An ALF folder is read by :func:`opto_cube.io.alf.read_alf`, an NWB file by
+    :func:`opto_cube.io.nwb.read_nwb` and a Kilosort / phy folder by
+    :func:`opto_cube.io.kilosort.read_kilosort`; each reader is imported only
+    for its kind.
+
+    Parameters
+    ----------
+    path
+        A session folder (ALF or Kilosort / phy) or a ``.nwb`` file.
+    surface_um
+        A Kilosort folder's surface position, um, when its session.json has
+        no ``top_chan`` (ignored for the other kinds).
+
+    Returns
+    -------
+    Session
+        Cluster and trial arrays in file order, the session attributes, the
+        spikes as a stream, and the SHA-256 of every file read.
+
+    Raises
+    ------
+    SessionFormatError
+        Naming the file and the problem, when the session cannot be converted.
+
+    Examples
+    --------
+    >>> import tempfile, warnings
+    >>> from opto_cube import synth
+    >>> folder = synth.make_dataset(tempfile.mkdtemp(), n_sessions=1, size="tiny")[0]
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")  # the synthetic session's planted quirks
+    ...     session = read_session(folder)
+    >>> session.session_id == folder.name, session.n_trials > 0
+    (True, True)
+    """
     if Path(path).suffix == schema.NWB_SUFFIX and not Path(path).is_dir():
         from opto_cube.io.nwb import read_nwb
 
