@@ -29,9 +29,8 @@ import numpy as np
 
 
 def _binning_pass(folder: Path, bin_ms: float, timing: bool) -> float:
-    from opto_cube import binning, schema
+    from opto_cube import binning, io, schema
     from opto_cube.analysis.conditions import trial_conditions
-    from opto_cube.io import alf as io
     from opto_cube.jobs.convert import cube_template
 
     with warnings.catch_warnings():

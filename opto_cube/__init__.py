@@ -62,12 +62,12 @@ _LAZY = {
     "convert": "jobs.convert",
     "verify": "jobs.verify",
     "convert_session": "jobs.convert",
-    "to_nwb": "io.nwb",
+    "to_nwb": "jobs.to_nwb",
     "run_maps": "jobs.pipeline",
     "run_report": "jobs.pipeline",
     # reading input sessions
-    "read_session": "io.alf",
-    "find_sessions": "io.alf",
+    "read_session": "io.discover",
+    "find_sessions": "io.discover",
 }
 
 __all__ = [

@@ -134,7 +134,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 # to-nwb
 # --------------------------------------------------------------------------
 def cmd_to_nwb(args: argparse.Namespace) -> int:
-    from opto_cube.io.nwb import to_nwb
+    from opto_cube.jobs.to_nwb import to_nwb
 
     results = to_nwb(
         args.data_root, args.out, sessions=args.session, tip_offset_um=args.tip_offset_um, with_cube=args.with_cube,

@@ -228,7 +228,7 @@ def write_kilosort_session(
 def write_alf_twin(
     kilosort_dir: str | os.PathLike, alf_dir: str | os.PathLike, *, templates_by_row: np.ndarray | None = None
 ) -> pathlib.Path:
-    """Write the ALF session folder holding what :func:`opto_cube.io.kilosort.read_session` reads from a folder.
+    """Write the ALF session folder holding what :func:`opto_cube.io.kilosort.read_kilosort` reads from a folder.
 
     Spike times ``samples / sample_rate``, spike clusters the rows of the
     sorted cluster ids, every cluster array as the reader derives it, the
@@ -248,7 +248,7 @@ def write_alf_twin(
     """
     from opto_cube.io import kilosort
 
-    session = kilosort.read_session(kilosort_dir)
+    session = kilosort.read_kilosort(kilosort_dir)
     folder = pathlib.Path(alf_dir)
     folder.mkdir(parents=True, exist_ok=True)
     times, ids = (
