@@ -59,7 +59,7 @@ def _table(store: Path, timing: bool) -> float:
     if timing:
         pipeline.responses_table(store)
     else:
-        with warnings.catch_warnings():  # the seed's columns alone: no timing array read, no timing computed
+        with warnings.catch_warnings():  # the published columns alone: no timing array read, no timing computed
             warnings.simplefilter("ignore")
             pipeline.responses_table(store, timing=False)
     return time.perf_counter() - start
