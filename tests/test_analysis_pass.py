@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from opto_cube import cli, schema
 from opto_cube.jobs import pipeline, tasks
 from opto_cube.store import catalog as catalog_module
-from opto_cube.store import chunks
+from opto_cube.store import read as store_read
 from opto_cube.store import write as store
 from opto_cube.store.catalog import open_catalog
 
@@ -24,7 +24,7 @@ from opto_cube.store.catalog import open_catalog
 def counted(monkeypatch):
     """Counts of session passes (per session id), checked reads and open_cube calls (per store)."""
     counts: dict[str, Counter] = {"passes": Counter(), "reads": Counter(), "open_cube": Counter()}
-    real_results, real_read, real_open = tasks.session_results, chunks.read_checked, store.open_cube
+    real_results, real_read, real_open = tasks.session_results, store_read.read_checked, store.open_cube
 
     def results(*args, **kwargs):
         out = real_results(*args, **kwargs)
@@ -40,7 +40,7 @@ def counted(monkeypatch):
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(tasks, "session_results", results)
-    monkeypatch.setattr(chunks, "read_checked", read)
+    monkeypatch.setattr(store_read, "read_checked", read)
     monkeypatch.setattr(store, "open_cube", open_cube)
     monkeypatch.setattr(catalog_module, "open_cube", open_cube)
     return counts

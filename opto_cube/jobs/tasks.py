@@ -112,7 +112,7 @@ _TABLE_COORDS = (  # the coordinates the responses table and the summary row rea
 
 
 def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool, timing: bool = True) -> xr.Dataset:
-    """A store opened for one task through the one checked reader (:func:`opto_cube.store.chunks.read_checked`).
+    """A store opened for one task through the one checked reader (:func:`opto_cube.store.read.read_checked`).
 
     ``window_counts``, the stored timing arrays (with ``timing``) and, with
     ``cube``, ``condition_counts`` (the per-condition time course) and every
@@ -121,7 +121,7 @@ def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool, t
     and chunk. A store without those arrays (written before them) is opened
     with :func:`opto_cube.store.write.open_cube` (checked as each chunk is read).
     """
-    from opto_cube.store.chunks import read_checked
+    from opto_cube.store.read import read_checked
     from opto_cube.store.write import open_cube
 
     names = [schema.WINDOW_COUNTS, *(schema.TIMING_ARRAYS if timing else ())]
