@@ -361,7 +361,7 @@ def _duration(text: str) -> float | str:
 def cmd_maps(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from opto_cube.jobs.pipeline import run_maps
+    from opto_cube.jobs.maps_job import run_maps
     from opto_cube.store.catalog import catalog_of
 
     catalog = catalog_of([args.stores])
@@ -403,7 +403,7 @@ def _read_responses(path_text: str) -> pd.DataFrame:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from opto_cube.jobs.pipeline import run_report
+    from opto_cube.jobs.report_job import run_report
     from opto_cube.store.catalog import catalog_of
 
     out = Path(args.out)
@@ -502,7 +502,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _write_demo_mark(out)
     _say(f"2. converting them to Zarr cubes in {stores}")
     code = _report(convert(data, stores, bin_ms=args.bin_ms, overwrite=True, jobs=1, progress=True))
-    from opto_cube.jobs.pipeline import demo_pass, responses_table, run_maps, run_report, write_table
+    from opto_cube.jobs.maps_job import run_maps
+    from opto_cube.jobs.pipeline import demo_pass, responses_table, write_table
+    from opto_cube.jobs.report_job import run_report
     from opto_cube.store.catalog import open_catalog
 
     catalog = open_catalog(stores)

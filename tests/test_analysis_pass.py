@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from opto_cube import cli, schema
-from opto_cube.jobs import pipeline, tasks
+from opto_cube.jobs import maps_job, pipeline, report_job, tasks
 from opto_cube.store import catalog as catalog_module
 from opto_cube.store import read as store_read
 from opto_cube.store import write as store
@@ -59,9 +59,9 @@ def test_each_job_runs_each_session_once_and_opens_each_store_once(tiny_dataset,
         if job == "responses_table":
             pipeline.responses_table(catalog)
         elif job == "maps":
-            pipeline.run_maps(catalog, tmp_path / "maps")
+            maps_job.run_maps(catalog, tmp_path / "maps")
         else:
-            pipeline.run_report(catalog, tmp_path / "report.html", n_boot=20)
+            report_job.run_report(catalog, tmp_path / "report.html", n_boot=20)
     n = len(catalog)
     _once_each(counted["passes"], n)
     _once_each(counted["reads"], n)
@@ -74,8 +74,8 @@ def test_the_demo_sequence_makes_one_pass(tiny_dataset, tmp_path, counted):
         warnings.simplefilter("ignore")
         done = pipeline.demo_pass(catalog)
         table = pipeline.responses_table(done)
-        pipeline.run_maps(catalog, tmp_path / "maps", analysis=done)
-        pipeline.run_report(catalog, tmp_path / "report.html", analysis=done, n_boot=20)
+        maps_job.run_maps(catalog, tmp_path / "maps", analysis=done)
+        report_job.run_report(catalog, tmp_path / "report.html", analysis=done, n_boot=20)
     n = len(catalog)
     _once_each(counted["passes"], n)
     _once_each(counted["reads"], n)
