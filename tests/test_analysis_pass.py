@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from opto_cube import cli, schema
-from opto_cube.jobs import maps_job, pipeline, report_job, tasks
+from opto_cube.jobs import demo, maps_job, pipeline, report_job, tasks
 from opto_cube.store import catalog as catalog_module
 from opto_cube.store import read as store_read
 from opto_cube.store import write as store
@@ -72,7 +72,7 @@ def test_the_demo_sequence_makes_one_pass(tiny_dataset, tmp_path, counted):
     catalog = open_catalog(tiny_dataset.out)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        done = pipeline.demo_pass(catalog)
+        done = demo.demo_pass(catalog)
         table = pipeline.responses_table(done)
         maps_job.run_maps(catalog, tmp_path / "maps", analysis=done)
         report_job.run_report(catalog, tmp_path / "report.html", analysis=done, n_boot=20)

@@ -6,7 +6,7 @@ the store opened where the task runs, small results returned); many sessions are
 ``dask.compute``: the default threads, processes and a ``distributed.Client`` all run them.
 Here: the responses table (:func:`responses_table`, :func:`write_table`), saving a netCDF file
 (:func:`save_netcdf`), and what the jobs share to make or reuse that pass (:func:`pass_for`,
-:func:`bin_widths`, :func:`demo_pass`). The jobs themselves are :mod:`opto_cube.jobs.maps_job`
+:func:`bin_widths`). The jobs themselves are :mod:`opto_cube.jobs.maps_job`
 (``opto-cube maps``) and :mod:`opto_cube.jobs.report_job` (``opto-cube report``).
 
 Where later jobs go: a time-resolved column of the table (latency, light
@@ -44,7 +44,6 @@ import pandas as pd
 import xarray as xr
 
 from opto_cube import schema
-from opto_cube.analysis import psth
 from opto_cube.analysis.conditions import check_by
 from opto_cube.errors import OptoCubeError, TimingWarning
 from opto_cube.jobs.tasks import AnalysisPass, SessionResults, analysis_pass
@@ -53,7 +52,6 @@ from opto_cube.store.write import atomic_file
 
 __all__ = [
     "bin_widths",
-    "demo_pass",
     "pass_for",
     "responses_table",
     "save_netcdf",
@@ -165,14 +163,6 @@ def bin_widths(source: Any) -> list[float]:
         attrs = known if known is not None else item.attrs if isinstance(item, xr.Dataset) else read_store_attrs(item)
         widths.append(float((attrs or {}).get(schema.ATTR_BIN_WIDTH, 0.0)))
     return widths
-
-
-def demo_pass(source: Any) -> AnalysisPass:
-    """The one pass of a catalog that the responses table, :func:`opto_cube.jobs.maps_job.run_maps` and
-    :func:`opto_cube.jobs.report_job.run_report` (their
-    defaults: every duration, the longest pulse's PSTH) all read: the demo's."""
-    options = {"duration_s": "max", "bin_ms": psth.psth_bin_ms(bin_widths(source))}
-    return analysis_pass(source, psth_options=options)
 
 
 DEFAULTS = {"by": None, "mode": schema.MODE_PER_CONDITION, "significant_by": "p", "timing": True}

@@ -24,6 +24,7 @@ import xarray as xr
 from opto_cube import schema
 from opto_cube.analysis import maps, psth
 from opto_cube.analysis.conditions import select_conditions
+from opto_cube.analysis.latency import light_artifacts
 from opto_cube.errors import OptoCubeError, OptoCubeWarning
 from opto_cube.figures import plot
 from opto_cube.jobs.maps_job import maps_dataset
@@ -97,7 +98,7 @@ def _catalog_summary(source: Any, table: pd.DataFrame, analysis: AnalysisPass | 
         summary = analysis.summary
     else:
         catalog = source if isinstance(source, Catalog) else Catalog(dict(sessions_of(source)))
-        summary = catalog.summary()
+        summary = catalog.summary(artifacts=light_artifacts)
     hit = (
         table[schema.SIGNIFICANT].astype(bool)
         & (table[schema.ACTIVATED].astype(bool) | table[schema.INACTIVATED].astype(bool))

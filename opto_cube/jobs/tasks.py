@@ -40,8 +40,9 @@ import xarray as xr
 
 from opto_cube import schema
 from opto_cube.analysis import psth, response
+from opto_cube.analysis.latency import light_artifacts
 from opto_cube.errors import StoreError
-from opto_cube.store.catalog import Catalog, _summary_row, sessions_of
+from opto_cube.store.catalog import Catalog, sessions_of, summary_row
 from opto_cube.store.write import StorePath
 
 __all__ = ["AnalysisPass", "SessionResults", "analysis_pass", "session_results", "session_tasks"]
@@ -82,7 +83,6 @@ class SessionResults:
     summary: dict[str, Any] | None = None
 
 
-_UNKNOWN = object()
 PASS_COUNT = [0]  # session passes run in this process (tests count them: one per session per job)
 
 
@@ -201,10 +201,12 @@ def session_results(
             }
         )
         note = response.timing_status(cube) if timing else None
-        flags: Any = _UNKNOWN
+        flags: np.ndarray | None
         if table and timing and note is None and by is None:  # the stored conditions: the summary's own test
             flags = np.asarray(result[schema.LIGHT_ARTIFACT].values, bool)
-        summary = _summary_row(sid, cube, flags)
+        else:
+            flags = light_artifacts(cube)
+        summary = summary_row(sid, cube, flags)
     width = float(cube.attrs.get(schema.ATTR_BIN_WIDTH, np.nan))
     return SessionResults(
         sid, rows, clusters, course if time_course else None, piece, width, note if table else None, summary
