@@ -121,7 +121,7 @@ def responses_raw(folder: Path) -> Any:
 
 
 def responses_loops(folder: Path, clusters: list[int]) -> Any:
-    """The analysis notebook published with the dataset's style: loops over cluster x condition x trial with boolean masks."""
+    """The style of the analysis notebook published with the dataset: loops over cluster x condition x trial."""
     import scipy.stats
 
     raw = common.load_raw(folder)

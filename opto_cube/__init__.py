@@ -63,8 +63,8 @@ _LAZY = {
     "verify": "jobs.verify",
     "convert_session": "jobs.convert",
     "to_nwb": "jobs.to_nwb",
-    "run_maps": "jobs.pipeline",
-    "run_report": "jobs.pipeline",
+    "run_maps": "jobs.maps_job",
+    "run_report": "jobs.report_job",
     # reading input sessions
     "read_session": "io.discover",
     "find_sessions": "io.discover",

@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from opto_cube import cli, schema, synth
+from opto_cube.jobs import demo
 from opto_cube.jobs import to_nwb as nwb_writer
 from opto_cube.store import write as store
 
@@ -166,7 +167,7 @@ def d1_demo_user_folder(tmp: Path, base: Base):
 def d1_demo_user_file_in_earlier_demo(tmp: Path, base: Base):
     proj = tmp / "proj"
     (proj / "data" / "sessions").mkdir(parents=True)
-    (proj / cli.DEMO_MARK).write_text(json.dumps({"data": []}))
+    (proj / demo.DEMO_MARK).write_text(json.dumps({"data": []}))
     (proj / "data" / "sessions" / "notes.txt").write_text("precious\n")
     return ["demo", "--out", proj, "--size", "tiny", "--sessions", "1", "--bin-ms", "10"], [proj]
 
@@ -570,7 +571,7 @@ def test_demo_reruns_in_its_own_folder(capsys, tmp_path):
     out = tmp_path / "demo"
     for _ in range(2):
         assert cli.main(["demo", "--out", str(out), "--size", "tiny", "--sessions", "1", "--bin-ms", "10"]) == 0
-    written = json.loads((out / cli.DEMO_MARK).read_text())["data"]
+    written = json.loads((out / demo.DEMO_MARK).read_text())["data"]
     assert written
     assert all((out / "data" / name).is_file() for name in written)
 

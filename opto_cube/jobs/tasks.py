@@ -40,8 +40,9 @@ import xarray as xr
 
 from opto_cube import schema
 from opto_cube.analysis import psth, response
+from opto_cube.analysis.latency import light_artifacts
 from opto_cube.errors import StoreError
-from opto_cube.store.catalog import Catalog, _summary_row, sessions_of
+from opto_cube.store.catalog import Catalog, sessions_of, summary_row
 from opto_cube.store.write import StorePath
 
 __all__ = ["AnalysisPass", "SessionResults", "analysis_pass", "session_results", "session_tasks"]
@@ -82,7 +83,6 @@ class SessionResults:
     summary: dict[str, Any] | None = None
 
 
-_UNKNOWN = object()
 PASS_COUNT = [0]  # session passes run in this process (tests count them: one per session per job)
 
 
@@ -112,7 +112,7 @@ _TABLE_COORDS = (  # the coordinates the responses table and the summary row rea
 
 
 def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool, timing: bool = True) -> xr.Dataset:
-    """A store opened for one task through the one checked reader (:func:`opto_cube.store.chunks.read_checked`).
+    """A store opened for one task through the one checked reader (:func:`opto_cube.store.read.read_checked`).
 
     ``window_counts``, the stored timing arrays (with ``timing``) and, with
     ``cube``, ``condition_counts`` (the per-condition time course) and every
@@ -121,7 +121,7 @@ def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool, t
     and chunk. A store without those arrays (written before them) is opened
     with :func:`opto_cube.store.write.open_cube` (checked as each chunk is read).
     """
-    from opto_cube.store.chunks import read_checked
+    from opto_cube.store.read import read_checked
     from opto_cube.store.write import open_cube
 
     names = [schema.WINDOW_COUNTS, *(schema.TIMING_ARRAYS if timing else ())]
@@ -201,10 +201,12 @@ def session_results(
             }
         )
         note = response.timing_status(cube) if timing else None
-        flags: Any = _UNKNOWN
+        flags: np.ndarray | None
         if table and timing and note is None and by is None:  # the stored conditions: the summary's own test
             flags = np.asarray(result[schema.LIGHT_ARTIFACT].values, bool)
-        summary = _summary_row(sid, cube, flags)
+        else:
+            flags = light_artifacts(cube)
+        summary = summary_row(sid, cube, flags)
     width = float(cube.attrs.get(schema.ATTR_BIN_WIDTH, np.nan))
     return SessionResults(
         sid, rows, clusters, course if time_course else None, piece, width, note if table else None, summary
