@@ -469,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-timing",
         dest="timing",
         action="store_false",
-        help="the seed's statistics alone (window counts only): latency, first-spike and artifact columns NaN",
+        help="the published statistics alone (window counts only): latency, first-spike and artifact columns NaN",
     )
     _add_cluster_options(p)
     p.set_defaults(func=cmd_responses)

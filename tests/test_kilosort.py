@@ -247,7 +247,7 @@ def test_equality_hypothesis(tmp_path_factory: pytest.TempPathFactory, data: st.
 
 
 def test_responses_equal(tmp_path: Path) -> None:
-    """The seed's response columns from the two stores are equal (the cluster coordinate aside)."""
+    """The published response columns from the two stores are equal (the cluster coordinate aside)."""
     from opto_cube.analysis.response import responses
 
     ks, alf = _pair(tmp_path, synth.SIZES["small"], synth.KilosortQuirks())

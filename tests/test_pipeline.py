@@ -241,7 +241,7 @@ def test_maps_leave_out_light_artifacts_and_draw_latency(latency_converted, tmp_
 
 
 def test_responses_without_timing_read_window_counts_only(latency_converted, no_warnings):
-    """``timing=False``: the seed's columns equal the full table's, the timing columns are NaN (no warning),
+    """``timing=False``: the published columns equal the full table's, the timing columns are NaN (no warning),
     and a task reads no timing array (only ``window_counts`` and the small coordinates)."""
     full = pipeline.responses_table(latency_converted.out)
     seed = pipeline.responses_table(latency_converted.out, timing=False)

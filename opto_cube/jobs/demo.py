@@ -23,9 +23,38 @@ from opto_cube.errors import OptoCubeError
 if TYPE_CHECKING:
     from opto_cube.jobs.tasks import AnalysisPass
 
-__all__ = ["DEMO_MARK", "DemoResult", "demo_may_write", "demo_pass", "run_demo", "write_demo_mark"]
+__all__ = ["DEMO_MARK", "DemoResult", "demo_may_write", "demo_pass", "example_stores", "run_demo", "write_demo_mark"]
 
 DEMO_MARK = ".opto-cube-demo.json"  # in a demo's --out: the files of data/ the demo wrote (relative paths)
+
+
+def example_stores(n_sessions: int = 1, *, bin_ms: float = 10.0, size: str = "tiny", seed: int = 0) -> Path:
+    """A new temporary folder holding synthetic sessions (``data/``) and their stores (``stores/``).
+
+    What the examples of the package's docstrings start from: ``n_sessions``
+    sessions of ``size`` (:func:`opto_cube.synth.make_dataset`), converted at
+    ``bin_ms`` (:func:`opto_cube.jobs.convert.convert_session`); the
+    generator's deliberate quirks are not warned about.
+
+    Examples
+    --------
+    >>> root = example_stores(2)
+    >>> sorted(p.name for p in (root / "stores").iterdir())
+    ['AL0055_2024-11-09_en1_p0.zarr', 'AL0055_2024-11-11_en2_p0.zarr']
+    """
+    import tempfile
+    import warnings
+
+    from opto_cube import synth
+    from opto_cube.errors import OptoCubeWarning
+    from opto_cube.jobs.convert import convert_session
+
+    root = Path(tempfile.mkdtemp(prefix="opto_cube-example-"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OptoCubeWarning)
+        for folder in synth.make_dataset(root / "data", n_sessions=n_sessions, size=size, seed=seed):
+            convert_session(folder, root / "stores", bin_ms=bin_ms)
+    return root
 
 
 def _demo_files(data: Path) -> list[str]:

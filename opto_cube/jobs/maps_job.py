@@ -7,16 +7,11 @@ saved with :func:`opto_cube.jobs.pipeline.save_netcdf`; then the figures (:func:
 Examples
 --------
 >>> import tempfile, warnings
->>> from opto_cube import synth
->>> from opto_cube.jobs import convert
+>>> from opto_cube.jobs.demo import example_stores
 >>> from opto_cube.jobs.pipeline import responses_table
->>> root = tempfile.mkdtemp()
->>> with warnings.catch_warnings():
-...     warnings.simplefilter("ignore")
-...     for folder in synth.make_dataset(root, n_sessions=2, size="tiny"):
-...         _ = convert.convert_session(folder, root + "/stores", bin_ms=10)
->>> table = responses_table(root + "/stores")
->>> written = run_maps(root + "/stores", root + "/maps", table=table)
+>>> root = example_stores(2)
+>>> table = responses_table(root / "stores")
+>>> written = run_maps(root / "stores", root / "maps", table=table)
 >>> sorted(written)
 ['depth_vs_emitter.png', 'effect_map.png', 'latency_vs_distance.png', 'maps.nc', 'modulation_index.png', 'psth.png']
 """

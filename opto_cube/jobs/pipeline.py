@@ -17,18 +17,12 @@ artifact) is computed from :attr:`opto_cube.jobs.tasks.SessionResults.time_cours
 
 Examples
 --------
->>> import tempfile, warnings
->>> from opto_cube import synth
->>> from opto_cube.jobs import convert
->>> root = tempfile.mkdtemp()
->>> with warnings.catch_warnings():
-...     warnings.simplefilter("ignore")
-...     for folder in synth.make_dataset(root, n_sessions=2, size="tiny"):
-...         _ = convert.convert_session(folder, root + "/stores", bin_ms=10)
->>> table = responses_table(root + "/stores")
+>>> from opto_cube.jobs.demo import example_stores
+>>> root = example_stores(2)
+>>> table = responses_table(root / "stores")
 >>> len(table), table["session_id"].nunique()
 (192, 2)
->>> write_table(table, root + "/responses.csv").name
+>>> write_table(table, root / "responses.csv").name
 'responses.csv'
 """
 

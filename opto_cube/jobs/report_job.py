@@ -382,15 +382,12 @@ def run_report(
 
     Examples
     --------
-    >>> import tempfile, warnings
-    >>> from opto_cube import synth
-    >>> from opto_cube.jobs import convert
-    >>> root = tempfile.mkdtemp()
+    >>> import warnings
+    >>> from opto_cube.jobs.demo import example_stores
+    >>> root = example_stores(2)
     >>> with warnings.catch_warnings():
     ...     warnings.simplefilter("ignore")
-    ...     for folder in synth.make_dataset(root, n_sessions=2, size="tiny"):
-    ...         _ = convert.convert_session(folder, root + "/stores", bin_ms=10)
-    ...     page = run_report(root + "/stores", root + "/report.html", n_boot=50)
+    ...     page = run_report(root / "stores", root / "report.html", n_boot=50)
     >>> page.name, page.read_text(encoding="utf-8").count("<svg") >= 6
     ('report.html', True)
     """

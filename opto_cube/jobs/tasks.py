@@ -13,15 +13,8 @@ computes them at once (the default threads, processes and a
 
 Examples
 --------
->>> import tempfile, warnings
->>> from opto_cube import synth
->>> from opto_cube.jobs import convert
->>> root = tempfile.mkdtemp()
->>> with warnings.catch_warnings():
-...     warnings.simplefilter("ignore")
-...     for folder in synth.make_dataset(root, n_sessions=1, size="tiny"):
-...         _ = convert.convert_session(folder, root + "/stores", bin_ms=10)
->>> (sid, store), = sessions_of(root + "/stores")
+>>> from opto_cube.jobs.demo import example_stores
+>>> (sid, store), = sessions_of(example_stores() / "stores")
 >>> result = session_results(store, sid, time_course=True)
 >>> set(result.table["session_id"]) == {sid}, result.time_course is not None, result.psth is None
 (True, True, True)
@@ -321,15 +314,12 @@ def analysis_pass(
 
     Examples
     --------
-    >>> import tempfile, warnings
-    >>> from opto_cube import synth
-    >>> from opto_cube.jobs import convert
-    >>> root = tempfile.mkdtemp()
+    >>> import warnings
+    >>> from opto_cube.jobs.demo import example_stores
+    >>> stores = example_stores(2) / "stores"
     >>> with warnings.catch_warnings():
-    ...     warnings.simplefilter("ignore")
-    ...     for folder in synth.make_dataset(root, n_sessions=2, size="tiny"):
-    ...         _ = convert.convert_session(folder, root + "/stores", bin_ms=10)
-    ...     done = analysis_pass(root + "/stores")
+    ...     warnings.simplefilter("ignore")  # 10 ms bins: the timing columns are NaN, and say so
+    ...     done = analysis_pass(stores)
     >>> len(done.sessions), done.table["session_id"].nunique(), len(done.summary)
     (2, 2, 2)
     """

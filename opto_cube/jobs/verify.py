@@ -19,15 +19,9 @@ the store and, where there is one, the chunk:
 
 Examples
 --------
->>> import tempfile, warnings
->>> from opto_cube import synth
->>> from opto_cube.jobs import convert
->>> root = tempfile.mkdtemp()
->>> with warnings.catch_warnings():
-...     warnings.simplefilter("ignore")
-...     folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
-...     result = convert.convert_session(folder, root + "/stores", bin_ms=10)
->>> [report.ok for report in verify(root + "/stores", data_root=root)]
+>>> from opto_cube.jobs.demo import example_stores
+>>> root = example_stores()
+>>> [report.ok for report in verify(root / "stores", data_root=root / "data")]
 [True]
 """
 

@@ -13,15 +13,8 @@ catalog's key, i.e. the store's ``session_id`` attribute (else its name).
 
 Examples
 --------
->>> import tempfile, warnings
->>> from opto_cube import synth
->>> from opto_cube.jobs import convert
->>> root = tempfile.mkdtemp()
->>> with warnings.catch_warnings():
-...     warnings.simplefilter("ignore")
-...     for folder in synth.make_dataset(root, n_sessions=2, size="tiny"):
-...         _ = convert.convert_session(folder, root + "/stores", bin_ms=10)
->>> catalog = open_catalog(root + "/stores")
+>>> from opto_cube.jobs.demo import example_stores
+>>> catalog = open_catalog(example_stores(2) / "stores")
 >>> len(catalog), catalog.summary()["clusters"].tolist()
 (2, [8, 8])
 """

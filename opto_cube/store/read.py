@@ -125,14 +125,9 @@ def read_checked(
 
     Examples
     --------
-    >>> import tempfile, warnings
-    >>> from opto_cube import synth, schema
-    >>> from opto_cube.jobs import convert
-    >>> root = tempfile.mkdtemp()
-    >>> with warnings.catch_warnings():
-    ...     warnings.simplefilter("ignore")
-    ...     folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
-    ...     store = convert.convert_session(folder, root + "/stores", bin_ms=10).store
+    >>> from opto_cube import schema
+    >>> from opto_cube.jobs.demo import example_stores
+    >>> (store,) = (example_stores() / "stores").iterdir()
     >>> read = read_checked(store, names=[schema.WINDOW_COUNTS])
     >>> read.arrays[schema.WINDOW_COUNTS].shape == read.shapes[schema.WINDOW_COUNTS]
     True
