@@ -13,15 +13,8 @@ computes them at once (the default threads, processes and a
 
 Examples
 --------
->>> import tempfile, warnings
->>> from opto_cube import synth
->>> from opto_cube.jobs import convert
->>> root = tempfile.mkdtemp()
->>> with warnings.catch_warnings():
-...     warnings.simplefilter("ignore")
-...     for folder in synth.make_dataset(root, n_sessions=1, size="tiny"):
-...         _ = convert.convert_session(folder, root + "/stores", bin_ms=10)
->>> (sid, store), = sessions_of(root + "/stores")
+>>> from opto_cube.jobs.demo import example_stores
+>>> (sid, store), = sessions_of(example_stores() / "stores")
 >>> result = session_results(store, sid, time_course=True)
 >>> set(result.table["session_id"]) == {sid}, result.time_course is not None, result.psth is None
 (True, True, True)
@@ -40,9 +33,10 @@ import xarray as xr
 
 from opto_cube import schema
 from opto_cube.analysis import psth, response
+from opto_cube.analysis.latency import light_artifacts
 from opto_cube.errors import StoreError
-from opto_cube.store.catalog import Catalog, _summary_row, sessions_of
-from opto_cube.store.chunks import StorePath
+from opto_cube.store.access import StorePath
+from opto_cube.store.catalog import Catalog, sessions_of, summary_row
 
 __all__ = ["AnalysisPass", "SessionResults", "analysis_pass", "session_results", "session_tasks"]
 
@@ -82,7 +76,6 @@ class SessionResults:
     summary: dict[str, Any] | None = None
 
 
-_UNKNOWN = object()
 PASS_COUNT = [0]  # session passes run in this process (tests count them: one per session per job)
 
 
@@ -112,7 +105,7 @@ _TABLE_COORDS = (  # the coordinates the responses table and the summary row rea
 
 
 def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool, timing: bool = True) -> xr.Dataset:
-    """A store opened for one task through the one checked reader (:func:`opto_cube.store.chunks.read_checked`).
+    """A store opened for one task through the one checked reader (:func:`opto_cube.store.read.read_checked`).
 
     ``window_counts``, the stored timing arrays (with ``timing``) and, with
     ``cube``, ``condition_counts`` (the per-condition time course) and every
@@ -121,8 +114,8 @@ def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool, t
     and chunk. A store without those arrays (written before them) is opened
     with :func:`opto_cube.store.open.open_cube` (checked as each chunk is read).
     """
-    from opto_cube.store.chunks import read_checked
     from opto_cube.store.open import open_cube
+    from opto_cube.store.read import read_checked
 
     names = [schema.WINDOW_COUNTS, *(schema.TIMING_ARRAYS if timing else ())]
     if cube and schema.CONDITION_COUNTS not in names:
@@ -201,10 +194,12 @@ def session_results(
             }
         )
         note = response.timing_status(cube) if timing else None
-        flags: Any = _UNKNOWN
+        flags: np.ndarray | None
         if table and timing and note is None and by is None:  # the stored conditions: the summary's own test
             flags = np.asarray(result[schema.LIGHT_ARTIFACT].values, bool)
-        summary = _summary_row(sid, cube, flags)
+        else:
+            flags = light_artifacts(cube)
+        summary = summary_row(sid, cube, flags)
     width = float(cube.attrs.get(schema.ATTR_BIN_WIDTH, np.nan))
     return SessionResults(
         sid, rows, clusters, course if time_course else None, piece, width, note if table else None, summary
@@ -319,15 +314,12 @@ def analysis_pass(
 
     Examples
     --------
-    >>> import tempfile, warnings
-    >>> from opto_cube import synth
-    >>> from opto_cube.jobs import convert
-    >>> root = tempfile.mkdtemp()
+    >>> import warnings
+    >>> from opto_cube.jobs.demo import example_stores
+    >>> stores = example_stores(2) / "stores"
     >>> with warnings.catch_warnings():
-    ...     warnings.simplefilter("ignore")
-    ...     for folder in synth.make_dataset(root, n_sessions=2, size="tiny"):
-    ...         _ = convert.convert_session(folder, root + "/stores", bin_ms=10)
-    ...     done = analysis_pass(root + "/stores")
+    ...     warnings.simplefilter("ignore")  # 10 ms bins: the timing columns are NaN, and say so
+    ...     done = analysis_pass(stores)
     >>> len(done.sessions), done.table["session_id"].nunique(), len(done.summary)
     (2, 2, 2)
     """

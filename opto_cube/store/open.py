@@ -17,7 +17,8 @@ import zarr
 from opto_cube import schema
 from opto_cube.errors import StoreError, warn
 from opto_cube.store import chunks
-from opto_cube.store.chunks import StorePath
+from opto_cube.store.access import StorePath
+from opto_cube.store.read import read_checked
 
 if TYPE_CHECKING:
     import dask
@@ -96,7 +97,7 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
             path, f"store format {version} (no window_counts, no chunk checksums): reconvert it with opto-cube convert"
         )
     else:  # the one checked reader: every chunk present and in place, every byte whole but the cube's
-        chunks.read_checked(path, storage_options, (), small=False, shallow=(schema.SPIKE_COUNTS,))
+        read_checked(path, storage_options, (), small=False, shallow=(schema.SPIKE_COUNTS,))
     try:
         ds = xr.open_zarr(path, chunks={}, consolidated=True, **kwargs)
     except (FileNotFoundError, KeyError) as e:

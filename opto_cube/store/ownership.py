@@ -19,7 +19,7 @@ import zarr
 from opto_cube import schema
 from opto_cube.errors import StoreError
 from opto_cube.store import chunks
-from opto_cube.store.chunks import StorePath, is_url, read_store_attrs, zarr_store
+from opto_cube.store.access import StorePath, is_url, read_store_attrs, zarr_store
 
 
 def is_complete(path: StorePath, storage_options: dict[str, Any] | None = None) -> bool:

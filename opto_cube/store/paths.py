@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from opto_cube.errors import StoreError
-from opto_cube.store.chunks import StorePath, is_url
+from opto_cube.store.access import StorePath, is_url
 
 STORE_SUFFIX = ".zarr"
 TMP_TAG = ".tmp-"  # the hidden temporary folder or file beside a target, renamed onto it when complete

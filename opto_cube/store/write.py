@@ -41,7 +41,7 @@ import zarr.codecs
 from opto_cube import schema
 from opto_cube.errors import StoreError
 from opto_cube.store import chunks
-from opto_cube.store.chunks import StorePath, is_url, read_store_attrs, zarr_store
+from opto_cube.store.access import StorePath, is_url, read_store_attrs, zarr_store
 from opto_cube.store.layout import CubeLayout, Var, zarr_encoding
 from opto_cube.store.open import missing_chunk_option, open_cube
 from opto_cube.store.ownership import is_complete, not_ours, refusal
