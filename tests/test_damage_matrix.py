@@ -201,3 +201,35 @@ def test_s3_refuses_a_damaged_store(s3, sealed, tmp_path, entry, how, name):  # 
         with pytest.raises(StoreError) as caught:
             _run_api(entry, url, storage_options={})
     _assert_names(str(caught.value), url, key)
+
+
+@pytest.mark.slow
+def test_s3_jobs_fetch_only_the_last_bytes_of_the_cube(s3, sealed, monkeypatch):  # noqa: F811
+    """A job that never reads ``spike_counts`` checks its chunks' presence and place from their last 4 bytes:
+    it does not download the cube; the arrays it reads are fetched whole (every byte checked)."""
+    import fsspec
+    from zarr.abc.store import SuffixByteRequest
+    from zarr.storage import FsspecStore
+
+    url = f"{s3.prefix()}/{sealed.name}"
+    fs = fsspec.filesystem("s3")
+    fs.put(str(sealed), url.removeprefix("s3://"), recursive=True)
+    fs.invalidate_cache()
+    fetched: list[tuple[str, object]] = []
+    real_get = FsspecStore.get
+
+    async def get(self, key, prototype, byte_range=None):
+        fetched.append((key, byte_range))
+        return await real_get(self, key, prototype, byte_range)
+
+    monkeypatch.setattr(FsspecStore, "get", get)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = pipeline.responses_table([url])
+    assert len(table) > 0
+    cube = [(k, r) for k, r in fetched if k.startswith(f"{schema.SPIKE_COUNTS}/c/")]
+    assert cube, fetched
+    assert all(isinstance(r, SuffixByteRequest) and r.suffix == 4 for _, r in cube), cube
+    read = [(k, r) for k, r in fetched if k.startswith(f"{schema.WINDOW_COUNTS}/c/")]
+    assert read, fetched
+    assert any(r is None for _, r in read), read

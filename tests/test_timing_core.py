@@ -152,3 +152,23 @@ def test_kernel_module_has_no_labels():
     source = inspect.getsource(timing_core)
     imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
     assert imports == ["from __future__ import annotations", "import numpy as np"], imports
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_q_values_equal_scipys_false_discovery_control(seed):
+    """latency.q_values (numpy, no scipy.stats import) equals scipy's Benjamini-Hochberg bit for bit, ties too."""
+    from scipy.stats import false_discovery_control
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 400))
+    p = rng.random(n) ** rng.uniform(0.2, 5)
+    p[rng.random(n) < 0.2] = np.round(p[rng.random(n) < 0.2][:1].sum() if n else 0.0, 1)  # ties
+    p[rng.random(n) < 0.05] = 0.0
+    p[rng.random(n) < 0.05] = 1.0
+    p[rng.random(n) < 0.1] = np.nan
+    got = latency.q_values(p)
+    finite = np.isfinite(p)
+    expected = np.full(p.shape, np.nan)
+    if finite.any():
+        expected[finite] = false_discovery_control(p[finite], method="bh")
+    np.testing.assert_array_equal(got, expected)
