@@ -63,8 +63,14 @@ How it is reduced
   non-zero value the variance is exactly 0, t infinite and p = 0.
 
 All of it is one numpy function of a block of clusters x every trial
-(:func:`opto_cube.analysis.response_core.statistics`); lazily it is one task per block of clusters over the
-window counts, a graph of a handful of tasks per session.
+(:func:`opto_cube.analysis.response_core.statistics`); lazily it is one task
+per block of clusters over the window counts, a graph of a handful of tasks
+per session. The array kernels live in :mod:`opto_cube.analysis.response_core`
+(numpy only); this module labels them (the lazy :func:`responses` Dataset,
+:func:`to_table`) and sums the windows from the cube for a store of format 1.
+A job's task builds its rows from the kernels directly
+(:func:`opto_cube.analysis.response_core.session_columns`, :func:`table_frame`):
+the same table, no xarray object.
 """
 
 from __future__ import annotations
