@@ -29,9 +29,8 @@ import numpy as np
 
 
 def _binning_pass(folder: Path, bin_ms: float, timing: bool) -> float:
-    from opto_cube import binning, schema
+    from opto_cube import binning, io, schema
     from opto_cube.analysis.conditions import trial_conditions
-    from opto_cube.io import alf as io
     from opto_cube.jobs.convert import cube_template
 
     with warnings.catch_warnings():
@@ -60,7 +59,7 @@ def _table(store: Path, timing: bool) -> float:
     if timing:
         pipeline.responses_table(store)
     else:
-        with warnings.catch_warnings():  # the seed's columns alone: no timing array read, no timing computed
+        with warnings.catch_warnings():  # the published columns alone: no timing array read, no timing computed
             warnings.simplefilter("ignore")
             pipeline.responses_table(store, timing=False)
     return time.perf_counter() - start

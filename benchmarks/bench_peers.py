@@ -57,7 +57,7 @@ def child(method: str, folder: str, store: str, bin_ms: float, check: bool, hist
     import resource
 
     from opto_cube import binning
-    from opto_cube.io.alf import SpikeSource
+    from opto_cube.io.session import SpikeSource
 
     raw = common.load_raw(Path(folder))
     trials = common.trials_in_onset_order(raw)

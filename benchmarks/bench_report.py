@@ -2,7 +2,7 @@
 
     python benchmarks/bench_report.py --size realistic
 
-Each run is a fresh process that calls :func:`opto_cube.jobs.pipeline.run_report`
+Each run is a fresh process that calls :func:`opto_cube.jobs.report_job.run_report`
 on the catalog of 9 sessions, exactly what ``opto-cube report STORES --out
 report.html`` does: one pass of per-session tasks (the responses table and
 each session's part of the population PSTH: each cube read once), the
@@ -37,16 +37,16 @@ def child(stores: str, out: str, two_pass: bool = False) -> dict[str, Any]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from opto_cube.jobs import pipeline
+    from opto_cube.jobs import pipeline, report_job
     from opto_cube.store.catalog import open_catalog
 
     warnings.simplefilter("ignore")
     started = time.perf_counter()
     catalog = open_catalog(stores)
     if two_pass:  # the baseline: the responses table first (as before the one pass), then the report
-        page = pipeline.run_report(catalog, out, table=pipeline.responses_table(catalog))
+        page = report_job.run_report(catalog, out, table=pipeline.responses_table(catalog))
     else:
-        page = pipeline.run_report(catalog, out)
+        page = report_job.run_report(catalog, out)
     total_s = time.perf_counter() - started
     html = page.read_text(encoding="utf-8")
     figures = html.split("<figure")[1:]

@@ -11,7 +11,7 @@ loading the raw arrays) to the table, imports excluded:
 - raw, vectorised: spike counts of every (cluster, trial) window by one
   ``searchsorted`` per cluster, condition sums by ``np.add.reduceat``, the
   t-test by ``scipy.stats.ttest_rel`` over all clusters at once;
-- cube, seed columns: the same with ``timing=False``: the seed's statistics alone, from
+- cube, published columns: the same with ``timing=False``: the published statistics alone, from
   ``window_counts`` (no timing array read);
 - published loops: Python loops over cluster x condition x trial with boolean
   masks, the notebook's style, on a subset of clusters, extrapolated per cluster.
@@ -121,7 +121,7 @@ def responses_raw(folder: Path) -> Any:
 
 
 def responses_loops(folder: Path, clusters: list[int]) -> Any:
-    """The published notebook's style: loops over cluster x condition x trial with boolean masks."""
+    """The style of the analysis notebook published with the dataset: loops over cluster x condition x trial."""
     import scipy.stats
 
     raw = common.load_raw(folder)
@@ -146,7 +146,7 @@ def responses_loops(folder: Path, clusters: list[int]) -> Any:
 
 def responses_cube(stores: list[Path], timing: bool = True) -> Any:
     """The package's way: one task per store, opening included (window_counts, or the cube for format 1);
-    ``timing=False``: the seed's columns alone (no timing array read)."""
+    ``timing=False``: the published columns alone (no timing array read)."""
     from opto_cube.jobs.pipeline import responses_table
 
     return responses_table([str(s) for s in stores], timing=timing)
@@ -183,7 +183,7 @@ def child(method: str, folders: list[str], stores: list[str], loop_clusters: int
     started = time.perf_counter()
     if method == "cube":
         table = responses_cube([Path(s) for s in stores])
-    elif method == "cube, seed columns":
+    elif method == "cube, published columns":
         table = responses_cube([Path(s) for s in stores], timing=False)
     elif method == "raw vectorised":
         table = pd.concat([responses_raw(Path(f)) for f in folders], ignore_index=True)
@@ -224,7 +224,7 @@ def run(
         n_clusters = sum(common.load_raw(Path(f))["n_clusters"] for f in folders)
         for width in bin_ms:
             stores = [str(s) for s in common.store_paths(common.stores(root, width))]
-            methods = {"cube": None, "cube, seed columns": None, "raw vectorised": None}
+            methods = {"cube": None, "cube, published columns": None, "raw vectorised": None}
             if n == 1:
                 methods["published loops"] = None
             counter = {m: 0 for m in methods}

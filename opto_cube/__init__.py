@@ -62,12 +62,12 @@ _LAZY = {
     "convert": "jobs.convert",
     "verify": "jobs.verify",
     "convert_session": "jobs.convert",
-    "to_nwb": "io.nwb",
-    "run_maps": "jobs.pipeline",
-    "run_report": "jobs.pipeline",
+    "to_nwb": "jobs.to_nwb",
+    "run_maps": "jobs.maps_job",
+    "run_report": "jobs.report_job",
     # reading input sessions
-    "read_session": "io.alf",
-    "find_sessions": "io.alf",
+    "read_session": "io.discover",
+    "find_sessions": "io.discover",
 }
 
 __all__ = [

@@ -20,15 +20,10 @@ are imported when a method needs them.
 
 Examples
 --------
->>> import tempfile, warnings
 >>> import opto_cube
->>> from opto_cube import synth
->>> from opto_cube.jobs import convert
->>> root = tempfile.mkdtemp()
->>> folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
->>> with warnings.catch_warnings():
-...     warnings.simplefilter("ignore")
-...     cube = opto_cube.open_cube(convert.convert_session(folder, root + "/stores", bin_ms=10).store)
+>>> from opto_cube.jobs.demo import example_stores
+>>> (store,) = (example_stores() / "stores").iterdir()
+>>> cube = opto_cube.open_cube(store)
 >>> cube.opto
 <opto_cube cube> session AL0055_2024-11-09_en1_p0
   spike_counts  8 clusters x 40 trials x 150 bins of 10 ms, window [-0.5, 1) s, uint8, lazy (1 chunk)
@@ -304,15 +299,10 @@ class OptoAccessor:
 
         Examples
         --------
-        >>> import tempfile, warnings
         >>> import opto_cube
-        >>> from opto_cube import synth
-        >>> from opto_cube.jobs import convert
-        >>> root = tempfile.mkdtemp()
-        >>> folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
-        >>> with warnings.catch_warnings():
-        ...     warnings.simplefilter("ignore")
-        ...     cube = opto_cube.open_cube(convert.convert_session(folder, root + "/stores", bin_ms=10).store)
+        >>> from opto_cube.jobs.demo import example_stores
+        >>> (store,) = (example_stores() / "stores").iterdir()
+        >>> cube = opto_cube.open_cube(store)
         >>> rate = cube.opto.select(waveform_type="FS").opto.psth(emitter=8, power_mw="max", bin_ms=50)
         >>> rate.dims, rate.attrs["units"], rate.attrs["n_trials"], rate.attrs["time_bin_edges_s"][:3].tolist()
         (('cluster', 'time'), 'Hz', 8, [-0.5, -0.45, -0.4])
@@ -356,15 +346,10 @@ class OptoAccessor:
 
         Examples
         --------
-        >>> import tempfile, warnings
         >>> import opto_cube
-        >>> from opto_cube import synth
-        >>> from opto_cube.jobs import convert
-        >>> root = tempfile.mkdtemp()
-        >>> folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
-        >>> with warnings.catch_warnings():
-        ...     warnings.simplefilter("ignore")
-        ...     cube = opto_cube.open_cube(convert.convert_session(folder, root + "/stores", bin_ms=10).store)
+        >>> from opto_cube.jobs.demo import example_stores
+        >>> (store,) = (example_stores() / "stores").iterdir()
+        >>> cube = opto_cube.open_cube(store)
         >>> r = cube.opto.select(qc=True).opto.responses(timing=False)
         >>> dict(r.sizes), r["stim_rate_hz"].attrs["units"], r.attrs["pre_window_s"]
         ({'cluster': 5, 'condition': 12}, 'Hz', [-0.5, 0.0])

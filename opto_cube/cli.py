@@ -134,7 +134,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 # to-nwb
 # --------------------------------------------------------------------------
 def cmd_to_nwb(args: argparse.Namespace) -> int:
-    from opto_cube.io.nwb import to_nwb
+    from opto_cube.jobs.to_nwb import to_nwb
 
     results = to_nwb(
         args.data_root, args.out, sessions=args.session, tip_offset_um=args.tip_offset_um, with_cube=args.with_cube,
@@ -172,89 +172,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------
 # info
 # --------------------------------------------------------------------------
-def describe(ds: object) -> str:
-    """A short, human summary of an opened cube."""
-    import numpy as np
-
-    a = ds.attrs  # type: ignore[attr-defined]
-    counts = ds[schema.SPIKE_COUNTS]  # type: ignore[index]
-    wt = ds[schema.WAVEFORM_TYPE].values  # type: ignore[index]
-    qc = ds[schema.QC_PASS].values  # type: ignore[index]
-    emitters = np.unique(ds[schema.EMITTER].values)  # type: ignore[index]
-    powers = schema.power_levels(ds[schema.POWER].values)[1]  # type: ignore[index]
-    durations = np.unique(ds[schema.DURATION].values)  # type: ignore[index]
-    lines = [
-        f"session   {a.get(schema.ATTR_SESSION_ID)}  (subject {a.get('subject', '?')}, {a.get('date', '?')})",
-        f"cube      {schema.SPIKE_COUNTS} {dict(counts.sizes)} {counts.dtype},"
-        f" chunks {tuple(c[0] for c in counts.chunks)}",
-        f"bins      {a.get(schema.ATTR_BIN_WIDTH) * 1000:g} ms over {a.get(schema.ATTR_WINDOW)} s from onset",
-        f"clusters  {qc.size} ({int(qc.sum())} pass QC; {int((wt == 'RS').sum())} RS, {int((wt == 'FS').sum())} FS,"
-        f" {int((wt == '').sum())} unknown)",
-        f"trials    {counts.sizes[schema.TRIAL]}: emitters {emitters.min()}..{emitters.max()} ({emitters.size}),"
-        f" {powers.size} powers {powers.min():.3g}..{powers.max():.3g} mW, durations {[float(d) for d in durations]} s",
-        f"geometry  surface at {a.get(schema.ATTR_SURFACE)} um on the probe axis,"
-        f" tip offset {a.get(schema.ATTR_TIP_OFFSET)} um",
-        f"built by  opto_cube {a.get(schema.ATTR_VERSION)} from {len(a.get(schema.ATTR_SHA256, {}))} checksummed files",
-        _artifact_line(ds),
-    ]
-    return "\n".join(lines)
-
-
-def _artifact_line(ds: object) -> str:
-    """The ``opto-cube info`` line counting light-artifact units (from the stored timing arrays)."""
-    from opto_cube.store.catalog import light_artifacts
-
-    flags = light_artifacts(ds)  # type: ignore[arg-type]
-    if flags is None:
-        return "artifacts unknown (needs bins of at most 2 ms and a store with condition_counts)"
-    return f"artifacts {int(flags.sum())} light-artifact units (locked to light onset/offset at every emitter)"
-
-
 def cmd_info(args: argparse.Namespace) -> int:
-    from opto_cube.store.write import STORE_SUFFIX, is_url, list_stores, open_cube
+    from opto_cube.jobs.info import describe_stores
 
-    if is_url(args.path):
-        return _info_url(args.path.rstrip("/"))
-    path = Path(args.path)
-    if not path.exists():
-        raise OptoCubeError(f"{path}: no such store or folder")
-    if path.name.endswith(STORE_SUFFIX) or (path / "zarr.json").exists():
-        _say_escaped(describe(open_cube(path)))
-        return 0
-    stores = [Path(p) for p in list_stores(path)]
-    if not stores:
-        raise OptoCubeError(f"{path}: holds no {STORE_SUFFIX} stores")
-    for p in stores:
-        _say_escaped(describe(open_cube(p)))
-        _say("")
-    return 0
-
-
-def _info_url(url: str) -> int:
-    """``info`` of a store or a folder of stores on object storage (``s3://...``; AWS_* variables for access)."""
-    import fsspec
-
-    from opto_cube.store.write import STORE_SUFFIX, is_complete, open_cube
-
-    fs, root = fsspec.core.url_to_fs(url)
-    if url.endswith(STORE_SUFFIX) or fs.exists(f"{root}/zarr.json"):
-        if not is_complete(url):
-            raise OptoCubeError(f"{url}: no complete store there (no completion mark: unfinished or interrupted)")
-        _say_escaped(describe(open_cube(url)))
-        return 0
-    fs.invalidate_cache(root)  # list what is there now, not what this process saw before
-    names = [n.rstrip("/") for n in fs.ls(root, detail=False)] if fs.isdir(root) else []
-    base = [(n, n.rsplit("/", 1)[-1]) for n in names]
-    stores = sorted(n for n, b in base if b.endswith(STORE_SUFFIX) and not b.startswith("."))
-    if not stores:
-        raise OptoCubeError(f"{url}: no such store, or a folder holding no {STORE_SUFFIX} stores")
-    for name in stores:
-        store_url = fs.unstrip_protocol(name)
-        if is_complete(store_url):
-            _say_escaped(describe(open_cube(store_url)))
-        else:
-            _say_escaped(f"{store_url}: incomplete (no completion mark); the next convert rebuilds it")
-        _say("")
+    for block in describe_stores(args.path):
+        _say_escaped(block)
     return 0
 
 
@@ -359,19 +281,11 @@ def _duration(text: str) -> float | str:
 
 
 def cmd_maps(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from opto_cube.jobs.pipeline import run_maps
+    from opto_cube.jobs.maps_job import run_maps
     from opto_cube.store.catalog import catalog_of
 
     catalog = catalog_of([args.stores])
-    table = None
-    if args.responses:
-        try:
-            path = Path(args.responses)
-            table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-        except (OSError, ValueError) as e:
-            raise OptoCubeError(f"{args.responses}: cannot read the responses table ({e})") from e
+    table = _read_responses(args.responses) if args.responses else None
     with _dask_cluster(args):
         try:
             written = run_maps(
@@ -403,7 +317,7 @@ def _read_responses(path_text: str) -> pd.DataFrame:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from opto_cube.jobs.pipeline import run_report
+    from opto_cube.jobs.report_job import run_report
     from opto_cube.store.catalog import catalog_of
 
     out = Path(args.out)
@@ -434,100 +348,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------
 # demo
 # --------------------------------------------------------------------------
-DEMO_MARK = ".opto-cube-demo.json"  # in a demo's --out: the files of data/ the demo wrote (relative paths)
-
-
-def _demo_files(data: Path) -> list[str]:
-    return sorted(p.relative_to(data).as_posix() for p in data.rglob("*") if p.is_file() or p.is_symlink())
-
-
-def _write_demo_mark(out: Path) -> None:
-    import json
-
-    from opto_cube.store.write import atomic_file
-
-    with atomic_file(out / DEMO_MARK) as tmp:
-        tmp.write_text(json.dumps({"data": _demo_files(out / "data")}, indent=1))
-
-
-def _demo_may_write(out: Path) -> None:
-    """Refuse a demo ``--out`` holding anything a demo did not write: the demo replaces only its own files.
-
-    ``--out`` may be absent, empty, or a previous demo's folder (its mark lists
-    the files it wrote under ``data/``, which are all the demo ever deletes;
-    the other outputs, ``stores/``, ``responses.csv``, ``maps/`` and the
-    report, are the demo's own names, and ``stores/`` replaces only stores).
-    """
-    import json
-
-    if not out.exists() and not out.is_symlink():
-        return
-    if not out.is_dir():
-        raise OptoCubeError(f"{out}: exists and is not a folder; give demo --out a new or empty folder")
-    entries = sorted(p.name for p in out.iterdir())
-    if not entries:
-        return
-    mark = out / DEMO_MARK
-    try:
-        written = set(json.loads(mark.read_text())["data"]) if mark.is_file() else None
-    except (OSError, ValueError, KeyError, TypeError):
-        written = None
-    if written is None:
-        raise OptoCubeError(
-            f"{out}: holds files opto-cube demo did not write ({', '.join(map(repr, entries[:3]))}"
-            f"{', ...' if len(entries) > 3 else ''}); refusing to touch them: give demo --out a new or empty folder"
-        )
-    data = out / "data"
-    if data.is_symlink() or (data.exists() and not data.is_dir()):
-        raise OptoCubeError(f"{data}: not the folder a demo wrote; refusing to touch it: choose another --out")
-    foreign = [name for name in _demo_files(data) if name not in written] if data.is_dir() else []
-    if foreign:
-        raise OptoCubeError(
-            f"{data / foreign[0]}: not written by opto-cube demo; refusing to replace {data}"
-            " (left untouched): move it away or choose another --out"
-        )
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    from opto_cube import synth
-    from opto_cube.jobs.convert import convert
+    from opto_cube.jobs.demo import run_demo
 
-    out = Path(args.out)
-    data, stores = out / "data", out / "stores"
-    _demo_may_write(out)
-    if data.exists():
-        shutil.rmtree(data)  # only the synthetic sessions a demo wrote there (_demo_may_write checked each file)
-    _say(f"1. generating {args.sessions} synthetic sessions ({args.size}) in {data}")
-    synth.make_dataset(data, n_sessions=args.sessions, size=args.size, seed=args.seed)
-    _write_demo_mark(out)
-    _say(f"2. converting them to Zarr cubes in {stores}")
-    code = _report(convert(data, stores, bin_ms=args.bin_ms, overwrite=True, jobs=1, progress=True))
-    from opto_cube.jobs.pipeline import demo_pass, responses_table, run_maps, run_report, write_table
-    from opto_cube.store.catalog import open_catalog
-
-    catalog = open_catalog(stores)
-    if not len(catalog):
-        raise OptoCubeError(f"{stores}: no session converted")
-    table_path, maps_dir = out / "responses.csv", out / "maps"
-    _say(f"3. responses of every cluster in every condition -> {table_path}")
-    done = demo_pass(catalog)  # the one pass over the sessions: the table, the maps and the report read it
-    table = responses_table(done)
-    write_table(table, table_path)
-    _say(f"4. maps and figures -> {maps_dir}")
-    written = run_maps(catalog, maps_dir, analysis=done)
-    report_path = out / schema.REPORT_DEFAULT_NAME
-    _say(f"5. the HTML report (maps, spatial extent, power response, PSTHs) -> {report_path}")
-    run_report(catalog, report_path, analysis=done)
-    _say(f"\nopen one in Python:  opto_cube.open_cube({str(next(stores.glob('*.zarr')))!r})")
-    _say(f"or:                  opto-cube info {stores}")
-    _say(f"the responses table: {table_path} ({len(table)} rows, one per session x cluster x condition)")
-    _say(f"the maps:            {written['maps.nc']}   (xarray.open_dataset)")
-    _say(f"the figures:         {', '.join(str(p) for name, p in written.items() if name.endswith('.png'))}")
-    _say(f"the report:          {report_path}   (one HTML page to mail or archive)")
-    return code
+    result = run_demo(
+        args.out, sessions=args.sessions, size=args.size, seed=args.seed, bin_ms=args.bin_ms, say=_say,
+        converted=_report,
+    )  # fmt: skip
+    for line in result.lines():
+        _say(line)
+    return EXIT_FAILED if result.failed else 0
 
 
-# --------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="opto-cube", description="Neuropixels Opto sessions as Zarr spike-count cubes, and their responses."
@@ -637,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-timing",
         dest="timing",
         action="store_false",
-        help="the seed's statistics alone (window counts only): latency, first-spike and artifact columns NaN",
+        help="the published statistics alone (window counts only): latency, first-spike and artifact columns NaN",
     )
     _add_cluster_options(p)
     p.set_defaults(func=cmd_responses)

@@ -62,7 +62,7 @@ STIM_INDEX = "stim_index"
 SESSION_ID = "session_id"
 DISTANCE = "distance_um"
 
-# --- responses (opto_cube/stats.py, opto_cube/store/catalog.py) -------------
+# --- responses (opto_cube/store/catalog.py) -------------
 N_TRIALS = "n_trials"
 PRE_RATE = "pre_rate_hz"
 STIM_RATE = "stim_rate_hz"
@@ -184,7 +184,7 @@ INACTIVATED_MAX_PCT = -50.0
 INACTIVATED_MIN_PRE_HZ = 2.0
 SIGNIFICANCE_P = 0.005
 POWER_RTOL = 1e-6
-PARITY_EPSILON = 1e-8  # the published notebook's (stim - pre) / (pre + 1e-8)
+PARITY_EPSILON = 1e-8  # the published analysis notebook's (stim - pre) / (pre + 1e-8)
 
 QC_PRESENCE_RATIO_MIN = 0.8
 QC_ISI_VIOLATIONS_MAX = 0.5

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from opto_cube import cli, schema
-from opto_cube.jobs import pipeline, tasks
+from opto_cube.jobs import demo, maps_job, pipeline, report_job, tasks
 from opto_cube.store import catalog as catalog_module
-from opto_cube.store import chunks
+from opto_cube.store import read as store_read
 from opto_cube.store import write as store
 from opto_cube.store.catalog import open_catalog
 
@@ -24,7 +24,7 @@ from opto_cube.store.catalog import open_catalog
 def counted(monkeypatch):
     """Counts of session passes (per session id), checked reads and open_cube calls (per store)."""
     counts: dict[str, Counter] = {"passes": Counter(), "reads": Counter(), "open_cube": Counter()}
-    real_results, real_read, real_open = tasks.session_results, chunks.read_checked, store.open_cube
+    real_results, real_read, real_open = tasks.session_results, store_read.read_checked, store.open_cube
 
     def results(*args, **kwargs):
         out = real_results(*args, **kwargs)
@@ -40,7 +40,7 @@ def counted(monkeypatch):
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(tasks, "session_results", results)
-    monkeypatch.setattr(chunks, "read_checked", read)
+    monkeypatch.setattr(store_read, "read_checked", read)
     monkeypatch.setattr(store, "open_cube", open_cube)
     monkeypatch.setattr(catalog_module, "open_cube", open_cube)
     return counts
@@ -59,9 +59,9 @@ def test_each_job_runs_each_session_once_and_opens_each_store_once(tiny_dataset,
         if job == "responses_table":
             pipeline.responses_table(catalog)
         elif job == "maps":
-            pipeline.run_maps(catalog, tmp_path / "maps")
+            maps_job.run_maps(catalog, tmp_path / "maps")
         else:
-            pipeline.run_report(catalog, tmp_path / "report.html", n_boot=20)
+            report_job.run_report(catalog, tmp_path / "report.html", n_boot=20)
     n = len(catalog)
     _once_each(counted["passes"], n)
     _once_each(counted["reads"], n)
@@ -72,10 +72,10 @@ def test_the_demo_sequence_makes_one_pass(tiny_dataset, tmp_path, counted):
     catalog = open_catalog(tiny_dataset.out)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        done = pipeline.demo_pass(catalog)
+        done = demo.demo_pass(catalog)
         table = pipeline.responses_table(done)
-        pipeline.run_maps(catalog, tmp_path / "maps", analysis=done)
-        pipeline.run_report(catalog, tmp_path / "report.html", analysis=done, n_boot=20)
+        maps_job.run_maps(catalog, tmp_path / "maps", analysis=done)
+        report_job.run_report(catalog, tmp_path / "report.html", analysis=done, n_boot=20)
     n = len(catalog)
     _once_each(counted["passes"], n)
     _once_each(counted["reads"], n)
@@ -147,7 +147,7 @@ def test_the_tasks_table_path_equals_the_labelled_one(quirky_converted, monkeypa
         def no_dataset(self):
             raise AssertionError("the task's table path built a Dataset")
 
-        m.setattr(chunks.CheckedRead, "dataset", no_dataset)
+        m.setattr(store_read.CheckedRead, "dataset", no_dataset)
         fast = tasks.session_results(path, sid, **options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

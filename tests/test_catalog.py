@@ -8,13 +8,16 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
 from opto_cube import schema, synth
+from opto_cube.analysis.latency import light_artifacts
 from opto_cube.errors import OptoCubeWarning, StoreError
 from opto_cube.jobs import convert
 from opto_cube.jobs.pipeline import responses_table
+from opto_cube.jobs.tasks import analysis_pass
 from opto_cube.store.catalog import SUMMARY_COLUMNS, Catalog, open_catalog
 
 
@@ -163,13 +166,15 @@ def test_summary_and_info_count_light_artifacts(latency_converted, tiny_converte
     from opto_cube import cli
 
     catalog = open_catalog(latency_converted.out)
-    summary = catalog.summary()
+    assert catalog.summary()["light_artifacts"].isna().all()  # the store layer runs no analysis
+    summary = catalog.summary(artifacts=light_artifacts)
+    pd.testing.assert_frame_equal(summary, analysis_pass(catalog).summary)
     for row in summary.itertuples():
         assert row.light_artifacts == int(latency_converted.truths[row.session].artifact.sum()) == 3
     table = responses_table(catalog)
     flagged = table[table[schema.LIGHT_ARTIFACT]].groupby(schema.SESSION_ID)[schema.CLUSTER].nunique()
     assert flagged.to_dict() == dict(zip(summary["session"], summary["light_artifacts"], strict=True))
-    assert open_catalog(tiny_converted.stores[10.0].parent).summary()["light_artifacts"].isna().all()
+    assert open_catalog(tiny_converted.stores[10.0].parent).summary(light_artifacts)["light_artifacts"].isna().all()
     store_path = sorted(latency_converted.out.glob("*.zarr"))[0]
     assert cli.main(["info", str(store_path)]) == 0
     assert "artifacts 3 light-artifact units" in capsys.readouterr().out

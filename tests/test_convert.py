@@ -39,9 +39,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import opto_cube
-from opto_cube import binning, schema, synth
+from opto_cube import binning, io, schema, synth
 from opto_cube.errors import BinningError, OptoCubeError, OptoCubeWarning, StoreError
-from opto_cube.io import alf as io
 from opto_cube.jobs import convert
 
 CONVERT_EXAMPLES = min(10, settings.default.max_examples)  # each example converts (a few 0.1 s)

@@ -31,7 +31,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from opto_cube import cli, schema, synth
-from opto_cube.io import nwb
+from opto_cube.jobs import demo
+from opto_cube.jobs import to_nwb as nwb_writer
 from opto_cube.store import write as store
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -166,7 +167,7 @@ def d1_demo_user_folder(tmp: Path, base: Base):
 def d1_demo_user_file_in_earlier_demo(tmp: Path, base: Base):
     proj = tmp / "proj"
     (proj / "data" / "sessions").mkdir(parents=True)
-    (proj / cli.DEMO_MARK).write_text(json.dumps({"data": []}))
+    (proj / demo.DEMO_MARK).write_text(json.dumps({"data": []}))
     (proj / "data" / "sessions" / "notes.txt").write_text("precious\n")
     return ["demo", "--out", proj, "--size", "tiny", "--sessions", "1", "--bin-ms", "10"], [proj]
 
@@ -570,7 +571,7 @@ def test_demo_reruns_in_its_own_folder(capsys, tmp_path):
     out = tmp_path / "demo"
     for _ in range(2):
         assert cli.main(["demo", "--out", str(out), "--size", "tiny", "--sessions", "1", "--bin-ms", "10"]) == 0
-    written = json.loads((out / cli.DEMO_MARK).read_text())["data"]
+    written = json.loads((out / demo.DEMO_MARK).read_text())["data"]
     assert written
     assert all((out / "data" / name).is_file() for name in written)
 
@@ -659,13 +660,13 @@ def test_missing_chunk_option_is_enabled_when_zarr_has_it():
 def test_unreadable_session_folder_is_reported_as_such(tmp_path, base, monkeypatch):
     """A session folder one may not enter (as root, permissions do not stop reading: os.access says so)."""
     from opto_cube.errors import SessionFormatError
-    from opto_cube.io import alf as io
+    from opto_cube.io import alf
 
     folder = _folder(tmp_path) if _data(tmp_path, base) else None
     real = os.access
-    monkeypatch.setattr(io.os, "access", lambda p, mode: False if Path(p) == folder else real(p, mode))
+    monkeypatch.setattr(alf.os, "access", lambda p, mode: False if Path(p) == folder else real(p, mode))
     with pytest.raises(SessionFormatError, match=r": the session folder cannot be read \(permission denied\)$"):
-        io.read_session(folder)
+        alf.read_alf(folder)
 
 
 # --------------------------------------------------------------------------
@@ -713,5 +714,5 @@ def test_nwb_writer_refuses_a_user_file_by_api(tmp_path, base):
     target = tmp_path / "mine.nwb"
     target.write_text("mine\n")
     with pytest.raises(Exception, match=r"mine\.nwb: exists and is not an NWB file opto_cube wrote"):
-        nwb.write_nwb(base.session, target, overwrite=True)
+        nwb_writer.write_nwb(base.session, target, overwrite=True)
     assert target.read_text() == "mine\n"

@@ -1,4 +1,5 @@
-"""Tests of opto_cube.io.alf: finding sessions, reading and checking them, and the table of broken inputs.
+"""Tests of opto_cube.io (the ALF reader, npy, discover): finding sessions, reading and checking them,
+and the table of broken inputs.
 
 ``BROKEN_INPUTS`` is the one table of broken session folders (mutation, file at
 fault, expected message); test_cli.py runs the same table through the command line.
@@ -20,9 +21,10 @@ import numpy as np
 import pytest
 from helpers import OTHER_SESSION_ID, SESSION_ID, load, tiny_spec, write_synth
 
-from opto_cube import schema
+from opto_cube import io, schema
 from opto_cube.errors import OptoCubeWarning, SessionFormatError
-from opto_cube.io import alf as io
+from opto_cube.io import alf
+from opto_cube.io.npy import NpyFile
 
 # --------------------------------------------------------------------------
 # the table of broken inputs
@@ -297,7 +299,7 @@ def test_broken_inputs(session_folder, broken):
     with warnings.catch_warnings():
         warnings.simplefilter("error", OptoCubeWarning)  # refused, not warned about
         with pytest.raises(SessionFormatError) as info:
-            io.read_session(session_folder)
+            alf.read_alf(session_folder)
     check_error(info.value, session_folder, broken, match)
     assert isinstance(info.value, ValueError)
 
@@ -306,7 +308,7 @@ def test_the_pickle_marker_works(session_folder):
     """The trap of the object-array cases is armed: numpy with allow_pickle=True does unpickle it."""
     pickled(STIM_P)(session_folder)
     with pytest.raises(SessionFormatError, match="pickle"):
-        io.NpyFile.open(session_folder / STIM_P)
+        NpyFile.open(session_folder / STIM_P)
     assert not _marker(session_folder).exists()
     with pytest.raises(Exception, match="unpickled"):
         np.load(session_folder / STIM_P, allow_pickle=True)
@@ -315,7 +317,7 @@ def test_the_pickle_marker_works(session_folder):
 
 def test_missing_folder(tmp_path):
     with pytest.raises(SessionFormatError, match="no such session folder"):
-        io.read_session(tmp_path / "nope")
+        alf.read_alf(tmp_path / "nope")
 
 
 # --------------------------------------------------------------------------
@@ -354,7 +356,7 @@ def test_read_session(session_folder, no_warnings):
     calibration = {"quantifi": {"slope_mW": 0.001, "intercept_mW": 0.0001, "levels": [1.0, 4.0]}}
     (root / schema.LASER_CALIBRATION_JSON).write_text(json.dumps(calibration))
     (root / schema.LASER_CALIBRATION_MAT).write_bytes(b"MATLAB 5.0 (only its checksum is kept)")
-    session = io.read_session(folder)
+    session = alf.read_alf(folder)
     k, m = load(folder, DEPTHS).size, load(folder, STIM_T).size
     times, clusters = load(folder, SPIKES_T), load(folder, SPIKES_C)
     assert (session.session_id, session.folder) == (SESSION_ID, folder)
@@ -388,7 +390,7 @@ def test_read_session(session_folder, no_warnings):
 
 
 def test_spikes_streamed_in_blocks(session_folder, no_warnings):
-    session = io.read_session(session_folder)
+    session = alf.read_alf(session_folder)
     assert not session.spikes.in_memory
     assert "streamed" in repr(session.spikes)
     times, clusters = load(session_folder, SPIKES_T), load(session_folder, SPIKES_C)
@@ -404,16 +406,16 @@ def test_spikes_streamed_in_blocks(session_folder, no_warnings):
 @pytest.mark.parametrize("block_len", [1, 5, 64])
 def test_validation_across_blocks(session_folder, monkeypatch, block_len, no_warnings):
     """The streamed checks and hashes give the same answer whatever the block length."""
-    monkeypatch.setattr(io, "BLOCK_LEN", block_len)
+    monkeypatch.setattr(alf, "BLOCK_LEN", block_len)  # the ALF reader's streamed pass
     whole = {p.name: sha256(p) for p in session_folder.iterdir()}
-    session = io.read_session(session_folder)
+    session = alf.read_alf(session_folder)
     assert {k: v for k, v in session.sha256.items() if k in whole} == whole
     # disorder exactly at a block boundary is still found
     times = load(session_folder, SPIKES_T)
     times[block_len], times[block_len - 1] = times[block_len - 1], times[block_len] + 1e-3
     np.save(session_folder / SPIKES_T, times)
     with pytest.warns(OptoCubeWarning, match="not sorted in time"):
-        session = io.read_session(session_folder)
+        session = alf.read_alf(session_folder)
     assert session.spikes.in_memory
     t = np.concatenate([b[0] for b in session.spikes.blocks()])
     assert np.all(np.diff(t) >= 0)
@@ -422,7 +424,7 @@ def test_validation_across_blocks(session_folder, monkeypatch, block_len, no_war
     times[3 * block_len + 1] = np.nan
     np.save(session_folder / SPIKES_T, times)
     with pytest.raises(SessionFormatError, match=rf"spike {3 * block_len + 1} has a non-finite time"):
-        io.read_session(session_folder)
+        alf.read_alf(session_folder)
 
 
 # --------------------------------------------------------------------------
@@ -437,7 +439,7 @@ def test_accepted_variants(session_folder, no_warnings):
     np.save(folder / schema.CLUSTERS_PEAK_CHANNEL, load(folder, schema.CLUSTERS_PEAK_CHANNEL).astype(np.float64))
     (folder / JSON).write_bytes(b"\xef\xbb\xbf" + (folder / JSON).read_bytes())
     (folder / WAVEFORM).write_text((folder / WAVEFORM).read_text().lower() + "\n\n")
-    session = io.read_session(folder)
+    session = alf.read_alf(folder)
     assert session.clusters[schema.QC_PASS].dtype == bool
     assert set(session.clusters[schema.WAVEFORM_TYPE]) <= {"RS", "FS"}  # case folded
     assert session.attrs["subject"]
@@ -446,7 +448,7 @@ def test_accepted_variants(session_folder, no_warnings):
 def test_kslabel_without_header_and_tab_separated(session_folder, no_warnings):
     k = load(session_folder, DEPTHS).size
     (session_folder / KSLABEL).write_text("".join(f"{i}\t{'good' if i % 2 else 'mua'}\n" for i in range(k)))
-    session = io.read_session(session_folder)
+    session = alf.read_alf(session_folder)
     assert list(session.clusters[schema.KS_LABEL]) == ["mua", "good"] * (k // 2) + ["mua"] * (k % 2)
 
 
@@ -491,7 +493,7 @@ QUIRKS_AT_READ = [
 def test_quirks_warn_naming_the_file(session_folder, mutate, match):
     mutate(session_folder)
     with pytest.warns(OptoCubeWarning, match=match) as record:
-        session = io.read_session(session_folder)
+        session = alf.read_alf(session_folder)
     for w in record:
         assert str(w.message).startswith(str(session_folder))
         assert "\n" not in str(w.message)
@@ -502,7 +504,7 @@ def test_surface_ignores_nan_depths(session_folder, no_warnings):
     depths = load(session_folder, schema.CLUSTERS_DEPTHS_FROM_SURFACE)
     depths[:3] = np.nan
     np.save(session_folder / schema.CLUSTERS_DEPTHS_FROM_SURFACE, depths)
-    session = io.read_session(session_folder)
+    session = alf.read_alf(session_folder)
     both = load(session_folder, DEPTHS) + depths
     assert session.surface_position_um == np.median(both[3:])
 
@@ -511,7 +513,7 @@ def test_session_json_nan_and_extra_fields(session_folder, no_warnings):
     info = json.loads((session_folder / JSON).read_text())
     info.update(extra_field={"nested": [1, 2]}, broken_value=float("nan"))
     (session_folder / JSON).write_text(json.dumps(info))
-    session = io.read_session(session_folder)
+    session = alf.read_alf(session_folder)
     assert session.attrs["extra_field"] == {"nested": [1, 2]}
     assert np.isnan(session.attrs["broken_value"])
 
@@ -519,7 +521,7 @@ def test_session_json_nan_and_extra_fields(session_folder, no_warnings):
 def test_unsorted_spikes_sorted_stably(tmp_path):
     folder = write_synth(tmp_path / SESSION_ID, tiny_spec(unsorted_spikes=True))
     with pytest.warns(OptoCubeWarning, match="spikes are not sorted in time; sorted in memory"):
-        session = io.read_session(folder)
+        session = alf.read_alf(folder)
     times, clusters = load(folder, SPIKES_T), load(folder, SPIKES_C)
     order = np.argsort(times, kind="stable")
     ((t, c),) = list(session.spikes.blocks(10 * times.size))
@@ -541,7 +543,7 @@ def test_pickle_never_loaded_even_through_np_load_paths(session_folder):
             arr[...] = Booby(str(_marker(folder)))
             np.save(folder / name, arr, allow_pickle=True)
         with pytest.raises(SessionFormatError, match="pickle") as info:
-            io.read_session(folder)
+            alf.read_alf(folder)
         assert Path(info.value.path).name == name
         assert not _marker(folder).exists()
     assert pickle.dumps(Booby("x"))  # the trap itself pickles

@@ -1,4 +1,5 @@
-"""Kilosort / phy sessions (opto_cube.io.kilosort): the same cube as the ALF route, refused bad input, QC metrics.
+"""Kilosort / phy sessions (opto_cube.io.kilosort, kilosort_tables, kilosort_metrics): the same cube as the ALF
+route, refused bad input, QC metrics.
 
 The equality tests write one recording twice with :mod:`opto_cube.synth`: as a
 Kilosort folder (``write_kilosort_session``) and as the ALF folder holding what
@@ -22,10 +23,9 @@ from helpers import reference_counts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from opto_cube import cli, schema, synth
+from opto_cube import cli, io, schema, synth
 from opto_cube.errors import SessionFormatError
-from opto_cube.io import alf as io
-from opto_cube.io import kilosort
+from opto_cube.io import kilosort, kilosort_metrics, kilosort_tables
 from opto_cube.jobs import convert
 from opto_cube.store import write as store
 
@@ -134,7 +134,7 @@ def test_edge_spikes_are_on_window_edges(tmp_path: Path) -> None:
     times, _ = _raw(ks)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        session = kilosort.read_session(ks)
+        session = kilosort.read_kilosort(ks)
     onsets, durations = session.stim[schema.ONSET], session.stim[schema.DURATION]
     edges = np.concatenate([onsets + schema.PRE_WINDOW_S[0], onsets, onsets + durations])
     assert np.isin(times, edges).sum() >= 3
@@ -151,8 +151,8 @@ def test_merged_cluster_takes_its_most_frequent_template(tmp_path: Path) -> None
     most = int(np.bincount(mine).argmax())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        session = kilosort.read_session(ks)
-    depth, peak, width = kilosort.template_features(
+        session = kilosort.read_kilosort(ks)
+    depth, peak, width = kilosort_metrics.template_features(
         np.load(ks / "templates.npy")[[most]], np.load(ks / "channel_positions.npy")[:, 1], RATE
     )
     row = int(np.searchsorted(session.cluster_ids, merged))
@@ -170,14 +170,14 @@ def test_labels_phy_group_wins_and_noise_is_kept(tmp_path: Path) -> None:
     noise = [int(line.split("\t")[0]) for line in group[1:] if line.endswith("\tnoise")]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        session = kilosort.read_session(ks)
+        session = kilosort.read_kilosort(ks)
     labels = dict(zip(session.cluster_ids.tolist(), session.clusters[schema.KS_LABEL], strict=True))
     assert len(noise) == 2
     assert all(labels[i] == "noise" for i in noise)
     (ks / "cluster_group.tsv").unlink()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        session = kilosort.read_session(ks)
+        session = kilosort.read_kilosort(ks)
     labels = dict(zip(session.cluster_ids.tolist(), session.clusters[schema.KS_LABEL], strict=True))
     assert all(labels[i] == "good" for i in ids)
 
@@ -247,7 +247,7 @@ def test_equality_hypothesis(tmp_path_factory: pytest.TempPathFactory, data: st.
 
 
 def test_responses_equal(tmp_path: Path) -> None:
-    """The seed's response columns from the two stores are equal (the cluster coordinate aside)."""
+    """The published response columns from the two stores are equal (the cluster coordinate aside)."""
     from opto_cube.analysis.response import responses
 
     ks, alf = _pair(tmp_path, synth.SIZES["small"], synth.KilosortQuirks())
@@ -301,7 +301,7 @@ def test_read_params_literals() -> None:
     try:
         path.write_text('"""phy params"""\ndat_path = "a.bin"\nn_channels_dat = 385\ndtype = "int16"\n'
                         "offset = 0\nsample_rate = 30000\nhp_filtered = False\n")  # fmt: skip
-        params = kilosort.read_params(path)
+        params = kilosort_tables.read_params(path)
     finally:
         path.unlink()
     assert params == {
@@ -398,7 +398,7 @@ def test_read_session_raises_session_format_error(tmp_path: Path) -> None:
     ks, _ = _pair(tmp_path, TINY, synth.KilosortQuirks())
     (ks / "params.py").write_text("sample_rate = open('x')\n")
     with pytest.raises(SessionFormatError, match=r"params\.py: line 1: only literal assignments"):
-        kilosort.read_session(ks)
+        kilosort.read_kilosort(ks)
 
 
 # --------------------------------------------------------------------------
@@ -441,7 +441,7 @@ def test_qc_metrics_match_a_straightforward_computation(tmp_path: Path) -> None:
     amps = np.load(ks / "amplitudes.npy").astype(np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        session = kilosort.read_session(ks)
+        session = kilosort.read_kilosort(ks)
     total = int(samples.max()) + 1
     expected = {schema.PRESENCE_RATIO: [], schema.ISI_VIOLATIONS: [], schema.AMPLITUDE_CUTOFF: []}
     for cid in session.cluster_ids:
@@ -470,15 +470,15 @@ def test_gaussian_filter_is_scipys_to_the_bit(seed: int) -> None:
 
     x = np.random.default_rng(seed).random(500) * 10.0 ** np.random.default_rng(seed).integers(-6, 3)
     x[: seed * 7] = 0.0
-    np.testing.assert_array_equal(kilosort.gaussian_filter1d(x, 3), gaussian_filter1d(x, 3))
-    np.testing.assert_array_equal(kilosort.gaussian_filter1d(x[:40], 3), gaussian_filter1d(x[:40], 3))
+    np.testing.assert_array_equal(kilosort_metrics.gaussian_filter1d(x, 3), gaussian_filter1d(x, 3))
+    np.testing.assert_array_equal(kilosort_metrics.gaussian_filter1d(x[:40], 3), gaussian_filter1d(x[:40], 3))
 
 
 def test_qc_without_amplitudes_is_nan(tmp_path: Path) -> None:
     ks, _ = _pair(tmp_path, TINY, synth.KilosortQuirks(amplitudes=False))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        session = kilosort.read_session(ks)
+        session = kilosort.read_kilosort(ks)
     assert np.all(np.isnan(session.clusters[schema.AMPLITUDE_CUTOFF]))
     assert not session.clusters[schema.QC_PASS].any()
 
@@ -488,7 +488,7 @@ def test_qc_against_spikeinterface(tmp_path: Path) -> None:
     metrics = pytest.importorskip("spikeinterface.qualitymetrics.misc_metrics")
     rng = np.random.default_rng(0)
     amps = rng.normal(20, 5, 4000)
-    assert kilosort.amplitude_cutoff(amps) == metrics.amplitude_cutoff(amps)
+    assert kilosort_metrics.amplitude_cutoff(amps) == metrics.amplitude_cutoff(amps)
 
 
 def test_template_features_and_waveform_types() -> None:
@@ -496,11 +496,11 @@ def test_template_features_and_waveform_types() -> None:
     t[0, 10, 0], t[0, 13, 0] = -10.0, 3.0  # FS: 3 samples = 0.1 ms
     t[1, 10, 2], t[1, 25, 2] = -8.0, 2.0  # RS: 15 samples = 0.5 ms
     t[1, 10, 1] = -2.0  # under 30 % of the peak: weighs nothing
-    depth, peak, width = kilosort.template_features(t, np.array([0.0, 20.0, 40.0]), RATE)
+    depth, peak, width = kilosort_metrics.template_features(t, np.array([0.0, 20.0, 40.0]), RATE)
     assert depth.tolist() == [0.0, 40.0]
     assert peak.tolist() == [0, 2]
     np.testing.assert_allclose(width, [0.1, 0.5])
-    assert kilosort.waveform_types(width).tolist() == ["FS", "RS"]
+    assert kilosort_metrics.waveform_types(width).tolist() == ["FS", "RS"]
 
 
 # --------------------------------------------------------------------------
@@ -510,7 +510,7 @@ def test_surface_from_top_chan_or_option_else_nan(tmp_path: Path) -> None:
     ks, _ = _pair(tmp_path, TINY, synth.KilosortQuirks(top_chan=False))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        session = kilosort.read_session(ks)
+        session = kilosort.read_kilosort(ks)
     assert sum("no top_chan" in str(w.message) for w in caught) == 1  # one warning
     assert math.isnan(session.surface_position_um)
     assert np.all(np.isnan(session.clusters[schema.DEPTH_FROM_SURFACE]))

@@ -26,8 +26,7 @@ import xarray as xr
 import zarr
 from helpers import SESSION_ID, quirky_spec, write_synth
 
-from opto_cube import binning, schema
-from opto_cube.io import alf as io
+from opto_cube import binning, io, schema
 from opto_cube.jobs import convert
 from opto_cube.store import layout
 from opto_cube.store import write as store

@@ -1,5 +1,5 @@
-"""NWB in and out (opto_cube.io.nwb): ALF -> NWB -> cube equals ALF -> cube, the file is valid and readable by
-plain pynwb, incomplete NWB files are refused in one line, and the ``to-nwb`` command."""
+"""NWB in and out (opto_cube.jobs.to_nwb, opto_cube.io.nwb): ALF -> NWB -> cube equals ALF -> cube, the file is
+valid and readable by plain pynwb, incomplete NWB files are refused in one line, and the ``to-nwb`` command."""
 
 from __future__ import annotations
 
@@ -30,11 +30,12 @@ from helpers import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opto_cube import cli, schema, synth
+from opto_cube import cli, io, schema, synth
 from opto_cube.errors import OptoCubeError, OptoCubeWarning, SessionFormatError
-from opto_cube.io import alf as io
-from opto_cube.io import nwb
+from opto_cube.io import alf, nwb
+from opto_cube.io.npy import sha256_file
 from opto_cube.jobs import convert
+from opto_cube.jobs import to_nwb as nwb_writer
 
 pynwb = pytest.importorskip("pynwb")
 
@@ -43,7 +44,7 @@ def quiet_to_nwb(folder: Path, out: Path, **params) -> Path:
     """write_nwb of a session folder whose quirks warn (the warnings are tested in test_io.py)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OptoCubeWarning)
-        return nwb.write_nwb(folder, out / f"{folder.name}.nwb", **params)
+        return nwb_writer.write_nwb(folder, out / f"{folder.name}.nwb", **params)
 
 
 def convert_quiet(source: Path, out: Path, **params) -> Path:
@@ -85,7 +86,7 @@ def test_round_trip_every_quirk(quirky_nwb, tmp_path, bin_ms):
 def test_round_trip_dataset_with_tip_offset(tmp_path):
     """synth.make_dataset's sessions (its default quirks, optional .mat), through ``to_nwb`` and ``convert``."""
     folders = synth.make_dataset(tmp_path / "data", n_sessions=2, size="tiny", seed=4)
-    results = nwb.to_nwb(tmp_path / "data", tmp_path / "nwb", tip_offset_um=25.0)
+    results = nwb_writer.to_nwb(tmp_path / "data", tmp_path / "nwb", tip_offset_um=25.0)
     assert [r.status for r in results] == ["written", "written"]
     assert sorted(p.name for p in (tmp_path / "nwb").iterdir()) == sorted(f"{f.name}.nwb" for f in folders)
     converted = convert.convert(tmp_path / "nwb", tmp_path / "through", bin_ms=10, tip_offset_um=25.0)
@@ -138,7 +139,7 @@ def test_spike_times_grouped_by_unit_in_blocks(quirky_nwb, session_folder, tmp_p
         warnings.simplefilter("ignore", OptoCubeWarning)
         session = io.read_session(folder)
     assert session.spikes.in_memory == (which == "unsorted")
-    times, ends = nwb._spike_times_by_unit(session, tmp_path / "scratch", block_len=block_len)
+    times, ends = nwb_writer._spike_times_by_unit(session, tmp_path / "scratch", block_len=block_len)
     raw_t, raw_c = load(folder, schema.SPIKES_TIMES), load(folder, schema.SPIKES_CLUSTERS)
     grouped = times[0 : len(times)]
     starts = np.r_[0, ends[:-1]]
@@ -207,7 +208,7 @@ def test_readable_with_plain_pynwb(quirky_nwb):
         }.items() <= meta["session_json"].items()
         assert meta[schema.ATTR_TIP_OFFSET] == 0.0
         assert meta[schema.ATTR_VERSION]
-        assert meta[schema.ATTR_SHA256][schema.SPIKES_TIMES] == io.sha256_file(folder / schema.SPIKES_TIMES)
+        assert meta[schema.ATTR_SHA256][schema.SPIKES_TIMES] == sha256_file(folder / schema.SPIKES_TIMES)
         assert meta["laser_calibration"] == {"laser_1": {"slope_mW": 0.00123}}
 
 
@@ -216,7 +217,7 @@ def test_with_cube_binned_aligned_spikes(quirky_nwb, tmp_path):
     store = convert_quiet(folder, tmp_path / "stores", bin_ms=10)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OptoCubeWarning)
-        path = nwb.write_nwb(folder, tmp_path / f"{SESSION_ID}.nwb", cube=store)
+        path = nwb_writer.write_nwb(folder, tmp_path / f"{SESSION_ID}.nwb", cube=store)
     assert pynwb.validate(path=str(path)) == []
     ds = xr.open_zarr(store)
     with pynwb.NWBHDF5IO(path, mode="r") as reader:
@@ -242,7 +243,7 @@ def test_with_cube_of_another_session_refused(quirky_nwb, tmp_path, tiny_convert
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OptoCubeWarning)
         with pytest.raises(OptoCubeError, match="not the cube of this session"):
-            nwb.write_nwb(folder, tmp_path / "out" / "other.nwb", cube=tiny_converted.stores[10.0])
+            nwb_writer.write_nwb(folder, tmp_path / "out" / "other.nwb", cube=tiny_converted.stores[10.0])
     assert not list((tmp_path / "out").iterdir()), "nothing half-written"
 
 
@@ -288,7 +289,7 @@ REFUSALS = [  # (id, what write_foreign_nwb leaves out, the message)
 def test_incomplete_file_refused(session_folder, tmp_path, capsys, missing, message):
     path = write_foreign_nwb(tmp_path / "lab.nwb", session_folder, **missing)
     with pytest.raises(SessionFormatError, match=rf"^{tmp_path / 'lab.nwb'}: {message}.*documented in docs/nwb.md"):
-        nwb.read_session(path)
+        nwb.read_nwb(path)
     code = cli.main(["convert", str(path), "--out", str(tmp_path / "stores"), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == cli.EXIT_FAILED
@@ -302,9 +303,9 @@ def test_not_an_nwb_file_refused(tmp_path):
     path = tmp_path / "broken.nwb"
     path.write_bytes(b"not hdf5 at all")
     with pytest.raises(SessionFormatError, match=r"broken.nwb: not a readable NWB file"):
-        convert.read_session(path)  # what convert reads a session with: ALF folder or NWB file
+        io.read_session(path)  # what convert reads a session with: ALF folder or NWB file
     with pytest.raises(SessionFormatError, match=r"broken.nwb: an NWB file, not an ALF session folder"):
-        io.read_session(path)  # the ALF reader names what it was given
+        alf.read_alf(path)  # the ALF reader names what it was given
 
 
 def test_find_sessions_lists_nwb_files(tmp_path):
@@ -384,7 +385,7 @@ def test_cli_to_nwb_unknown_session(tmp_path, capsys):
 
 def test_warnings_of_the_source_are_reported(quirky_nwb, tmp_path):
     folder, _ = quirky_nwb
-    results = nwb.to_nwb(folder, tmp_path / "nwb")
+    results = nwb_writer.to_nwb(folder, tmp_path / "nwb")
     assert results[0].status == "written"
     for pattern in ALL_QUIRKS_WARNINGS:
         assert any(re.search(pattern, w) for w in results[0].warnings), pattern

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from opto_cube import cli, schema, synth
 from opto_cube.analysis import maps, psth, response
 from opto_cube.errors import OptoCubeError, OptoCubeWarning
-from opto_cube.jobs import convert, pipeline, tasks
+from opto_cube.jobs import convert, maps_job, pipeline, tasks
 from opto_cube.store.catalog import cubes_of, open_catalog, sessions_of
 
 FIGURES = schema.MAPS_FIGURES
@@ -98,11 +98,11 @@ def test_scheduler_does_not_change_the_table(tiny_dataset, scheduler, by):
 def test_a_two_worker_cluster_does_not_change_the_table_or_the_maps(tiny_dataset, tmp_path):
     distributed = pytest.importorskip("distributed")
     expected = pipeline.responses_table(tiny_dataset.out)
-    here = pipeline.run_maps(tiny_dataset.out, tmp_path / "here", figures=False)
+    here = maps_job.run_maps(tiny_dataset.out, tmp_path / "here", figures=False)
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as lc:
         with distributed.Client(lc):
             got = pipeline.responses_table(tiny_dataset.out)
-            there = pipeline.run_maps(tiny_dataset.out, tmp_path / "there", figures=False)
+            there = maps_job.run_maps(tiny_dataset.out, tmp_path / "there", figures=False)
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
     xr.testing.assert_identical(xr.load_dataset(there["maps.nc"]), xr.load_dataset(here["maps.nc"]))
 
@@ -122,7 +122,7 @@ def test_session_results_time_course_is_the_psth_pass(tiny_dataset):
 # --------------------------------------------------------------------------
 def test_run_maps_writes_the_maps_of_the_table(tiny_dataset, tmp_path):
     table = pipeline.responses_table(tiny_dataset.out)
-    written = pipeline.run_maps(tiny_dataset.out, tmp_path / "out", table=table, figures=False)
+    written = maps_job.run_maps(tiny_dataset.out, tmp_path / "out", table=table, figures=False)
     back = xr.open_dataset(written["maps.nc"], engine="h5netcdf").load()
     expected = maps.effect_map(table)
     for name in expected.data_vars:
@@ -132,13 +132,13 @@ def test_run_maps_writes_the_maps_of_the_table(tiny_dataset, tmp_path):
     assert back["depth_pearson_r"].dims == (schema.WAVEFORM_TYPE, schema.MAP_EFFECT)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["maps.nc"]  # no temporary file left
     with pytest.raises(OptoCubeError, match="no sessions to map"):
-        pipeline.run_maps(tmp_path / "out", tmp_path / "out2")
+        maps_job.run_maps(tmp_path / "out", tmp_path / "out2")
 
 
 @pytest.mark.slow
 def test_run_maps_computes_the_table_it_is_not_given(tiny_dataset, tmp_path):
-    given_table = pipeline.run_maps(tiny_dataset.out, tmp_path / "a", table=pipeline.responses_table(tiny_dataset.out))
-    computed = pipeline.run_maps(tiny_dataset.out, tmp_path / "b")
+    given_table = maps_job.run_maps(tiny_dataset.out, tmp_path / "a", table=pipeline.responses_table(tiny_dataset.out))
+    computed = maps_job.run_maps(tiny_dataset.out, tmp_path / "b")
     xr.testing.assert_identical(xr.load_dataset(computed["maps.nc"]), xr.load_dataset(given_table["maps.nc"]))
     for name in FIGURES:
         assert_png(computed[name])
@@ -241,7 +241,7 @@ def test_maps_leave_out_light_artifacts_and_draw_latency(latency_converted, tmp_
 
 
 def test_responses_without_timing_read_window_counts_only(latency_converted, no_warnings):
-    """``timing=False``: the seed's columns equal the full table's, the timing columns are NaN (no warning),
+    """``timing=False``: the published columns equal the full table's, the timing columns are NaN (no warning),
     and a task reads no timing array (only ``window_counts`` and the small coordinates)."""
     full = pipeline.responses_table(latency_converted.out)
     seed = pipeline.responses_table(latency_converted.out, timing=False)

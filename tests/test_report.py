@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from opto_cube import schema
 from opto_cube.errors import OptoCubeError
 from opto_cube.figures import report
-from opto_cube.jobs import pipeline
+from opto_cube.jobs import report_job
 from opto_cube.store import catalog
 
 HOSTILE = '<script>alert("x")</script>&<b>'
@@ -47,7 +47,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def real(tiny_dataset) -> dict:
     """The catalog of three tiny converted sessions, the ReportContent of the report job and the rendered page."""
     cat = catalog.open_catalog(tiny_dataset.out)
-    content = pipeline.report_content(cat, title="Tiny catalog", n_boot=100)
+    content = report_job.report_content(cat, title="Tiny catalog", n_boot=100)
     page = report.render_report(content)
     root, errors, doctype = parse_html(page)
     yield {"catalog": cat, "content": content, "page": page, "root": root, "errors": errors, "doctype": doctype}

@@ -1,4 +1,4 @@
-"""The report job: :func:`opto_cube.jobs.pipeline.run_report` / ``report_content`` and ``opto-cube report``.
+"""The report job: :func:`opto_cube.jobs.report_job.run_report` / ``report_content`` and ``opto-cube report``.
 
 The page is built from real converted sessions (the shared tiny dataset), parsed
 with the stdlib HTML parser, and each part checked against an independent
@@ -27,7 +27,7 @@ from opto_cube import cli, schema, synth
 from opto_cube.analysis import power_response, spatial
 from opto_cube.errors import OptoCubeError
 from opto_cube.figures import report
-from opto_cube.jobs import pipeline, tasks
+from opto_cube.jobs import pipeline, report_job, tasks
 from opto_cube.store.catalog import Catalog, open_catalog
 
 N_BOOT = 100  # the bootstrap's size does not change what the page holds; keep the tests quick
@@ -51,7 +51,7 @@ def job(tiny_dataset, tmp_path_factory) -> dict:
     cat = open_catalog(tiny_dataset.out)
     out = tmp_path_factory.mktemp("report") / "report.html"
     before = plt.get_fignums()
-    page = pipeline.run_report(cat, out, n_boot=N_BOOT)
+    page = report_job.run_report(cat, out, n_boot=N_BOOT)
     open_after = plt.get_fignums()
     table = pipeline.responses_table(cat)
     root, sections = _parse(page)
@@ -157,14 +157,14 @@ def _count_tasks(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 @pytest.mark.slow
 def test_each_session_is_one_task_for_the_table_and_the_psth(tiny_dataset, tmp_path, monkeypatch) -> None:
     calls = _count_tasks(monkeypatch)
-    pipeline.run_report(tiny_dataset.out, tmp_path / "r.html", n_boot=10)
+    report_job.run_report(tiny_dataset.out, tmp_path / "r.html", n_boot=10)
     assert len(calls) == len(open_catalog(tiny_dataset.out))
     assert all(c["table"] and c["psth_options"] is not None for c in calls)
 
 
 def test_a_given_table_is_not_computed_again(job: dict, tmp_path, monkeypatch) -> None:
     calls = _count_tasks(monkeypatch)
-    content = pipeline.report_content(job["catalog"], table=job["table"], n_boot=10)
+    content = report_job.report_content(job["catalog"], table=job["table"], n_boot=10)
     plt.close("all")
     assert len(calls) == len(job["catalog"])
     assert not any(c["table"] for c in calls)
@@ -200,7 +200,7 @@ def _no_responding_unit(cat: Catalog, table: pd.DataFrame) -> tuple[Catalog, pd.
 )
 def test_too_little_data_still_builds_the_page(job: dict, tmp_path: Path, shrink, says: str) -> None:
     cat, table = shrink(job["catalog"], job["table"])
-    page = pipeline.run_report(cat, tmp_path / "r.html", table=table, n_boot=20)
+    page = report_job.run_report(cat, tmp_path / "r.html", table=table, n_boot=20)
     _, sections = _parse(page)
     assert list(sections) == HEADINGS
     extent_text = " ".join(_paragraphs(sections["Spatial extent"]))
@@ -214,9 +214,9 @@ def test_too_little_data_still_builds_the_page(job: dict, tmp_path: Path, shrink
 def test_no_session_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(OptoCubeError, match=r"empty: no sessions to report"):
-        pipeline.run_report(tmp_path / "empty", tmp_path / "r.html")
+        report_job.run_report(tmp_path / "empty", tmp_path / "r.html")
     with pytest.raises(OptoCubeError, match="no sessions to report"):
-        pipeline.run_report(Catalog({}), tmp_path / "r.html")
+        report_job.run_report(Catalog({}), tmp_path / "r.html")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
 
 
@@ -224,7 +224,7 @@ def test_an_older_report_stays_when_the_job_fails(job: dict, tmp_path: Path) -> 
     out = tmp_path / "r.html"
     out.write_text("older", encoding="utf-8")
     with pytest.raises(OptoCubeError, match=r"no unit to map|nothing to map"):
-        pipeline.run_report(job["catalog"], out, table=job["table"].iloc[:0], n_boot=10)
+        report_job.run_report(job["catalog"], out, table=job["table"].iloc[:0], n_boot=10)
     assert out.read_text(encoding="utf-8") == "older"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
     assert plt.get_fignums() == []
@@ -302,7 +302,7 @@ def test_report_of_realistic_sessions(tmp_path: Path) -> None:
     results = convert.convert(tmp_path / "data", tmp_path / "stores", bin_ms=10)
     assert all(r.status == "converted" for r in results)
     cat = open_catalog(tmp_path / "stores")
-    page = pipeline.run_report(cat, tmp_path / "report.html", n_boot=200)
+    page = report_job.run_report(cat, tmp_path / "report.html", n_boot=200)
     root, sections = _parse(page)
     assert list(sections) == HEADINGS
     table = pipeline.responses_table(cat)

@@ -24,7 +24,7 @@ from helpers import OTHER_SESSION_ID, SESSION_ID, tiny_spec, write_synth
 
 from opto_cube import cli, schema
 from opto_cube.errors import OptoCubeWarning, StoreError
-from opto_cube.jobs import convert, pipeline
+from opto_cube.jobs import convert, maps_job, pipeline
 from opto_cube.jobs.verify import verify
 from opto_cube.store import catalog, chunks
 from opto_cube.store import write as store
@@ -284,7 +284,7 @@ def test_responses_and_maps_on_s3_equal_local(remote: str, local: Path) -> None:
     table_s3, table_local = pipeline.responses_table(on_s3), pipeline.responses_table(here)
     assert len(table_local) > 0
     pd.testing.assert_frame_equal(table_s3, table_local)
-    xr.testing.assert_identical(pipeline.maps_dataset(table_s3)[2], pipeline.maps_dataset(table_local)[2])
+    xr.testing.assert_identical(maps_job.maps_dataset(table_s3)[2], maps_job.maps_dataset(table_local)[2])
 
 
 @pytest.fixture(scope="module")

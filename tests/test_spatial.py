@@ -158,7 +158,7 @@ def test_fs_radius_against_the_generator_truth(spatial_dataset: SpatialDataset) 
     """FS activation radius: grows with power, its interval brackets the noise-free radius, within 15 % of it.
 
     The noise-free radius is derived from the generator's model in
-    ``helpers.noise_free_fs_radius`` (the seed's rule on expected rates).
+    ``helpers.noise_free_fs_radius`` (the published rule on expected rates).
     """
     ext = _quiet_extent(spatial_dataset.table)
     rows, levels, _ = extent_rows(spatial_dataset.table)

@@ -15,9 +15,8 @@ import xarray as xr
 import zarr
 from helpers import SESSION_ID, raise_if_dask_computes, write_synth
 
-from opto_cube import binning, schema
+from opto_cube import binning, io, schema
 from opto_cube.errors import StoreError
-from opto_cube.io import alf as io
 from opto_cube.jobs import convert
 from opto_cube.store import chunks
 from opto_cube.store import write as store

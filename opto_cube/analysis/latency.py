@@ -57,6 +57,8 @@ spikes within ~1 ms after light onset or after light offset, at (nearly) every
 emitter, with no fall-off with distance. A neuron driven by the light responds
 near its emitter only and, through the opsin, after a latency of milliseconds;
 the probe's switching artifacts are immediate and the same at every emitter.
+:func:`light_artifacts` is that test of one opened store, from its stored
+``condition_counts`` (what ``Catalog.summary`` and ``opto-cube info`` count).
 
 Examples
 --------
@@ -71,7 +73,7 @@ array([[5.]])
 from __future__ import annotations
 
 import warnings
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -79,11 +81,15 @@ from numpy.typing import ArrayLike
 from opto_cube import schema
 from opto_cube.analysis.timing_core import first_spike_rows
 
+if TYPE_CHECKING:
+    import xarray as xr
+
 __all__ = [
     "FirstSpikeStats",
     "first_spike_bins",
     "first_spike_stats",
     "light_artifact",
+    "light_artifacts",
     "onset_latency",
     "q_values",
 ]
@@ -488,3 +494,31 @@ def _benjamini_hochberg(ps: np.ndarray) -> np.ndarray:
     out = np.empty_like(adjusted)
     out[order] = adjusted
     return np.clip(out, 0.0, 1.0)
+
+
+def light_artifacts(ds: xr.Dataset) -> np.ndarray | None:
+    """Each cluster's light-artifact flag from a store's stored timing arrays (the responses' ``light_artifact``).
+
+    :func:`light_artifact` of ``condition_counts`` over the
+    stored conditions: reads that array (small) and the coordinates, never
+    ``spike_counts``. None when the store cannot tell: bins coarser than
+    ``schema.LATENCY_MAX_BIN_MS``, or a store written before the timing arrays.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> light_artifacts(xr.Dataset(attrs={"bin_width_s": 0.01})) is None
+    True
+    """
+    width = float(ds.attrs.get(schema.ATTR_BIN_WIDTH, np.nan))
+    if schema.CONDITION_COUNTS not in ds.variables or not width * 1000.0 <= schema.LATENCY_MAX_BIN_MS:
+        return None
+    code = np.asarray(ds[schema.TRIAL_CONDITION].values, np.int64)
+    emitter_depth = np.full(ds.sizes[schema.CONDITION], np.nan)
+    emitter_depth[code] = np.asarray(ds[schema.EMITTER_DEPTH].values, np.float64)
+    depth = np.asarray(ds[schema.DEPTH_FROM_SURFACE].values, np.float64)
+    course = ds[schema.CONDITION_COUNTS].transpose(schema.CLUSTER, schema.CONDITION, schema.TIME).values
+    return light_artifact(
+        course, ds[schema.CONDITION_N_TRIALS].values, ds[schema.TIME].values, ds[schema.CONDITION_DURATION].values,
+        ds[schema.CONDITION_EMITTER].values, depth[:, None] - emitter_depth[None, :], width,
+    )  # fmt: skip

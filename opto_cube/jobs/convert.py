@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from opto_cube import __version__, binning, schema
+from opto_cube import __version__, binning, io, schema
 from opto_cube.analysis.conditions import trial_conditions
 from opto_cube.errors import BinningError, OptoCubeError, OptoCubeWarning, ParameterError, StoreError
-from opto_cube.io import alf as io
+from opto_cube.io.npy import NpyFile
 from opto_cube.store import write as store
 from opto_cube.store.layout import CubeLayout, Var
 
@@ -335,22 +335,6 @@ def _progress(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
     return tqdm(iterable, total=total, desc=desc, unit="chunk", leave=False, disable=None)
 
 
-def read_session(path: str | os.PathLike, *, surface_um: float | None = None) -> io.Session:
-    """A session from an ALF folder (:func:`opto_cube.io.alf.read_session`), an NWB file
-    (:func:`opto_cube.io.nwb.read_session`) or a Kilosort / phy folder (:func:`opto_cube.io.kilosort.read_session`,
-    ``surface_um`` its surface when its session.json has no ``top_chan``): all make the same cube."""
-    if Path(path).suffix == schema.NWB_SUFFIX and not Path(path).is_dir():
-        from opto_cube.io import nwb
-
-        return nwb.read_session(path)
-    if not (Path(path) / schema.SPIKES_TIMES).exists():
-        from opto_cube.io import kilosort
-
-        if kilosort.is_kilosort_folder(path):
-            return kilosort.read_session(path, surface_um=surface_um)
-    return io.read_session(path)
-
-
 def cluster_ids(session: io.Session) -> np.ndarray:
     """The cube's ``cluster`` coordinate: the session's cluster ids (sorted; the spikes carry row indices
     into them), ``0..K-1`` for ALF and NWB sessions, whose ids are their rows.
@@ -446,7 +430,7 @@ def convert_session(
         raise ParameterError(f"--surface-um {surface_um!r}: expected a finite position in um")
     started = time.perf_counter()
     binning.warm_kernels()  # numba's start-up in a thread, while the session's files are read and hashed
-    session = read_session(folder, surface_um=surface_um)
+    session = io.read_session(folder, surface_um=surface_um)
     target = store.store_path(out_dir, session.session_id)
     try:
         bins = binning.plan_time_bins(session.stim[schema.DURATION], bin_ms=bin_ms, window_s=window_s)
@@ -534,8 +518,8 @@ def _cube_bytes(folder: Path, bin_ms: float) -> int:
 
             n_clusters, n_trials = kilosort.size_hint(folder)
         else:
-            n_clusters = io.NpyFile.open(folder / schema.CLUSTERS_QC_PASS).shape[0]
-            n_trials = io.NpyFile.open(folder / schema.STIM_TIMES).shape[0]
+            n_clusters = NpyFile.open(folder / schema.CLUSTERS_QC_PASS).shape[0]
+            n_trials = NpyFile.open(folder / schema.STIM_TIMES).shape[0]
     except (OSError, OptoCubeError, IndexError):
         return 0
     window_s = schema.DEFAULT_WINDOW_END_S - schema.PRE_WINDOW_S[0]

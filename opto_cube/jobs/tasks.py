@@ -13,15 +13,8 @@ computes them at once (the default threads, processes and a
 
 Examples
 --------
->>> import tempfile, warnings
->>> from opto_cube import synth
->>> from opto_cube.jobs import convert
->>> root = tempfile.mkdtemp()
->>> with warnings.catch_warnings():
-...     warnings.simplefilter("ignore")
-...     for folder in synth.make_dataset(root, n_sessions=1, size="tiny"):
-...         _ = convert.convert_session(folder, root + "/stores", bin_ms=10)
->>> (sid, store), = sessions_of(root + "/stores")
+>>> from opto_cube.jobs.demo import example_stores
+>>> (sid, store), = sessions_of(example_stores() / "stores")
 >>> result = session_results(store, sid, time_course=True)
 >>> set(result.table["session_id"]) == {sid}, result.time_course is not None, result.psth is None
 (True, True, True)
@@ -42,12 +35,13 @@ from opto_cube import schema
 from opto_cube.analysis import psth, response
 from opto_cube.analysis import response_core as core
 from opto_cube.analysis.conditions import check_by
+from opto_cube.analysis.latency import light_artifacts
 from opto_cube.errors import StoreError
-from opto_cube.store.catalog import Catalog, _summary_row, sessions_of
+from opto_cube.store.catalog import Catalog, sessions_of, summary_row
 from opto_cube.store.write import StorePath
 
 if TYPE_CHECKING:
-    from opto_cube.store.chunks import CheckedRead
+    from opto_cube.store.read import CheckedRead
 
 __all__ = ["AnalysisPass", "SessionResults", "analysis_pass", "session_results", "session_tasks"]
 
@@ -87,7 +81,6 @@ class SessionResults:
     summary: dict[str, Any] | None = None
 
 
-_UNKNOWN = object()
 PASS_COUNT = [0]  # session passes run in this process (tests count them: one per session per job)
 
 
@@ -123,7 +116,7 @@ _TIMING_DIMS = {  # the stored timing arrays, in the order the kernels read them
 
 
 def _read(path: StorePath, storage_options: dict[str, Any] | None, cube: bool, timing: bool = True) -> CheckedRead:
-    """What one task reads of a store, through the one checked reader (:func:`opto_cube.store.chunks.read_checked`).
+    """What one task reads of a store, through the one checked reader (:func:`opto_cube.store.read.read_checked`).
 
     ``window_counts``, the stored timing arrays (with ``timing``) and, with
     ``cube``, ``condition_counts`` (the per-condition time course) and every
@@ -133,7 +126,7 @@ def _read(path: StorePath, storage_options: dict[str, Any] | None, cube: bool, t
     S3 nothing more is downloaded of it), or one :class:`StoreError` names
     store and chunk. Its bytes are checked by what reads it.
     """
-    from opto_cube.store.chunks import read_checked
+    from opto_cube.store.read import read_checked
 
     names = [schema.WINDOW_COUNTS, *(schema.TIMING_ARRAYS if timing else ())]
     if cube and schema.CONDITION_COUNTS not in names:
@@ -275,8 +268,8 @@ def session_results(
                     schema.TROUGH_TO_PEAK: np.asarray(read.arrays[schema.TROUGH_TO_PEAK]),
                 }
             )
-            flags: Any = artifacts if artifacts is not None and by is None else _UNKNOWN
-            summary = _summary_row(sid, arrays, flags)  # type: ignore[arg-type]
+            found = artifacts if artifacts is not None and by is None else light_artifacts(arrays)  # type: ignore[arg-type]
+            summary = summary_row(sid, arrays, found)  # type: ignore[arg-type]
             width = float(read.attrs.get(schema.ATTR_BIN_WIDTH, np.nan))
             return SessionResults(sid, rows, clusters, None, None, width, note, summary)
         cube = _dataset(read, store_or_cube, storage_options, wants_cube)
@@ -299,10 +292,12 @@ def session_results(
             }
         )
         note = response.timing_status(cube) if timing else None
-        flags = _UNKNOWN
+        flags: np.ndarray | None
         if table and timing and note is None and by is None:  # the stored conditions: the summary's own test
             flags = np.asarray(result[schema.LIGHT_ARTIFACT].values, bool)
-        summary = _summary_row(sid, cube, flags)
+        else:
+            flags = light_artifacts(cube)
+        summary = summary_row(sid, cube, flags)
     width = float(cube.attrs.get(schema.ATTR_BIN_WIDTH, np.nan))
     return SessionResults(
         sid, rows, clusters, course if time_course else None, piece, width, note if table else None, summary
@@ -417,15 +412,12 @@ def analysis_pass(
 
     Examples
     --------
-    >>> import tempfile, warnings
-    >>> from opto_cube import synth
-    >>> from opto_cube.jobs import convert
-    >>> root = tempfile.mkdtemp()
+    >>> import warnings
+    >>> from opto_cube.jobs.demo import example_stores
+    >>> stores = example_stores(2) / "stores"
     >>> with warnings.catch_warnings():
-    ...     warnings.simplefilter("ignore")
-    ...     for folder in synth.make_dataset(root, n_sessions=2, size="tiny"):
-    ...         _ = convert.convert_session(folder, root + "/stores", bin_ms=10)
-    ...     done = analysis_pass(root + "/stores")
+    ...     warnings.simplefilter("ignore")  # 10 ms bins: the timing columns are NaN, and say so
+    ...     done = analysis_pass(stores)
     >>> len(done.sessions), done.table["session_id"].nunique(), len(done.summary)
     (2, 2, 2)
     """

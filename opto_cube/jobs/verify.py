@@ -19,15 +19,9 @@ the store and, where there is one, the chunk:
 
 Examples
 --------
->>> import tempfile, warnings
->>> from opto_cube import synth
->>> from opto_cube.jobs import convert
->>> root = tempfile.mkdtemp()
->>> with warnings.catch_warnings():
-...     warnings.simplefilter("ignore")
-...     folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
-...     result = convert.convert_session(folder, root + "/stores", bin_ms=10)
->>> [report.ok for report in verify(root + "/stores", data_root=root)]
+>>> from opto_cube.jobs.demo import example_stores
+>>> root = example_stores()
+>>> [report.ok for report in verify(root / "stores", data_root=root / "data")]
 [True]
 """
 
@@ -41,9 +35,9 @@ from typing import Any
 import numpy as np
 import zarr
 
-from opto_cube import schema
+from opto_cube import io, schema
 from opto_cube.errors import OptoCubeError, StoreError
-from opto_cube.io import alf as io
+from opto_cube.io.npy import sha256_file
 from opto_cube.store import chunks
 from opto_cube.store import write as store
 
@@ -197,7 +191,7 @@ def _check_sources(report: StoreReport, attrs: dict[str, Any], folder: Path, pat
     for name, sha in sorted(recorded.items()):
         source = _source_file(folder, name)
         try:
-            found = io.sha256_file(source)
+            found = sha256_file(source)
         except OSError as e:
             report.problems.append(f"{path}: source {source} cannot be read ({_one_line(e)})")
             changed += 1
@@ -322,7 +316,7 @@ def recount(
 ) -> None:
     """Count the spikes again from the session's sources and compare every stored count with them.
 
-    The session is read as a conversion reads it (:func:`opto_cube.jobs.convert.read_session`: ALF, NWB or any
+    The session is read as a conversion reads it (:func:`opto_cube.io.read_session`: ALF, NWB or any
     kind it knows) and binned by the conversion's own pass (:func:`opto_cube.binning.iter_count_chunks`) with
     the store's bin width, window and chunking: ``spike_counts`` chunk by chunk, ``window_counts``,
     ``condition_counts`` and ``first_spike_bin`` must equal what it counts, and the trial coordinates the
@@ -338,7 +332,7 @@ def recount(
     try:
         with warnings.catch_warnings():  # the session's quirks were reported when it was converted
             warnings.simplefilter("ignore", OptoCubeWarning)
-            session = convert.read_session(source)
+            session = io.read_session(source)
     except OptoCubeError as e:
         report.problems.append(f"{path}: counts not recounted: {_one_line(e)}")
         return

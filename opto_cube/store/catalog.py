@@ -13,15 +13,8 @@ catalog's key, i.e. the store's ``session_id`` attribute (else its name).
 
 Examples
 --------
->>> import tempfile, warnings
->>> from opto_cube import synth
->>> from opto_cube.jobs import convert
->>> root = tempfile.mkdtemp()
->>> with warnings.catch_warnings():
-...     warnings.simplefilter("ignore")
-...     for folder in synth.make_dataset(root, n_sessions=2, size="tiny"):
-...         _ = convert.convert_session(folder, root + "/stores", bin_ms=10)
->>> catalog = open_catalog(root + "/stores")
+>>> from opto_cube.jobs.demo import example_stores
+>>> catalog = open_catalog(example_stores(2) / "stores")
 >>> len(catalog), catalog.summary()["clusters"].tolist()
 (2, [8, 8])
 """
@@ -29,7 +22,7 @@ Examples
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,18 +110,21 @@ class Catalog(Mapping[str, xr.Dataset]):
         """The session ids, sorted."""
         return tuple(self._cubes)
 
-    def summary(self) -> pd.DataFrame:
+    def summary(self, artifacts: Callable[[xr.Dataset], np.ndarray | None] | None = None) -> pd.DataFrame:
         """One row per session: ``session, subject, date, clusters, qc_pass, trials, emitters, powers``.
 
         ``clusters`` and ``trials`` are counts, ``qc_pass`` the number of
         QC-passing clusters, ``emitters`` the number of emitters used and
         ``powers`` the power levels (:func:`opto_cube.schema.power_levels`),
         mW, 4 significant digits, ``light_artifacts`` the number of units
-        flagged light artifacts (:func:`light_artifacts`; None when the
-        store cannot tell: bins over 2 ms, or written before the timing
-        arrays). Only coordinates and the small ``condition_counts`` are read.
+        flagged light artifacts by ``artifacts`` (a cube's flags, or None
+        when the store cannot tell), for instance
+        :func:`opto_cube.analysis.latency.light_artifacts`; None without it
+        (the store layer runs no analysis: the analysis pass's summary,
+        :attr:`opto_cube.jobs.tasks.AnalysisPass.summary`, has it). Only
+        coordinates, and with ``artifacts`` the small ``condition_counts``, are read.
         """
-        rows = [_summary_row(sid, ds) for sid, ds in self.items()]
+        rows = [summary_row(sid, ds, artifacts(ds) if artifacts is not None else None) for sid, ds in self.items()]
         return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
 
     def to_datatree(self) -> xr.DataTree:
@@ -146,8 +142,9 @@ class Catalog(Mapping[str, xr.Dataset]):
         return head + self.summary().to_html(index=False)
 
 
-def _summary_row(session_id: str, ds: xr.Dataset, artifacts: Any = None) -> dict[str, Any]:
-    """One row of :meth:`Catalog.summary`; ``artifacts``: the light-artifact flags when already computed."""
+def summary_row(session_id: str, ds: xr.Dataset, artifacts: np.ndarray | None = None) -> dict[str, Any]:
+    """One row of :meth:`Catalog.summary`; ``artifacts``: the sessions' light-artifact flags, bool (cluster,),
+    counted in the ``light_artifacts`` column (None when not given: the store layer runs no analysis)."""
 
     def values(name: str) -> np.ndarray:
         return np.asarray(ds[name].values) if name in ds.variables else np.zeros(0)
@@ -162,41 +159,8 @@ def _summary_row(session_id: str, ds: xr.Dataset, artifacts: Any = None) -> dict
         "trials": int(ds.sizes.get(schema.TRIAL, 0)),
         "emitters": int(np.unique(values(schema.EMITTER)).size),
         "powers": tuple(float(f"{p:.4g}") for p in levels),
-        schema.SUMMARY_ARTIFACTS: None if (flags := _flags(ds, artifacts)) is None else int(flags.sum()),
+        schema.SUMMARY_ARTIFACTS: None if artifacts is None else int(np.asarray(artifacts).sum()),
     }
-
-
-def _flags(ds: xr.Dataset, artifacts: Any) -> np.ndarray | None:
-    return artifacts if isinstance(artifacts, np.ndarray) else light_artifacts(ds)
-
-
-def light_artifacts(ds: xr.Dataset) -> np.ndarray | None:
-    """Each cluster's light-artifact flag from a store's stored timing arrays (the responses' ``light_artifact``).
-
-    :func:`opto_cube.analysis.latency.light_artifact` of ``condition_counts`` over the
-    stored conditions: reads that array (small) and the coordinates, never
-    ``spike_counts``. None when the store cannot tell: bins coarser than
-    ``schema.LATENCY_MAX_BIN_MS``, or a store written before the timing arrays.
-
-    Examples
-    --------
-    >>> light_artifacts(xr.Dataset(attrs={"bin_width_s": 0.01})) is None
-    True
-    """
-    from opto_cube.analysis.latency import light_artifact
-
-    width = float(ds.attrs.get(schema.ATTR_BIN_WIDTH, np.nan))
-    if schema.CONDITION_COUNTS not in ds.variables or not width * 1000.0 <= schema.LATENCY_MAX_BIN_MS:
-        return None
-    code = np.asarray(ds[schema.TRIAL_CONDITION].values, np.int64)
-    emitter_depth = np.full(ds.sizes[schema.CONDITION], np.nan)
-    emitter_depth[code] = np.asarray(ds[schema.EMITTER_DEPTH].values, np.float64)
-    depth = np.asarray(ds[schema.DEPTH_FROM_SURFACE].values, np.float64)
-    course = ds[schema.CONDITION_COUNTS].transpose(schema.CLUSTER, schema.CONDITION, schema.TIME).values
-    return light_artifact(
-        course, ds[schema.CONDITION_N_TRIALS].values, ds[schema.TIME].values, ds[schema.CONDITION_DURATION].values,
-        ds[schema.CONDITION_EMITTER].values, depth[:, None] - emitter_depth[None, :], width,
-    )  # fmt: skip
 
 
 def open_catalog(folder_or_url: str | os.PathLike, **storage_options: Any) -> Catalog:

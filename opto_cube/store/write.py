@@ -45,6 +45,7 @@ from opto_cube.errors import StoreError, warn
 from opto_cube.store import chunks
 from opto_cube.store.chunks import StorePath, is_url, read_store_attrs, zarr_store
 from opto_cube.store.layout import CubeLayout, Var, zarr_encoding
+from opto_cube.store.read import read_checked
 
 if TYPE_CHECKING:
     import dask
@@ -825,7 +826,7 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
             path, f"store format {version} (no window_counts, no chunk checksums): reconvert it with opto-cube convert"
         )
     else:  # the one checked reader: every chunk present and in place, every byte whole but the cube's
-        chunks.read_checked(path, storage_options, (), small=False, shallow=(schema.SPIKE_COUNTS,))
+        read_checked(path, storage_options, (), small=False, shallow=(schema.SPIKE_COUNTS,))
     try:
         ds = xr.open_zarr(path, chunks={}, consolidated=True, **kwargs)
     except (FileNotFoundError, KeyError) as e:
