@@ -116,3 +116,55 @@ def test_scheduler_and_chunking_do_not_change_the_table(tiny_dataset, scheduler,
         from_cubes = pipeline.responses_table(cubes)
     pd.testing.assert_frame_equal(from_stores, expected, check_exact=True)
     pd.testing.assert_frame_equal(from_cubes, expected, check_exact=True)
+
+
+# --------------------------------------------------------------------------
+# The task's table path (numpy columns, one DataFrame) against the labelled one
+# --------------------------------------------------------------------------
+OPTIONS = [
+    {},
+    {"mode": schema.MODE_PUBLISHED},
+    {"by": "emitter"},
+    {"by": ("emitter", "duration"), "significant_by": "q"},
+    {"timing": False},
+    {"mode": schema.MODE_PUBLISHED, "timing": False, "significant_by": "q"},
+]
+
+
+@pytest.mark.parametrize("bin_ms", [1.0, 10.0])
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_the_tasks_table_path_equals_the_labelled_one(quirky_converted, monkeypatch, bin_ms, options):
+    """Same columns, dtypes, order and values (and clusters, summary row, note) as ``to_table(responses(...))``
+    on the Dataset of what the task read, on every generator quirk."""
+    from opto_cube.analysis import response
+
+    path = quirky_converted.stores[bin_ms]
+    sid = "quirky"
+    timing = options.get("timing", True)
+    with warnings.catch_warnings(), monkeypatch.context() as m:
+        warnings.simplefilter("ignore")
+
+        def no_dataset(self):
+            raise AssertionError("the task's table path built a Dataset")
+
+        m.setattr(store_read.CheckedRead, "dataset", no_dataset)
+        fast = tasks.session_results(path, sid, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cube = tasks._open(path, None, cube=False, timing=timing)
+        labelled = tasks.session_results(tasks._InMemory(cube), sid, **options)
+        lazy = response.to_table(response.responses(cube, warn=False, **options).load(), sid)
+    assert fast.table is not None
+    assert labelled.table is not None
+    assert list(fast.table.columns) == list(response.TABLE_COLUMNS)
+    assert fast.table.dtypes.equals(lazy.dtypes), (fast.table.dtypes, lazy.dtypes)
+    pd.testing.assert_frame_equal(fast.table, lazy, check_exact=True)
+    pd.testing.assert_frame_equal(fast.table, labelled.table, check_exact=True)
+    pd.testing.assert_frame_equal(fast.clusters, labelled.clusters, check_exact=True)
+    assert fast.summary == labelled.summary
+    assert (fast.timing_note, fast.bin_width_s) == (labelled.timing_note, labelled.bin_width_s)
+    assert len(fast.table) > 0
+    if bin_ms == 1.0 and timing:
+        assert fast.summary is not None
+        assert fast.summary[schema.SUMMARY_ARTIFACTS] is not None
+        assert fast.table[schema.LATENCY].notna().any()

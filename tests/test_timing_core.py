@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from opto_cube import schema
-from opto_cube.analysis import latency, response, timing_core
+from opto_cube.analysis import latency, response_core, timing_core
 from opto_cube.jobs import pipeline
 
 
@@ -77,7 +77,7 @@ def _table(stores, **kwargs):
 def _assert_equal_to_row_by_row(stores, monkeypatch, **kwargs):
     vectorised = _table(stores, **kwargs)
     with monkeypatch.context() as m:
-        m.setattr(response, "_latency_where_responding", _latency_row_by_row)
+        m.setattr(response_core, "latency_where_responding", _latency_row_by_row)
         m.setattr(latency, "first_spike_stats", _first_spike_per_condition)
         reference = _table(stores, **kwargs)
     pd.testing.assert_frame_equal(vectorised, reference, check_exact=True)
@@ -141,7 +141,7 @@ def test_onset_latency_rows_equal_the_function_row_by_row(seed, k, c, base, jump
             course[i, j, onset[i, j] :] += rng.poisson(rates[i, j], time_s.size - onset[i, j])
     n_trials = rng.integers(0, 40, c)
     sign = rng.integers(-1, 2, (k, c))
-    got = response._latency_where_responding(course, n_trials, time_s, durations, 0.001, sign)
+    got = response_core.latency_where_responding(course, n_trials, time_s, durations, 0.001, sign)
     expected = _latency_row_by_row(course, n_trials, time_s, durations, 0.001, sign)
     np.testing.assert_array_equal(got, expected)
 
@@ -152,3 +152,23 @@ def test_kernel_module_has_no_labels():
     source = inspect.getsource(timing_core)
     imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
     assert imports == ["from __future__ import annotations", "import numpy as np"], imports
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_q_values_equal_scipys_false_discovery_control(seed):
+    """latency.q_values (numpy, no scipy.stats import) equals scipy's Benjamini-Hochberg bit for bit, ties too."""
+    from scipy.stats import false_discovery_control
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 400))
+    p = rng.random(n) ** rng.uniform(0.2, 5)
+    p[rng.random(n) < 0.2] = np.round(p[rng.random(n) < 0.2][:1].sum() if n else 0.0, 1)  # ties
+    p[rng.random(n) < 0.05] = 0.0
+    p[rng.random(n) < 0.05] = 1.0
+    p[rng.random(n) < 0.1] = np.nan
+    got = latency.q_values(p)
+    finite = np.isfinite(p)
+    expected = np.full(p.shape, np.nan)
+    if finite.any():
+        expected[finite] = false_discovery_control(p[finite], method="bh")
+    np.testing.assert_array_equal(got, expected)

@@ -20,7 +20,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,7 @@ __all__ = [
     "check_by",
     "check_table",
     "check_unknown_policy",
+    "conditions_of",
     "match",
     "select_conditions",
     "trial_conditions",
@@ -123,10 +124,17 @@ def trial_conditions(cube: xr.Dataset, by: tuple[str, ...]) -> TrialConditions:
     >>> c.code.tolist(), c.coords["emitter"].tolist(), c.coords["n_trials"].tolist()
     ([1, 0, 1], [1, 2], [1, 2])
     """
-    emitter = np.asarray(cube[schema.EMITTER].values)
-    power_index, power_level = schema.power_levels(cube[schema.POWER].values)
-    durations, duration_index = np.unique(np.asarray(cube[schema.DURATION].values, np.float64), return_inverse=True)
-    emitter_depth = np.asarray(cube[schema.EMITTER_DEPTH].values, np.float64)
+    trials = {name: cube[name].values for name in (schema.EMITTER, schema.POWER, schema.DURATION, schema.EMITTER_DEPTH)}
+    return conditions_of(trials, by, str(cube.attrs.get(schema.ATTR_SESSION_ID, "?")))
+
+
+def conditions_of(trials: Mapping[str, np.ndarray], by: tuple[str, ...], session: str = "?") -> TrialConditions:
+    """:func:`trial_conditions` of plain arrays: ``trials`` maps ``emitter``, ``power_mw``, ``duration_s`` and
+    ``emitter_depth_um`` to the trials' values; ``session`` names the session in an error."""
+    emitter = np.asarray(trials[schema.EMITTER])
+    power_index, power_level = schema.power_levels(trials[schema.POWER])
+    durations, duration_index = np.unique(np.asarray(trials[schema.DURATION], np.float64), return_inverse=True)
+    emitter_depth = np.asarray(trials[schema.EMITTER_DEPTH], np.float64)
     n_trials = emitter.size
     columns = {
         schema.BY_EMITTER: emitter.astype(np.int64),
@@ -142,7 +150,7 @@ def trial_conditions(cube: xr.Dataset, by: tuple[str, ...]) -> TrialConditions:
     first = np.zeros(n_conditions, np.int64)
     first[code[::-1]] = np.arange(n_trials)[::-1]  # a trial of each condition
     pooled = {k: k not in by for k in schema.CONDITION_KEYS}
-    depth_of_emitter = _emitter_depths(cube, emitter, emitter_depth)
+    depth_of_emitter = _emitter_depths(session, emitter, emitter_depth)
     cond_emitter = emitter[first].astype(np.int64)
     nan = np.full(n_conditions, np.nan)
     coords = {
@@ -159,16 +167,13 @@ def trial_conditions(cube: xr.Dataset, by: tuple[str, ...]) -> TrialConditions:
     return TrialConditions(coords, code.astype(np.int64), duration_index.astype(np.int64), durations)
 
 
-def _emitter_depths(cube: xr.Dataset, emitter: np.ndarray, emitter_depth: np.ndarray) -> dict[int, float]:
+def _emitter_depths(session: str, emitter: np.ndarray, emitter_depth: np.ndarray) -> dict[int, float]:
     """One depth per emitter; refuses a cube where trials of an emitter disagree."""
     out = {}
     for e in np.unique(emitter):
         depths = np.unique(emitter_depth[emitter == e])
         if depths.size > 1 and not np.all(np.isnan(depths)):
-            raise ValueError(
-                f"cube {cube.attrs.get(schema.ATTR_SESSION_ID, '?')!r}: emitter {e} has trials at "
-                f"several depths {depths.tolist()!r} um"
-            )
+            raise ValueError(f"cube {session!r}: emitter {e} has trials at several depths {depths.tolist()!r} um")
         out[int(e)] = float(depths[0])
     return out
 

@@ -454,8 +454,9 @@ def light_artifact(
 def q_values(p_value: ArrayLike) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values over a session's finite p-values; NaN stays NaN.
 
-    Uses :func:`scipy.stats.false_discovery_control` (``method="bh"``) on the finite
-    entries, all of them one family (the session's rows: clusters x conditions).
+    The arithmetic of :func:`scipy.stats.false_discovery_control` (``method="bh"``), equal to it
+    bit for bit, on the finite entries, all of them one family (the session's rows: clusters x
+    conditions); in numpy, so a task does not import ``scipy.stats`` (a second, once per process).
 
     Parameters
     ----------
@@ -472,16 +473,27 @@ def q_values(p_value: ArrayLike) -> np.ndarray:
     >>> q_values(np.array([0.01, np.nan, 0.04, 0.03]))
     array([0.03,  nan, 0.04, 0.04])
     """
-    from scipy.stats import false_discovery_control
-
     p = np.asarray(p_value, dtype=np.float64)
     out = np.full(p.shape, np.nan)
     finite = np.isfinite(p)
     if np.any((p[finite] < 0) | (p[finite] > 1)):
         raise ValueError("p-values must lie in [0, 1] (or be NaN)")
     if finite.any():
-        out[finite] = false_discovery_control(p[finite], method="bh")
+        out[finite] = _benjamini_hochberg(p[finite])
     return out
+
+
+def _benjamini_hochberg(ps: np.ndarray) -> np.ndarray:
+    """:func:`scipy.stats.false_discovery_control` of 1-d p-values in [0, 1], ``method="bh"``, step by step."""
+    m = ps.size
+    if m <= 1:
+        return ps
+    order = np.argsort(ps, kind="stable")
+    adjusted = ps[order] * (m / np.arange(1, m + 1, dtype=np.float64))
+    np.minimum.accumulate(adjusted[::-1], out=adjusted[::-1])
+    out = np.empty_like(adjusted)
+    out[order] = adjusted
+    return np.clip(out, 0.0, 1.0)
 
 
 def light_artifacts(ds: xr.Dataset) -> np.ndarray | None:

@@ -63,8 +63,14 @@ How it is reduced
   non-zero value the variance is exactly 0, t infinite and p = 0.
 
 All of it is one numpy function of a block of clusters x every trial
-(:func:`statistics`); lazily it is one task per block of clusters over the
-window counts, a graph of a handful of tasks per session.
+(:func:`opto_cube.analysis.response_core.statistics`); lazily it is one task
+per block of clusters over the window counts, a graph of a handful of tasks
+per session. The array kernels live in :mod:`opto_cube.analysis.response_core`
+(numpy only); this module labels them (the lazy :func:`responses` Dataset,
+:func:`to_table`) and sums the windows from the cube for a store of format 1.
+A job's task builds its rows from the kernels directly
+(:func:`opto_cube.analysis.response_core.session_columns`, :func:`table_frame`):
+the same table, no xarray object.
 """
 
 from __future__ import annotations
@@ -72,28 +78,41 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
-import scipy.special
 import xarray as xr
 
 from opto_cube import schema
-from opto_cube.analysis import latency, timing_core
+from opto_cube.analysis import latency
+from opto_cube.analysis import response_core as core
 from opto_cube.analysis.conditions import TrialConditions, check_by, trial_conditions
 from opto_cube.errors import TimingWarning
 
-__all__ = ["TABLE_COLUMNS", "compute_all", "empty_table", "responses", "statistics", "to_table", "window_counts"]
+__all__ = [
+    "TABLE_COLUMNS",
+    "compute_all",
+    "empty_table",
+    "responses",
+    "table_frame",
+    "timing_status",
+    "to_table",
+    "window_counts",
+]
 
 # the long table: the contract's leading columns, emitter depth, then the timing columns (issue 11)
 TABLE_COLUMNS = (*schema.RESPONSE_COLUMNS, schema.EMITTER_DEPTH, *schema.TIMING_COLUMNS)
-_US_PER_S = 1_000_000
-_STATISTIC = "_statistic"  # pre, stim, pct_change, p_value, stacked last by statistics()
-_BOOLEANS = (schema.ACTIVATED, schema.INACTIVATED, schema.SIGNIFICANT)
+_STATISTIC = "_statistic"  # pre, stim, pct_change, p_value, stacked last by core.statistics()
+_STORED_COORDS = (  # what core.stored_conditions reads
+    schema.TRIAL_CONDITION,
+    schema.EMITTER_DEPTH,
+    schema.CONDITION_EMITTER,
+    schema.CONDITION_DURATION,
+    schema.CONDITION_N_TRIALS,
+)
 
 _ATTRS = {
     schema.CONDITION: ("condition index within the session", "1"),
@@ -125,65 +144,21 @@ def _attrs(name: str) -> dict[str, str]:
     return dict(schema.VARIABLES[name].attrs)
 
 
+def timing_status(cube: xr.Dataset) -> str | None:
+    """Why a cube's timing columns are NaN (one line naming the session), or None when they can be computed."""
+    has_arrays = set(schema.TIMING_ARRAYS) <= set(cube.data_vars) and schema.TRIAL_CONDITION in cube.coords
+    return core.timing_note(
+        cube.attrs.get(schema.ATTR_SESSION_ID, "?"), has_arrays, cube.attrs.get(schema.ATTR_BIN_WIDTH, np.nan)
+    )
+
+
+def _windows(cube: xr.Dataset, durations: np.ndarray) -> core.Windows:
+    return core.windows(cube.attrs, cube.sizes[schema.TIME], durations)
+
+
 # --------------------------------------------------------------------------
-# The windows, in whole bins of the cube
+# The window counts, stored or summed from the cube (format 1)
 # --------------------------------------------------------------------------
-def _us(seconds: float) -> int:
-    return round(float(seconds) * _US_PER_S)
-
-
-@dataclass(frozen=True)
-class _Windows:
-    """The pre window and the stim windows as bin indices of the cube's time axis."""
-
-    pre_s: float  # length of the pre window, s
-    pre: tuple[int, int]  # its bins [start, stop)
-    stim_start: int
-    stops: np.ndarray  # the stim window's end bin, per distinct duration
-
-
-def _bin_index(cube: xr.Dataset, seconds: float, what: str) -> int:
-    """Index of the bin edge at ``seconds`` from onset; refuses an edge that is not one."""
-    session = cube.attrs.get(schema.ATTR_SESSION_ID, "?")
-    try:
-        bin_us = _us(cube.attrs[schema.ATTR_BIN_WIDTH])
-        start_us = _us(cube.attrs[schema.ATTR_WINDOW][0])
-    except (KeyError, TypeError, IndexError) as e:
-        raise ValueError(
-            f"cube {session!r} lacks the {schema.ATTR_BIN_WIDTH!r} and {schema.ATTR_WINDOW!r} attributes of an "
-            "opto_cube store"
-        ) from e
-    index, rest = divmod(_us(seconds) - start_us, bin_us)
-    if rest or not 0 <= index <= cube.sizes[schema.TIME]:
-        raise ValueError(
-            f"cube {session!r}: {what} edge {seconds!r} s is not a bin edge of its window "
-            f"{cube.attrs[schema.ATTR_WINDOW]!r} s in {bin_us} us bins; reconvert with a bin width that tiles it"
-        )
-    return index
-
-
-def _windows(cube: xr.Dataset, durations: np.ndarray) -> _Windows:
-    pre_window = cube.attrs.get(schema.ATTR_PRE_WINDOW, schema.PRE_WINDOW_S)
-    pre = (_bin_index(cube, pre_window[0], "pre window start"), _bin_index(cube, pre_window[1], "pre window end"))
-    stim_start = _bin_index(cube, 0.0, "stim window start")
-    stops = np.array([_bin_index(cube, d, f"stim window [0, {d!r}) s end") for d in durations], np.int64)
-    return _Windows((_us(pre_window[1]) - _us(pre_window[0])) / _US_PER_S, pre, stim_start, stops)
-
-
-def _sum_windows(counts: np.ndarray, stop: np.ndarray, *, pre: tuple[int, int], stim_start: int) -> np.ndarray:
-    """Each trial's spikes in the pre window and in its stim window ``[stim_start, stop)``, stacked last.
-
-    A block function of ``spike_counts``: one slice sum for the pre window, one per distinct stop for the
-    stim window.
-    """
-    stop = np.broadcast_to(stop, counts.shape[:-1])
-    out = np.zeros((*counts.shape[:-1], 2), dtype=np.int64)
-    out[..., 0] = counts[..., pre[0] : pre[1]].sum(axis=-1, dtype=np.int64)
-    for s in np.unique(stop):
-        out[..., 1] += np.where(stop == s, counts[..., stim_start:s].sum(axis=-1, dtype=np.int64), 0)
-    return out
-
-
 def window_counts(cube: xr.Dataset) -> xr.DataArray:
     """Each cluster's spikes in each trial's pre and stim window: ``(cluster, trial, window)``, lazy if the cube is.
 
@@ -221,7 +196,7 @@ def window_counts(cube: xr.Dataset) -> xr.DataArray:
             counts = counts.chunk({schema.TIME: -1})  # a window sum needs every bin of a trial in one block
         stop = stop.chunk({schema.TRIAL: counts.chunksizes[schema.TRIAL]})
     return xr.apply_ufunc(
-        functools.partial(_sum_windows, pre=w.pre, stim_start=w.stim_start),
+        functools.partial(core.sum_windows, pre=w.pre, stim_start=w.stim_start),
         counts,
         stop,
         input_core_dims=[[schema.TIME], []],
@@ -233,261 +208,19 @@ def window_counts(cube: xr.Dataset) -> xr.DataArray:
 
 
 # --------------------------------------------------------------------------
-# The statistics of a block of clusters (numpy)
+# The timing columns, lazily
 # --------------------------------------------------------------------------
-def _group(x: np.ndarray, groups: np.ndarray, n_groups: int, ufunc: np.ufunc, fill: Any) -> np.ndarray:
-    """``ufunc``-reduce the columns of ``x`` (cluster, trial) by the trials' group: (cluster, group)."""
-    order = np.argsort(groups, kind="stable")
-    g = groups[order]
-    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if g.size else np.zeros(0, np.int64)
-    out = np.full((x.shape[0], n_groups), fill, dtype=x.dtype)
-    if x.shape[0] and g.size:
-        out[:, g[starts]] = ufunc.reduceat(x[:, order], starts, axis=1)
-    return out
-
-
-def _sequential_sum(x: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
-    """Float sums of the columns of ``x`` (cluster, trial) by group, each accumulated in trial order."""
-    flat = (np.arange(x.shape[0])[:, None] * n_groups + groups[None, :]).reshape(-1)
-    return np.bincount(flat, weights=x.reshape(-1), minlength=x.shape[0] * n_groups).reshape(x.shape[0], n_groups)
-
-
-def _means(
-    s_pre: np.ndarray,
-    s_stim: np.ndarray,
-    d_max: np.ndarray,
-    d_min: np.ndarray,
-    *,
-    n: np.ndarray,
-    durations: np.ndarray,
-    pre_s: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean pre and stim rates from the exact count sums per cell, and the centre of the differences.
-
-    ``s_pre``, ``s_stim``: (..., condition * duration) count sums; ``d_max``, ``d_min``:
-    (..., condition) extremes of the per-trial differences stim - pre.
-    """
-    shape = (*s_pre.shape[:-1], n.size, durations.size)
-    pre = s_pre.reshape(shape).sum(axis=-1) / pre_s / n
-    stim = (s_stim.reshape(shape) / durations).sum(axis=-1) / n
-    # the mean difference, or exactly the common value when every difference is the same (then the
-    # deviations are exactly 0: p is NaN when that value is 0, as scipy's 0 / 0, and 0 otherwise)
-    centre = np.where(d_max == d_min, d_max, stim - pre)
-    return pre, stim, centre
-
-
-def _finish(
-    pre: np.ndarray, stim: np.ndarray, mean: np.ndarray, ss: np.ndarray, n: np.ndarray, *, published: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Percent change and paired t-test p-value, with numpy's warnings silenced (IEEE results kept).
-
-    ``mean`` is the mean difference (exactly the common value when every difference is the same),
-    ``ss`` the sum of squared deviations from it.
-    """
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if published:
-            pct = (stim - pre) / (pre + schema.PARITY_EPSILON) * 100
-        else:
-            pct = 100 * (stim - pre) / pre
-        var = ss / (n - 1)
-        t = mean / np.sqrt(var / n)  # 0 / 0 (every difference 0) is NaN, x / 0 is +-inf: p = 0
-        p = 2 * scipy.special.stdtr(np.maximum(n - 1, 1).astype(np.float64), -np.abs(t))
-        p = np.where(n < 2, np.nan, p)
-    return pct, p
-
-
-def statistics(counts: np.ndarray, conditions: TrialConditions, pre_s: float, published: bool) -> np.ndarray:
-    """Mean pre and stim rates, percent change and p-value of every cluster in every condition.
-
-    Parameters
-    ----------
-    counts
-        Window counts (cluster, trial, window), every trial of the session.
-    conditions
-        The trials' conditions (:func:`opto_cube.analysis.conditions.trial_conditions`).
-    pre_s
-        Length of the pre window, s.
-    published
-        The published mode's percent change, and its dropped pairs (NaN).
-
-    Returns
-    -------
-    numpy.ndarray
-        float64 (cluster, condition, 4): pre_rate_hz, stim_rate_hz, pct_change, p_value.
-    """
-    counts = np.asarray(counts)
-    pre_count, stim_count = counts[..., 0].astype(np.int64), counts[..., 1].astype(np.int64)
-    code, n, durations = conditions.code, conditions.coords[schema.N_TRIALS], conditions.durations
-    n_conditions, n_durations = n.size, durations.size
-    cell = code * n_durations + conditions.duration_code  # condition x duration: exact integer sums per cell
-    s_pre = _group(pre_count, cell, n_conditions * n_durations, np.add, 0)
-    s_stim = _group(stim_count, cell, n_conditions * n_durations, np.add, 0)
-    diff = stim_count / durations[conditions.duration_code] - pre_count / pre_s  # per-trial stim - pre rate
-    d_max = _group(diff, code, n_conditions, np.maximum, np.nan)
-    d_min = _group(diff, code, n_conditions, np.minimum, np.nan)
-    pre, stim, centre = _means(s_pre, s_stim, d_max, d_min, n=n, durations=durations, pre_s=pre_s)
-    ss = _sequential_sum((diff - centre[:, code]) ** 2, code, n_conditions)
-    pct, p = _finish(pre, stim, centre, ss, n, published=published)
-    if published:
-        kept = (pre != 0) & (stim != 0)
-        pre, stim, pct, p = (np.where(kept, x, np.nan) for x in (pre, stim, pct, p))
-    return np.stack([pre, stim, pct, p], axis=-1)
-
-
-# --------------------------------------------------------------------------
-# The timing columns, from the stored timing arrays
-# --------------------------------------------------------------------------
-_TIMING = (schema.LATENCY, schema.FIRST_SPIKE, schema.JITTER, schema.RELIABILITY, schema.LIGHT_ARTIFACT)
-
-
-def timing_status(cube: xr.Dataset) -> str | None:
-    """Why a cube's timing columns are NaN (one line naming the session), or None when they can be computed."""
-    session = cube.attrs.get(schema.ATTR_SESSION_ID, "?")
-    if not set(schema.TIMING_ARRAYS) <= set(cube.data_vars) or schema.TRIAL_CONDITION not in cube.coords:
-        return (
-            f"session {session!r}: the store has no {schema.CONDITION_COUNTS!r} / {schema.FIRST_SPIKE_BIN!r} "
-            "(written before them): latency_ms, first_spike_ms, jitter_ms, reliability are NaN and light_artifact "
-            "False; reconvert it (opto-cube convert --overwrite) to get them"
-        )
-    width_ms = float(cube.attrs.get(schema.ATTR_BIN_WIDTH, np.nan)) * 1000.0
-    if not width_ms <= schema.LATENCY_MAX_BIN_MS:
-        return (
-            f"session {session!r}: {width_ms:g} ms bins are coarser than {schema.LATENCY_MAX_BIN_MS:g} ms: "
-            "latency_ms, first_spike_ms, jitter_ms, reliability are NaN and light_artifact False; convert at 1 ms "
-            "for them"
-        )
-    return None
-
-
-def _pooling(cube: xr.Dataset, conditions: TrialConditions) -> np.ndarray:
-    """(stored condition, condition) 0/1: which stored conditions each requested condition pools."""
-    stored = np.asarray(cube[schema.TRIAL_CONDITION].values, np.int64)
-    n_stored = cube.sizes[schema.CONDITION]
-    out = np.zeros((n_stored, conditions.n_conditions), np.int64)
-    out[stored, conditions.code] = 1
-    if np.any(out.sum(axis=1) > 1):  # cannot happen: every key of a condition is a key of the stored ones
-        raise ValueError("the requested conditions split a stored condition")
-    return out
-
-
-def timing_columns(
-    course: np.ndarray,
-    first: np.ndarray,
-    direction: np.ndarray,
-    *,
-    pooling: np.ndarray,
-    stored: dict[str, np.ndarray],
-    trial_code: np.ndarray,
-    time_s: np.ndarray,
-    bin_width_s: float,
-    depth_um: np.ndarray,
-) -> np.ndarray:
-    """The timing columns of one session's clusters, numpy in and out (the block function of :func:`responses`).
-
-    Parameters
-    ----------
-    course
-        ``condition_counts`` (cluster, stored condition, time).
-    first
-        ``first_spike_bin`` (cluster, trial), -1 for none.
-    direction
-        (cluster, condition): +1, -1 or 0 (no response: latency NaN).
-    pooling
-        (stored condition, condition) from :func:`_pooling`.
-    stored
-        The stored conditions' ``emitter``, ``duration_s``, ``n_trials``, ``emitter_depth_um`` (condition,).
-    trial_code
-        (trial,) each trial's requested condition.
-    time_s, bin_width_s, depth_um
-        Bin centres, bin width and each cluster's depth below the surface.
-
-    Returns
-    -------
-    numpy.ndarray
-        float64 (cluster, condition, 5): latency_ms, first_spike_ms, jitter_ms, reliability, light_artifact (0/1).
-    """
-    course = np.asarray(course)
-    k, c = course.shape[0], pooling.shape[1]
-    pooled = _pool(course, pooling)
-    n_trials = stored[schema.N_TRIALS] @ pooling
-    durations = np.where(pooling.T > 0, stored[schema.DURATION][None, :], np.inf).min(axis=1)
-    durations = np.where(np.isfinite(durations), durations, 0.0)  # the stim window all pooled trials share
-    out = np.full((k, c, len(_TIMING)), np.nan)
-    if k == 0 or c == 0:
-        return out
-    out[..., 0] = _latency_where_responding(pooled, n_trials, time_s, durations, bin_width_s, np.asarray(direction))
-    stats = latency.first_spike_stats(first, trial_code, c, bin_width_s)
-    out[..., 1], out[..., 2], out[..., 3] = stats.first_spike_ms, stats.jitter_ms, stats.reliability
-    distance = depth_um[:, None] - stored[schema.EMITTER_DEPTH][None, :]
-    artifact = latency.light_artifact(
-        course, stored[schema.N_TRIALS], time_s, stored[schema.DURATION], stored[schema.EMITTER], distance, bin_width_s
-    )
-    out[..., 4] = artifact[:, None]
-    return out
-
-
-def _pool(course: np.ndarray, pooling: np.ndarray) -> np.ndarray:
-    """``course`` (cluster, stored condition, time) summed into the requested conditions, exact integers.
-
-    The stored array itself when each requested condition is one stored condition in order (the default
-    ``by``): no copy. Otherwise one slice addition per stored condition (never a dense product: the array
-    is clusters x conditions x bins).
-    """
-    members = pooling.sum(axis=0)
-    target = np.argmax(pooling, axis=1)  # each stored condition's requested condition
-    if pooling.shape[0] == pooling.shape[1] and np.all(members == 1) and np.array_equal(target, np.arange(target.size)):
-        return course
-    out = np.zeros((course.shape[0], pooling.shape[1], course.shape[2]), np.int64)
-    for s in np.flatnonzero(pooling.any(axis=1)):
-        out[:, target[s]] += course[:, s]
-    return out
-
-
-def _latency_where_responding(
-    course: np.ndarray, n_trials: np.ndarray, time_s: np.ndarray, durations: np.ndarray, width: float, sign: np.ndarray
-) -> np.ndarray:
-    """:func:`opto_cube.analysis.latency.onset_latency` with ``direction=sign``, computed only for the responding rows.
-
-    The latency of a (cluster, condition) depends on that pair alone and is NaN where ``sign`` is 0: every
-    responding row of the session in one pass (:func:`opto_cube.analysis.timing_core.onset_latency_rows`), the same
-    values as the function row by row.
-    """
-    if not np.any(sign != 0):
-        return np.full(sign.shape, np.nan)
-    width = latency._check_bin_width(width, "response latencies")
-    course, trials, time, durations = latency._check_course(course, n_trials, time_s, durations)
-    mu0, n_pre = latency._pre_mean(course, time, width, schema.PRE_WINDOW_S)
-    n_stim = latency._window_bins(time, width, np.zeros(durations.size), durations).sum(axis=1)
-    first = int(np.argmax(latency._window_bins(time, width, 0.0, np.inf)))
-    return timing_core.onset_latency_rows(
-        course, trials, mu0, n_pre, n_stim, first, (time - width / 2) * 1000.0, np.asarray(sign),
-        threshold=schema.LATENCY_LOG_LR_THRESHOLD, floor_counts=schema.LATENCY_FLOOR_COUNTS,
-    )  # fmt: skip
-
-
-def _stored_conditions(cube: xr.Dataset) -> dict[str, np.ndarray]:
-    code = np.asarray(cube[schema.TRIAL_CONDITION].values, np.int64)
-    n_stored = cube.sizes[schema.CONDITION]
-    depth = np.full(n_stored, np.nan)
-    depth[code] = np.asarray(cube[schema.EMITTER_DEPTH].values, np.float64)
-    return {
-        schema.EMITTER: np.asarray(cube[schema.CONDITION_EMITTER].values, np.int64),
-        schema.DURATION: np.asarray(cube[schema.CONDITION_DURATION].values, np.float64),
-        schema.N_TRIALS: np.asarray(cube[schema.CONDITION_N_TRIALS].values, np.int64),
-        schema.EMITTER_DEPTH: depth,
-    }
-
-
 def _timing(
     cube: xr.Dataset, conditions: TrialConditions, direction: xr.DataArray
 ) -> tuple[xr.DataArray, xr.DataArray] | None:
     """Lazy (cluster, condition, 5) timing values and the (cluster,) light_artifact flag, or None (NaN columns)."""
     if timing_status(cube) is not None:
         return None
+    n_stored = cube.sizes[schema.CONDITION]
     kernel = functools.partial(
-        timing_columns,
-        pooling=_pooling(cube, conditions),
-        stored=_stored_conditions(cube),
+        core.timing_columns,
+        pooling=core.pooling_of(cube[schema.TRIAL_CONDITION].values, n_stored, conditions),
+        stored=core.stored_conditions({name: cube[name].values for name in _STORED_COORDS}, n_stored),
         trial_code=conditions.code,
         time_s=np.asarray(cube[schema.TIME].values, np.float64),
         bin_width_s=float(cube.attrs[schema.ATTR_BIN_WIDTH]),
@@ -499,12 +232,12 @@ def _timing(
     k, c = direction.shape
     if any(isinstance(x, da.Array) for x in (course, first, sign)):  # one task a session: the arrays are small
         values = da.from_delayed(
-            dask.delayed(kernel, pure=True)(course, first, sign), shape=(k, c, len(_TIMING)), dtype=np.float64
+            dask.delayed(kernel, pure=True)(course, first, sign), shape=(k, c, len(core.TIMING)), dtype=np.float64
         )
     else:
         values = kernel(np.asarray(course), np.asarray(first), np.asarray(sign))
     stats = xr.DataArray(values, dims=(schema.CLUSTER, schema.CONDITION, _STATISTIC))
-    return stats, stats.isel({_STATISTIC: len(_TIMING) - 1, schema.CONDITION: 0}, drop=True) > 0
+    return stats, stats.isel({_STATISTIC: len(core.TIMING) - 1, schema.CONDITION: 0}, drop=True) > 0
 
 
 def _q_values(p: xr.DataArray) -> xr.DataArray:
@@ -610,7 +343,7 @@ def responses(
     conditions = trial_conditions(cube, by_keys)
     pre_s = _windows(cube, conditions.durations).pre_s
     counts = window_counts(cube).transpose(schema.CLUSTER, schema.TRIAL, schema.WINDOW).data
-    kernel = functools.partial(statistics, conditions=conditions, pre_s=pre_s, published=published)
+    kernel = functools.partial(core.statistics, conditions=conditions, pre_s=pre_s, published=published)
     if isinstance(counts, da.Array) and counts.shape[0]:
         counts = counts.rechunk({1: -1, 2: -1})  # a block of clusters x every trial: a few tasks a session
         values = da.map_blocks(
@@ -621,9 +354,7 @@ def responses(
     stats = xr.DataArray(values, dims=(schema.CLUSTER, schema.CONDITION, _STATISTIC))
     pre, stim, pct, p = (stats.isel({_STATISTIC: i}, drop=True) for i in range(4))
     q = _q_values(p)
-    activated = pct > schema.ACTIVATED_MIN_PCT
-    inactivated = (pct < schema.INACTIVATED_MAX_PCT) & (pre > schema.INACTIVATED_MIN_PRE_HZ)
-    significant = (p if significant_by == "p" else q) < schema.SIGNIFICANCE_P
+    activated, inactivated, significant = core.classify(pre, stim, pct, p, q, significant_by)
     data = {
         schema.PRE_RATE: pre,
         schema.STIM_RATE: stim,
@@ -641,13 +372,13 @@ def responses(
         if warn and timing:
             warnings.warn(str(timing_status(cube)), TimingWarning, stacklevel=2)
         nan = xr.full_like(pct, np.nan)
-        data.update({name: nan for name in _TIMING[:-1]})
+        data.update({name: nan for name in core.TIMING[:-1]})
         data[schema.LIGHT_ARTIFACT] = xr.DataArray(
             np.zeros(cube.sizes[schema.CLUSTER], dtype=bool), dims=(schema.CLUSTER,)
         )
     else:
         values, artifact = stored
-        data.update({name: values.isel({_STATISTIC: i}, drop=True) for i, name in enumerate(_TIMING[:-1])})
+        data.update({name: values.isel({_STATISTIC: i}, drop=True) for i, name in enumerate(core.TIMING[:-1])})
         data[schema.LIGHT_ARTIFACT] = artifact
     return _dataset(cube, data, conditions.coords, mode, by_keys)
 
@@ -726,8 +457,15 @@ def to_table(result: xr.Dataset, session_id: str | None = None) -> pd.DataFrame:
         else:
             values = values.reshape(-1)
         columns[name] = values
-    df = pd.DataFrame(columns)
+    return table_frame(columns, result.attrs.get(schema.ATTR_MODE) == schema.MODE_PUBLISHED)
+
+
+def table_frame(columns: dict[str, Any], published: bool) -> pd.DataFrame:
+    """The long table from its column arrays (:func:`to_table`, or
+    :func:`opto_cube.analysis.response_core.session_columns`): one DataFrame, the published mode's dropped
+    pairs left out."""
+    df = pd.DataFrame({name: columns[name] for name in TABLE_COLUMNS})
     df[schema.WAVEFORM_TYPE] = df[schema.WAVEFORM_TYPE].astype(object).astype(str)
-    if result.attrs.get(schema.ATTR_MODE) == schema.MODE_PUBLISHED:
+    if published:
         df = df[df[schema.PRE_RATE].notna()].reset_index(drop=True)
     return df

@@ -1,7 +1,7 @@
 """The timing columns' array kernels: every row of a session in one numpy pass, no per-row Python.
 
 numpy in, numpy out, no labels (the labelled wrappers are
-:mod:`opto_cube.analysis.latency` and :func:`opto_cube.analysis.response.timing_columns`, as
+:mod:`opto_cube.analysis.latency` and :func:`opto_cube.analysis.response_core.timing_columns`, as
 flox keeps ``core.py`` apart from ``xarray.py``). Each kernel computes the
 same arithmetic, in the same order, as the row-by-row definition it replaces,
 so the values are equal bit for bit (``tests/test_timing_core.py`` compares

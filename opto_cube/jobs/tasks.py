@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import numpy as np
@@ -33,10 +33,15 @@ import xarray as xr
 
 from opto_cube import schema
 from opto_cube.analysis import psth, response
+from opto_cube.analysis import response_core as core
+from opto_cube.analysis.conditions import check_by
 from opto_cube.analysis.latency import light_artifacts
 from opto_cube.errors import StoreError
 from opto_cube.store.access import StorePath
 from opto_cube.store.catalog import Catalog, sessions_of, summary_row
+
+if TYPE_CHECKING:
+    from opto_cube.store.read import CheckedRead
 
 __all__ = ["AnalysisPass", "SessionResults", "analysis_pass", "session_results", "session_tasks"]
 
@@ -104,30 +109,106 @@ _TABLE_COORDS = (  # the coordinates the responses table and the summary row rea
 )
 
 
-def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool, timing: bool = True) -> xr.Dataset:
-    """A store opened for one task through the one checked reader (:func:`opto_cube.store.read.read_checked`).
+_TIMING_DIMS = {  # the stored timing arrays, in the order the kernels read them
+    schema.CONDITION_COUNTS: (schema.CLUSTER, schema.CONDITION, schema.TIME),
+    schema.FIRST_SPIKE_BIN: (schema.CLUSTER, schema.TRIAL),
+}
+
+
+def _read(path: StorePath, storage_options: dict[str, Any] | None, cube: bool, timing: bool = True) -> CheckedRead:
+    """What one task reads of a store, through the one checked reader (:func:`opto_cube.store.read.read_checked`).
 
     ``window_counts``, the stored timing arrays (with ``timing``) and, with
     ``cube``, ``condition_counts`` (the per-condition time course) and every
-    coordinate, read eagerly and together; every chunk of the store present,
-    in place and matching its CRC32C, or one :class:`StoreError` naming store
-    and chunk. A store without those arrays (written before them) is opened
-    with :func:`opto_cube.store.open.open_cube` (checked as each chunk is read).
+    coordinate, else the coordinates the table reads, eagerly and together:
+    every byte of what is read matches its CRC32C, every other chunk of the
+    store (``spike_counts``) is present and in place (its last 4 bytes; on
+    S3 nothing more is downloaded of it), or one :class:`StoreError` names
+    store and chunk. Its bytes are checked by what reads it.
+    A store without those arrays (written before them) is opened with
+    :func:`opto_cube.store.open.open_cube` (checked as each chunk is read).
     """
-    from opto_cube.store.open import open_cube
     from opto_cube.store.read import read_checked
 
     names = [schema.WINDOW_COUNTS, *(schema.TIMING_ARRAYS if timing else ())]
     if cube and schema.CONDITION_COUNTS not in names:
         names.append(schema.CONDITION_COUNTS)
-    # the table needs a few coordinates (every chunk is checked all the same); the time course keeps them all
-    read = read_checked(path, storage_options, names if cube else [*names, *_TABLE_COORDS], small=cube)
+    # the table needs a few coordinates; the time course keeps them all
+    read = read_checked(path, storage_options, names if cube else [*names, *_TABLE_COORDS], small=cube, deep=False)
     if schema.SPIKE_COUNTS not in read.shapes:
         raise StoreError(f"{path}: not an opto_cube store (no {schema.SPIKE_COUNTS!r} variable)")
+    return read
+
+
+def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool, timing: bool = True) -> xr.Dataset:
+    """A store opened for one task: what :func:`_read` read as a Dataset; a store without those arrays
+    (written before them) opened with :func:`opto_cube.store.write.open_cube` (checked as each chunk is read)."""
+    return _dataset(_read(path, storage_options, cube, timing), path, storage_options, cube)
+
+
+def _dataset(read: CheckedRead, path: StorePath, storage_options: dict[str, Any] | None, cube: bool) -> xr.Dataset:
+    from opto_cube.store.write import open_cube
+
     if schema.WINDOW_COUNTS in read.arrays and (not cube or schema.CONDITION_COUNTS in read.arrays):
         return read.dataset()
     options = {"storage_options": storage_options} if storage_options else {}
     return open_cube(path, **options)  # a store written before window_counts / condition_counts
+
+
+class _Arrays:
+    """What a task read, as much of a Dataset as the summary row reads (``attrs``, ``sizes``, ``variables``,
+    ``[name].values`` and ``.transpose``), without building one."""
+
+    def __init__(self, read: CheckedRead) -> None:
+        self.attrs, self.variables, self._dims = read.attrs, read.arrays, read.dims
+        self.sizes = {d: n for name, a in read.arrays.items() for d, n in zip(read.dims[name], a.shape, strict=True)}
+
+    def __getitem__(self, name: str) -> _Values:
+        return _Values(self.variables[name], self._dims[name])
+
+
+class _Values:
+    def __init__(self, values: np.ndarray, dims: tuple[str, ...]) -> None:
+        self.values, self.dims = values, dims
+
+    def transpose(self, *dims: str) -> _Values:
+        return _Values(np.transpose(self.values, [self.dims.index(d) for d in dims]), dims)
+
+
+def _ordered(arrays: _Arrays, name: str, *dims: str) -> np.ndarray:
+    return arrays[name].transpose(*dims).values
+
+
+def _table_from_read(
+    read: CheckedRead, sid: str, *, by: Any, mode: str, significant_by: str, timing: bool
+) -> tuple[pd.DataFrame, np.ndarray | None, str | None]:
+    """The session's rows straight from the arrays read (:func:`opto_cube.analysis.response_core.session_columns`,
+    one DataFrame): the same table as ``to_table(responses(read.dataset()))``, no xarray object built.
+    Also the per-cluster ``light_artifact`` flags (None when the timing columns are NaN) and the timing note."""
+    by_keys = check_by(by, mode)
+    if significant_by not in schema.SIGNIFICANT_BY:
+        raise ValueError(f"significant_by must be one of {schema.SIGNIFICANT_BY}, got {significant_by!r}")
+    arrays = _Arrays(read)
+    counts = _ordered(arrays, schema.WINDOW_COUNTS, schema.CLUSTER, schema.TRIAL, schema.WINDOW)
+    if schema.WINDOW in read.arrays and list(read.arrays[schema.WINDOW]) != list(schema.WINDOWS):
+        counts = counts[..., [list(read.arrays[schema.WINDOW]).index(w) for w in schema.WINDOWS]]
+    stored = {name: _ordered(arrays, name, *dims) for name, dims in _TIMING_DIMS.items() if name in read.arrays}
+    has_arrays = len(stored) == len(_TIMING_DIMS) and schema.TRIAL_CONDITION in read.arrays
+    note = core.timing_note(
+        read.attrs.get(schema.ATTR_SESSION_ID, "?"), has_arrays, read.attrs.get(schema.ATTR_BIN_WIDTH, np.nan)
+    )
+    columns = core.session_columns(
+        counts, read.arrays, read.attrs, arrays.sizes[schema.TIME],
+        course=stored.get(schema.CONDITION_COUNTS), first=stored.get(schema.FIRST_SPIKE_BIN), session_id=sid,
+        by=by_keys, mode=mode, significant_by=significant_by, timing=timing,
+    )  # fmt: skip
+    flags = None
+    if timing and note is None:  # rows by cluster, then condition: every n_conditions-th row starts a cluster
+        qc = np.asarray(read.arrays[schema.QC_PASS], bool)
+        n_clusters = int(qc.sum()) if mode == schema.MODE_PUBLISHED else qc.size
+        n_rows = columns[schema.LIGHT_ARTIFACT].size
+        flags = columns[schema.LIGHT_ARTIFACT][:: n_rows // n_clusters] if n_clusters else np.zeros(0, bool)
+    return response.table_frame(columns, mode == schema.MODE_PUBLISHED), flags, note if timing else None
 
 
 def session_results(
@@ -170,11 +251,30 @@ def session_results(
     """
     if isinstance(store_or_cube, _InMemory):
         store_or_cube = store_or_cube.cube
+    wants_cube = time_course or psth_options is not None
     if isinstance(store_or_cube, xr.Dataset):
         cube = store_or_cube
     else:
-        wants_cube = time_course or psth_options is not None
-        cube = _open(store_or_cube, storage_options, cube=wants_cube, timing=timing)
+        read = _read(store_or_cube, storage_options, cube=wants_cube, timing=timing)
+        if table and not wants_cube and schema.WINDOW_COUNTS in read.arrays:  # the table alone: no Dataset
+            PASS_COUNT[0] += 1
+            sid = str(read.attrs.get(schema.ATTR_SESSION_ID, "")) if session_id is None else session_id
+            rows, artifacts, note = _table_from_read(
+                read, sid, by=by, mode=mode, significant_by=significant_by, timing=timing
+            )
+            arrays = _Arrays(read)
+            clusters = pd.DataFrame(
+                {
+                    schema.SESSION_ID: sid,
+                    schema.CLUSTER: np.asarray(read.arrays[schema.CLUSTER]),
+                    schema.TROUGH_TO_PEAK: np.asarray(read.arrays[schema.TROUGH_TO_PEAK]),
+                }
+            )
+            found = artifacts if artifacts is not None and by is None else light_artifacts(arrays)  # type: ignore[arg-type]
+            summary = summary_row(sid, arrays, found)  # type: ignore[arg-type]
+            width = float(read.attrs.get(schema.ATTR_BIN_WIDTH, np.nan))
+            return SessionResults(sid, rows, clusters, None, None, width, note, summary)
+        cube = _dataset(read, store_or_cube, storage_options, wants_cube)
     PASS_COUNT[0] += 1
     sid = str(cube.attrs.get(schema.ATTR_SESSION_ID, "")) if session_id is None else session_id
     # a cube passed in may be dask-backed: compute it here, in this task, not on a cluster from inside a task
