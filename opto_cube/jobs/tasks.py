@@ -142,12 +142,12 @@ def _read(path: StorePath, storage_options: dict[str, Any] | None, cube: bool, t
 
 def _open(path: StorePath, storage_options: dict[str, Any] | None, cube: bool, timing: bool = True) -> xr.Dataset:
     """A store opened for one task: what :func:`_read` read as a Dataset; a store without those arrays
-    (written before them) opened with :func:`opto_cube.store.write.open_cube` (checked as each chunk is read)."""
+    (written before them) opened with :func:`opto_cube.store.open.open_cube` (checked as each chunk is read)."""
     return _dataset(_read(path, storage_options, cube, timing), path, storage_options, cube)
 
 
 def _dataset(read: CheckedRead, path: StorePath, storage_options: dict[str, Any] | None, cube: bool) -> xr.Dataset:
-    from opto_cube.store.write import open_cube
+    from opto_cube.store.open import open_cube
 
     if schema.WINDOW_COUNTS in read.arrays and (not cube or schema.CONDITION_COUNTS in read.arrays):
         return read.dataset()

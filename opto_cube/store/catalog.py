@@ -2,7 +2,7 @@
 
 :func:`open_catalog` lists the ``*.zarr`` stores of a folder (or URL) and
 reads each one's small ``zarr.json`` (completion mark and session id); a
-store is opened (:func:`opto_cube.store.write.open_cube`) only when its cube is
+store is opened (:func:`opto_cube.store.open.open_cube`) only when its cube is
 first asked for. The :class:`Catalog` is a read-only mapping
 ``session_id -> xarray.Dataset`` that prints a one-row-per-session summary
 and converts to an :class:`xarray.DataTree`. :func:`sessions_of` gives the
@@ -32,7 +32,9 @@ import xarray as xr
 
 from opto_cube import schema
 from opto_cube.errors import StoreError, warn
-from opto_cube.store.write import STORE_SUFFIX, StorePath, is_url, list_stores, open_cube, read_store_attrs
+from opto_cube.store.access import StorePath, is_url, read_store_attrs
+from opto_cube.store.open import open_cube
+from opto_cube.store.paths import STORE_SUFFIX, list_stores
 
 __all__ = ["Catalog", "catalog_of", "cluster_table", "cubes_of", "open_catalog", "sessions_of"]
 

@@ -6,7 +6,7 @@ fill-value elision, so a missing chunk is damage), and the writer records the
 CRC32C of every chunk by key (attribute ``opto_cube_chunk_crc32c``) before
 setting the completion mark, last (:func:`seal`). :func:`check_chunks` finds a
 missing chunk or one not in its place from one listing of the store's keys and
-the last 4 bytes of each chunk; :func:`opto_cube.store.write.open_cube` refuses such
+the last 4 bytes of each chunk; :func:`opto_cube.store.open.open_cube` refuses such
 a store, and reading a chunk of ``spike_counts`` / ``window_counts`` that is
 missing, moved, truncated or corrupt (through :func:`checked`) raises a
 :class:`~opto_cube.errors.StoreError` naming store and chunk; it never reads

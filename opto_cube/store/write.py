@@ -41,11 +41,11 @@ import zarr.codecs
 from opto_cube import schema
 from opto_cube.errors import StoreError
 from opto_cube.store import chunks
-from opto_cube.store.access import StorePath, is_url, read_store_attrs, zarr_store
+from opto_cube.store.access import StorePath, is_url, zarr_store
 from opto_cube.store.layout import CubeLayout, Var, zarr_encoding
-from opto_cube.store.open import missing_chunk_option, open_cube
+from opto_cube.store.open import missing_chunk_option
 from opto_cube.store.ownership import is_complete, not_ours, refusal
-from opto_cube.store.paths import OLD_TAG, STORE_SUFFIX, TMP_TAG, list_stores, remove_leftovers
+from opto_cube.store.paths import OLD_TAG, TMP_TAG, remove_leftovers
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -58,15 +58,6 @@ __all__ = [
     "window_counts_chunks",
     "write_coordinates",
     "write_cube",
-]
-# re-exported for store.catalog, which still imports them from here (another branch owns it): not for new code
-__all__ += [
-    "STORE_SUFFIX",
-    "StorePath",
-    "is_url",
-    "list_stores",
-    "open_cube",
-    "read_store_attrs",
 ]
 
 # Every stored array's bytes-to-bytes codecs: zstd level 1, then a CRC32C of the compressed chunk (Zarr v3 core
