@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 from opto_cube import __version__, schema
 from opto_cube.errors import OptoCubeError, OptoCubeWarning
 
+REPORT_SUFFIXES = (".html", ".htm")
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -323,7 +325,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise OptoCubeError(f"{out}: is a folder; give the report's file name (for instance {out / 'report.html'})")
-    if out.suffix.lower() not in schema.REPORT_SUFFIXES:
+    if out.suffix.lower() not in REPORT_SUFFIXES:
         raise OptoCubeError(f"{out}: the report is an HTML page; give a file name ending in .html")
     catalog = catalog_of([args.stores])
     table = _read_responses(args.responses) if args.responses else None

@@ -1,9 +1,11 @@
-"""Every name and constant of opto_cube, in one place.
+"""The names and constants that several modules share, in one place.
 
 The cube's dimensions, variables, coordinates and attributes; the ALF file
 names of the input; the published analysis's windows and thresholds; the
-Neuropixels Opto emitter geometry. Every other module imports its names from
-here, so a name changes in one place only.
+Neuropixels Opto emitter geometry; the columns of the responses table. A
+name that several modules use is defined here and imported everywhere else,
+so it changes in one place only; a constant that one module alone uses (a
+fit's tolerance, a figure's resolution) lives in that module.
 
 Examples
 --------
@@ -76,8 +78,6 @@ CONDITION_KEYS = (BY_EMITTER, BY_POWER, BY_DURATION)
 MODE_PER_CONDITION, MODE_PUBLISHED = "per_condition", "published"
 RESPONSE_MODES = (MODE_PER_CONDITION, MODE_PUBLISHED)
 ALL_EMITTERS = 0  # the emitter id of a condition that pools every emitter (ids are 1..14)
-ATTR_MODE = "responses_mode"
-ATTR_BY = "responses_by"
 # the long table's leading columns, in order (docs/contract.md, Responses)
 RESPONSE_COLUMNS = (
     SESSION_ID,
@@ -197,7 +197,6 @@ N_EMITTERS = 14
 EMITTER_FIRST_FROM_TIP_UM = 70.0
 EMITTER_SPACING_UM = 100.0
 TIP_OFFSET_UM = 0.0  # where the channel axis's zero lies above the tip (not in the files)
-TOP_OF_SHANK_TOLERANCE_UM = 10.0
 SAMPLING_RATE_HZ = 30_000
 
 
@@ -225,14 +224,11 @@ EMITTER_POSITIONS_FROM_TIP_UM: tuple[float, ...] = tuple(
 # --------------------------------------------------------------------------
 DEFAULT_BIN_MS = 1.0
 DEFAULT_WINDOW_END_S = 1.0  # the default window is [-0.5, max(1.0, longest pulse + 0.5))
-DEFAULT_POST_S = 0.5
 CHUNK_CLUSTERS = 64
 CHUNK_TRIALS = 256
 TIME_RESOLUTION_US = 1  # bin widths and window bounds are whole microseconds
 
 # --- conversion (binning.py, store.write_cube, convert.py) ------------------
-WINDOW_COUNTS_CHUNK_BYTES = 64 * 2**20  # window_counts: one chunk along trials unless it would exceed this
-JOBS_MIN_CUBE_BYTES_PER_WORKER = 10**9  # convert --jobs N: processes only with this many cube bytes per worker
 # --- end conversion ---------------------------------------------------------
 
 # --------------------------------------------------------------------------
@@ -345,7 +341,6 @@ MAP_UNIT_DEPTH = "unit_depth_um"
 MAP_PEARSON_R = "pearson_r"
 MAP_N_RESPONSES = "n_responses"
 MAP_MODULATION_INDEX = "modulation_index"
-MAP_FIRING_RATE = "firing_rate"
 MAP_DEFAULT_DISTANCE_BIN_UM = 100.0
 
 # --------------------------------------------------------------------------
@@ -365,7 +360,6 @@ STORED_CONDITION_COORDS = {  # stored coordinate -> the trial_conditions coordin
     CONDITION_N_TRIALS: N_TRIALS,
 }
 TIMING_ARRAYS = (CONDITION_COUNTS, FIRST_SPIKE_BIN)
-TIMING_CHUNK_BYTES = 64 * 2**20  # condition_counts / first_spike_bin: one chunk unless it would exceed this
 _VARIABLES += [
     VariableSpec(
         CONDITION_COUNTS, (CLUSTER, CONDITION, TIME), "spikes of the cluster in the time bin summed over the "
@@ -399,12 +393,6 @@ LIGHT_ARTIFACT = "light_artifact"  # per cluster: spikes locked to light onset/o
 LATENCY_MAX_BIN_MS = 2.0  # coarser bins cannot resolve a latency (or a ~1 ms artifact lock): refused
 LATENCY_LOG_LR_THRESHOLD = 6.907755278982137  # ln(1000): the Poisson CUSUM's alarm, a likelihood ratio of 1000
 LATENCY_FLOOR_COUNTS = 0.5  # a rate of zero counts in a window is taken as half a count (continuity)
-ARTIFACT_LOCK_MS = 1.0  # the lock window after light onset and after light offset
-ARTIFACT_MIN_EXCESS = 0.25  # spikes per trial in the lock window above the baseline expectation
-ARTIFACT_MIN_Z = 5.0  # and that excess this many Poisson SDs above the expectation
-ARTIFACT_MIN_EMITTER_FRACTION = 0.8  # locked at (at least) this fraction of the emitters ("every emitter")
-ARTIFACT_MIN_EMITTERS = 2  # fewer emitters cannot show "whatever the emitter": never flagged
-ARTIFACT_FAR_NEAR_RATIO = 0.5  # no fall-off: lock at the farther half of emitters >= this x the nearer half's
 TIMING_COLUMNS = (Q_VALUE, LATENCY, FIRST_SPIKE, JITTER, RELIABILITY, LIGHT_ARTIFACT)  # after the table's others
 
 
@@ -414,8 +402,6 @@ TIMING_COLUMNS = (Q_VALUE, LATENCY, FIRST_SPIKE, JITTER, RELIABILITY, LIGHT_ARTI
 EXTENT_EFFECT = MAP_EFFECT  # dimension: activated / inactivated
 EXTENT_DISTANCE = "abs_distance_um"  # dimension: |distance| from the emitter, the fitted profile's grid
 EXTENT_DISTANCE_BIN = "abs_distance_bin_um"  # dimension: |distance| bins of the observed fractions (centres)
-EXTENT_DISTANCE_BIN_EDGES = "abs_distance_bin_edges_um"  # attribute
-EXTENT_PARAMETER = "parameter"  # dimension of the fitted coefficients: intercept, slope
 EXTENT_RADIUS = "radius_um"
 EXTENT_RADIUS_LOW = "radius_low_um"
 EXTENT_RADIUS_HIGH = "radius_high_um"
@@ -423,34 +409,21 @@ EXTENT_PROFILE = "profile"
 EXTENT_PROFILE_LOW = "profile_low"
 EXTENT_PROFILE_HIGH = "profile_high"
 EXTENT_AT_EMITTER = "fraction_at_emitter"
-EXTENT_COEFFICIENTS = "coefficients"
 EXTENT_N_UNITS = "n_units"
-EXTENT_N_OBSERVATIONS = "n_observations"
 EXTENT_N_RESPONDING = "n_responding"
 EXTENT_N_SESSIONS = "n_sessions"
-EXTENT_FAILED_RESAMPLES = "failed_resamples"
 EXTENT_OBSERVED = "observed_fraction"
 EXTENT_N_IN_BIN = "n_in_bin"
 EXTENT_N_BOOT = 1000
 EXTENT_CONFIDENCE = 0.95
-EXTENT_GRID_STEP_UM = 10.0
-EXTENT_BIN_UM = 100.0
-EXTENT_SCALE_UM = 100.0  # |distance| is fitted in units of 100 um (a well-conditioned Newton step)
-EXTENT_MAX_ITER = 30
-EXTENT_TOL = 1e-5  # Newton step size at which to stop: quadratic convergence leaves ~1e-10
-EXTENT_MAX_STEP = 5.0  # largest Newton step per coefficient (damps separated samples)
 DURATION_RTOL = 1e-9  # pulse durations equal within this relative tolerance are one duration
 # per-unit power response (power_response.py)
-PR_N_LEVELS = "n_power_levels"
 PR_P50 = "p50_mw"
 PR_MAX_EFFECT = "max_effect_pct"
-PR_R_SQUARED = "r_squared"
 PR_FIT_OK = "fit_ok"
 PR_FIT_FLAG = "fit_flag"
 PR_MIN_LEVELS = 3
 PR_MIN_R_SQUARED = 0.5
-PR_P50_RANGE_FACTOR = 2.0  # p50 trusted within [lowest power / f, highest power * f]
-PR_FLAGS = ("ok", "undefined", "poor_fit", "p50_out_of_range")
 # --- end spatial extent ------------------------------------------------------
 
 
@@ -459,12 +432,6 @@ PR_FLAGS = ("ok", "undefined", "poor_fit", "p50_out_of_range")
 # --------------------------------------------------------------------------
 REPORT_TEMPLATE = "report.html.j2"  # in opto_cube/templates/
 REPORT_MAX_BYTES = 10_000_000  # heavier pages are warned about: too big to mail
-REPORT_MAX_SVG_BYTES = 1_500_000  # a heavier figure is embedded as a PNG instead of inline SVG
-REPORT_RASTERIZE_POINTS = 2_000  # a line or collection of this many points is drawn as an image inside the SVG
-REPORT_RASTER_DPI = 150  # of rasterized artists and PNG figures
-REPORT_MAX_TABLE_ROWS = 500  # rows shown of a section's table (the summary shows every session)
-REPORT_SIGNIFICANT_DIGITS = 4
-REPORT_SVG_HASHSALT = "opto_cube"  # fixed: the same figure gives the same SVG bytes
 REPORT_VERSION_PACKAGES = (
     "numpy",
     "scipy",
@@ -486,7 +453,6 @@ REPORT_SECTIONS = (  # the analysis sections of `opto-cube report`, in page orde
     "Population PSTHs near the emitter",
 )
 REPORT_DEFAULT_NAME = "report.html"  # `opto-cube demo` writes it beside its maps
-REPORT_SUFFIXES = (".html", ".htm")
 # --- end report -------------------------------------------------------------
 
 
@@ -494,24 +460,18 @@ REPORT_SUFFIXES = (".html", ".htm")
 # NWB (nwb.py; the mapping is docs/nwb.md)
 # --------------------------------------------------------------------------
 NWB_SUFFIX = ".nwb"
-NWB_DEVICE = "NeuropixelsOpto"  # the probe's Device
-NWB_ELECTRODE_GROUP = "shank"
 NWB_PULSES = "optogenetic_pulses"  # intervals/<this>: an OptogeneticPulsesTable, one row per pulse
 NWB_POSITION_FROM_TIP = "position_from_tip_um"  # column of the OptogeneticSitesTable (one row per emitter)
 NWB_MODULE = "opto_cube"  # processing module holding the metadata table and the binned cube
 NWB_METADATA = "opto_cube_metadata"  # DynamicTable of (key, JSON value)
 NWB_BINNED = "spike_counts"  # BinnedAlignedSpikes of the cube (--with-cube)
-NWB_UNKNOWN_AGE = "P0D/"  # ISO 8601 open range: the ALF files give no age (session.json "age" wins)
-NWB_LOCATION = "Isocortex"  # Allen CCF term: the recordings are in mouse cortex
 
 
 # --------------------------------------------------------------------------
 # Analysis layer (conditions.py, psth.py, pipeline.py): options and output files
 # --------------------------------------------------------------------------
-UNKNOWN_WAVEFORM_POLICIES = ("drop", "keep")  # what unit filters do with units of unknown waveform type
 MATCH_RTOL = {EMITTER: 0.0, POWER: POWER_RTOL, DURATION: DURATION_RTOL}  # selecting trials / rows by value
 PSTH_NEAR_EMITTER_UM = 100.0  # the maps' population PSTH: units within this distance of their nearest emitter
-PSTH_TARGET_BIN_MS = 5.0  # ... in bins of at least this width (a multiple of the cube's that tiles the pre window)
 TIME_COURSE = "time_course"  # condition_time_course: spikes summed over its trials, (cluster, condition, time)
 MAPS_NETCDF = "maps.nc"  # opto-cube maps: the maps, netCDF4 (HDF5, via h5netcdf)
 MAPS_FIGURES = (  # the last: latency against distance (issue 11, plot_latency)

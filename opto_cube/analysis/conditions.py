@@ -28,6 +28,8 @@ import numpy as np
 
 from opto_cube import schema
 
+UNKNOWN_WAVEFORM_POLICIES = ("drop", "keep")  # what unit filters do with units of unknown waveform type
+
 if TYPE_CHECKING:  # imported on first use: a conversion imports neither (opto_cube.lazy)
     import pandas as pd
     import xarray as xr
@@ -284,10 +286,8 @@ def check_table(table: Any, required: Iterable[str], what: str) -> pd.DataFrame:
 
 def check_unknown_policy(unknown_waveform: str) -> None:
     """ValueError unless ``unknown_waveform`` is ``"drop"`` or ``"keep"``."""
-    if unknown_waveform not in schema.UNKNOWN_WAVEFORM_POLICIES:
-        raise ValueError(
-            f"unknown_waveform must be one of {schema.UNKNOWN_WAVEFORM_POLICIES}, got {unknown_waveform!r}"
-        )
+    if unknown_waveform not in UNKNOWN_WAVEFORM_POLICIES:
+        raise ValueError(f"unknown_waveform must be one of {UNKNOWN_WAVEFORM_POLICIES}, got {unknown_waveform!r}")
 
 
 def unit_mask(

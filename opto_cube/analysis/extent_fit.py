@@ -24,8 +24,12 @@ import numba
 import numpy as np
 from scipy.special import log_expit
 
-from opto_cube import schema
 from opto_cube.binning.numba_setup import use_writable_numba_cache
+
+EXTENT_SCALE_UM = 100.0  # |distance| is fitted in units of 100 um (a well-conditioned Newton step)
+EXTENT_MAX_ITER = 30
+EXTENT_TOL = 1e-5  # Newton step size at which to stop: quadratic convergence leaves ~1e-10
+EXTENT_MAX_STEP = 5.0  # largest Newton step per coefficient (damps separated samples)
 
 use_writable_numba_cache()  # before the cached kernel below is defined (a read-only install, no $HOME)
 
@@ -135,7 +139,7 @@ def fit_profile(
     >>> ok.tolist(), bool(coef[0, 1] < 0)
     ([True], True)
     """
-    x = np.ascontiguousarray(abs_distance_um, dtype=np.float64) / schema.EXTENT_SCALE_UM
+    x = np.ascontiguousarray(abs_distance_um, dtype=np.float64) / EXTENT_SCALE_UM
     yy = np.ascontiguousarray(outcome, dtype=np.float64)
     if x.shape != yy.shape or x.ndim != 1:
         raise ValueError(
@@ -155,12 +159,10 @@ def fit_profile(
         s0 = np.tile([math.log(m / (1 - m)), 0.0], (w.shape[0], 1))
     else:
         s0 = np.array(start, dtype=np.float64).reshape(-1, 2)
-        s0[:, 1] *= schema.EXTENT_SCALE_UM
+        s0[:, 1] *= EXTENT_SCALE_UM
         s0 = np.ascontiguousarray(np.broadcast_to(s0, (w.shape[0], 2)))
-    coef, converged = newton_logistic(
-        x, yy, starts, w, s0, schema.EXTENT_MAX_ITER, schema.EXTENT_TOL, schema.EXTENT_MAX_STEP
-    )
-    coef[:, 1] /= schema.EXTENT_SCALE_UM
+    coef, converged = newton_logistic(x, yy, starts, w, s0, EXTENT_MAX_ITER, EXTENT_TOL, EXTENT_MAX_STEP)
+    coef[:, 1] /= EXTENT_SCALE_UM
     return coef, converged
 
 

@@ -81,6 +81,13 @@ from numpy.typing import ArrayLike
 from opto_cube import schema
 from opto_cube.analysis.timing_core import first_spike_rows
 
+ARTIFACT_LOCK_MS = 1.0  # the lock window after light onset and after light offset
+ARTIFACT_MIN_EXCESS = 0.25  # spikes per trial in the lock window above the baseline expectation
+ARTIFACT_MIN_Z = 5.0  # and that excess this many Poisson SDs above the expectation
+ARTIFACT_MIN_EMITTER_FRACTION = 0.8  # locked at (at least) this fraction of the emitters ("every emitter")
+ARTIFACT_MIN_EMITTERS = 2  # fewer emitters cannot show "whatever the emitter": never flagged
+ARTIFACT_FAR_NEAR_RATIO = 0.5  # no fall-off: lock at the farther half of emitters >= this x the nearer half's
+
 if TYPE_CHECKING:
     import xarray as xr
 
@@ -365,11 +372,11 @@ def light_artifact(
     distance_um: ArrayLike,
     bin_width_s: float,
     *,
-    lock_ms: float = schema.ARTIFACT_LOCK_MS,
-    min_excess: float = schema.ARTIFACT_MIN_EXCESS,
-    min_z: float = schema.ARTIFACT_MIN_Z,
-    min_emitter_fraction: float = schema.ARTIFACT_MIN_EMITTER_FRACTION,
-    far_near_ratio: float = schema.ARTIFACT_FAR_NEAR_RATIO,
+    lock_ms: float = ARTIFACT_LOCK_MS,
+    min_excess: float = ARTIFACT_MIN_EXCESS,
+    min_z: float = ARTIFACT_MIN_Z,
+    min_emitter_fraction: float = ARTIFACT_MIN_EMITTER_FRACTION,
+    far_near_ratio: float = ARTIFACT_FAR_NEAR_RATIO,
 ) -> np.ndarray:
     """Flag light-artifact units: spikes locked to light onset and/or offset at every emitter, no fall-off.
 
@@ -377,7 +384,7 @@ def light_artifact(
     baseline expectation in the ``lock_ms`` after light onset, or after light offset, whichever
     is larger. An emitter counts as locked when that excess is at least ``min_excess`` spikes a
     trial and ``min_z`` Poisson SDs. A unit is flagged when it is locked at no less than
-    ``min_emitter_fraction`` of the (at least ``schema.ARTIFACT_MIN_EMITTERS``) emitters with
+    ``min_emitter_fraction`` of the (at least ``ARTIFACT_MIN_EMITTERS``) emitters with
     trials, and its mean lock at the farther half of the emitters (by ``|distance_um|``) is at
     least ``far_near_ratio`` times the nearer half's (no fall-off with distance).
 
@@ -418,7 +425,7 @@ def light_artifact(
         raise ValueError(f"emitter must have shape ({c},), one per condition, got {emitters.shape}")
     on, expected_on, off, expected_off = _lock_counts(course, time, width, durations, lock_ms / 1000.0)
     ids = np.unique(emitters[trials > 0])
-    if ids.size < schema.ARTIFACT_MIN_EMITTERS or k == 0:
+    if ids.size < ARTIFACT_MIN_EMITTERS or k == 0:
         return np.zeros(k, dtype=bool)
     member = (emitters[None, :] == ids[:, None]) & (trials > 0)[None, :]  # (emitter, condition)
     m = member.astype(np.float64)

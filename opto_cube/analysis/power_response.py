@@ -43,6 +43,10 @@ import pandas as pd
 from opto_cube import schema
 from opto_cube.analysis.spatial import LEVEL, REQUIRED_COLUMNS, extent_rows
 
+PR_N_LEVELS = "n_power_levels"
+PR_R_SQUARED = "r_squared"
+PR_P50_RANGE_FACTOR = 2.0  # p50 trusted within [lowest power / f, highest power * f]
+
 __all__ = ["power_response", "saturating_response"]
 
 _REQUIRED = (*REQUIRED_COLUMNS, schema.PCT_CHANGE)
@@ -83,7 +87,7 @@ def power_response(
     duration_s: Any = "max",
     min_levels: int = schema.PR_MIN_LEVELS,
     min_r_squared: float = schema.PR_MIN_R_SQUARED,
-    p50_range_factor: float = schema.PR_P50_RANGE_FACTOR,
+    p50_range_factor: float = PR_P50_RANGE_FACTOR,
     exclude_artifacts: bool = True,
 ) -> pd.DataFrame:
     """Half-maximal power and maximal effect of every unit tested at ``min_levels`` or more powers at one emitter.
@@ -151,12 +155,12 @@ def power_response(
         schema.WAVEFORM_TYPE,
         schema.DISTANCE,
         schema.DURATION,
-        schema.PR_N_LEVELS,
+        PR_N_LEVELS,
         "min_power_mw",
         "max_power_mw",
         schema.PR_P50,
         schema.PR_MAX_EFFECT,
-        schema.PR_R_SQUARED,
+        PR_R_SQUARED,
         schema.PR_FIT_FLAG,
         schema.PR_FIT_OK,
         RESPONDING,
@@ -232,12 +236,12 @@ def power_response(
             schema.WAVEFORM_TYPE: first[schema.WAVEFORM_TYPE].to_numpy(),
             schema.DISTANCE: first[schema.DISTANCE].to_numpy(dtype=np.float64),
             schema.DURATION: first[schema.DURATION].to_numpy(dtype=np.float64) if schema.DURATION in first else np.nan,
-            schema.PR_N_LEVELS: n,
+            PR_N_LEVELS: n,
             "min_power_mw": p_lo,
             "max_power_mw": p_hi,
             schema.PR_P50: p50,
             schema.PR_MAX_EFFECT: effect,
-            schema.PR_R_SQUARED: r2,
+            PR_R_SQUARED: r2,
             schema.PR_FIT_FLAG: flag,
             schema.PR_FIT_OK: flag == "ok",
             RESPONDING: responding,

@@ -43,6 +43,9 @@ import xarray as xr
 from opto_cube import schema
 from opto_cube.analysis.conditions import check_unknown_policy, match, trial_conditions, trial_mask, unit_mask
 
+MAP_FIRING_RATE = "firing_rate"
+PSTH_TARGET_BIN_MS = 5.0  # ... in bins of at least this width (a multiple of the cube's that tiles the pre window)
+
 __all__ = ["combine_psths", "condition_time_course", "population_psth", "psth", "psth_bin_ms", "session_psth"]
 
 
@@ -71,7 +74,7 @@ def _coarsen_factor(cube: xr.Dataset, width: float, bin_ms: float) -> int:
     return round(factor)
 
 
-def psth_bin_ms(bin_widths_s: Any, target_ms: float = schema.PSTH_TARGET_BIN_MS) -> float | None:
+def psth_bin_ms(bin_widths_s: Any, target_ms: float = PSTH_TARGET_BIN_MS) -> float | None:
     """The smallest multiple of the cubes' (common) bin width of at least ``target_ms`` that tiles the pre window.
 
     None when the cubes' bin widths differ or no such multiple exists.
@@ -190,7 +193,7 @@ def psth(
         attrs[schema.ATTR_BIN_WIDTH] = float(bin_ms) / 1000.0
     rate.attrs = attrs
     rate[schema.TIME].attrs = dict(_TIME_ATTRS)
-    return rate.rename(schema.MAP_FIRING_RATE)
+    return rate.rename(MAP_FIRING_RATE)
 
 
 _RATE_ATTRS = {"units": "Hz", "long_name": "firing rate, mean over trials"}
@@ -467,4 +470,4 @@ def combine_psths(pieces: list[xr.DataArray | None], *, max_distance_um: float) 
     }
     out[schema.TIME].attrs = dict(_TIME_ATTRS)
     out[schema.POWER].attrs = {"units": "mW", "long_name": "power level (mean)"}
-    return out.rename(schema.MAP_FIRING_RATE)
+    return out.rename(MAP_FIRING_RATE)

@@ -92,6 +92,9 @@ from opto_cube.analysis import response_core as core
 from opto_cube.analysis.conditions import TrialConditions, check_by, trial_conditions
 from opto_cube.errors import TimingWarning
 
+ATTR_MODE = "responses_mode"
+ATTR_BY = "responses_by"
+
 __all__ = [
     "TABLE_COLUMNS",
     "compute_all",
@@ -407,8 +410,8 @@ def _dataset(
             out[name].attrs = _attrs(str(name))
     out.attrs = {
         schema.ATTR_SESSION_ID: cube.attrs.get(schema.ATTR_SESSION_ID, ""),
-        schema.ATTR_MODE: mode,
-        schema.ATTR_BY: list(by_keys),
+        ATTR_MODE: mode,
+        ATTR_BY: list(by_keys),
         schema.ATTR_BIN_WIDTH: cube.attrs.get(schema.ATTR_BIN_WIDTH),
     }
     return out
@@ -457,7 +460,7 @@ def to_table(result: xr.Dataset, session_id: str | None = None) -> pd.DataFrame:
         else:
             values = values.reshape(-1)
         columns[name] = values
-    return table_frame(columns, result.attrs.get(schema.ATTR_MODE) == schema.MODE_PUBLISHED)
+    return table_frame(columns, result.attrs.get(ATTR_MODE) == schema.MODE_PUBLISHED)
 
 
 def table_frame(columns: dict[str, Any], published: bool) -> pd.DataFrame:

@@ -73,6 +73,14 @@ from opto_cube import schema
 from opto_cube.analysis.extent_fit import bootstrap_weights, fit_profile, half_radius, percentile_interval
 from opto_cube.errors import OptoCubeWarning
 
+EXTENT_DISTANCE_BIN_EDGES = "abs_distance_bin_edges_um"  # attribute
+EXTENT_PARAMETER = "parameter"  # dimension of the fitted coefficients: intercept, slope
+EXTENT_COEFFICIENTS = "coefficients"
+EXTENT_N_OBSERVATIONS = "n_observations"
+EXTENT_FAILED_RESAMPLES = "failed_resamples"
+EXTENT_GRID_STEP_UM = 10.0
+EXTENT_BIN_UM = 100.0
+
 __all__ = ["extent_rows", "fit_profile", "spatial_extent"]
 
 REQUIRED_COLUMNS = (  # of the responses table, for every fit of this module and of power_response
@@ -267,14 +275,14 @@ def _empty_results(n_w: int, n_e: int, n_p: int, n_grid: int, n_bins: int) -> di
         schema.EXTENT_RADIUS_HIGH: np.full(shape, np.nan),
         schema.EXTENT_AT_EMITTER: np.full(shape, np.nan),
         schema.EXTENT_N_RESPONDING: np.zeros(shape, np.int64),
-        schema.EXTENT_FAILED_RESAMPLES: np.zeros(shape, np.int64),
-        schema.EXTENT_COEFFICIENTS: np.full((*shape, 2), np.nan),
+        EXTENT_FAILED_RESAMPLES: np.zeros(shape, np.int64),
+        EXTENT_COEFFICIENTS: np.full((*shape, 2), np.nan),
         schema.EXTENT_PROFILE: np.full((*shape, n_grid), np.nan),
         schema.EXTENT_PROFILE_LOW: np.full((*shape, n_grid), np.nan),
         schema.EXTENT_PROFILE_HIGH: np.full((*shape, n_grid), np.nan),
         schema.EXTENT_OBSERVED: np.full((*shape, n_bins), np.nan),
         schema.EXTENT_N_UNITS: np.zeros((n_w, n_p), np.int64),
-        schema.EXTENT_N_OBSERVATIONS: np.zeros((n_w, n_p), np.int64),
+        EXTENT_N_OBSERVATIONS: np.zeros((n_w, n_p), np.int64),
         schema.EXTENT_N_SESSIONS: np.zeros((n_w, n_p), np.int64),
         schema.EXTENT_N_IN_BIN: np.zeros((n_w, n_p, n_bins), np.int64),
     }
@@ -310,7 +318,7 @@ def _fit_waveform_type(
         d = sub[ABS_DISTANCE].to_numpy()[here]
         u = unit_code[here]
         data[schema.EXTENT_N_UNITS][i, k] = np.unique(u).size
-        data[schema.EXTENT_N_OBSERVATIONS][i, k] = d.size
+        data[EXTENT_N_OBSERVATIONS][i, k] = d.size
         data[schema.EXTENT_N_SESSIONS][i, k] = sub[schema.SESSION_ID][here].nunique()
         bins = np.minimum((d // fit.bin_um).astype(np.int64), fit.n_bins - 1)
         data[schema.EXTENT_N_IN_BIN][i, k] = np.bincount(bins, minlength=fit.n_bins)
@@ -346,7 +354,7 @@ def _fit_group(
     """Fit one group's profile (and its bootstrap interval) into ``data`` at ``at``; the NaN reason, if any."""
     problems = []
     coef, _ = fit_profile(d, y)
-    data[schema.EXTENT_COEFFICIENTS][at] = coef[0]
+    data[EXTENT_COEFFICIENTS][at] = coef[0]
     data[schema.EXTENT_RADIUS][at] = half_radius(coef[0])
     data[schema.EXTENT_AT_EMITTER][at] = expit(coef[0, 0])
     data[schema.EXTENT_PROFILE][at] = expit(coef[0, 0] + coef[0, 1] * fit.grid)
@@ -359,7 +367,7 @@ def _fit_group(
     responders = w @ np.bincount(u_local, weights=y, minlength=w.shape[1])
     total = w @ unit_rows
     ok = (responders > 0) & (responders < total)
-    data[schema.EXTENT_FAILED_RESAMPLES][at] = int((~ok).sum())
+    data[EXTENT_FAILED_RESAMPLES][at] = int((~ok).sum())
     boot = boot[ok]
     data[schema.EXTENT_RADIUS_LOW][at], data[schema.EXTENT_RADIUS_HIGH][at] = percentile_interval(
         half_radius(boot), fit.confidence
@@ -383,9 +391,9 @@ def spatial_extent(
     exclude_artifacts: bool = True,
     waveform_types: Sequence[str] = schema.WAVEFORM_TYPES,
     effects: Sequence[str] = schema.EFFECTS,
-    grid_step_um: float = schema.EXTENT_GRID_STEP_UM,
+    grid_step_um: float = EXTENT_GRID_STEP_UM,
     max_distance_um: float | None = None,
-    bin_um: float = schema.EXTENT_BIN_UM,
+    bin_um: float = EXTENT_BIN_UM,
     seed: int = 0,
 ) -> xr.Dataset:
     """Radius of activation / inactivation per waveform type and power, with a bootstrap interval over units.
@@ -503,18 +511,18 @@ _VARS: dict[str, tuple[str, str, str]] = {  # name -> (dims kind, long_name, uni
     schema.EXTENT_RADIUS_HIGH: ("wep", "upper bound of the radius's bootstrap interval", "um"),
     schema.EXTENT_AT_EMITTER: ("wep", "fitted fraction of units responding at the emitter", "1"),
     schema.EXTENT_N_RESPONDING: ("wep", "observations (unit x emitter) significantly showing the effect", "count"),
-    schema.EXTENT_FAILED_RESAMPLES: (
+    EXTENT_FAILED_RESAMPLES: (
         "wep",
         "bootstrap resamples without a fall-off to fit (none or all responding)",
         "count",
     ),
-    schema.EXTENT_COEFFICIENTS: ("wepc", "logistic coefficients: intercept (1) and slope (per um) of |distance|", "1"),
+    EXTENT_COEFFICIENTS: ("wepc", "logistic coefficients: intercept (1) and slope (per um) of |distance|", "1"),
     schema.EXTENT_PROFILE: ("wepg", "fitted fraction of units responding", "1"),
     schema.EXTENT_PROFILE_LOW: ("wepg", "lower bound of the fitted fraction's pointwise bootstrap interval", "1"),
     schema.EXTENT_PROFILE_HIGH: ("wepg", "upper bound of the fitted fraction's pointwise bootstrap interval", "1"),
     schema.EXTENT_OBSERVED: ("wepb", "observed fraction of units responding in the |distance| bin", "1"),
     schema.EXTENT_N_UNITS: ("wp", "units (session x cluster) tested", "count"),
-    schema.EXTENT_N_OBSERVATIONS: ("wp", "observations (unit x emitter) fitted", "count"),
+    EXTENT_N_OBSERVATIONS: ("wp", "observations (unit x emitter) fitted", "count"),
     schema.EXTENT_N_SESSIONS: ("wp", "sessions contributing", "count"),
     schema.EXTENT_N_IN_BIN: ("wpb", "observations (unit x emitter) in the |distance| bin", "count"),
 }
@@ -535,7 +543,7 @@ def _dataset(
         "p": schema.POWER,
         "g": schema.EXTENT_DISTANCE,
         "b": schema.EXTENT_DISTANCE_BIN,
-        "c": schema.EXTENT_PARAMETER,
+        "c": EXTENT_PARAMETER,
     }
     variables = {
         name: xr.Variable(tuple(letters[c] for c in kind), data[name], {"long_name": long_name, "units": units})
@@ -563,8 +571,8 @@ def _dataset(
             (bin_edges[:-1] + bin_edges[1:]) / 2,
             {"long_name": "centre of the |distance| bin", "units": "um"},
         ),
-        schema.EXTENT_PARAMETER: (
-            schema.EXTENT_PARAMETER,
+        EXTENT_PARAMETER: (
+            EXTENT_PARAMETER,
             np.asarray(PARAMETERS),
             {"long_name": "logistic coefficient", "units": "1"},
         ),
@@ -577,7 +585,7 @@ def _dataset(
         "outcome": "activated & significant, inactivated & significant (per unit x emitter x power level)",
         "units_included": "qc_pass, waveform_type RS or FS, finite distance_um, one emitter",
         "power_grouping": f"levels pooled across sessions (powers equal within a relative {schema.POWER_RTOL:g})",
-        schema.EXTENT_DISTANCE_BIN_EDGES: bin_edges,
+        EXTENT_DISTANCE_BIN_EDGES: bin_edges,
         **params,
     }
     return xr.Dataset(variables, coords=coords, attrs=attrs)

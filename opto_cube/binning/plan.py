@@ -16,6 +16,8 @@ import numpy as np
 from opto_cube import schema
 from opto_cube.errors import BinningError
 
+DEFAULT_POST_S = 0.5
+
 US_PER_S = 1_000_000
 
 
@@ -119,7 +121,7 @@ def plan_time_bins(
             )
     longest = int(duration_us.max())
     if window_s is None:
-        post_us = round(schema.DEFAULT_POST_S * US_PER_S)
+        post_us = round(DEFAULT_POST_S * US_PER_S)
         stop_us = max(round(schema.DEFAULT_WINDOW_END_S * US_PER_S), longest + post_us)
         stop_us = -(-stop_us // bin_us) * bin_us
         start_us = pre_start_us

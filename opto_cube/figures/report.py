@@ -46,6 +46,13 @@ import pandas as pd
 from opto_cube import __version__, schema
 from opto_cube.errors import OptoCubeError, OptoCubeWarning
 
+REPORT_MAX_SVG_BYTES = 1_500_000  # a heavier figure is embedded as a PNG instead of inline SVG
+REPORT_RASTERIZE_POINTS = 2_000  # a line or collection of this many points is drawn as an image inside the SVG
+REPORT_RASTER_DPI = 150  # of rasterized artists and PNG figures
+REPORT_MAX_TABLE_ROWS = 500  # rows shown of a section's table (the summary shows every session)
+REPORT_SIGNIFICANT_DIGITS = 4
+REPORT_SVG_HASHSALT = "opto_cube"  # fixed: the same figure gives the same SVG bytes
+
 __all__ = [
     "FigureItem",
     "ReportContent",
@@ -108,7 +115,7 @@ class TableItem:
     data: Any
     caption: str = ""
     units: Mapping[str, str] | None = None
-    max_rows: int = schema.REPORT_MAX_TABLE_ROWS
+    max_rows: int = REPORT_MAX_TABLE_ROWS
 
 
 @dataclass
@@ -288,7 +295,7 @@ def _svg(figure: Any, prefix: str, dpi: int) -> str:
     import matplotlib as mpl
 
     buffer = io.StringIO()
-    with mpl.rc_context({"svg.fonttype": "path", "svg.hashsalt": schema.REPORT_SVG_HASHSALT}):
+    with mpl.rc_context({"svg.fonttype": "path", "svg.hashsalt": REPORT_SVG_HASHSALT}):
         figure.savefig(buffer, format="svg", dpi=dpi, metadata={"Date": None}, bbox_inches="tight", pad_inches=0.05)
     return _scour_svg(buffer.getvalue(), prefix)
 
@@ -297,9 +304,9 @@ def figure_to_html(
     figure: Any,
     *,
     prefix: str = "f0-",
-    max_svg_bytes: int = schema.REPORT_MAX_SVG_BYTES,
-    rasterize_points: int = schema.REPORT_RASTERIZE_POINTS,
-    dpi: int = schema.REPORT_RASTER_DPI,
+    max_svg_bytes: int = REPORT_MAX_SVG_BYTES,
+    rasterize_points: int = REPORT_RASTERIZE_POINTS,
+    dpi: int = REPORT_RASTER_DPI,
     alt: str = "",
 ) -> tuple[str, str]:
     """A matplotlib figure as self-contained HTML: inline SVG, or a PNG data URI when the SVG is too heavy.
@@ -386,7 +393,7 @@ def _cell(value: Any) -> str:
         v = float(value)
         if math.isnan(v):
             return "NaN"
-        return f"{v:.{schema.REPORT_SIGNIFICANT_DIGITS}g}"
+        return f"{v:.{REPORT_SIGNIFICANT_DIGITS}g}"
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, list | tuple | np.ndarray):
@@ -395,7 +402,7 @@ def _cell(value: Any) -> str:
 
 
 def table_rows(
-    data: Any, units: Mapping[str, str] | None = None, max_rows: int = schema.REPORT_MAX_TABLE_ROWS
+    data: Any, units: Mapping[str, str] | None = None, max_rows: int = REPORT_MAX_TABLE_ROWS
 ) -> tuple[list[str], list[str], list[list[str]], int]:
     """A DataFrame or xarray object as the strings of an HTML table.
 
@@ -511,7 +518,7 @@ def _table(item: TableItem) -> dict[str, Any]:
     }
 
 
-def render_report(content: ReportContent, *, max_svg_bytes: int = schema.REPORT_MAX_SVG_BYTES) -> str:
+def render_report(content: ReportContent, *, max_svg_bytes: int = REPORT_MAX_SVG_BYTES) -> str:
     """The page of ``content`` as one self-contained HTML document.
 
     Parameters
@@ -570,7 +577,7 @@ def render_report(content: ReportContent, *, max_svg_bytes: int = schema.REPORT_
 
 
 def write_report(
-    content: ReportContent | str, path: str | os.PathLike, *, max_svg_bytes: int = schema.REPORT_MAX_SVG_BYTES
+    content: ReportContent | str, path: str | os.PathLike, *, max_svg_bytes: int = REPORT_MAX_SVG_BYTES
 ) -> Path:
     """Render ``content`` and write it to ``path`` atomically.
 

@@ -44,6 +44,8 @@ from opto_cube.io.session import (
     surface_position,
 )
 
+TOP_OF_SHANK_TOLERANCE_UM = 10.0
+
 
 def _read_text_lines(path: Path, n_rows: int) -> tuple[list[str], str]:
     data = path.read_bytes()
@@ -366,7 +368,7 @@ def _check_surface(folder: Path, json_path: Path, info: dict[str, Any], clusters
             folder / schema.CLUSTERS_DEPTHS_FROM_SURFACE, "no finite depths: the surface, hence emitter depths, unknown"
         )
     top = info.get("top_of_shank_um")
-    far = isinstance(top, (int, float)) and abs(top - surface) > schema.TOP_OF_SHANK_TOLERANCE_UM
+    far = isinstance(top, (int, float)) and abs(top - surface) > TOP_OF_SHANK_TOLERANCE_UM
     if far and not math.isnan(surface):
         warn(json_path, f"top_of_shank_um = {top} but the cluster depths put the surface at {surface:.1f} um")
     return surface

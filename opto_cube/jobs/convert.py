@@ -28,6 +28,8 @@ from opto_cube.store.ownership import plan_write
 from opto_cube.store.paths import store_path
 from opto_cube.store.write import spike_counts_chunks, write_cube
 
+JOBS_MIN_CUBE_BYTES_PER_WORKER = 10**9  # convert --jobs N: processes only with this many cube bytes per worker
+
 if TYPE_CHECKING:
     import xarray as xr
 
@@ -536,14 +538,14 @@ def _local_workers(folders: Sequence[Path], jobs: int, bin_ms: float) -> int:
     small cubes convert faster than that in this process. Measured on 100
     small sessions (60 clusters, 336-600 trials): 2 processes were slower than
     1 at 10 ms (0.4 GB of cubes in all) and 1.55x faster at 1 ms (4 GB). So
-    processes start only with ``schema.JOBS_MIN_CUBE_BYTES_PER_WORKER`` cube
+    processes start only with ``JOBS_MIN_CUBE_BYTES_PER_WORKER`` cube
     bytes per worker (see benchmarks/README.md, "Conversion (issue 9)").
     """
     jobs = max(1, min(int(jobs), len(folders)))
     if jobs <= 1:
         return 1
     total = sum(_cube_bytes(folder, bin_ms) for folder in folders)
-    return jobs if total >= schema.JOBS_MIN_CUBE_BYTES_PER_WORKER * jobs else 1
+    return jobs if total >= JOBS_MIN_CUBE_BYTES_PER_WORKER * jobs else 1
 
 
 def convert(

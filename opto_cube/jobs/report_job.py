@@ -32,6 +32,8 @@ from opto_cube.jobs.pipeline import bin_widths, pass_for
 from opto_cube.jobs.tasks import AnalysisPass
 from opto_cube.store.catalog import Catalog, sessions_of
 
+PR_FLAGS = ("ok", "undefined", "poor_fit", "p50_out_of_range")
+
 __all__ = ["report_content", "run_report"]
 
 _EXTENT_TABLE = (  # the spatial extent's variables shown in the report's table, over waveform type x effect x power
@@ -176,7 +178,7 @@ def _report_results(
 def _fit_counts(fits: pd.DataFrame) -> pd.DataFrame:
     """Units x emitters fitted, per waveform type and fit flag (the power-response section's table)."""
     counts = pd.crosstab(fits[schema.WAVEFORM_TYPE], fits[schema.PR_FIT_FLAG]).reindex(
-        columns=list(schema.PR_FLAGS), fill_value=0
+        columns=list(PR_FLAGS), fill_value=0
     )
     counts["fitted"] = counts.sum(axis=1)
     return counts.rename_axis(index=schema.WAVEFORM_TYPE, columns=None).reset_index()

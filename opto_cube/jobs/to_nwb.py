@@ -47,6 +47,11 @@ from opto_cube.io.npy import NpyFile
 from opto_cube.io.nwb import import_pynwb
 from opto_cube.io.session import BLOCK_LEN, Session
 
+NWB_DEVICE = "NeuropixelsOpto"  # the probe's Device
+NWB_ELECTRODE_GROUP = "shank"
+NWB_UNKNOWN_AGE = "P0D/"  # ISO 8601 open range: the ALF files give no age (session.json "age" wins)
+NWB_LOCATION = "Isocortex"  # Allen CCF term: the recordings are in mouse cortex
+
 _SOURCE_SCRIPT = "opto_cube to-nwb"  # an NWB file's general/source_script: written by opto_cube (replaceable)
 
 
@@ -226,16 +231,16 @@ def build_nwbfile(session: Session, spike_times: Any, spike_index: np.ndarray, t
         subject_id=str(subject) if subject is not None else "unknown",
         species="Mus musculus",
         sex=str(attrs.get("sex", "U")),  # U: unknown (not in the ALF files)
-        age=str(attrs.get("age", schema.NWB_UNKNOWN_AGE)),
+        age=str(attrs.get("age", NWB_UNKNOWN_AGE)),
         description="DLX2.0-ChrimsonR-tdTomato mouse",
     )
 
     # the probe
     device = nwb.create_device(
-        name=schema.NWB_DEVICE, description="Neuropixels Opto probe (IMEC; 14 emitters along the shank)"
+        name=NWB_DEVICE, description="Neuropixels Opto probe (IMEC; 14 emitters along the shank)"
     )
     group = nwb.create_electrode_group(
-        name=schema.NWB_ELECTRODE_GROUP, description="the probe's shank", location=schema.NWB_LOCATION, device=device
+        name=NWB_ELECTRODE_GROUP, description="the probe's shank", location=NWB_LOCATION, device=device
     )
     folder = session.folder
     positions = None
@@ -244,7 +249,7 @@ def build_nwbfile(session: Session, spike_times: Any, spike_index: np.ndarray, t
     if positions is None:
         positions = np.full((session.n_channels, 2), np.nan)
     for x, y in np.asarray(positions, dtype=np.float64):
-        nwb.add_electrode(group=group, location=schema.NWB_LOCATION, rel_x=float(x), rel_y=float(y))
+        nwb.add_electrode(group=group, location=NWB_LOCATION, rel_x=float(x), rel_y=float(y))
 
     # the emitters: ndx-optogenetics sites
     effector = Effector(name="ChrimsonR", label="ChrimsonR", description="DLX2.0-ChrimsonR-tdTomato")

@@ -47,6 +47,9 @@ from opto_cube.store.open import missing_chunk_option
 from opto_cube.store.ownership import is_complete, not_ours, refusal
 from opto_cube.store.paths import OLD_TAG, TMP_TAG, remove_leftovers
 
+WINDOW_COUNTS_CHUNK_BYTES = 64 * 2**20  # window_counts: one chunk along trials unless it would exceed this
+TIMING_CHUNK_BYTES = 64 * 2**20  # condition_counts / first_spike_bin: one chunk unless it would exceed this
+
 if TYPE_CHECKING:
     import xarray as xr
 
@@ -165,7 +168,7 @@ def window_counts_chunks(n_clusters: int, n_trials: int, itemsize: int) -> tuple
     (3000, 2796, 2)
     """
     per_trial = max(1, n_clusters) * len(schema.WINDOWS) * itemsize
-    trials = max(1, min(n_trials, schema.WINDOW_COUNTS_CHUNK_BYTES // per_trial))
+    trials = max(1, min(n_trials, WINDOW_COUNTS_CHUNK_BYTES // per_trial))
     return (max(1, n_clusters), trials, len(schema.WINDOWS))
 
 
@@ -217,7 +220,7 @@ def _write_whole(
 
 
 def _timing_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
-    """Chunks of a timing array: whole unless larger than ``schema.TIMING_CHUNK_BYTES``, then split by clusters.
+    """Chunks of a timing array: whole unless larger than ``TIMING_CHUNK_BYTES``, then split by clusters.
 
     Examples
     --------
@@ -225,7 +228,7 @@ def _timing_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
     ((266, 84, 1500), (300, 4200))
     """
     per_cluster = max(1, int(np.prod(shape[1:], dtype=np.int64)) * itemsize)
-    clusters = max(1, min(shape[0], schema.TIMING_CHUNK_BYTES // per_cluster))
+    clusters = max(1, min(shape[0], TIMING_CHUNK_BYTES // per_cluster))
     return (clusters, *(max(1, n) for n in shape[1:]))
 
 
