@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from opto_cube import __version__, schema
-from opto_cube.errors import OptoCubeError, OptoCubeWarning
+from opto_cube.errors import OptoCubeError, OptoCubeWarning, one_line
 
 REPORT_SUFFIXES = (".html", ".htm")
 
@@ -518,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
     prefix = "warning" if issubclass(category, OptoCubeWarning) else category.__name__
-    _err(f"{prefix}: {' '.join(str(message).split())}")
+    _err(f"{prefix}: {one_line(message)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -545,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         where = e.filename or out or getattr(args, "path", None) or ""
-        _err(f"error: {where}: {e.strerror or _one_line(e)}")
+        _err(f"error: {where}: {e.strerror or one_line(e)}")
         code = EXIT_FAILED
     except KeyboardInterrupt:
         _err("interrupted")
@@ -553,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # never a traceback for the user: one line, the type and the message
         if debug:
             raise
-        _err(f"error: {type(e).__name__}: {_one_line(e)} (OPTO_CUBE_DEBUG=1 shows the traceback)")
+        _err(f"error: {type(e).__name__}: {one_line(e)} (OPTO_CUBE_DEBUG=1 shows the traceback)")
         code = EXIT_FAILED
     if code and fresh is not None:
         _remove_if_empty(fresh)
@@ -566,10 +566,6 @@ def _first_missing(path: str | os.PathLike) -> Path | None:
     while not os.path.lexists(current) and current != current.parent:
         missing, current = current, current.parent
     return missing
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _remove_if_empty(path: Path) -> None:

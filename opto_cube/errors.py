@@ -7,8 +7,8 @@ Recoverable quirks are :class:`OptoCubeWarning` s, also naming the file.
 
 Examples
 --------
->>> print(problem("st/s1.zarr", "chunk window_counts/c/0/0/0 is missing", remedy="run `opto-cube verify` on it"))
-st/s1.zarr: chunk window_counts/c/0/0/0 is missing; run `opto-cube verify` on it
+>>> print(problem("st/s1.zarr", "chunk window_counts/c/0/0/0 is missing", remedy="run `opto-cube verify st/s1.zarr`"))
+st/s1.zarr: chunk window_counts/c/0/0/0 is missing; run `opto-cube verify st/s1.zarr`
 >>> one_line(ValueError("bad\\n  value"))
 'bad value'
 """
@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import os
 import warnings
-
-DAMAGED_STORE_REMEDY = "run `opto-cube verify` on it, then convert the session again with --overwrite"
-"""What to do about a store that fails a check: find every problem, then rebuild it from the session."""
 
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
 

@@ -168,8 +168,7 @@ def test_cli_info_on_a_damaged_store_is_one_line(sealed, tmp_path, capsys):
     assert cli.main(["info", str(path)]) == 1
     assert capsys.readouterr().err.splitlines() == [
         f"opto-cube: error: {path}: chunk spike_counts/c/0/1/0 is missing (deleted or never written):"
-        f" the store is damaged (run `opto-cube verify {path}`; reconvert the session with"
-        " `opto-cube convert ... --overwrite`)"
+        f" the store is damaged; run `opto-cube verify {path}`, then convert the session again with --overwrite"
     ]
 
 

@@ -25,7 +25,7 @@ from opto_cube import schema
 from opto_cube.analysis import maps, psth
 from opto_cube.analysis.conditions import select_conditions
 from opto_cube.analysis.latency import light_artifacts
-from opto_cube.errors import OptoCubeError, OptoCubeWarning
+from opto_cube.errors import OptoCubeError, OptoCubeWarning, one_line
 from opto_cube.figures import plot
 from opto_cube.jobs.maps_job import maps_dataset
 from opto_cube.jobs.pipeline import bin_widths, pass_for
@@ -65,10 +65,6 @@ class _ReportResults:
     parameters: dict[str, Any]
 
 
-def _one_line(text: Any) -> str:
-    return " ".join(str(text).split())
-
-
 def _guarded(what: str, compute: Any) -> tuple[Any, list[str]]:
     """``compute()`` and the notes to show instead of a traceback: its opto_cube warnings, or why it failed.
 
@@ -82,11 +78,11 @@ def _guarded(what: str, compute: Any) -> tuple[Any, list[str]]:
         try:
             result = compute()
         except (ValueError, OptoCubeError) as e:
-            result, failed = None, f"{what} not computed: {_one_line(e)}"
+            result, failed = None, f"{what} not computed: {one_line(e)}"
     notes = []
     for w in caught:
         if issubclass(w.category, OptoCubeWarning):
-            notes.append(_one_line(w.message))
+            notes.append(one_line(w.message))
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return result, notes + ([failed] if failed else [])

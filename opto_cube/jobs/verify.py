@@ -36,7 +36,7 @@ import numpy as np
 import zarr
 
 from opto_cube import io, schema
-from opto_cube.errors import OptoCubeError, StoreError
+from opto_cube.errors import OptoCubeError, StoreError, one_line
 from opto_cube.io.npy import sha256_file
 from opto_cube.store import chunks
 from opto_cube.store.access import StorePath, is_url, read_store_attrs, zarr_store
@@ -66,10 +66,6 @@ class StoreReport:
         return f"damaged  {self.store}: {len(self.problems)} problem{'s' * (len(self.problems) != 1)}"
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
-
-
 def _block(coords: tuple[int, ...], chunks: tuple[int, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
     return tuple(slice(c * n, min((c + 1) * n, s)) for c, n, s in zip(coords, chunks, shape, strict=True))
 
@@ -87,7 +83,7 @@ def _decode_all(report: StoreReport, group: Any, skip: set[str], path: str) -> N
             try:
                 array[_block(coords, array.chunks, array.shape)]
             except Exception as e:
-                report.problems.append(f"{path}: chunk {key} is corrupt ({_one_line(e)})")
+                report.problems.append(f"{path}: chunk {key} is corrupt ({one_line(e)})")
 
 
 def _window_edges(group: Any) -> tuple[int, int, np.ndarray]:
@@ -124,7 +120,7 @@ def _check_window_counts(report: StoreReport, group: Any, skip: set[str], path: 
             pre_start, stim_start, stim_end = _window_edges(group)
         except Exception as e:  # a damaged time or duration chunk: reported by _decode_all
             report.problems.append(
-                f"{path}: window_counts not compared: the bins or durations cannot be read ({_one_line(e)})"
+                f"{path}: window_counts not compared: the bins or durations cannot be read ({one_line(e)})"
             )
             windows = None
     mismatched = 0
@@ -136,14 +132,14 @@ def _check_window_counts(report: StoreReport, group: Any, skip: set[str], path: 
         try:
             block = np.asarray(counts[region])
         except Exception as e:
-            report.problems.append(f"{path}: chunk {key} is corrupt ({_one_line(e)})")
+            report.problems.append(f"{path}: chunk {key} is corrupt ({one_line(e)})")
             continue
         if windows is None:
             continue
         try:
             stored = np.asarray(windows[region[0], region[1], :])[:, :, order]
         except Exception as e:  # its chunks are reported by _decode_all
-            report.problems.append(f"{path}: {schema.WINDOW_COUNTS} at chunk {key} cannot be read ({_one_line(e)})")
+            report.problems.append(f"{path}: {schema.WINDOW_COUNTS} at chunk {key} cannot be read ({one_line(e)})")
             continue
         total = np.zeros((*block.shape[:2], block.shape[2] + 1), dtype=np.int64)
         np.cumsum(block, axis=2, dtype=np.int64, out=total[:, :, 1:])
@@ -195,7 +191,7 @@ def _check_sources(report: StoreReport, attrs: dict[str, Any], folder: Path, pat
         try:
             found = sha256_file(source)
         except OSError as e:
-            report.problems.append(f"{path}: source {source} cannot be read ({_one_line(e)})")
+            report.problems.append(f"{path}: source {source} cannot be read ({one_line(e)})")
             changed += 1
             continue
         if found != sha:
@@ -259,7 +255,7 @@ def verify_store(
         report.chunks = len(expected)
         problems = chunks.metadata_problems(path, storage_options) + chunks.check_chunks(path, storage_options)
     except Exception as e:
-        report.problems.append(f"{name}: metadata cannot be read ({_one_line(e)})")
+        report.problems.append(f"{name}: metadata cannot be read ({one_line(e)})")
         return report
     report.problems.extend(problems)
     skip = {key for key in expected if any(f"chunk {key} " in p for p in problems)}
@@ -293,7 +289,7 @@ def _store_bins(report: StoreReport, attrs: dict[str, Any], session: Any, path: 
         window = tuple(float(v) for v in attrs[schema.ATTR_WINDOW])
         return binning.plan_time_bins(session.stim[schema.DURATION], bin_ms=width_ms, window_s=window)  # type: ignore[arg-type]
     except (KeyError, TypeError, ValueError, OptoCubeError) as e:
-        report.problems.append(f"{path}: counts not recounted: bin width or window unusable ({_one_line(e)})")
+        report.problems.append(f"{path}: counts not recounted: bin width or window unusable ({one_line(e)})")
         return None
 
 
@@ -336,7 +332,7 @@ def recount(
             warnings.simplefilter("ignore", OptoCubeWarning)
             session = io.read_session(source)
     except OptoCubeError as e:
-        report.problems.append(f"{path}: counts not recounted: {_one_line(e)}")
+        report.problems.append(f"{path}: counts not recounted: {one_line(e)}")
         return
     counts = group[schema.SPIKE_COUNTS]
     bins = _store_bins(report, attrs, session, path)
@@ -380,7 +376,7 @@ def recount(
                 what = f"{schema.WINDOW_COUNTS} of trials {trials.start}..{trials.stop - 1}"
                 same.append(_compare(report, path, what, lambda t=trials: windows[:, t, :], counted))
     except binning.CountOverflow as e:
-        report.problems.append(f"{path}: a count of the sources exceeds the store's {counts.dtype} ({_one_line(e)})")
+        report.problems.append(f"{path}: a count of the sources exceeds the store's {counts.dtype} ({one_line(e)})")
         return
     for name, values in ((schema.CONDITION_COUNTS, timing.time_course), (schema.FIRST_SPIKE_BIN, timing.first_spike)):
         if name in group:

@@ -29,7 +29,7 @@ import numpy as np
 import zarr
 
 from opto_cube import schema
-from opto_cube.errors import StoreError
+from opto_cube.errors import StoreError, one_line, problem
 from opto_cube.store.access import StorePath, format_version, is_url, open_group, read_store_attrs, zarr_store
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ class _CheckedChunks:
         try:
             found = _suffixes(self.path, [chunk], self.storage_options)[chunk]
         except Exception as e:
-            raise damaged(self.path, f"chunk {chunk} cannot be read ({' '.join(str(e).split())})") from e
+            raise damaged(self.path, f"chunk {chunk} cannot be read ({one_line(e)})") from e
         if found is None:
             raise damaged(self.path, f"chunk {chunk} is missing (deleted or never written)")
         if found != self.manifest.get(chunk):
@@ -194,12 +194,12 @@ class _CheckedChunks:
                 )
             return np.asarray(self._array[key])
         except Exception as e:
-            raise damaged(self.path, f"chunk {chunk} is corrupt ({' '.join(str(e).split())})") from e
+            raise damaged(self.path, f"chunk {chunk} is corrupt ({one_line(e)})") from e
 
 
 def corrupt_chunk(path: StorePath, storage_options: dict[str, Any] | None, error: BaseException) -> str:
     """``"<store>: chunk <key> is corrupt (<why>)"`` for the first small (1-D) array chunk that does not decode."""
-    why = " ".join(str(error).split()) or type(error).__name__
+    why = one_line(error)
     try:
         group = open_group(path, storage_options)
         for name, array in group.arrays():
@@ -211,7 +211,7 @@ def corrupt_chunk(path: StorePath, storage_options: dict[str, Any] | None, error
                     array[block]
                 except Exception as e:
                     key = f"{name}/{array.metadata.chunk_key_encoding.encode_chunk_key(coords)}"
-                    return f"{path}: chunk {key} is corrupt ({' '.join(str(e).split())})"
+                    return f"{path}: chunk {key} is corrupt ({one_line(e)})"
     except Exception:  # the metadata itself: say what the first error said
         pass
     return f"{path}: cannot be opened ({why})"
@@ -244,8 +244,11 @@ METADATA_FIELDS = ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "co
 def damaged(path: StorePath, what: str) -> StoreError:
     """The one error of a damaged store: where, what, and what to do."""
     return StoreError(
-        f"{path}: {what}: the store is damaged (run `opto-cube verify {path}`; reconvert the session with"
-        " `opto-cube convert ... --overwrite`)"
+        problem(
+            path,
+            f"{what}: the store is damaged",
+            remedy=f"run `opto-cube verify {path}`, then convert the session again with --overwrite",
+        )
     )
 
 

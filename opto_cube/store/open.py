@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import zarr
 
 from opto_cube import schema
-from opto_cube.errors import StoreError, warn
+from opto_cube.errors import StoreError, one_line, warn
 from opto_cube.store import chunks
 from opto_cube.store.access import StorePath
 from opto_cube.store.read import read_checked
@@ -86,7 +86,7 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
     try:
         group = chunks.open_group(path, storage_options)  # the metadata, read once (consolidated)
     except Exception as e:
-        raise StoreError(f"{path}: not an opto_cube store (no readable Zarr group: {' '.join(str(e).split())})") from e
+        raise StoreError(f"{path}: not an opto_cube store (no readable Zarr group: {one_line(e)})") from e
     attrs = dict(group.attrs)
     version = chunks.format_version(attrs)
     ours = schema.ATTR_FORMAT_VERSION in attrs or schema.ATTR_VERSION in attrs
@@ -101,7 +101,7 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
     try:
         ds = xr.open_zarr(path, chunks={}, consolidated=True, **kwargs)
     except (FileNotFoundError, KeyError) as e:
-        raise StoreError(f"{path}: not an opto_cube store ({' '.join(str(e).split())})") from e
+        raise StoreError(f"{path}: not an opto_cube store ({one_line(e)})") from e
     except Exception as e:  # a coordinate that does not decode
         raise chunks.damaged(path, chunks.corrupt_chunk(path, storage_options, e).removeprefix(f"{path}: ")) from e
     if schema.SPIKE_COUNTS not in ds:
@@ -121,7 +121,7 @@ def _open_plain(zstore: Any, **kwargs: Any) -> xr.Dataset:
     try:
         ds = xr.open_zarr(zstore, chunks={}, consolidated=True, **kwargs)
     except (FileNotFoundError, KeyError, ValueError) as e:
-        raise StoreError(f"{zstore}: not an opto_cube store ({' '.join(str(e).split())})") from e
+        raise StoreError(f"{zstore}: not an opto_cube store ({one_line(e)})") from e
     if schema.SPIKE_COUNTS not in ds:
         raise StoreError(f"{zstore}: not an opto_cube store (no {schema.SPIKE_COUNTS!r} variable)")
     small = [name for name, c in ds.coords.items() if name not in ds.indexes and c.ndim == 1]

@@ -17,7 +17,7 @@ from typing import Any
 import zarr
 
 from opto_cube import schema
-from opto_cube.errors import StoreError
+from opto_cube.errors import StoreError, one_line
 from opto_cube.store import chunks
 from opto_cube.store.access import StorePath, is_url, read_store_attrs, zarr_store
 
@@ -87,7 +87,7 @@ def _unsealed_or_other_chunks(
         expected = chunks.expected_chunks(group)
         shape = group[schema.SPIKE_COUNTS].shape if schema.SPIKE_COUNTS in group else None
     except Exception as e:
-        return f"its array metadata cannot be read ({' '.join(str(e).split())})"
+        return f"its array metadata cannot be read ({one_line(e)})"
     if shape is None:
         return f"no {schema.SPIKE_COUNTS!r} array"
     if set(expected) != set(manifest):
@@ -187,7 +187,7 @@ def damage(path: StorePath, storage_options: dict[str, Any] | None = None) -> st
         names = sorted(name for name, _ in group.arrays())
         expected = chunks.expected_chunks(group)
     except Exception as e:
-        return f"{path}: its array metadata cannot be read ({' '.join(str(e).split())})"
+        return f"{path}: its array metadata cannot be read ({one_line(e)})"
     problem = _metadata_disagreement(path, storage_options, names)
     if problem is None and set(expected) != set(manifest):
         problem = f"{path}: its chunks are not those its manifest records"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from opto_cube import schema
-from opto_cube.errors import StoreError
+from opto_cube.errors import StoreError, one_line
 from opto_cube.store.access import StorePath, format_version, is_url, zarr_store
 from opto_cube.store.chunks import chunk_problem, damaged, metadata_problem
 
@@ -144,7 +144,7 @@ def read_checked(
     except StoreError:
         raise
     except Exception as e:  # the store's root metadata: not a store
-        raise StoreError(f"{path}: not an opto_cube store (no readable Zarr group: {' '.join(str(e).split())})") from e
+        raise StoreError(f"{path}: not an opto_cube store (no readable Zarr group: {one_line(e)})") from e
 
 
 async def _read_checked(
@@ -208,7 +208,7 @@ async def _read_checked(
         try:
             return np.asarray(await arrays[name].getitem(...))
         except Exception as e:
-            raise damaged(path, f"array {name} does not decode ({' '.join(str(e).split())})") from e
+            raise damaged(path, f"array {name} does not decode ({one_line(e)})") from e
 
     values = await asyncio.gather(*(read(n) for n in wanted))
     return CheckedRead(
@@ -232,7 +232,7 @@ def _read_local(path: Path, names: list[str] | None, small: bool, deep: bool, sh
     except FileNotFoundError as e:
         raise StoreError(f"{path}: not an opto_cube store (no zarr.json: no Zarr group there)") from e
     except (OSError, ValueError) as e:
-        raise StoreError(f"{path}: not an opto_cube store (unreadable zarr.json: {' '.join(str(e).split())})") from e
+        raise StoreError(f"{path}: not an opto_cube store (unreadable zarr.json: {one_line(e)})") from e
     if not isinstance(meta, dict):
         return None
     consolidated = ((meta.get("consolidated_metadata") or {}).get("metadata")) or {}
@@ -300,7 +300,7 @@ def _read_local_array(
         try:
             data = _local_bytes(path / key)
         except OSError as e:
-            raise damaged(path, f"chunk {key} cannot be read ({' '.join(str(e).split())})") from e
+            raise damaged(path, f"chunk {key} cannot be read ({one_line(e)})") from e
         problem = chunk_problem(key, data, manifest, full or read)
         if problem:
             raise damaged(path, problem)
@@ -309,7 +309,7 @@ def _read_local_array(
         try:
             block = _decode(meta, data[:-4], chunk_shape)
         except Exception as e:
-            raise damaged(path, f"chunk {key} does not decode ({' '.join(str(e).split())})") from e
+            raise damaged(path, f"chunk {key} does not decode ({one_line(e)})") from e
         where = tuple(slice(c * n, min((c + 1) * n, s)) for c, n, s in zip(coords, chunk_shape, shape, strict=True))
         out[where] = block[tuple(slice(0, w.stop - w.start) for w in where)]
     return out
