@@ -73,12 +73,13 @@ def open_cube(path: StorePath, **kwargs: Any) -> xr.Dataset:
 
     Examples
     --------
-    >>> import tempfile
-    >>> from opto_cube import synth
-    >>> from opto_cube.jobs import convert
-    >>> root = tempfile.mkdtemp()
-    >>> folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
-    >>> result = convert.convert_session(folder, root + "/stores", bin_ms=10)  # doctest: +SKIP
+    >>> from opto_cube.jobs.demo import example_stores
+    >>> (store,) = (example_stores() / "stores").iterdir()
+    >>> cube = open_cube(store)
+    >>> dict(cube.spike_counts.sizes), cube.spike_counts.chunks is not None  # lazy: nothing read yet
+    ({'cluster': 8, 'trial': 40, 'time': 150}, True)
+    >>> int(cube.spike_counts.sum())  # read now, each chunk checked against its CRC32C
+    1687
     """
     storage_options = kwargs.get("storage_options")
     if not isinstance(path, (str, os.PathLike)):  # a zarr Store object (a wrapper counting reads): as xarray reads it
