@@ -632,7 +632,7 @@ def _cubes(out: Path) -> dict[str, xr.Dataset]:
 @pytest.mark.slow
 def test_jobs_do_not_change_the_cubes(three_sessions, tmp_path, no_warnings, monkeypatch):
     """Two local processes give the same cubes and the same failure as one, session for session."""
-    monkeypatch.setattr(schema, "JOBS_MIN_CUBE_BYTES_PER_WORKER", 0)  # processes even for tiny cubes
+    monkeypatch.setattr(convert, "JOBS_MIN_CUBE_BYTES_PER_WORKER", 0)  # processes even for tiny cubes
     assert convert._local_workers(io.find_sessions(three_sessions), 2, 10) == 2
     broken = three_sessions / schema.SESSIONS_DIR / OTHER_SESSION_ID
     (broken / schema.STIM_POWER).write_bytes(b"garbage")
@@ -656,12 +656,12 @@ def test_jobs_start_processes_only_when_they_pay(three_sessions, monkeypatch):
     n_clusters, n_trials = load(folders[0], schema.CLUSTERS_QC_PASS).size, load(folders[0], schema.STIM_TIMES).size
     assert cube == n_clusters * n_trials * 150  # (-0.5, 1.0) s in 10 ms bins, uint8
     total = sum(convert._cube_bytes(f, 1) for f in folders)
-    monkeypatch.setattr(schema, "JOBS_MIN_CUBE_BYTES_PER_WORKER", total // 2)
+    monkeypatch.setattr(convert, "JOBS_MIN_CUBE_BYTES_PER_WORKER", total // 2)
     assert convert._local_workers(folders, 2, 1) == 2  # enough bytes for two workers
     assert convert._local_workers(folders, 8, 1) == 1  # not for three (capped at the 3 sessions)
     assert convert._local_workers(folders, 2, 10) == 1  # 10x fewer bytes at 10 ms
     assert convert._local_workers(folders[:1], 4, 1) == 1  # one session: never a process
-    monkeypatch.setattr(schema, "JOBS_MIN_CUBE_BYTES_PER_WORKER", 0)
+    monkeypatch.setattr(convert, "JOBS_MIN_CUBE_BYTES_PER_WORKER", 0)
     assert convert._local_workers(folders, 8, 1) == 3
 
 
