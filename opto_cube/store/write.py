@@ -129,8 +129,22 @@ def _atomic_store(
         else:
             os.replace(tmp, target)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_unfinished(tmp)
         raise
+
+
+def _remove_unfinished(tmp: Path) -> None:
+    """Remove an unfinished store's folder, and again until it stays gone.
+
+    When one of zarr's concurrent chunk writes fails (a full disk), the others
+    under way in zarr's event loop are not cancelled and may still land for a
+    few milliseconds after the error reaches us: one removal can leave their files.
+    """
+    import time
+
+    for delay_s in (0.0, 0.01, 0.05, 0.2):
+        time.sleep(delay_s)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager
