@@ -172,15 +172,10 @@ def window_counts(cube: xr.Dataset) -> xr.DataArray:
 
     Examples
     --------
-    >>> import tempfile, warnings
-    >>> from opto_cube import synth
-    >>> from opto_cube.jobs import convert
+    >>> from opto_cube.jobs.demo import example_stores
     >>> from opto_cube.store.open import open_cube
-    >>> root = tempfile.mkdtemp()
-    >>> folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
-    >>> with warnings.catch_warnings():
-    ...     warnings.simplefilter("ignore")
-    ...     cube = open_cube(convert.convert_session(folder, root + "/stores", bin_ms=10).store)
+    >>> (store,) = (example_stores() / "stores").iterdir()
+    >>> cube = open_cube(store)
     >>> counts = window_counts(cube)
     >>> counts.dims, counts.sizes["window"]
     (('cluster', 'trial', 'window'), 2)
@@ -314,15 +309,10 @@ def responses(
 
     Examples
     --------
-    >>> import tempfile, warnings
-    >>> from opto_cube import synth
-    >>> from opto_cube.jobs import convert
+    >>> from opto_cube.jobs.demo import example_stores
     >>> from opto_cube.store.open import open_cube
-    >>> root = tempfile.mkdtemp()
-    >>> folder = synth.make_dataset(root, n_sessions=1, size="tiny")[0]
-    >>> with warnings.catch_warnings():
-    ...     warnings.simplefilter("ignore")
-    ...     cube = open_cube(convert.convert_session(folder, root + "/stores", bin_ms=10).store)
+    >>> (store,) = (example_stores() / "stores").iterdir()
+    >>> cube = open_cube(store)
     >>> r = responses(cube)
     >>> dict(r.sizes), r[schema.PCT_CHANGE].chunks is not None
     ({'cluster': 8, 'condition': 12}, True)

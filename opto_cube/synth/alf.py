@@ -18,7 +18,7 @@ import numpy as np
 
 from opto_cube import schema
 from opto_cube.synth.model import SAMPLES_PER_S, GroundTruth, SessionSpec
-from opto_cube.synth.simulate import Trials, draw_clusters, draw_spikes, draw_trials
+from opto_cube.synth.simulate import Trials, draw_session
 
 __all__ = ["LASERS", "SESSION_ID", "session_meta", "write_session", "write_text"]
 
@@ -73,12 +73,9 @@ def write_session(
     folder = pathlib.Path(session_dir)
     folder.mkdir(parents=True, exist_ok=True)
     session_id = folder.name if session_id is None else session_id
-    rng = np.random.default_rng(spec.seed)
-    trials = draw_trials(spec, rng)
-    truth, clusters = draw_clusters(spec, rng, session_id)
-    spike_times, spike_clusters = draw_spikes(spec, rng, truth, trials)
-
-    rows = rng.permutation(trials.onset_sample.size) if spec.shuffle_trials else np.arange(trials.onset_sample.size)
+    drawn = draw_session(spec, session_id)
+    trials, truth, clusters, rows = drawn.trials, drawn.truth, drawn.clusters, drawn.trial_rows
+    spike_times, spike_clusters = drawn.spike_times, drawn.spike_rows
     files = {
         schema.SPIKES_TIMES: spike_times,
         schema.SPIKES_CLUSTERS: spike_clusters,

@@ -23,7 +23,7 @@ import numpy as np
 from opto_cube import schema
 from opto_cube.synth.alf import session_meta, write_text
 from opto_cube.synth.model import SAMPLES_PER_S, GroundTruth, SessionSpec
-from opto_cube.synth.simulate import draw_clusters, draw_spikes, draw_trials, side_rng
+from opto_cube.synth.simulate import draw_session, side_rng
 
 __all__ = ["KilosortQuirks", "write_alf_twin", "write_kilosort_session"]
 
@@ -127,11 +127,9 @@ def write_kilosort_session(
     folder = pathlib.Path(session_dir)
     folder.mkdir(parents=True, exist_ok=True)
     session_id = folder.name if session_id is None else session_id
-    rng = np.random.default_rng(spec.seed)
-    trials = draw_trials(spec, rng)
-    truth, clusters = draw_clusters(spec, rng, session_id)
-    spike_times, spike_rows = draw_spikes(spec, rng, truth, trials)
-    rows = rng.permutation(trials.onset_sample.size) if spec.shuffle_trials else np.arange(trials.onset_sample.size)
+    drawn = draw_session(spec, session_id)
+    trials, truth, clusters, rows = drawn.trials, drawn.truth, drawn.clusters, drawn.trial_rows
+    spike_times, spike_rows = drawn.spike_times, drawn.spike_rows
     side = side_rng(spec, 3)  # the Kilosort-only draws, apart from the truth's
     k = spec.n_clusters
     samples = np.rint(spike_times * SAMPLES_PER_S).astype(np.int64)

@@ -30,7 +30,7 @@ from opto_cube.synth.model import (
     SessionSpec,
 )
 
-__all__ = ["Trials", "draw_clusters", "draw_spikes", "draw_trials", "side_rng"]
+__all__ = ["DrawnSession", "Trials", "draw_clusters", "draw_session", "draw_spikes", "draw_trials", "side_rng"]
 
 
 @dataclass(frozen=True)
@@ -321,3 +321,27 @@ def _edge_spikes(spec: SessionSpec, rng: np.random.Generator, truth: GroundTruth
     sample, time = sample[wanted], time[wanted]
     cluster = spiking[np.arange(sample.size) % spiking.size]
     return cluster * stride + sample, time
+
+
+@dataclass(frozen=True)
+class DrawnSession:
+    """Everything one synthetic session draws, whatever layout writes it (:func:`draw_session`)."""
+
+    rng: np.random.Generator  # the session's stream, after the draws below (the writers go on drawing from it)
+    trials: Trials
+    truth: GroundTruth
+    clusters: dict
+    spike_times: np.ndarray
+    spike_rows: np.ndarray
+    trial_rows: np.ndarray  # the order the trials are written in (shuffled when the spec says so)
+
+
+def draw_session(spec: SessionSpec, session_id: str) -> DrawnSession:
+    """Trials, units and spikes of one session, in the one order every layout draws them (the same bytes)."""
+    rng = np.random.default_rng(spec.seed)
+    trials = draw_trials(spec, rng)
+    truth, clusters = draw_clusters(spec, rng, session_id)
+    spike_times, spike_rows = draw_spikes(spec, rng, truth, trials)
+    n = trials.onset_sample.size
+    trial_rows = rng.permutation(n) if spec.shuffle_trials else np.arange(n)
+    return DrawnSession(rng, trials, truth, clusters, spike_times, spike_rows, trial_rows)
